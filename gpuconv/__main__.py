@@ -1,0 +1,3 @@
+from gpuconv.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""The backend registry and the dispatcher's choice of backend.
+
+A backend is a module in ``gpuconv/_backends/`` named in :data:`BACKEND_MODULES`.
+It is imported only when first needed (so ``import gpuconv`` pulls in neither
+numba nor cupy) and provides:
+
+``probe() -> str | None``
+    ``None`` when the backend can run here, else a sentence saying why not and
+    what to install. Called once per process (cached).
+``convolve(image3d, plan, library) -> array``
+    Executes a :class:`~gpuconv._plan.ConvolutionPlan` on a ``(H, W, C)`` image
+    of array library ``library`` (``"numpy"`` or ``"cupy"``) and returns a new
+    ``(H, W, C)`` array of ``plan.output_dtype`` in the same library.
+``describe() -> str`` (optional)
+    A few words for ``backends()`` and ``gpuconv info`` when available.
+``pays_off_for_host_image(plan) -> bool`` (optional)
+    Whether ``backend="auto"`` should send a NumPy image here (a GPU only where
+    the transfer pays). Absent means yes.
+``accepts_library(library) -> bool`` (optional)
+    Which array libraries the backend takes; absent means NumPy only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import importlib
+import os
+from dataclasses import dataclass
+
+#: Backends in order of preference for ``backend="auto"`` on NumPy images.
+BACKEND_MODULES: dict[str, str] = {
+    "cuda": "gpuconv._backends._cuda",
+    "numba": "gpuconv._backends._numba",
+    "numpy": "gpuconv._backends._numpy",
+}
+
+ENVIRONMENT_VARIABLE = "GPUCONV_BACKEND"
+_VALID_NAMES = ("auto", *BACKEND_MODULES)
+
+_default_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "gpuconv_default_backend", default=None
+)
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for by name but cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """Whether a backend can run here and, either way, why.
+
+    ``bool(status)`` is ``status.available``.
+    """
+
+    name: str
+    available: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.available
+
+    def __repr__(self) -> str:
+        return self.reason if self.available else f"unavailable: {self.reason}"
+
+    __str__ = __repr__
+
+
+def _module(name: str):
+    return importlib.import_module(BACKEND_MODULES[name])
+
+
+@functools.cache
+def status(name: str) -> BackendStatus:
+    """Probe one backend (cached per process)."""
+    try:
+        reason = _module(name).probe()
+    except Exception as error:  # a probe must never take the dispatcher down
+        reason = f"probe failed: {type(error).__name__}: {error}"
+    if reason is not None:
+        return BackendStatus(name, False, reason)
+    describe = getattr(_module(name), "describe", None)
+    return BackendStatus(name, True, "available" + (f" ({describe()})" if describe else ""))
+
+
+def backends() -> dict[str, BackendStatus]:
+    """Report, for each backend, whether it is available here and, if not, why.
+
+    Returns
+    -------
+    dict of str to BackendStatus
+        Keyed ``"cuda"``, ``"numba"``, ``"numpy"``. Each value is truthy when
+        the backend can run, and its repr says why or why not, e.g.
+        ``unavailable: numba is not installed: pip install 'gpuconv[numba]'``.
+
+    Examples
+    --------
+    >>> import gpuconv
+    >>> bool(gpuconv.backends()["numpy"])
+    True
+    """
+    return {name: status(name) for name in BACKEND_MODULES}
+
+
+def check_name(name) -> str:
+    if name not in _VALID_NAMES:
+        raise ValueError(
+            f"unknown backend {name!r}; valid backends are {', '.join(map(repr, _VALID_NAMES))}"
+        )
+    return name
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Make ``name`` the default backend inside a ``with`` block.
+
+    Calls that pass ``backend="auto"`` (the default) use ``name`` instead.
+    Nests, and is local to the thread or asyncio task.
+
+    Parameters
+    ----------
+    name : {"auto", "cuda", "numba", "numpy"}
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a backend name.
+    BackendUnavailableError
+        If the backend cannot run here.
+
+    Examples
+    --------
+    >>> import numpy as np, gpuconv
+    >>> with gpuconv.use_backend("numpy"):
+    ...     gpuconv.convolve(np.eye(3), "identity").tolist()
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    check_name(name)
+    if name != "auto":
+        _require(name)
+    token = _default_backend.set(name)
+    try:
+        yield name
+    finally:
+        _default_backend.reset(token)
+
+
+def _require(name: str):
+    state = status(name)
+    if not state.available:
+        raise BackendUnavailableError(f"backend {name!r} is unavailable: {state.reason}")
+    return _module(name)
+
+
+def _accepts(module, library: str) -> bool:
+    accepts = getattr(module, "accepts_library", None)
+    return library == "numpy" if accepts is None else accepts(library)
+
+
+def resolve(requested: str, plan, library: str):
+    """Return ``(name, module)`` of the backend that will run ``plan``."""
+    check_name(requested)
+    if requested == "auto":
+        requested = _default_backend.get() or os.environ.get(ENVIRONMENT_VARIABLE) or "auto"
+        if requested not in _VALID_NAMES:
+            raise ValueError(
+                f"{ENVIRONMENT_VARIABLE}={requested!r} is not a backend; valid values are "
+                f"{', '.join(map(repr, _VALID_NAMES))}"
+            )
+    if requested != "auto":
+        module = _require(requested)
+        if not _accepts(module, library):
+            raise ValueError(
+                f"backend {requested!r} cannot take a {library} array without a copy between "
+                "host and device; use backend='cuda' for CuPy arrays, or convert the image"
+            )
+        return requested, module
+    for name in BACKEND_MODULES:
+        if not status(name).available:
+            continue
+        module = _module(name)
+        if not _accepts(module, library):
+            continue
+        if library == "numpy":
+            pays_off = getattr(module, "pays_off_for_host_image", None)
+            if pays_off is not None and not pays_off(plan):
+                continue
+        return name, module
+    raise BackendUnavailableError(f"no available backend accepts a {library} array")

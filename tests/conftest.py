@@ -1,0 +1,80 @@
+"""Shared fixtures: the whole suite runs once per backend in the registry.
+
+The ``backend`` fixture is built from ``gpuconv._registry.BACKEND_MODULES``;
+a backend that cannot run here is skipped with the registry's own sentence
+saying why. Emulated backends (the CUDA emulator) are slow, so tests crop the
+real photographs they use through ``backend.fit(image)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import gpuconv
+from gpuconv import _registry
+
+
+@dataclass(frozen=True)
+class BackendUnderTest:
+    name: str
+    #: Largest image side the suite feeds this backend (None: no limit).
+    max_side: int | None
+
+    def convolve(self, image, kernel, **options):
+        return gpuconv.convolve(image, kernel, backend=self.name, **options)
+
+    def fit(self, image: np.ndarray) -> np.ndarray:
+        """Crop a (large) test image to what this backend runs in reasonable time."""
+        if self.max_side is None:
+            return image
+        return image[: self.max_side, : self.max_side]
+
+    @property
+    def emulated(self) -> bool:
+        return self.max_side is not None
+
+
+def _max_side(name: str) -> int | None:
+    module = _registry._module(name)
+    is_emulated = getattr(module, "is_emulated", None)
+    return 80 if is_emulated is not None and is_emulated() else None
+
+
+@pytest.fixture(params=list(_registry.BACKEND_MODULES), scope="session")
+def backend(request) -> BackendUnderTest:
+    name = request.param
+    state = _registry.status(name)
+    if not state.available:
+        pytest.skip(f"backend {name!r} is not available here: {state.reason}")
+    return BackendUnderTest(name, _max_side(name))
+
+
+@functools.cache
+def _photographs() -> dict[str, np.ndarray]:
+    # scikit-image's bundled samples (shipped in its wheel, no download).
+    from skimage import data
+
+    photos = {
+        "camera": data.camera(),  # 512x512 uint8 grey
+        "astronaut": data.astronaut(),  # 512x512x3 uint8 colour
+        "coffee": data.coffee(),  # 400x600x3 uint8 colour
+        "moon": data.moon(),  # 512x512 uint8 grey
+    }
+    for photo in photos.values():
+        photo.flags.writeable = False
+    return photos
+
+
+@pytest.fixture(params=["camera", "astronaut", "coffee", "moon"])
+def photograph(request) -> np.ndarray:
+    return _photographs()[request.param]
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(int(os.environ.get("GPUCONV_TEST_SEED", "20261124")))
