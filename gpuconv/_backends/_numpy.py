@@ -51,6 +51,12 @@ def _gather(image3d: np.ndarray, rows: np.ndarray, cols: np.ndarray, plan: Convo
 
 
 def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy") -> np.ndarray:
+    # inf * 0, inf - inf and float64 -> float32 overflow are IEEE results here, not errors.
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _convolve_in_bands(image3d, plan)
+
+
+def _convolve_in_bands(image3d: np.ndarray, plan: ConvolutionPlan) -> np.ndarray:
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     output = np.empty(plan.shape, dtype=plan.output_dtype)
