@@ -1,0 +1,212 @@
+"""Dask arrays in, Dask arrays out: :func:`gpuconv.convolve` on images of any size.
+
+The result is a lazy Dask array built with :func:`dask.array.map_overlap`.
+Every block runs through the ordinary dispatcher, :func:`gpuconv.convolve`,
+so NumPy chunks go to numba (or the NumPy reference) and CuPy chunks to the
+CUDA backend; on a ``dask-cuda`` cluster (one worker per GPU) each GPU
+filters the CuPy chunks it holds.
+
+How the result stays equal, bit for bit, to the in-memory call:
+
+- The halo is what one output pixel reads: ``anchor_y`` rows before and
+  ``kh - 1 - anchor_y`` after (columns likewise), so it is asymmetric for
+  even kernels and off-centre anchors. ``map_overlap`` gets those per-axis
+  ``(before, after)`` depths with ``boundary="none"``: Dask itself never
+  invents pixels beyond the image.
+- Every border mode but ``constant`` is applied once, to the whole Dask
+  array, by gathering the exact rows and columns the mode reads
+  (:func:`gpuconv._borders.source_indices`), so ``wrap`` sees the far side of
+  the image and patterns repeat for kernels larger than the image. The
+  block's own border then only touches outputs that ``map_overlap`` trims.
+- ``constant`` is not padded (the value may not fit the image dtype, and the
+  contract uses it as given): blocks on the true image edge reach the edge
+  and apply the constant themselves, exactly as the in-memory call does.
+- Chunks thinner than the halo are merged with their neighbours (the
+  result's chunks then differ from the input's along that axis).
+
+Each pixel is then computed from the same source pixels, with the same
+backend code, as in the in-memory call. With ``backend="auto"`` a backend
+chooses per call, so a whole image and a chunk of it could go to different
+backends (within the contract's accuracy of each other); name the backend
+for bit-identical results on every machine.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import _registry
+from ._borders import source_indices
+from ._plan import Border, array_library, as_kernel_array, make_plan
+
+
+def convolve_dask(
+    image, kernel, *, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None,
+    backend="auto",
+):
+    """:func:`gpuconv.convolve` for a Dask array: return a lazy Dask array.
+
+    Arguments are validated now, with the same errors as for a NumPy image;
+    nothing is computed until the result is.
+
+    Parameters
+    ----------
+    image : dask.array.Array, shape (H, W) or (H, W, C)
+        Chunks of NumPy or CuPy arrays, any chunking (chunks may split the
+        channels too). Chunk sizes must be known.
+    kernel, border, value, anchor, flip, dtype, backend
+        As for :func:`gpuconv.convolve`.
+
+    Returns
+    -------
+    dask.array.Array
+        The image's shape, ``dtype`` (``None``: the image's), and the input's
+        chunks where every chunk is at least as thick as the halo.
+
+    Raises
+    ------
+    ValueError, TypeError, gpuconv.BackendUnavailableError
+        As :func:`gpuconv.convolve`; also ``ValueError`` for unknown chunk
+        sizes.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, gpuconv
+    >>> image = da.from_array(np.arange(36, dtype=np.uint8).reshape(6, 6), chunks=2)
+    >>> lazy = gpuconv.convolve(image, "small_blur", border="wrap", backend="numpy")
+    >>> bool((lazy.compute() == gpuconv.convolve(image.compute(), "small_blur",
+    ...                                           border="wrap", backend="numpy")).all())
+    True
+    """
+    import dask.array as da
+
+    _registry.check_name(backend)
+    if any(np.isnan(size) for sizes in image.chunks for size in sizes):
+        raise ValueError(
+            "the Dask array has unknown chunk sizes; call image.compute_chunk_sizes() first"
+        )
+    # The same validation as for NumPy input; it reads only dtype and shape.
+    _, plan, _ = make_plan(
+        image, kernel, border=border, value=value, anchor=anchor, flip=flip, dtype=dtype
+    )
+    chunk_library = array_library(image._meta)
+    if backend != "auto":
+        # A named backend must run here and take these chunks; "auto" is left
+        # to each worker, whose hardware may differ from the client's.
+        _registry.resolve(backend, plan, chunk_library)
+
+    height, width = image.shape[:2]
+    kernel_height, kernel_width = plan.kernel.shape
+    depths = [
+        (plan.anchor_y, kernel_height - 1 - plan.anchor_y),
+        (plan.anchor_x, kernel_width - 1 - plan.anchor_x),
+    ]
+    block_convolve = functools.partial(
+        _convolve_block,
+        kernel=as_kernel_array(kernel),  # the user's kernel: each block flips it itself
+        border=plan.border,
+        value=plan.border_value,
+        anchor=anchor,
+        flip=bool(flip),
+        dtype=plan.output_dtype,
+        backend=backend,
+    )
+    meta = image._meta.astype(plan.output_dtype)
+
+    if plan.border == Border.CONSTANT:
+        # A block reaches outside the image only at the true edges, where it
+        # applies the constant itself; a halo longer than the axis is clipped.
+        depths = [
+            (min(before, size), min(after, size))
+            for (before, after), size in zip(depths, (height, width))
+        ]
+        chunks = _chunks_at_least(image.chunks, depths)
+        source = image.rechunk(chunks)
+        return da.map_overlap(
+            block_convolve, source, depth=_depth_dict(depths, image.ndim),
+            boundary="none", trim=True, dtype=plan.output_dtype, meta=meta,
+        )
+
+    chunks = _chunks_at_least(image.chunks, depths)
+    padded = image
+    for axis, (before, after) in enumerate(depths):
+        size = image.shape[axis]
+        lead = source_indices(np.arange(-before, 0), size, plan.border)
+        tail = source_indices(np.arange(size, size + after), size, plan.border)
+        pieces = [_take(padded, lead, axis), padded, _take(padded, tail, axis)]
+        padded = da.concatenate([piece for piece in pieces if piece.shape[axis]], axis=axis)
+    # The padding joins the first and last chunks, so after trimming the
+    # halo and the padding the result has the (merged) input chunks.
+    padded_chunks = list(chunks)
+    for axis, (before, after) in enumerate(depths):
+        sizes = list(chunks[axis])
+        sizes[0] += before
+        sizes[-1] += after
+        padded_chunks[axis] = tuple(sizes)
+    padded = padded.rechunk(tuple(padded_chunks))
+    filtered = da.map_overlap(
+        block_convolve, padded, depth=_depth_dict(depths, image.ndim),
+        boundary="none", trim=True, dtype=plan.output_dtype, meta=meta,
+    )
+    (top, _), (left, _) = depths
+    return filtered[top : top + height, left : left + width]
+
+
+def _convolve_block(block, *, kernel, border, value, anchor, flip, dtype, backend):
+    from ._convolve import convolve
+
+    return convolve(
+        block, kernel, border=border, value=value, anchor=anchor, flip=flip, dtype=dtype,
+        backend=backend,
+    )
+
+
+def _take(array, indices: np.ndarray, axis: int):
+    selection = [slice(None)] * array.ndim
+    selection[axis] = indices
+    return array[tuple(selection)]
+
+
+def _depth_dict(depths, ndim: int) -> dict:
+    depth = {axis: tuple(pair) for axis, pair in enumerate(depths)}
+    if ndim == 3:
+        depth[2] = (0, 0)  # channels are independent
+    return depth
+
+
+def _chunks_at_least(chunks, depths) -> tuple:
+    """Merge neighbouring chunks until each spatial chunk is as thick as its halo."""
+    merged = list(chunks)
+    for axis, (before, after) in enumerate(depths):
+        merged[axis] = merge_small_chunks(chunks[axis], max(before, after, 1))
+    return tuple(merged)
+
+
+def merge_small_chunks(sizes, minimum: int) -> tuple[int, ...]:
+    """Merge consecutive chunk sizes so that each is at least ``minimum``.
+
+    The total is kept; a single chunk smaller than ``minimum`` (the whole
+    axis) stays as it is.
+
+    Examples
+    --------
+    >>> merge_small_chunks((1, 1, 1, 5, 1), 3)
+    (3, 6)
+    >>> merge_small_chunks((4, 4, 1), 3)
+    (4, 5)
+    """
+    merged: list[int] = []
+    pending = 0
+    for size in sizes:
+        pending += int(size)
+        if pending >= minimum:
+            merged.append(pending)
+            pending = 0
+    if pending:
+        if merged:
+            merged[-1] += pending
+        else:
+            merged.append(pending)
+    return tuple(merged)
