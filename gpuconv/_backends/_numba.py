@@ -1,0 +1,221 @@
+"""The Numba CPU backend: multi-threaded, exact where it can be, no padded image copy.
+
+This module imports without numba (the registry imports it to call
+:func:`probe`); the compiled loops live in :mod:`._numba_kernels`, imported on
+the first :func:`convolve`. The fast path (exact integer sums, separable
+passes, skipped zero taps) is chosen by :func:`gpuconv._strategy.choose_strategy`,
+and the border index tables come from :func:`gpuconv._borders.source_indices`,
+so this backend reads exactly the pixels the reference reads.
+
+Threads: numba's pool, sized by ``NUMBA_NUM_THREADS`` (default: every core),
+or fewer with ``numba.set_num_threads``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._borders import source_indices
+from .._plan import ConvolutionPlan
+from .._strategy import Strategy, choose_strategy
+
+_INSTALL_HINT = "pip install 'gpuconv[numba]'"
+
+# Bytes of accumulator lines one worker holds: a band of rows small enough to
+# stay in the L2 cache, large enough that the kh - 1 halo rows read again per
+# band are a small fraction of the band.
+_LINES_BUDGET_BYTES = 1 << 20
+_MAX_BAND_HEIGHT = 64
+
+# Integer sums beyond this would not fit the integer accumulator (a huge
+# constant border value): compute in float64 instead.
+_LARGEST_EXACT_CONSTANT = 2.0**31
+
+
+def probe() -> str | None:
+    """None when numba imports here, else why not and what to install."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return f"numba is not installed: {_INSTALL_HINT}"
+    except Exception as error:  # e.g. a numba built for another NumPy
+        return f"numba failed to import ({type(error).__name__}: {error}); reinstall: {_INSTALL_HINT}"
+    return None
+
+
+def describe() -> str:
+    """The numba version and the number of threads a call uses."""
+    import numba
+
+    return f"numba {numba.__version__}, {numba.get_num_threads()} threads"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The arguments of one compiled call, derived from a plan (no pixels touched).
+
+    Attributes
+    ----------
+    strategy : Strategy
+        The planner's decision (possibly demoted to float64, see :func:`execution_for`).
+    row_index, col_index : numpy.ndarray
+        int64 source row of every output row's kernel rows (``H + kh - 1``
+        entries) and source column of every padded column (``W + kw - 1``);
+        ``-1`` reads the constant.
+    taps : tuple of numpy.ndarray
+        ``(tap_rows, tap_cols, tap_weights)`` of the direct path.
+    column_taps, row_taps : tuple of numpy.ndarray
+        ``(indices, weights)`` of the separable factors (empty when direct).
+    band_height, workers : int
+    store_mode : int
+        How sums become output (``_numba_kernels.STORE_*``).
+    lowest, highest : float
+        The output type's range (integer outputs).
+    """
+
+    strategy: Strategy
+    row_index: np.ndarray
+    col_index: np.ndarray
+    taps: tuple
+    column_taps: tuple
+    row_taps: tuple
+    band_height: int
+    workers: int
+    store_mode: int
+    lowest: float
+    highest: float
+
+    @property
+    def accumulator(self) -> np.dtype:
+        return self.strategy.accumulator
+
+    def scratch_bytes(self, plan: ConvolutionPlan) -> int:
+        """Bytes of working memory the call allocates besides the output."""
+        height, width, channels = plan.shape
+        padded = (width + plan.kernel_width - 1) * channels
+        lines = (self.band_height + plan.kernel_height - 1) * padded
+        per_worker = (lines + padded + width * channels) * self.accumulator.itemsize
+        return self.workers * per_worker + self.row_index.nbytes + self.col_index.nbytes
+
+
+def _strategy(plan: ConvolutionPlan) -> Strategy:
+    strategy = choose_strategy(plan)
+    if strategy.integer and abs(plan.border_value) >= _LARGEST_EXACT_CONSTANT:
+        # The planner's int64 bound cannot hold such a constant: float64 sums.
+        return choose_strategy(_float64_plan(plan))
+    return strategy
+
+
+def _float64_plan(plan: ConvolutionPlan) -> ConvolutionPlan:
+    # integer_kernel=False makes the planner choose float sums; float64 since
+    # the constant is huge.
+    from dataclasses import replace
+
+    return replace(plan, integer_kernel=False, output_dtype=np.dtype(np.float64))
+
+
+def _taps(weights: np.ndarray, skip_zero: bool, dtype: np.dtype):
+    """(indices, weights) of a 1-D factor, zero taps left out when allowed."""
+    indices = np.flatnonzero(weights) if skip_zero else np.arange(weights.size)
+    return indices.astype(np.int64), weights[indices].astype(dtype)
+
+
+def band_height_for(plan: ConvolutionPlan, accumulator: np.dtype, workers: int) -> int:
+    """Output rows per band: lines within the budget, and work for every worker."""
+    height, width, channels = plan.shape
+    line_bytes = (width + plan.kernel_width - 1) * channels * np.dtype(accumulator).itemsize
+    fitting = _LINES_BUDGET_BYTES // line_bytes - (plan.kernel_height - 1)
+    per_worker = -(-height // workers)
+    return int(max(1, min(_MAX_BAND_HEIGHT, fitting, per_worker)))
+
+
+def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
+    """Everything the compiled loop needs for ``plan`` on ``workers`` threads."""
+    height, width, _ = plan.shape
+    kernel_height, kernel_width = plan.kernel.shape
+    strategy = _strategy(plan)
+    accumulator = strategy.accumulator
+    row_index = source_indices(
+        np.arange(-plan.anchor_y, height - plan.anchor_y + kernel_height - 1), height, plan.border
+    )
+    col_index = source_indices(
+        np.arange(-plan.anchor_x, width - plan.anchor_x + kernel_width - 1), width, plan.border
+    )
+    skip = strategy.skip_zero_taps
+    empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
+    if strategy.separable:
+        column_taps = _taps(strategy.column, skip, accumulator)
+        row_taps = _taps(strategy.row, skip, accumulator)
+        taps = (empty[0], empty[0], empty[1])
+    else:
+        column_taps = row_taps = empty
+        flat = plan.kernel.ravel()
+        indices = np.flatnonzero(flat) if skip else np.arange(flat.size)
+        taps = (
+            (indices // kernel_width).astype(np.int64),
+            (indices % kernel_width).astype(np.int64),
+            flat[indices].astype(accumulator),
+        )
+    from . import _numba_kernels as kernels
+
+    output = plan.output_dtype
+    if output.kind == "f":
+        store_mode, lowest, highest = kernels.STORE_CAST, 0.0, 0.0
+    else:
+        info = np.iinfo(output)
+        store_mode = kernels.STORE_CLAMP if strategy.integer else kernels.STORE_ROUND
+        lowest, highest = float(info.min), float(info.max)
+    return Execution(
+        strategy=strategy,
+        row_index=row_index,
+        col_index=col_index,
+        taps=taps,
+        column_taps=column_taps,
+        row_taps=row_taps,
+        band_height=band_height_for(plan, accumulator, workers),
+        workers=workers,
+        store_mode=store_mode,
+        lowest=lowest,
+        highest=highest,
+    )
+
+
+def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy") -> np.ndarray:
+    """Run ``plan`` on ``image3d`` (any strides, read-only fine); return a new array."""
+    import numba
+
+    from . import _numba_kernels as kernels
+
+    workers = numba.get_num_threads()
+    run = execution_for(plan, workers)
+    height, width, channels = plan.shape
+    output = np.empty(plan.shape, dtype=plan.output_dtype)
+    accumulator = run.accumulator
+    scalar = accumulator.type
+    if accumulator.kind == "f":
+        constant = scalar(plan.border_value)
+    else:
+        constant = scalar(int(plan.border_value)) if np.isfinite(plan.border_value) else scalar(0)
+    function = kernels.compiled(plan.input_dtype, accumulator, plan.output_dtype)
+    function(
+        image3d,
+        output.reshape(height, width * channels),
+        run.row_index,
+        run.col_index,
+        plan.anchor_x,
+        plan.kernel_height,
+        plan.kernel_width,
+        constant,
+        run.strategy.separable,
+        *run.taps,
+        *run.column_taps,
+        *run.row_taps,
+        run.band_height,
+        run.workers,
+        run.store_mode,
+        scalar(run.lowest) if accumulator.kind == "f" else scalar(int(run.lowest)),
+        scalar(run.highest) if accumulator.kind == "f" else scalar(int(run.highest)),
+    )
+    return output
