@@ -1,0 +1,384 @@
+"""Out-of-core files: filter an image too large for memory, one band of rows at a time.
+
+:func:`apply_file` reads a ``.npy``, ``.tif``/``.tiff`` or ``.zarr`` image in
+bands of rows, applies a sequence of kernels to each band, and writes the
+result to a file of the kind the output path names. Only a band is in memory:
+``rows_per_chunk`` output rows plus the halo the kernels read (``kh - 1``
+rows per kernel), so the memory a run needs is about
+
+    (rows_per_chunk + sum of (kh - 1)) x row bytes x (input + output + the
+    backend's accumulator: 1 + 1 + 4 bytes per uint8 pixel)
+
+whatever the image's height. Reads and writes use positioned file I/O
+(``os.pread``/``os.pwrite``) rather than a memory map wherever the pixels are
+stored contiguously (``.npy`` in C order, uncompressed contiguous TIFF), so
+pages of the file never count towards the process's resident memory;
+compressed or tiled TIFFs are read strip by strip through tifffile's Zarr view,
+Zarr stores chunk by chunk.
+
+The result equals, bit for bit, the in-memory calls
+``convolve(convolve(image, k1), k2)...`` (``dtype`` applies to the last
+kernel; intermediate results keep the image's type, like ``gpuconv apply``):
+each band is computed from exactly the rows the border mode maps to
+(:func:`gpuconv._borders.source_indices`), fetched as contiguous runs, so even
+``wrap`` reads just a few rows from the far end of the image.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._borders import source_indices
+from ._plan import Border, make_plan
+
+#: Suffixes :func:`apply_file` reads and writes band by band.
+OUT_OF_CORE_SUFFIXES = (".npy", ".tif", ".tiff", ".zarr")
+
+# Default band size: this many bytes of input rows per band.
+_BAND_INPUT_BYTES = 32 * 2**20
+
+
+def is_out_of_core_path(path) -> bool:
+    """True for the file kinds :func:`apply_file` streams: ``.npy``, ``.tif``, ``.tiff``, ``.zarr``.
+
+    Examples
+    --------
+    >>> is_out_of_core_path("scan.TIFF"), is_out_of_core_path("photo.png")
+    (True, False)
+    """
+    return Path(path).suffix.lower() in OUT_OF_CORE_SUFFIXES
+
+
+def apply_file(
+    input_path, output_path, kernels: list, *, border="reflect101", value=0.0, anchor=None,
+    flip=False, dtype=None, backend="auto", rows_per_chunk=None, progress=True,
+) -> dict:
+    """Apply ``kernels`` one after the other to an image file, band by band.
+
+    Parameters
+    ----------
+    input_path : str or path
+        A ``.npy`` file, a single-image ``.tif``/``.tiff`` (``YX`` or ``YXS``
+        samples, any compression) or a ``.zarr`` array store, 2-D ``(H, W)``
+        or channels-last ``(H, W, C)``.
+    output_path : str or path
+        Where to write; its suffix (one of the same four) picks the format.
+        An existing file is overwritten. Must differ from ``input_path``.
+    kernels : list
+        Kernels (arrays or bank names) applied in order.
+    border, value, anchor, flip, backend
+        As for :func:`gpuconv.convolve`, for every kernel.
+    dtype : dtype, optional
+        Output dtype of the last kernel; intermediate results keep the
+        image's dtype.
+    rows_per_chunk : int, optional
+        Output rows per band; default: about 32 MiB of input rows.
+    progress : bool, default True
+        Show a tqdm progress bar (on stderr) when tqdm is installed.
+
+    Returns
+    -------
+    dict
+        ``shape``, ``dtype`` (of the output), ``seconds``, ``bands``,
+        ``rows_per_chunk``, ``megapixels_per_second`` and ``peak_rss_mib``
+        (the process's peak resident memory so far, Linux and macOS).
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`gpuconv.convolve` for the arguments and the file's dtype or
+        shape; ``ValueError`` also for an unsupported suffix, an empty kernel
+        list, a multi-image TIFF or ``output_path == input_path``.
+    FileNotFoundError
+        ``input_path`` does not exist.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    for path in (input_path, output_path):
+        if not is_out_of_core_path(path):
+            raise ValueError(
+                f"{path}: out-of-core files must end in {', '.join(OUT_OF_CORE_SUFFIXES)}"
+            )
+    if not input_path.exists():
+        raise FileNotFoundError(f"no such file: {input_path}")
+    if input_path.resolve() == output_path.resolve():
+        raise ValueError("output_path must differ from input_path (the input is read while written)")
+    if isinstance(kernels, str) or len(kernels) == 0:
+        raise ValueError("kernels must be a non-empty list of kernels (arrays or bank names)")
+    if rows_per_chunk is not None and (
+        isinstance(rows_per_chunk, bool) or not isinstance(rows_per_chunk, (int, np.integer))
+        or rows_per_chunk < 1
+    ):
+        raise ValueError(f"rows_per_chunk must be a positive integer, got {rows_per_chunk!r}")
+
+    reader = open_reader(input_path)
+    try:
+        options = dict(border=border, value=value, anchor=anchor, flip=flip, backend=backend)
+        pipeline = BandPipeline(reader, kernels, dtype=dtype, **options)
+        height, width = reader.shape[:2]
+        if rows_per_chunk is None:
+            row_bytes = reader.dtype.itemsize * int(np.prod(reader.shape[1:]))
+            rows_per_chunk = max(1, _BAND_INPUT_BYTES // row_bytes)
+        rows_per_chunk = int(min(rows_per_chunk, height))
+        started = time.perf_counter()
+        writer = open_writer(output_path, reader.shape, pipeline.output_dtype, rows_per_chunk)
+        try:
+            bands = pipeline.run(writer, rows_per_chunk, progress=progress)
+        finally:
+            writer.close()
+        seconds = time.perf_counter() - started
+    finally:
+        reader.close()
+    return {
+        "shape": tuple(reader.shape),
+        "dtype": str(pipeline.output_dtype),
+        "seconds": round(seconds, 3),
+        "bands": bands,
+        "rows_per_chunk": rows_per_chunk,
+        "megapixels_per_second": round(height * width / 1e6 / max(seconds, 1e-9), 2),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def peak_rss_mib() -> float | None:
+    """The process's peak resident memory in MiB so far, or None where unknown."""
+    try:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (AttributeError, OSError):  # pragma: no cover - not POSIX
+        return None
+    # Linux reports kibibytes, macOS bytes.
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+class BandPipeline:
+    """A chain of kernels evaluated for any band of output rows of a row reader.
+
+    ``reader`` needs ``shape``, ``dtype`` and ``read(start, stop)`` returning
+    rows ``[start, stop)`` as an array; nothing else is ever read. Arguments
+    are validated at construction, with :func:`gpuconv.convolve`'s errors.
+    """
+
+    def __init__(self, reader, kernels, *, border, value, anchor, flip, dtype, backend):
+        from . import _registry
+
+        _registry.check_name(backend)
+        self.reader = reader
+        self.height = int(reader.shape[0])
+        channels = reader.shape[2:]
+        self.stages = []  # (kernel, plan, options) per kernel
+        stage_dtype = reader.dtype
+        for index, kernel in enumerate(kernels):
+            last = index == len(kernels) - 1
+            # A one-pixel dummy of the stage's input type: the same checks as
+            # for a whole image, without reading any pixel.
+            dummy = np.zeros((1, 1, *channels), dtype=stage_dtype)
+            _, plan, _ = make_plan(
+                dummy, kernel, border=border, value=value, anchor=anchor, flip=flip,
+                dtype=dtype if last else None,
+            )
+            options = dict(
+                border=plan.border, value=plan.border_value, anchor=anchor, flip=flip,
+                dtype=plan.output_dtype, backend=backend,
+            )
+            self.stages.append((kernel, plan, options))
+            stage_dtype = plan.output_dtype
+        self.output_dtype = stage_dtype
+        #: Rows a band reads beyond its own: the sum of every kernel's halo.
+        self.halo_rows = sum(plan.kernel_height - 1 for _, plan, _ in self.stages)
+
+    def run(self, writer, rows_per_chunk: int, *, progress: bool) -> int:
+        """Compute every band and hand it to ``writer.write(start, rows)``; return the band count."""
+        bar = _progress_bar(self.height, progress)
+        bands = 0
+        try:
+            for top in range(0, self.height, rows_per_chunk):
+                bottom = min(self.height, top + rows_per_chunk)
+                writer.write(top, self.rows(len(self.stages), top, bottom))
+                bands += 1
+                if bar is not None:
+                    bar.update(bottom - top)
+        finally:
+            if bar is not None:
+                bar.close()
+        return bands
+
+    def rows(self, stage: int, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of the image after ``stage`` kernels (0: the file's)."""
+        if stage == 0:
+            return np.asarray(self.reader.read(start, stop))
+        from ._convolve import convolve
+
+        kernel, plan, options = self.stages[stage - 1]
+        before, after = plan.anchor_y, plan.kernel_height - 1 - plan.anchor_y
+        if plan.border == Border.CONSTANT:
+            # Outside the image the band applies the constant itself, as the
+            # whole image would; inside it holds every row the kernel reads.
+            first, last = max(0, start - before), min(self.height, stop + after)
+            band = self.rows(stage - 1, first, last)
+            offset = start - first
+        else:
+            wanted = source_indices(np.arange(start - before, stop + after), self.height, plan.border)
+            band = self._gather(stage - 1, wanted)
+            offset = before
+        filtered = convolve(band, kernel, **options)
+        return filtered[offset : offset + stop - start]
+
+    def _gather(self, stage: int, wanted: np.ndarray) -> np.ndarray:
+        """Rows ``wanted`` (any order, repeats allowed) of ``stage``, fetched as contiguous runs."""
+        unique = np.unique(wanted)
+        breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+        runs = [
+            self.rows(stage, int(run[0]), int(run[-1]) + 1) for run in np.split(unique, breaks)
+        ]
+        fetched = runs[0] if len(runs) == 1 else np.concatenate(runs, axis=0)
+        return fetched[np.searchsorted(unique, wanted)]
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is optional (gpuconv[dask]); run without a bar
+        return None
+    return tqdm(total=total, unit="row", desc="gpuconv", file=sys.stderr)
+
+
+# --- readers and writers ------------------------------------------------------------------
+
+
+class _PositionedFile:
+    """Rows of a C-ordered array stored contiguously at ``offset`` in a file."""
+
+    def __init__(self, path, shape, dtype, offset: int, mode: str):
+        self.shape = tuple(int(n) for n in shape)
+        self.stored_dtype = np.dtype(dtype)
+        self.dtype = self.stored_dtype.newbyteorder("=")
+        self.offset = int(offset)
+        self.row_items = int(np.prod(self.shape[1:]))
+        self.row_bytes = self.row_items * self.stored_dtype.itemsize
+        self.descriptor = os.open(path, os.O_RDONLY if mode == "r" else os.O_RDWR)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        rows = np.empty((stop - start, *self.shape[1:]), dtype=self.stored_dtype)
+        view = memoryview(rows.reshape(-1).view(np.uint8))
+        position, done = self.offset + start * self.row_bytes, 0
+        while done < len(view):  # pread may return fewer bytes than asked
+            count = os.preadv(self.descriptor, [view[done:]], position + done)
+            if count == 0:
+                raise OSError("file is shorter than its header says")
+            done += count
+        return rows.astype(self.dtype, copy=False)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype=self.stored_dtype)
+        view = memoryview(data.reshape(-1).view(np.uint8))
+        position, done = self.offset + start * self.row_bytes, 0
+        while done < len(view):
+            done += os.pwrite(self.descriptor, view[done:], position + done)
+
+    def close(self) -> None:
+        os.close(self.descriptor)
+
+
+class _ArrayRows:
+    """Rows of anything sliceable (a Zarr array, a memory map)."""
+
+    def __init__(self, array, owner=None):
+        self.array = array
+        self.owner = owner  # kept open while the array is read, closed after
+        self.shape = tuple(int(n) for n in array.shape)
+        self.dtype = np.dtype(array.dtype)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.array[start:stop])
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        self.array[start : start + len(rows)] = rows
+
+    def close(self) -> None:
+        if self.owner is not None:
+            self.owner.close()
+
+
+def open_reader(path):
+    """A row reader (``shape``, ``dtype``, ``read(start, stop)``, ``close()``) for an image file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        mapped = np.load(path, mmap_mode="r")
+        if mapped.flags.c_contiguous:
+            reader = _PositionedFile(path, mapped.shape, mapped.dtype, mapped.offset, "r")
+        else:  # Fortran order: rows are not contiguous; read them through the map
+            reader = _ArrayRows(mapped)
+        del mapped
+        return reader
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        tiff = tifffile.TiffFile(path)
+        try:
+            series = tiff.series[0]
+            if len(tiff.series) != 1 or series.axes not in ("YX", "YXS"):
+                raise ValueError(
+                    f"{path}: expected one image with axes YX or YXS (channels last), found "
+                    f"{len(tiff.series)} series, the first with axes {series.axes!r} shape "
+                    f"{series.shape}"
+                )
+            page = tiff.pages[0]
+            if len(tiff.pages) == 1 and page.is_contiguous and page.planarconfig != 2:
+                reader = _PositionedFile(path, series.shape, series.dtype, page.dataoffsets[0], "r")
+                tiff.close()
+                return reader
+            import zarr
+
+            return _ArrayRows(zarr.open(series.aszarr(), mode="r"), owner=tiff)
+        except BaseException:
+            tiff.close()
+            raise
+    if suffix == ".zarr":
+        import zarr
+
+        array = zarr.open(str(path), mode="r")
+        if not hasattr(array, "shape"):
+            raise ValueError(f"{path} is a Zarr group; pass the path of one array in it")
+        return _ArrayRows(array)
+    raise ValueError(f"{path}: unsupported suffix {suffix!r}")
+
+
+def open_writer(path, shape, dtype, rows_per_chunk: int):
+    """A row writer (``write(start, rows)``, ``close()``) creating ``path`` of the given type."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.dtype(dtype)
+    if suffix == ".npy":
+        created = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+        offset = created.offset
+        del created  # only the header matters; rows go through pwrite
+        return _PositionedFile(path, shape, dtype, offset, "w")
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        colour = len(shape) == 3 and shape[2] in (3, 4) and dtype == np.uint8
+        created = tifffile.memmap(
+            path, shape=tuple(shape), dtype=dtype, bigtiff=nbytes > 2**31,
+            photometric="rgb" if colour else "minisblack",
+            planarconfig="contig" if len(shape) == 3 else None,
+        )
+        offset = created.offset
+        del created
+        return _PositionedFile(path, shape, dtype, offset, "w")
+    if suffix == ".zarr":
+        import zarr
+
+        chunks = (max(1, min(rows_per_chunk, shape[0])), *shape[1:])
+        array = zarr.open_array(str(path), mode="w", shape=tuple(shape), dtype=dtype, chunks=chunks)
+        return _ArrayRows(array)
+    raise ValueError(f"{path}: unsupported suffix {suffix!r}")
