@@ -1,0 +1,29 @@
+# The README's two quick-start commands. Each builds .venv from the project's
+# own files (pyproject.toml) on first use, then does its job.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test
+
+# Sets up and runs the tutorial on scikit-image's bundled astronaut photo:
+# six montages original | gpuconv | cv2.filter2D under demo_out/.
+demo: $(VENV)/.installed-demo
+	$(BIN)/gpuconv demo --out demo_out
+
+# Sets up and runs the whole suite. The CUDA kernels run through the CPU
+# emulator (GPUCONV_CUDA_EMULATOR=1), so this needs no GPU.
+test: $(VENV)/.installed-test
+	GPUCONV_CUDA_EMULATOR=1 $(BIN)/python -m pytest
+
+$(VENV)/.installed-demo: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[numba]"
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
