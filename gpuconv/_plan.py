@@ -211,6 +211,8 @@ def as_image_array(image):
                 "(cupy.asarray(image), zero-copy)"
             )
         image = np.asarray(image)
+        if not image.dtype.isnative:  # e.g. big-endian FITS data: a native copy
+            image = image.astype(image.dtype.newbyteorder("="))
     dtype = image.dtype
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"unsupported image dtype {dtype}; supported: {_dtype_list()}")

@@ -330,3 +330,10 @@ def test_numpy_in_numpy_out(backend, rng):
     image = rng.integers(0, 256, size=(8, 8)).astype(np.uint8)
     assert isinstance(backend.convolve(image, "sharpen"), np.ndarray)
     assert isinstance(gpuconv.convolve(image, "sharpen"), np.ndarray)
+
+
+def test_big_endian_images_are_accepted(backend, rng):
+    image = rng.integers(0, 65536, size=(9, 12)).astype(">u2")
+    out = backend.convolve(image, "sharpen")
+    assert out.dtype == np.uint16 and out.dtype.isnative
+    np.testing.assert_array_equal(out, cv2.filter2D(image.astype(np.uint16), -1, kernels.sharpen))
