@@ -1,0 +1,553 @@
+"""Run CUDA C++ kernels on the CPU: a stand-in for ``cupy.RawModule`` without a GPU.
+
+:class:`EmulatedModule` takes the same CUDA source text and name expressions that
+the real backend hands to ``cupy.RawModule``, compiles it with g++ against
+``kernels_cuda/emulator/cuda_emulator.h`` (which maps the CUDA keywords,
+built-in variables, barriers and intrinsics to host code and runs each block's
+threads as cooperative fibers), and launches kernels through ctypes with the
+same ``kernel(grid, block, args, shared_mem=...)`` call as ``cupy.RawKernel``.
+
+Builds are cached on disk (``$GPUCONV_CACHE_DIR/emulator``, default
+``~/.cache/gpuconv/emulator``) keyed by the source, the name expressions, the
+options, the debug flag, the compiler and the emulator header, and checked
+against the contents of every header the source includes. Concurrent builds by
+several processes are safe: each writes a temporary file and renames it.
+
+Errors a GPU would hide or crash on (a ``__syncthreads()`` that not every thread
+of a block reaches, an out-of-bounds global access caught by
+``gpuconv_emu::check_global_index`` in debug builds, ``__trap()``, impossible
+launch dimensions) raise :class:`EmulatorError` naming file:line and the
+block and thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["EmulatedFunction", "EmulatedModule", "EmulatorError", "available", "header_path"]
+
+#: Number of times this process has run the compiler (the tests check the cache with it).
+compile_count = 0
+
+_MESSAGE_CAPACITY = 4096
+_MAX_PARAMETERS = 256
+# NVRTC options that only matter on a GPU; the emulator ignores them.
+_IGNORED_OPTION = re.compile(
+    r"^(-?-(gpu-architecture|arch|fmad|use_fast_math|ftz|prec-div|prec-sqrt|maxrregcount|"
+    r"device-debug|generate-line-info|lineinfo|dopt|extra-device-vectorization|"
+    r"default-device|restrict|relocatable-device-code|rdc|device-as-default-execution-space|"
+    r"expt-relaxed-constexpr|expt-extended-lambda|Xptxas|time|split-compile|minimal|"
+    r"dlink-time-opt|dlto|optimization-info|no-source-include|builtin-move-forward|"
+    r"builtin-initializer-list|pch|create-pch|use-pch|jump-table-density|"
+    r"disable-warnings|w|G)\b.*)$"
+)
+
+_compile_lock = threading.Lock()
+_loaded: dict[str, ctypes.CDLL] = {}
+
+
+class EmulatorError(RuntimeError):
+    """A kernel could not be compiled or launched, or did something a GPU would not allow."""
+
+
+def header_path() -> Path:
+    """Path of ``cuda_emulator.h``: in the installed wheel or in the source checkout."""
+    package = Path(__file__).resolve().parents[1]
+    for root in (package / "kernels_cuda", package.parent / "kernels_cuda"):
+        candidate = root / "emulator" / "cuda_emulator.h"
+        if candidate.is_file():
+            return candidate
+    return package.parent / "kernels_cuda" / "emulator" / "cuda_emulator.h"
+
+
+def _compiler() -> list[str]:
+    return shlex.split(os.environ.get("CXX", "g++"))
+
+
+def available() -> str | None:
+    """Say whether kernels can be emulated here.
+
+    Returns
+    -------
+    str or None
+        ``None`` when a C++ compiler (``$CXX``, default ``g++``) and the emulator
+        header are present on Linux; otherwise a sentence saying why not.
+    """
+    if not sys.platform.startswith("linux"):
+        return f"the CUDA emulator needs Linux (ucontext fibers, dladdr1); this is {sys.platform}"
+    compiler = _compiler()
+    if not compiler or shutil.which(compiler[0]) is None:
+        name = compiler[0] if compiler else "$CXX"
+        return f"the CUDA emulator needs a C++17 compiler: {name!r} was not found (install g++)"
+    if not header_path().is_file():
+        return f"the CUDA emulator header is missing: {header_path()}"
+    return None
+
+
+def _cache_directory() -> Path:
+    root = os.environ.get("GPUCONV_CACHE_DIR")
+    if root:
+        return Path(root) / "emulator"
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "gpuconv" / "emulator"
+
+
+def _translate_options(options: Sequence[str], include_dirs: Sequence[str | Path]) -> list[str]:
+    """NVRTC options to g++ flags: keep macros, include paths and the language standard."""
+    flags = [f"-I{Path(directory).resolve()}" for directory in include_dirs]
+    standard = 17
+    options = list(options)
+    index = 0
+    while index < len(options):
+        option = str(options[index])
+        index += 1
+        for prefix, flag in (
+            ("--define-macro=", "-D"),
+            ("--undefine-macro=", "-U"),
+            ("--include-path=", "-I"),
+            ("-D", "-D"),
+            ("-U", "-U"),
+            ("-I", "-I"),
+        ):
+            if option.startswith(prefix):
+                value = option[len(prefix) :]
+                if not value and index < len(options):  # "-D", "NAME" as two items
+                    value = str(options[index])
+                    index += 1
+                if flag == "-I":
+                    value = str(Path(value).resolve())
+                flags.append(flag + value)
+                break
+        else:
+            standard_match = re.fullmatch(r"-?-std=c\+\+(\d+)", option)
+            if standard_match:
+                standard = max(standard, int(standard_match.group(1)))
+            elif not _IGNORED_OPTION.match(option):
+                raise ValueError(
+                    f"the CUDA emulator does not understand the compiler option {option!r}; "
+                    "it honours -D, -U, -I and --std and ignores GPU-only options"
+                )
+    return [f"-std=c++{standard}", *flags]
+
+
+def _generated_source(code_path: Path, name_expressions: Sequence[str]) -> str:
+    lines = [f'#include "{code_path}"', "", "namespace {"]
+    for index, expression in enumerate(name_expressions):
+        lines.append(
+            f"void gpuconv_emu_thunk_{index}(void** args) "
+            f"{{ ::gpuconv_emu::invoke_kernel(&{expression}, args); }}"
+        )
+    lines.append("void (*const gpuconv_emu_thunks[])(void**) = {")
+    lines += [f"    gpuconv_emu_thunk_{index}," for index in range(len(name_expressions))]
+    lines += ["    nullptr};", "}  // namespace", ""]
+    lines.append(
+        'extern "C" int gpuconv_emu_signature(int kernel, char* kinds, '
+        "unsigned long long* sizes, int capacity) {"
+    )
+    lines.append("    switch (kernel) {")
+    for index, expression in enumerate(name_expressions):
+        lines.append(
+            f"    case {index}: return ::gpuconv_emu::signature(&{expression}, kinds, sizes, capacity);"
+        )
+    lines += ["    default: return -1;", "    }", "}", ""]
+    lines.append(
+        'extern "C" int gpuconv_emu_launch(int kernel, const unsigned* grid, const unsigned* block,'
+        " unsigned long long shared_bytes, void** args, const unsigned long long* allocations,"
+        " int allocation_count, int workers, char* message, unsigned long long capacity) {"
+    )
+    lines.append(
+        "    return ::gpuconv_emu::launch(gpuconv_emu_thunks[kernel], grid, block, shared_bytes,"
+        " args, allocations, allocation_count, workers, message, capacity);"
+    )
+    lines.append("}")
+    lines.append(
+        'extern "C" unsigned long long gpuconv_emu_symbol_size(const void* address) '
+        "{ return ::gpuconv_emu::symbol_size(address); }"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _dependency_digest(paths: Sequence[str]) -> str | None:
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            digest.update(path.encode() + b"\0" + Path(path).read_bytes() + b"\0")
+        except OSError:
+            return None
+    return digest.hexdigest()
+
+
+def _parse_dependencies(make_rule: str, skip: set[str]) -> list[str]:
+    """Files named by a ``g++ -MMD`` rule, except the ones the cache key already covers."""
+    body = make_rule.split(":", 1)[1] if ":" in make_rule else ""
+    body = body.replace("\\\n", " ")
+    paths = [token.replace("\\ ", " ") for token in re.findall(r"(?:\\ |[^\s])+", body)]
+    return sorted({str(Path(path).resolve()) for path in paths} - skip)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _build(
+    code: str, name_expressions: Sequence[str], flags: list[str], debug: bool
+) -> ctypes.CDLL:
+    """Compile (or find in the cache) the shared library and load it."""
+    global compile_count
+    compiler = _compiler()
+    header = header_path()
+    mode = ["-O1", "-g", "-DGPUCONV_EMULATOR_DEBUG=1", "-D_GLIBCXX_ASSERTIONS"] if debug else ["-O2"]
+    command_tail = [
+        *mode,
+        *flags,
+        "-fPIC",
+        "-shared",
+        "-pthread",
+        "-fno-strict-aliasing",
+        "-Wno-unknown-pragmas",
+        "-U_FORTIFY_SOURCE",
+        "-Wl,-Bsymbolic",
+        "-include",
+        str(header),
+    ]
+    key_material = json.dumps(
+        [code, list(name_expressions), command_tail, compiler, header.read_text()]
+    ).encode()
+    key = hashlib.sha256(key_material).hexdigest()[:32]
+    directory = _cache_directory()
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest_path = directory / f"{key}.json"
+
+    def cached() -> Path | None:
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            return None
+        library = directory / manifest.get("library", "")
+        if library.is_file() and _dependency_digest(manifest["dependencies"]) == manifest["digest"]:
+            return library
+        return None
+
+    with _compile_lock:
+        library = cached()
+        if library is None:
+            code_path = directory / f"{key}.cu"
+            _write_atomically(code_path, code.encode())
+            source_path = directory / f"{key}.cpp"
+            _write_atomically(source_path, _generated_source(code_path, name_expressions).encode())
+            work = Path(tempfile.mkdtemp(dir=directory, prefix=f"{key}.build."))
+            try:
+                output = work / "module.so"
+                dependency_file = work / "module.d"
+                command = [
+                    *compiler,
+                    *command_tail,
+                    "-MMD",
+                    "-MF",
+                    str(dependency_file),
+                    "-x",
+                    "c++",
+                    str(source_path),
+                    "-o",
+                    str(output),
+                ]
+                compile_count += 1
+                result = subprocess.run(command, capture_output=True, text=True, check=False)
+                if result.returncode != 0:
+                    raise EmulatorError(
+                        "the CUDA emulator could not compile the kernel source:\n"
+                        + result.stderr[-6000:]
+                        + f"\n(command: {shlex.join(command)})"
+                    )
+                skip = {str(source_path.resolve()), str(code_path.resolve()), str(header.resolve())}
+                dependencies = _parse_dependencies(dependency_file.read_text(), skip)
+                digest = _dependency_digest(dependencies)
+                library = directory / f"{key}-{(digest or 'none')[:16]}.so"
+                os.replace(output, library)
+                manifest = {"library": library.name, "dependencies": dependencies, "digest": digest}
+                _write_atomically(manifest_path, json.dumps(manifest, indent=1).encode())
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        path = str(library)
+        if path not in _loaded:
+            _loaded[path] = ctypes.CDLL(path)
+        return _loaded[path]
+
+
+def _itanium_name(name: str) -> str:
+    """The mangled name of a namespace-scope variable ``a::b::name`` (g++'s ABI)."""
+    parts = name.split("::")
+    if len(parts) == 1:
+        return name
+    return "_ZN" + "".join(f"{len(part)}{part}" for part in parts) + "E"
+
+
+class EmulatedModule:
+    """CUDA C++ source compiled for the CPU emulator; mirrors ``cupy.RawModule``.
+
+    Parameters
+    ----------
+    code : str
+        The CUDA C++ source, as handed to ``cupy.RawModule``.
+    name_expressions : sequence of str
+        The kernels to instantiate, e.g. ``"convolve<float, 3>"``.
+    options : sequence of str
+        NVRTC-style options: ``-D``/``--define-macro``, ``-U``, ``-I``/``--include-path``
+        and ``--std=c++NN`` are honoured, GPU-only options ignored.
+    include_dirs : sequence of str or Path
+        Extra include directories.
+    debug : bool
+        Compile with ``-O1 -g`` and the global bounds checks (default); ``False``
+        gives ``-O2`` without checks.
+    source_name : str or path-like, optional
+        The file name that error messages (``__FILE__``) give the source, e.g. the
+        ``.cu`` file it was read from. Not in ``cupy.RawModule``; by default the
+        cached copy of the source is named.
+
+    Raises
+    ------
+    EmulatorError
+        If the source does not compile (the message holds the compiler's errors).
+    ValueError
+        For an option the emulator does not understand.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        *,
+        name_expressions: Sequence[str],
+        options: Sequence[str] = (),
+        include_dirs: Sequence[str | Path] = (),
+        debug: bool = True,
+        source_name: str | os.PathLike | None = None,
+    ) -> None:
+        reason = available()
+        if reason is not None:
+            raise EmulatorError(reason)
+        if isinstance(name_expressions, str):
+            raise TypeError("name_expressions must be a sequence of strings, not one string")
+        self.name_expressions = tuple(name_expressions)
+        if not self.name_expressions:
+            raise ValueError("name_expressions must name at least one kernel")
+        self.debug = bool(debug)
+        flags = _translate_options(options, include_dirs)
+        if source_name is not None:
+            # __FILE__ and compiler messages then name the original file.
+            quoted = str(source_name).replace("\\", "\\\\").replace('"', '\\"')
+            code = f'#line 1 "{quoted}"\n{code}'
+        self._library = _build(code, self.name_expressions, flags, self.debug)
+        self._library.gpuconv_emu_launch.restype = ctypes.c_int
+        self._library.gpuconv_emu_signature.restype = ctypes.c_int
+        self._library.gpuconv_emu_symbol_size.restype = ctypes.c_ulonglong
+        self._library.gpuconv_emu_symbol_size.argtypes = [ctypes.c_void_p]
+        self._functions: dict[str, EmulatedFunction] = {}
+
+    def get_function(self, name_expression: str) -> EmulatedFunction:
+        """Return the kernel instantiated for ``name_expression`` (one of the module's)."""
+        if name_expression not in self.name_expressions:
+            raise KeyError(
+                f"{name_expression!r} is not one of this module's name_expressions "
+                f"{list(self.name_expressions)}"
+            )
+        if name_expression not in self._functions:
+            index = self.name_expressions.index(name_expression)
+            self._functions[name_expression] = EmulatedFunction(self, index, name_expression)
+        return self._functions[name_expression]
+
+    def get_global(self, name: str) -> np.ndarray:
+        """A writable uint8 view of the ``__device__`` or ``__constant__`` variable ``name``.
+
+        ``name`` is a namespace-scope variable with external linkage (not ``static``
+        nor ``const``), optionally qualified (``"gpuconv::weights"``).
+        """
+        for symbol in (name, _itanium_name(name)):
+            try:
+                address = ctypes.addressof(ctypes.c_char.in_dll(self._library, symbol))
+            except ValueError:
+                continue
+            size = int(self._library.gpuconv_emu_symbol_size(address))
+            if size == 0:
+                break
+            return np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(address))
+        raise EmulatorError(
+            f"the module has no __device__ or __constant__ variable named {name!r} "
+            "(it must be a non-static, non-const namespace-scope variable)"
+        )
+
+
+# numpy scalar types and the parameter kind each may be passed as.
+def _scalar_kind(value: np.generic) -> str:
+    if isinstance(value, np.floating):
+        return "f"
+    if isinstance(value, (np.integer, np.bool_)):
+        return "i"
+    return "o"
+
+
+_KIND_NAMES = {"p": "pointer", "f": "floating-point", "i": "integer", "o": "struct"}
+
+
+def _byte_bounds(array: np.ndarray) -> tuple[int, int]:
+    """The first and one-past-last byte addresses an array (a view, any strides) touches."""
+    array_utils = getattr(np.lib, "array_utils", None)  # numpy >= 2; np.byte_bounds before
+    return (array_utils.byte_bounds if array_utils else np.byte_bounds)(array)
+
+
+def _default_workers() -> int:
+    configured = os.environ.get("GPUCONV_EMULATOR_THREADS")
+    if configured:
+        try:
+            return max(1, int(configured))
+        except ValueError:
+            raise ValueError(
+                f"GPUCONV_EMULATOR_THREADS={configured!r} is not a positive integer"
+            ) from None
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _dimensions(value, what: str) -> tuple[int, int, int]:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, tuple) or not 1 <= len(value) <= 3:
+        raise TypeError(f"{what} must be an int or a tuple of 1 to 3 ints, not {value!r}")
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        raise TypeError(f"{what} must hold ints, not {value!r}")
+    padded = tuple(int(v) for v in value) + (1,) * (3 - len(value))
+    if not all(0 <= v < 2**32 for v in padded):
+        raise EmulatorError(f"invalid launch: {what} {value!r} must be positive")
+    return padded
+
+
+class EmulatedFunction:
+    """One kernel of an :class:`EmulatedModule`; called like ``cupy.RawKernel``."""
+
+    def __init__(self, module: EmulatedModule, index: int, name_expression: str) -> None:
+        self.module = module
+        self.index = index
+        self.name_expression = name_expression
+        kinds = ctypes.create_string_buffer(_MAX_PARAMETERS)
+        sizes = (ctypes.c_ulonglong * _MAX_PARAMETERS)()
+        count = module._library.gpuconv_emu_signature(index, kinds, sizes, _MAX_PARAMETERS)
+        #: (kind, sizeof) of each kernel parameter; kind is 'p', 'f', 'i' or 'o'.
+        self.parameters = tuple(
+            (kinds.raw[i : i + 1].decode(), int(sizes[i])) for i in range(count)
+        )
+
+    def __repr__(self) -> str:
+        return f"<EmulatedFunction {self.name_expression}>"
+
+    def _marshal(self, args: tuple):
+        if not isinstance(args, (tuple, list)):
+            raise TypeError(f"args must be a tuple, not {type(args).__name__}")
+        if len(args) != len(self.parameters):
+            raise TypeError(
+                f"{self.name_expression} takes {len(self.parameters)} arguments, "
+                f"{len(args)} given"
+            )
+        buffers, allocations = [], []
+        for index, (argument, (kind, size)) in enumerate(zip(args, self.parameters)):
+            if isinstance(argument, np.ndarray):
+                if kind != "p":
+                    raise TypeError(
+                        f"argument {index} of {self.name_expression}: parameter {index} is a "
+                        f"{size}-byte {_KIND_NAMES[kind]}, not a pointer, but got a numpy array"
+                    )
+                if argument.size:
+                    low, high = _byte_bounds(argument)
+                    allocations += [low, high, index]
+                buffer = ctypes.c_void_p(argument.ctypes.data)
+            elif isinstance(argument, np.generic):
+                actual = _scalar_kind(argument)
+                if kind == "p" or actual != kind or argument.nbytes != size:
+                    raise TypeError(
+                        f"argument {index} of {self.name_expression}: parameter {index} is a "
+                        f"{size}-byte {_KIND_NAMES[kind]}, but got {type(argument).__name__} "
+                        f"({argument.nbytes}-byte {_KIND_NAMES[actual]})"
+                    )
+                buffer = ctypes.create_string_buffer(argument.tobytes(), max(size, 8))
+            elif isinstance(argument, (bool, int, float, complex)):
+                raise TypeError(
+                    f"argument {index} of {self.name_expression} is a Python "
+                    f"{type(argument).__name__}: pass a numpy scalar of the kernel parameter's "
+                    f"exact type (e.g. np.int32({argument!r})), parameter {index} is a "
+                    f"{size}-byte {_KIND_NAMES[kind]}"
+                )
+            else:
+                raise TypeError(
+                    f"argument {index} of {self.name_expression}: expected a numpy array or "
+                    f"numpy scalar, got {type(argument).__name__}"
+                )
+            buffers.append(buffer)
+        pointers = (ctypes.c_void_p * max(1, len(buffers)))(
+            *(ctypes.cast(ctypes.pointer(b), ctypes.c_void_p) for b in buffers)
+        )
+        allocation_array = (ctypes.c_ulonglong * max(1, len(allocations)))(*allocations)
+        return buffers, pointers, allocation_array, len(allocations) // 3
+
+    def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
+        """Launch the kernel on ``grid`` x ``block`` threads; returns when it has finished.
+
+        Parameters
+        ----------
+        grid, block : int or tuple of 1 to 3 ints
+        args : tuple
+            numpy arrays (passed as device pointers) and numpy scalars (passed as
+            C values of exactly their type). Python ints and floats are refused.
+        shared_mem : int
+            Bytes of dynamic shared memory.
+
+        Raises
+        ------
+        TypeError
+            If an argument does not match its kernel parameter (kind or size).
+        EmulatorError
+            If the launch is invalid or the kernel fails (barrier divergence,
+            out-of-bounds access, ``__trap()``).
+        """
+        grid3 = _dimensions(grid, "grid")
+        block3 = _dimensions(block, "block")
+        if isinstance(shared_mem, bool) or not isinstance(shared_mem, (int, np.integer)):
+            raise TypeError(f"shared_mem must be an int, not {type(shared_mem).__name__}")
+        if shared_mem < 0:
+            raise EmulatorError(f"invalid launch: shared_mem={shared_mem} is negative")
+        keep_alive, pointers, allocations, allocation_count = self._marshal(args)
+        message = ctypes.create_string_buffer(_MESSAGE_CAPACITY)
+        status = self.module._library.gpuconv_emu_launch(
+            ctypes.c_int(self.index),
+            (ctypes.c_uint * 3)(*grid3),
+            (ctypes.c_uint * 3)(*block3),
+            ctypes.c_ulonglong(int(min(shared_mem, 2**64 - 1))),
+            pointers,
+            allocations,
+            ctypes.c_int(allocation_count),
+            ctypes.c_int(_default_workers()),
+            message,
+            ctypes.c_ulonglong(_MESSAGE_CAPACITY),
+        )
+        del keep_alive
+        if status != 0:
+            raise EmulatorError(
+                f"{self.name_expression}: {message.value.decode(errors='replace')}"
+            )

@@ -1,0 +1,40 @@
+// faults.cu: kernels with the bugs the CUDA emulator must report (tests/test_cuda_emulator.py).
+//   early_return_barrier(float* data, int count)  threads past `count` return before a
+//       __syncthreads() the others wait at: a barrier not all threads reach.
+//   split_barriers(int* data)  even and odd threads wait at two different barriers.
+//   read_past_end(const float* input, float* output, int count)  reads input[count]
+//       through the emulator's bounds check.
+//   trap_if_negative(const int* values)  __trap() when a value is negative.
+#ifdef GPUCONV_EMULATOR
+#define LOAD(pointer, index) GPUCONV_EMU_AT(pointer, index)
+#else
+#define LOAD(pointer, index) (pointer)[index]
+#endif
+
+__global__ void early_return_barrier(float* data, int count) {
+    __shared__ float staged[256];
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    staged[threadIdx.x] = data[i];
+    __syncthreads();
+    data[i] = staged[blockDim.x - 1 - threadIdx.x];
+}
+
+__global__ void split_barriers(int* data) {
+    if (threadIdx.x % 2 == 0) {
+        data[threadIdx.x] = 1;
+        __syncthreads();
+    } else {
+        data[threadIdx.x] = 2;
+        __syncthreads();
+    }
+}
+
+__global__ void read_past_end(const float* input, float* output, int count) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) output[i] = LOAD(input, i + 1);
+}
+
+__global__ void trap_if_negative(const int* values) {
+    if (values[threadIdx.x] < 0) __trap();
+}

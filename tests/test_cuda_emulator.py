@@ -1,0 +1,340 @@
+"""The CUDA-on-CPU emulator (gpuconv/_backends/_cuda_emulator.py), on small kernels of its own.
+
+The kernels live in tests/emulator_kernels/*.cu and are plain CUDA: the same text would
+run under cupy.RawModule. Each module is compiled once per test module into a private
+cache directory, so the cache test sees a cold cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpuconv._backends import _cuda_emulator as emulator
+
+KERNELS = Path(__file__).parent / "emulator_kernels"
+
+pytestmark = pytest.mark.skipif(
+    emulator.available() is not None,
+    reason=f"the CUDA emulator cannot run here: {emulator.available()}",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """Build into a fresh cache directory, so that what is cached is what this module built."""
+    with pytest.MonkeyPatch.context() as patch:
+        directory = tmp_path_factory.mktemp("emulator-cache")
+        patch.setenv("GPUCONV_CACHE_DIR", str(directory))
+        yield directory / "emulator"
+
+
+def source(name: str) -> str:
+    return (KERNELS / name).read_text()
+
+
+@pytest.fixture(scope="module")
+def reduce_module():
+    return emulator.EmulatedModule(
+        source("reduce_sum.cu"),
+        name_expressions=["block_sum<float>", "block_sum<double>", "count_positive"],
+    )
+
+
+@pytest.fixture(scope="module")
+def stencil_module():
+    return emulator.EmulatedModule(
+        source("stencil_1d.cu"),
+        name_expressions=["stencil_static<1>", "stencil_static<3>", "stencil_dynamic"],
+        options=["--std=c++17", "-DMAX_RADIUS=4", "--use_fast_math"],
+    )
+
+
+@pytest.fixture(scope="module")
+def grid_module():
+    return emulator.EmulatedModule(
+        source("grids.cu"),
+        name_expressions=["coordinates", "scale<float>", "scale<long long>", "transpose_tile"],
+    )
+
+
+@pytest.fixture(scope="module")
+def fault_module():
+    return emulator.EmulatedModule(
+        source("faults.cu"),
+        name_expressions=[
+            "early_return_barrier",
+            "split_barriers",
+            "read_past_end",
+            "trap_if_negative",
+        ],
+        source_name=KERNELS / "faults.cu",
+    )
+
+
+# ---------------------------------------------------------------- barriers and shared memory
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [32, 256, 1024])
+def test_block_reduction_over_several_barriers(reduce_module, rng, dtype, threads):
+    count = 3 * threads - 5  # a partial last block
+    values = rng.integers(-1000, 1000, count).astype(dtype)  # integers: exact in any order
+    blocks = -(-count // threads)
+    sums = np.full(blocks, np.nan, dtype)
+    kernel = reduce_module.get_function(
+        "block_sum<float>" if dtype == np.float32 else "block_sum<double>"
+    )
+    kernel((blocks,), (threads,), (values, sums, np.int32(count)))
+    padded = np.zeros(blocks * threads, dtype)
+    padded[:count] = values
+    np.testing.assert_array_equal(sums, padded.reshape(blocks, threads).sum(axis=1))
+
+
+def test_syncthreads_count_counts_the_block(reduce_module, rng):
+    values = rng.standard_normal(300).astype(np.float32)
+    counts = np.full(3, -1, np.int32)
+    reduce_module.get_function("count_positive")((3,), (128,), (values, counts, np.int32(300)))
+    padded = np.zeros(384, np.float32)
+    padded[:300] = values
+    np.testing.assert_array_equal(counts, (padded.reshape(3, 128) > 0).sum(axis=1))
+
+
+def expected_stencil(values, weights, radius):
+    padded = np.pad(values.astype(np.float64), radius)
+    return sum(weights[k] * padded[k : k + values.size] for k in range(2 * radius + 1))
+
+
+@pytest.mark.parametrize("radius", [1, 3])
+def test_tiled_stencil_with_halo_and_constant_weights(stencil_module, rng, radius):
+    weights = rng.standard_normal(2 * radius + 1).astype(np.float32)
+    constant = stencil_module.get_global("weights")
+    assert constant.dtype == np.uint8 and constant.size == (2 * 4 + 1) * 4
+    constant[: weights.nbytes] = weights.view(np.uint8)
+    values = rng.standard_normal(200).astype(np.float32)  # 4 tiles of 64, the last partial
+    output = np.zeros_like(values)
+    stencil_module.get_function(f"stencil_static<{radius}>")((4,), (64,), (values, output, np.int32(200)))
+    np.testing.assert_allclose(output, expected_stencil(values, weights, radius), rtol=1e-5, atol=1e-5)
+
+
+def test_dynamic_shared_memory(stencil_module, rng):
+    radius, threads = 4, 48
+    weights = rng.standard_normal(2 * radius + 1).astype(np.float32)
+    stencil_module.get_global("weights")[:] = weights.view(np.uint8)
+    values = rng.standard_normal(250).astype(np.float32)
+    output = np.zeros_like(values)
+    blocks = -(-values.size // threads)
+    shared = (threads + 2 * radius) * 4
+    stencil_module.get_function("stencil_dynamic")(
+        (blocks,), (threads,), (values, output, np.int32(values.size), np.int32(radius)),
+        shared_mem=shared,
+    )
+    np.testing.assert_allclose(output, expected_stencil(values, weights, radius), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- grids, templates, scalars
+
+
+@pytest.mark.parametrize(
+    "grid, block",
+    [((5,), (7,)), ((3, 4), (8, 2)), ((2, 3, 2), (4, 2, 3)), ((1, 1, 3), (1, 1, 64))],
+)
+def test_every_thread_of_2d_and_3d_grids_runs_once(grid_module, grid, block):
+    grid3 = tuple(grid) + (1,) * (3 - len(grid))
+    block3 = tuple(block) + (1,) * (3 - len(block))
+    extent = [g * b for g, b in zip(grid3, block3)]
+    out = np.full((extent[2], extent[1], extent[0], 4), 2**32 - 1, np.uint32)
+    grid_module.get_function("coordinates")(grid, block, (out,))
+    z, y, x = np.meshgrid(*(np.arange(n) for n in extent[::-1]), indexing="ij")
+    np.testing.assert_array_equal(out[..., 0], x)
+    np.testing.assert_array_equal(out[..., 1], y)
+    np.testing.assert_array_equal(out[..., 2], z)
+    linear_block = (z // block3[2] * grid3[1] + y // block3[1]) * grid3[0] + x // block3[0]
+    np.testing.assert_array_equal(out[..., 3], linear_block)
+
+
+def test_template_instantiations_take_their_own_scalar_types(grid_module):
+    floats = np.arange(10, dtype=np.float32)
+    grid_module.get_function("scale<float>")((1,), (16,), (floats, np.float32(2.5), np.int64(10)))
+    np.testing.assert_array_equal(floats, np.arange(10, dtype=np.float32) * 2.5)
+    integers = np.arange(10, dtype=np.int64) + 2**40
+    grid_module.get_function("scale<long long>")((1,), (16,), (integers, np.int64(3), np.int64(7)))
+    expected = (np.arange(10, dtype=np.int64) + 2**40) * np.array([3] * 7 + [1] * 3)
+    np.testing.assert_array_equal(integers, expected)
+
+
+def test_two_dimensional_shared_tile(grid_module, rng):
+    matrix = rng.standard_normal((37, 21)).astype(np.float32)
+    out = np.zeros((21, 37), np.float32)
+    grid_module.get_function("transpose_tile")(
+        (2, 3), (16, 16), (matrix, out, np.int32(37), np.int32(21))
+    )
+    np.testing.assert_array_equal(out, matrix.T)
+
+
+def test_strided_views_pass_their_data_pointer(grid_module):
+    base = np.arange(20, dtype=np.float32)
+    view = base[4:14]  # the kernel sees the view's first element
+    grid_module.get_function("scale<float>")((1,), (32,), (view, np.float32(-1), np.int64(10)))
+    np.testing.assert_array_equal(base[4:14], -np.arange(4, 14, dtype=np.float32))
+    np.testing.assert_array_equal(base[14:], np.arange(14, 20, dtype=np.float32))
+
+
+# ---------------------------------------------------------------- argument checking
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ((np.zeros(4, np.float32), 2.0, np.int64(4)), r"Python float.*np\.int32|Python float"),
+        ((np.zeros(4, np.float32), np.float64(2), np.int64(4)), "parameter 1 is a 4-byte"),
+        ((np.zeros(4, np.float32), np.float32(2), np.int32(4)), "parameter 2 is a 8-byte"),
+        ((np.zeros(4, np.float32), np.float32(2), np.float64(4)), "parameter 2 is a 8-byte integer"),
+        ((np.zeros(4, np.float32), np.zeros(1, np.float32), np.int64(4)), "parameter 1 .*not a pointer"),
+        ((np.float32(1), np.float32(2), np.int64(4)), "parameter 0 is a 8-byte pointer"),
+        ((np.zeros(4, np.float32), np.float32(2)), "takes 3 arguments, 2 given"),
+        (([1.0], np.float32(2), np.int64(4)), "expected a numpy array"),
+    ],
+)
+def test_wrong_argument_types_and_sizes_are_type_errors(grid_module, arguments, message):
+    with pytest.raises(TypeError, match=message):
+        grid_module.get_function("scale<float>")((1,), (4,), arguments)
+
+
+def test_python_int_is_refused_even_when_the_size_would_fit(grid_module):
+    with pytest.raises(TypeError, match="argument 2 .* Python int"):
+        grid_module.get_function("scale<float>")((1,), (4,), (np.zeros(4, np.float32), np.float32(1), 4))
+
+
+@pytest.mark.parametrize(
+    "grid, block, shared, message",
+    [
+        ((1,), (1025,), 0, "at most 1024"),
+        ((1,), (32, 32, 2), 0, "at most 1024"),
+        ((0,), (32,), 0, "must be positive"),
+        ((1,), (32,), 229 * 1024, "dynamic shared memory"),
+        ((1, 70000), (32,), 0, "exceeds"),
+    ],
+)
+def test_impossible_launches_are_reported(grid_module, grid, block, shared, message):
+    out = np.zeros(10**6, np.uint32)
+    with pytest.raises(emulator.EmulatorError, match=message):
+        grid_module.get_function("coordinates")(grid, block, (out,), shared_mem=shared)
+
+
+def test_unknown_kernel_and_global_names(grid_module, stencil_module):
+    with pytest.raises(KeyError, match="not one of this module's name_expressions"):
+        grid_module.get_function("scale<double>")
+    with pytest.raises(emulator.EmulatorError, match="no __device__ or __constant__ variable"):
+        stencil_module.get_global("no_such_symbol")
+
+
+# ---------------------------------------------------------------- faults a GPU would hide
+
+
+def test_barrier_not_reached_by_all_threads(fault_module):
+    data = np.arange(100, dtype=np.float32)
+    with pytest.raises(emulator.EmulatorError, match=r"__syncthreads\(\) at .*faults\.cu:\d+ reached by 36 of the block's 64"):
+        fault_module.get_function("early_return_barrier")((2,), (64,), (data, np.int32(100)))
+
+
+def test_full_blocks_pass_the_same_barrier(fault_module):
+    data = np.arange(128, dtype=np.float32)
+    fault_module.get_function("early_return_barrier")((2,), (64,), (data, np.int32(128)))
+    np.testing.assert_array_equal(data.reshape(2, 64), np.arange(128, dtype=np.float32).reshape(2, 64)[:, ::-1])
+
+
+def test_threads_at_different_barriers(fault_module):
+    with pytest.raises(emulator.EmulatorError, match=r"different __syncthreads\(\) barriers: .*faults\.cu:\d+ .*faults\.cu:\d+"):
+        fault_module.get_function("split_barriers")((1,), (8,), (np.zeros(8, np.int32),))
+
+
+def test_out_of_bounds_read_names_file_line_and_thread(fault_module):
+    values = np.ones(40, np.float32)
+    output = np.zeros(40, np.float32)  # may sit right after `values`: still an error
+    line = next(
+        number
+        for number, text in enumerate(source("faults.cu").splitlines(), start=1)
+        if "LOAD(input, i + 1)" in text
+    )
+    with pytest.raises(emulator.EmulatorError) as caught:
+        fault_module.get_function("read_past_end")((2,), (32,), (values, output, np.int32(40)))
+    message = str(caught.value)
+    assert f"faults.cu:{line}" in message
+    assert "out-of-bounds global access" in message and "index 40" in message
+    assert "argument 0 (160 bytes)" in message
+    assert "block (1, 0, 0), thread (7, 0, 0)" in message
+
+
+def test_trap(fault_module):
+    values = np.array([0, 1, -1, 2], np.int32)
+    with pytest.raises(emulator.EmulatorError, match=r"__trap\(\) at .*faults\.cu:\d+ .*thread \(2, 0, 0\)"):
+        fault_module.get_function("trap_if_negative")((1,), (4,), (values,))
+
+
+def test_a_failed_launch_leaves_the_module_usable(fault_module):
+    with pytest.raises(emulator.EmulatorError):
+        fault_module.get_function("split_barriers")((3,), (8,), (np.zeros(8, np.int32),))
+    data = np.arange(64, dtype=np.float32)
+    fault_module.get_function("early_return_barrier")((1,), (64,), (data, np.int32(64)))
+    np.testing.assert_array_equal(data, np.arange(64, dtype=np.float32)[::-1])
+
+
+# ---------------------------------------------------------------- building and caching
+
+
+def test_build_is_cached(private_cache):
+    code = source("reduce_sum.cu") + "\n// cache test\n"
+    before = emulator.compile_count
+    first = emulator.EmulatedModule(code, name_expressions=["block_sum<float>"])
+    assert emulator.compile_count == before + 1
+    libraries = sorted(private_cache.glob("*.so"))
+    modified = {path: path.stat().st_mtime_ns for path in libraries}
+    second = emulator.EmulatedModule(code, name_expressions=["block_sum<float>"])
+    assert emulator.compile_count == before + 1
+    assert {path: path.stat().st_mtime_ns for path in private_cache.glob("*.so")} == modified
+    values = np.ones(64, np.float32)
+    for module in (first, second):
+        sums = np.zeros(1, np.float32)
+        module.get_function("block_sum<float>")((1,), (64,), (values, sums, np.int32(64)))
+        assert sums[0] == 64
+    emulator.EmulatedModule(code, name_expressions=["block_sum<float>"], debug=False)
+    assert emulator.compile_count == before + 2  # another build configuration, another build
+
+
+def test_included_header_change_triggers_a_rebuild(tmp_path):
+    (tmp_path / "constant.cuh").write_text("#define ANSWER 41\n")
+    code = '#include "constant.cuh"\n__global__ void answer(int* out) { out[0] = ANSWER; }\n'
+    before = emulator.compile_count
+    results = []
+    for value in (41, 41, 42):
+        (tmp_path / "constant.cuh").write_text(f"#define ANSWER {value}\n")
+        module = emulator.EmulatedModule(code, name_expressions=["answer"], include_dirs=[tmp_path])
+        out = np.zeros(1, np.int32)
+        module.get_function("answer")((1,), (1,), (out,))
+        results.append(int(out[0]))
+    assert results == [41, 41, 42]
+    assert emulator.compile_count == before + 2
+
+
+def test_compile_errors_carry_the_compiler_message():
+    with pytest.raises(emulator.EmulatorError, match="(?s)could not compile.*not_declared"):
+        emulator.EmulatedModule(
+            "__global__ void broken(int* out) { out[0] = not_declared; }",
+            name_expressions=["broken"],
+        )
+
+
+def test_unknown_options_are_refused():
+    with pytest.raises(ValueError, match="does not understand the compiler option '--frobnicate'"):
+        emulator.EmulatedModule("__global__ void k() {}", name_expressions=["k"], options=["--frobnicate"])
+
+
+def test_available_names_a_missing_compiler(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-gpuconv")
+    assert "no-such-compiler-gpuconv" in emulator.available()
+    monkeypatch.setenv("CXX", os.environ.get("CXX_FOR_TESTS", "g++"))
+    assert emulator.available() is None
