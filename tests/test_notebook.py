@@ -39,6 +39,7 @@ print("RESULTS" + json.dumps({
     "bar": [dataclasses.asdict(row) for row in BAR_RESULTS],
     "sweep": [dataclasses.asdict(row) for row in SWEEP_RESULTS],
     "host": list(HOST_IMPLEMENTATIONS),
+    "gpu": list(GPU_IMPLEMENTATIONS),
     "gallery_backends": GALLERY_BACKENDS,
     "have_gpu": HAVE_GPU,
     "gpu_skip_reason": GPU_SKIP_REASON,
@@ -117,8 +118,13 @@ def test_difference_table_covers_every_backend_and_kernel(executed):
 def test_every_implementation_is_timed_on_every_kernel_and_size(executed):
     _, results = executed
     assert {"gpuconv:numpy", "cv2.filter2D", "scipy.ndimage.correlate"} <= set(results["host"])
+    if results["have_gpu"]:
+        assert set(results["gpu"]) == {"gpuconv:cuda", "cupyx.scipy.ndimage.correlate"}
+    else:
+        assert results["gpu"] == []
+    everything = results["host"] + results["gpu"]
     timed = {(row["implementation"], row["kernel"]) for row in results["bar"]}
-    assert timed == {(name, kernel) for name in results["host"] for kernel in kernels.TUTORIAL_BANK}
+    assert timed == {(name, kernel) for name in everything for kernel in kernels.TUTORIAL_BANK}
     for row in results["bar"] + results["sweep"]:
         assert row["median_ms"] > 0 and row["mpixels_per_s"] > 0, row
     sides = {row["shape"][0] for row in results["sweep"]}
