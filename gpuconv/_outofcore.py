@@ -198,7 +198,7 @@ class BandPipeline:
         try:
             for top in range(0, self.height, rows_per_chunk):
                 bottom = min(self.height, top + rows_per_chunk)
-                writer.write(top, self.rows(len(self.stages), top, bottom))
+                writer.write(top, self.band(top, bottom))
                 bands += 1
                 if bar is not None:
                     bar.update(bottom - top)
@@ -207,36 +207,54 @@ class BandPipeline:
                 bar.close()
         return bands
 
-    def rows(self, stage: int, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` of the image after ``stage`` kernels (0: the file's)."""
-        if stage == 0:
-            return np.asarray(self.reader.read(start, stop))
+    def band(self, top: int, bottom: int) -> np.ndarray:
+        """Output rows ``[top, bottom)`` after every kernel, reading only what they need.
+
+        First, from the last kernel back to the file, the set of rows each
+        stage needs (the rows its border mode maps the halo to); then, from
+        the file forward, each stage computed on exactly those rows. Every
+        row of every stage is read or computed once per band, so a band reads
+        at most ``bottom - top + halo_rows`` rows of the file.
+        """
         from ._convolve import convolve
 
-        kernel, plan, options = self.stages[stage - 1]
+        needed = [np.empty(0, np.int64)] * len(self.stages) + [np.arange(top, bottom)]
+        for stage in range(len(self.stages), 0, -1):
+            plan = self.stages[stage - 1][1]
+            sources = [self._source_rows(plan, run[0], run[-1] + 1)[0] for run in _runs(needed[stage])]
+            needed[stage - 1] = np.unique(np.concatenate(sources))
+        values = np.concatenate(
+            [np.asarray(self.reader.read(run[0], run[-1] + 1)) for run in _runs(needed[0])]
+        )
+        for stage, (kernel, plan, options) in enumerate(self.stages, start=1):
+            pieces = []
+            for run in _runs(needed[stage]):
+                start, stop = int(run[0]), int(run[-1]) + 1
+                rows, offset = self._source_rows(plan, start, stop)
+                source = values[np.searchsorted(needed[stage - 1], rows)]
+                pieces.append(convolve(source, kernel, **options)[offset : offset + stop - start])
+            values = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return values
+
+    def _source_rows(self, plan, start: int, stop: int) -> tuple[np.ndarray, int]:
+        """Rows of the previous stage that outputs ``[start, stop)`` read, and where they start.
+
+        Returns ``(rows, offset)``: convolving those rows (in that order) and
+        keeping ``offset : offset + stop - start`` gives the outputs.
+        """
         before, after = plan.anchor_y, plan.kernel_height - 1 - plan.anchor_y
         if plan.border == Border.CONSTANT:
             # Outside the image the band applies the constant itself, as the
             # whole image would; inside it holds every row the kernel reads.
             first, last = max(0, start - before), min(self.height, stop + after)
-            band = self.rows(stage - 1, first, last)
-            offset = start - first
-        else:
-            wanted = source_indices(np.arange(start - before, stop + after), self.height, plan.border)
-            band = self._gather(stage - 1, wanted)
-            offset = before
-        filtered = convolve(band, kernel, **options)
-        return filtered[offset : offset + stop - start]
+            return np.arange(first, last), start - first
+        positions = np.arange(start - before, stop + after)
+        return source_indices(positions, self.height, plan.border), before
 
-    def _gather(self, stage: int, wanted: np.ndarray) -> np.ndarray:
-        """Rows ``wanted`` (any order, repeats allowed) of ``stage``, fetched as contiguous runs."""
-        unique = np.unique(wanted)
-        breaks = np.flatnonzero(np.diff(unique) != 1) + 1
-        runs = [
-            self.rows(stage, int(run[0]), int(run[-1]) + 1) for run in np.split(unique, breaks)
-        ]
-        fetched = runs[0] if len(runs) == 1 else np.concatenate(runs, axis=0)
-        return fetched[np.searchsorted(unique, wanted)]
+
+def _runs(sorted_rows: np.ndarray) -> list[np.ndarray]:
+    """Split sorted unique row numbers into runs of consecutive rows."""
+    return np.split(sorted_rows, np.flatnonzero(np.diff(sorted_rows) != 1) + 1)
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -332,7 +350,8 @@ def open_reader(path):
                 )
             page = tiff.pages[0]
             if len(tiff.pages) == 1 and page.is_contiguous and page.planarconfig != 2:
-                reader = _PositionedFile(path, series.shape, series.dtype, page.dataoffsets[0], "r")
+                stored = np.dtype(series.dtype).newbyteorder(tiff.byteorder)  # big-endian TIFFs
+                reader = _PositionedFile(path, series.shape, stored, page.dataoffsets[0], "r")
                 tiff.close()
                 return reader
             import zarr

@@ -1,0 +1,274 @@
+"""Out-of-core files: band-wise results equal the in-memory chain, and bands stay bands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gpuconv
+from gpuconv import _outofcore
+from gpuconv._outofcore import BandPipeline, apply_file, is_out_of_core_path
+
+BORDERS = ["reflect101", "reflect", "replicate", "constant", "wrap"]
+FORMATS = ["npy", "npy-fortran", "tif", "tif-zlib-strips", "tif-big-endian", "zarr"]
+
+
+def _write(path_stem, image: np.ndarray, kind: str):
+    """Write ``image`` as ``kind``; return the path."""
+    if kind.startswith("npy"):
+        path = path_stem.with_suffix(".npy")
+        np.save(path, np.asfortranarray(image) if kind == "npy-fortran" else image)
+        return path
+    if kind.startswith("tif"):
+        tifffile = pytest.importorskip("tifffile", reason="tifffile is not installed")
+        path = path_stem.with_suffix(".tif")
+        options = {"photometric": "minisblack", "planarconfig": "contig"} if image.ndim == 3 else {}
+        if kind == "tif-zlib-strips":
+            options.update(compression="zlib", rowsperstrip=3)
+        if kind == "tif-big-endian":
+            options.update(byteorder=">")
+        tifffile.imwrite(path, image, **options)
+        return path
+    zarr = pytest.importorskip("zarr", reason="zarr is not installed")
+    path = path_stem.with_suffix(".zarr")
+    stored = zarr.open_array(
+        str(path), mode="w", shape=image.shape, dtype=image.dtype, chunks=(4, *image.shape[1:])
+    )
+    stored[:] = image
+    return path
+
+
+def _read(path) -> np.ndarray:
+    suffix = path.suffix
+    if suffix == ".npy":
+        return np.load(path)
+    if suffix == ".tif":
+        import tifffile
+
+        return tifffile.imread(path)
+    import zarr
+
+    return zarr.open_array(str(path), mode="r")[:]
+
+
+def _in_memory_chain(image, kernels, *, dtype=None, **options):
+    """What ``gpuconv apply`` computes in memory: dtype applies to the last kernel."""
+    for index, kernel in enumerate(kernels):
+        last = index == len(kernels) - 1
+        image = gpuconv.convolve(image, kernel, dtype=dtype if last else None, **options)
+    return image
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.parametrize("border", BORDERS)
+def test_each_format_and_border_equals_the_in_memory_chain(kind, border, tmp_path, rng):
+    image = rng.integers(0, 65536, (23, 17), dtype=np.uint16)
+    kernels = [rng.normal(size=(4, 3)), "small_blur"]  # even, then a 7-row halo
+    options = dict(border=border, value=1234.5, anchor=None, flip=False, backend="numpy")
+    source = _write(tmp_path / "in", image, kind)
+    target = source.with_name("out" + source.suffix)
+    stats = apply_file(
+        source, target, kernels, dtype=np.float32, rows_per_chunk=5, progress=False, **options
+    )
+    expected = _in_memory_chain(image, kernels, dtype=np.float32, **options)
+    actual = _read(target)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    np.testing.assert_array_equal(actual, expected)
+    assert stats["shape"] == image.shape and stats["dtype"] == "float32"
+    assert stats["bands"] == 5  # ceil(23 / 5)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif", ".zarr"])
+def test_colour_kernel_larger_than_the_image_and_flip(suffix, tmp_path, rng):
+    image = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    kernels = [rng.normal(size=(9, 2)), np.arange(12.0).reshape(3, 4)]
+    options = dict(border="wrap", value=0.0, anchor=(1, 0), flip=True, backend="numpy")
+    source = _write(tmp_path / "in", image, suffix.lstrip("."))
+    target = tmp_path / f"deeper/out{suffix}"
+    apply_file(source, target, kernels, dtype=None, rows_per_chunk=1, progress=False, **options)
+    np.testing.assert_array_equal(_read(target), _in_memory_chain(image, kernels, **options))
+
+
+def test_output_kind_follows_the_output_suffix(tmp_path, rng):
+    tifffile = pytest.importorskip("tifffile", reason="tifffile is not installed")
+    image = rng.integers(0, 256, (12, 10), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    target = tmp_path / "out.tiff"
+    apply_file(source, target, ["sharpen"], progress=False)
+    np.testing.assert_array_equal(tifffile.imread(target), gpuconv.convolve(image, "sharpen"))
+
+
+class _RecordingReader:
+    """An in-memory image that remembers every read: the pipeline sees only this."""
+
+    def __init__(self, image: np.ndarray, log: list):
+        self.log = log
+        self.image = image
+        self.shape = image.shape
+        self.dtype = image.dtype
+        self.reads: list[tuple[int, int]] = []
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        assert 0 <= start < stop <= len(self.image)
+        self.reads.append((start, stop))
+        self.log.append(("read", stop - start))
+        return self.image[start:stop].copy()
+
+    def close(self) -> None:
+        pass
+
+
+class _CollectingWriter:
+    def __init__(self, shape, dtype, log: list):
+        self.log = log
+        self.output = np.full(shape, 77, dtype=dtype)
+        self.written: list[tuple[int, int]] = []
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        self.written.append((start, start + len(rows)))
+        self.log.append(("write", len(rows)))
+        self.output[start : start + len(rows)] = rows
+
+
+def _run_recorded(image, kernels, rows_per_chunk, **options):
+    log: list[tuple[str, int]] = []
+    reader = _RecordingReader(image, log)
+    pipeline = BandPipeline(reader, kernels, **options)
+    writer = _CollectingWriter(image.shape, pipeline.output_dtype, log)
+    pipeline.run(writer, rows_per_chunk, progress=False)
+    return pipeline, reader, writer, _rows_read_per_band(log)
+
+
+def _rows_read_per_band(log) -> list[int]:
+    """Rows read between consecutive writes: what one band pulled from the file."""
+    per_band, pending = [], 0
+    for event, rows in log:
+        if event == "read":
+            pending += rows
+        else:
+            per_band.append(pending)
+            pending = 0
+    assert pending == 0  # nothing is read after the last band is written
+    return per_band
+
+
+@pytest.mark.parametrize("border", BORDERS)
+def test_a_band_never_reads_more_than_its_rows_and_halo(border, rng):
+    image = rng.integers(0, 256, (200, 7), dtype=np.uint8)
+    kernels = ["small_blur", "sobel_y", np.ones((6, 1))]  # halos 6 + 2 + 5 rows
+    options = dict(border=border, value=3.0, anchor=None, flip=False, dtype=None, backend="numpy")
+    rows_per_chunk = 16
+    pipeline, reader, writer, rows_per_band = _run_recorded(
+        image, kernels, rows_per_chunk, **options
+    )
+    assert pipeline.halo_rows == 13
+    assert writer.written == [(top, min(200, top + 16)) for top in range(0, 200, 16)]
+    # Each band reads at most its own rows plus the chain's halo (less at the
+    # edges for constant and replicate), never the whole image.
+    assert len(rows_per_band) == 13
+    assert max(rows_per_band) <= rows_per_chunk + pipeline.halo_rows
+    expected = _in_memory_chain(image, kernels, **{k: v for k, v in options.items() if k != "dtype"})
+    np.testing.assert_array_equal(writer.output, expected)
+
+
+def test_apply_file_reads_the_file_band_by_band(tmp_path, monkeypatch, rng):
+    image = rng.integers(0, 256, (120, 9), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    recorded = []
+    real_open_reader = _outofcore.open_reader
+
+    def recording_open_reader(path):
+        reader = real_open_reader(path)
+        real_read = reader.read
+
+        def read(start, stop):
+            recorded.append(stop - start)
+            return real_read(start, stop)
+
+        reader.read = read
+        return reader
+
+    monkeypatch.setattr(_outofcore, "open_reader", recording_open_reader)
+    stats = apply_file(source, tmp_path / "out.npy", ["sharpen"], rows_per_chunk=10, progress=False)
+    assert stats["bands"] == 12
+    assert recorded and max(recorded) <= 10 + 2
+    assert sum(recorded) <= 12 * (10 + 2)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), gpuconv.convolve(image, "sharpen"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    height=st.integers(1, 30),
+    rows_per_chunk=st.integers(1, 12),
+    kernel_heights=st.lists(st.integers(1, 9), min_size=1, max_size=3),
+    border=st.sampled_from(BORDERS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_random_bands_and_chains_match_in_memory(height, rows_per_chunk, kernel_heights, border, seed):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, 5), dtype=np.uint8)
+    kernels = [rng.normal(size=(kernel_height, 2)) for kernel_height in kernel_heights]
+    options = dict(border=border, value=250.5, anchor=None, flip=False, backend="numpy")
+    pipeline, _, writer, rows_per_band = _run_recorded(
+        image, kernels, rows_per_chunk, dtype=np.float64, **options
+    )
+    expected = _in_memory_chain(image, kernels, dtype=np.float64, **options)
+    np.testing.assert_array_equal(writer.output, expected)
+    assert max(rows_per_band) <= rows_per_chunk + pipeline.halo_rows
+
+
+def test_progress_bar_counts_rows(tmp_path, capsys, rng):
+    pytest.importorskip("tqdm", reason="tqdm is not installed: pip install 'gpuconv[dask]'")
+    source = _write(tmp_path / "in", rng.integers(0, 256, (30, 4), dtype=np.uint8), "npy")
+    apply_file(source, tmp_path / "out.npy", ["sharpen"], rows_per_chunk=7, progress=True)
+    assert "30/30" in capsys.readouterr().err
+    apply_file(source, tmp_path / "quiet.npy", ["sharpen"], rows_per_chunk=7, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_default_band_size_and_stats(tmp_path, rng):
+    image = rng.integers(0, 256, (50, 40), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    stats = apply_file(source, tmp_path / "out.npy", ["sharpen", "laplacian"], progress=False)
+    assert stats["rows_per_chunk"] == 50 and stats["bands"] == 1  # small image: one band
+    assert stats["peak_rss_mib"] is None or stats["peak_rss_mib"] > 0
+    assert stats["seconds"] >= 0
+
+
+def test_is_out_of_core_path():
+    assert [is_out_of_core_path(name) for name in ("a.npy", "b.TIF", "c.tiff", "d.zarr")] == [True] * 4
+    assert not any(is_out_of_core_path(name) for name in ("a.png", "b.jpg", "npy", "c.npz"))
+
+
+def test_errors_are_raised_before_any_output_is_written(tmp_path):
+    source = tmp_path / "in.npy"
+    np.save(source, np.zeros((4, 4), dtype=np.int64))
+    target = tmp_path / "out.npy"
+    with pytest.raises(TypeError, match="unsupported image dtype int64"):
+        apply_file(source, target, ["sharpen"], progress=False)
+    np.save(source, np.zeros((4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="unknown border"):
+        apply_file(source, target, ["sharpen"], border="mirrorish", progress=False)
+    with pytest.raises(ValueError, match="unknown kernel"):
+        apply_file(source, target, ["no_such_kernel"], progress=False)
+    with pytest.raises(ValueError, match="non-empty list"):
+        apply_file(source, target, [], progress=False)
+    with pytest.raises(ValueError, match="rows_per_chunk"):
+        apply_file(source, target, ["sharpen"], rows_per_chunk=0, progress=False)
+    with pytest.raises(ValueError, match="must differ"):
+        apply_file(source, source, ["sharpen"], progress=False)
+    with pytest.raises(ValueError, match="must end in"):
+        apply_file(source, tmp_path / "out.png", ["sharpen"], progress=False)
+    with pytest.raises(FileNotFoundError):
+        apply_file(tmp_path / "missing.npy", target, ["sharpen"], progress=False)
+    assert not target.exists()
+
+
+def test_multi_page_tiff_is_refused(tmp_path):
+    tifffile = pytest.importorskip("tifffile", reason="tifffile is not installed")
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, np.zeros((3, 8, 8), dtype=np.uint8), photometric="minisblack")
+    with pytest.raises(ValueError, match="axes YX or YXS"):
+        apply_file(source, tmp_path / "out.tif", ["sharpen"], progress=False)
