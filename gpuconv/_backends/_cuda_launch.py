@@ -1,0 +1,264 @@
+"""The launch arithmetic of the CUDA kernels, in plain Python.
+
+:func:`plan_launch` turns a checked plan and its :class:`~gpuconv._strategy.Strategy`
+into everything a launch needs: which kernel template (as a ``name_expression``
+for ``cupy.RawModule``), the grid, the block, the dynamic shared-memory bytes,
+the weights in the accumulator's type and the scalar arguments. The real CuPy
+launch and the CPU emulator both call it, so the emulator checks exactly the
+arithmetic a GPU runs. Nothing here imports CuPy.
+
+The tile geometry repeats ``kernels_cuda/gpuconv_common.cuh``
+(``tests/test_cuda_compile.py`` checks the two agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._plan import ConvolutionPlan
+from .._strategy import Strategy
+
+TILE_WIDTH = 32  #: output columns per block (= threads per block row)
+BLOCK_HEIGHT = 8  #: thread rows per block
+ROWS_PER_THREAD = 4  #: output rows each thread computes (register blocking)
+TILE_HEIGHT = BLOCK_HEIGHT * ROWS_PER_THREAD
+BLOCK = (TILE_WIDTH, BLOCK_HEIGHT, 1)
+
+#: Kernel sizes with a compile-time specialisation, per template.
+DIRECT_SIZES: tuple[tuple[int, int], ...] = ((3, 3), (5, 5), (7, 7), (9, 9))
+SEPARABLE_SIZES: tuple[tuple[int, int], ...] = ((3, 3), (5, 5), (7, 7), (9, 9), (15, 15), (21, 21))
+
+#: Positions along an axis are 32-bit in the kernels (fast modulo); an axis plus the
+#: kernel must stay below this.
+MAX_AXIS = 2**30
+
+#: Source file of each template.
+SOURCE_FILES = {
+    "gpuconv_direct": "convolve_direct.cu",
+    "gpuconv_separable": "convolve_separable.cu",
+    "gpuconv_global": "convolve_global.cu",
+}
+
+#: numpy dtype -> C type of the kernels' template arguments.
+C_TYPES = {
+    np.dtype(np.uint8): "unsigned char",
+    np.dtype(np.uint16): "unsigned short",
+    np.dtype(np.int16): "short",
+    np.dtype(np.float32): "float",
+    np.dtype(np.float64): "double",
+    np.dtype(np.int32): "int",
+    np.dtype(np.int64): "long long",
+}
+
+# CUDA's limits on gridDim.y and gridDim.z; the kernels stride over what is left.
+_MAX_GRID_Y = 65535
+_MAX_GRID_Z = 65535
+_MAX_GRID_X = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """What the launch depends on in the device.
+
+    ``shared_bytes_per_block`` is the default dynamic limit (48 KiB on every
+    GPU since Kepler); the kernels never ask for the opt-in larger carve-out.
+    """
+
+    shared_bytes_per_block: int = 48 * 1024
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch, ready for ``cupy.RawKernel`` or the emulator.
+
+    Attributes
+    ----------
+    template : str
+        ``"gpuconv_direct"``, ``"gpuconv_separable"`` or ``"gpuconv_global"``.
+    name_expression : str
+        The instantiation, e.g. ``"gpuconv_direct<unsigned char, unsigned char, int, 3, 3>"``.
+    source_file : str
+        The ``kernels_cuda/`` file that defines the template.
+    grid, block : tuple of int
+    shared_bytes : int
+        Dynamic shared memory per block.
+    weights : numpy.ndarray
+        The taps (direct, global) or the column then row factors (separable),
+        C-contiguous, in the accumulator's dtype.
+    scalars : tuple
+        The arguments after ``(image, output, weights)``, as numpy scalars of
+        the exact C types the kernel declares.
+    """
+
+    template: str
+    name_expression: str
+    source_file: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_bytes: int
+    weights: np.ndarray
+    scalars: tuple
+
+    def arguments(self, image, output, weights) -> tuple:
+        """The whole argument tuple, given the (device) image, output and weights arrays."""
+        return (image, output, weights, *self.scalars)
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def tiled_shared_bytes(template: str, kernel_height: int, kernel_width: int, item: int) -> int:
+    """Dynamic shared memory of a tiled kernel (see the kernels' header comments)."""
+    halo_height = TILE_HEIGHT + kernel_height - 1
+    halo_width = TILE_WIDTH + kernel_width - 1
+    tile = halo_height * halo_width
+    if template == "gpuconv_direct":
+        return item * (kernel_height * kernel_width + tile)
+    if template == "gpuconv_separable":
+        return item * (kernel_height + kernel_width + tile + halo_height * TILE_WIDTH)
+    raise ValueError(f"{template} is not a tiled kernel")
+
+
+def specialised(input_dtype, output_dtype) -> bool:
+    """Whether compile-time kernel sizes exist for this pair of types.
+
+    Only for the common outputs (the input's own type, and float32 for raw
+    responses): every other pair runs the run-time-size template, which keeps
+    the number of instantiations (and CI's compile checks) small.
+    """
+    output_dtype = np.dtype(output_dtype)
+    return output_dtype in (np.dtype(input_dtype), np.dtype(np.float32))
+
+
+def name_expression(template: str, input_dtype, output_dtype, accumulator, size=(0, 0)) -> str:
+    """The C++ instantiation of ``template`` for these types and compile-time size."""
+    types = [C_TYPES[np.dtype(t)] for t in (input_dtype, output_dtype, accumulator)]
+    if template == "gpuconv_global":
+        return f"{template}<{', '.join(types)}>"
+    return f"{template}<{', '.join(types)}, {size[0]}, {size[1]}>"
+
+
+def plan_launch(
+    plan: ConvolutionPlan, strategy: Strategy, limits: DeviceLimits = DeviceLimits()
+) -> Launch:
+    """Choose the kernel and compute its launch for ``plan`` run as ``strategy`` says.
+
+    The separable kernel runs rank-1 kernels, the direct kernel the rest; either
+    falls back to the global-memory kernel when its tile and halo would not fit
+    ``limits.shared_bytes_per_block``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._plan import make_plan
+    >>> from gpuconv._strategy import choose_strategy
+    >>> image = np.zeros((100, 70), np.uint8)
+    >>> _, plan, _ = make_plan(image, "laplacian", border="reflect101", value=0.0,
+    ...                        anchor=None, flip=False, dtype=None)
+    >>> launch = plan_launch(plan, choose_strategy(plan))
+    >>> launch.name_expression, launch.grid, launch.block
+    ('gpuconv_direct<unsigned char, unsigned char, int, 3, 3>', (3, 4, 1), (32, 8, 1))
+    """
+    height, width, channels = plan.shape
+    kernel_height, kernel_width = plan.kernel.shape
+    if height + kernel_height + TILE_HEIGHT >= MAX_AXIS or width + kernel_width + TILE_WIDTH >= MAX_AXIS:
+        raise ValueError(
+            f"image {height}x{width} with a {kernel_height}x{kernel_width} kernel: the cuda "
+            f"backend takes axes (plus the kernel) below {MAX_AXIS} pixels"
+        )
+    accumulator = np.dtype(strategy.accumulator)
+    item = accumulator.itemsize
+    if strategy.separable:
+        template, sizes = "gpuconv_separable", SEPARABLE_SIZES
+        weights = np.concatenate([strategy.column, strategy.row])
+    else:
+        template, sizes = "gpuconv_direct", DIRECT_SIZES
+        weights = plan.kernel.ravel()
+    shared_bytes = tiled_shared_bytes(template, kernel_height, kernel_width, item)
+    if shared_bytes > limits.shared_bytes_per_block:
+        # Tile + halo too large (huge kernels): per-thread loads from global memory.
+        template, shared_bytes = "gpuconv_global", 0
+        weights = plan.kernel.ravel()
+        grid = (
+            _ceil_div(width, TILE_WIDTH),
+            min(_ceil_div(height, BLOCK_HEIGHT), _MAX_GRID_Y),
+            min(channels, _MAX_GRID_Z),
+        )
+        expression = name_expression(template, plan.input_dtype, plan.output_dtype, accumulator)
+    else:
+        grid = (
+            _ceil_div(width, TILE_WIDTH),
+            min(_ceil_div(height, TILE_HEIGHT), _MAX_GRID_Y),
+            min(channels, _MAX_GRID_Z),
+        )
+        fixed = plan.kernel.shape in sizes and specialised(plan.input_dtype, plan.output_dtype)
+        size = (kernel_height, kernel_width) if fixed else (0, 0)
+        expression = name_expression(
+            template, plan.input_dtype, plan.output_dtype, accumulator, size
+        )
+    if grid[0] > _MAX_GRID_X:
+        raise ValueError(f"image width {width} exceeds what one CUDA launch covers")
+    if accumulator.kind in "iu":
+        # Exact integer sums: factors and taps are integers (the planner made sure).
+        weights = np.rint(weights)
+        border_value = accumulator.type(round(plan.border_value))
+    else:
+        with np.errstate(over="ignore"):  # a huge constant becomes inf, as in float32 sums
+            border_value = accumulator.type(plan.border_value)
+            weights = np.asarray(weights, dtype=accumulator)
+    scalars = (
+        np.int32(height),
+        np.int32(width),
+        np.int32(channels),
+        np.int32(kernel_height),
+        np.int32(kernel_width),
+        np.int32(plan.anchor_y),
+        np.int32(plan.anchor_x),
+        np.int32(int(plan.border)),
+        border_value,
+        np.int32(1 if strategy.skip_zero_taps else 0),
+    )
+    return Launch(
+        template=template,
+        name_expression=expression,
+        source_file=SOURCE_FILES[template],
+        grid=grid,
+        block=BLOCK,
+        shared_bytes=shared_bytes,
+        weights=np.ascontiguousarray(weights, dtype=accumulator),
+        scalars=scalars,
+    )
+
+
+def every_name_expression() -> dict[str, list[str]]:
+    """Every instantiation :func:`plan_launch` can request, grouped by source file.
+
+    Used by the compile checks: each must compile through NVRTC.
+    """
+    from .._plan import SUPPORTED_DTYPES
+
+    expressions: dict[str, list[str]] = {name: [] for name in SOURCE_FILES.values()}
+    for input_dtype in SUPPORTED_DTYPES:
+        for output_dtype in SUPPORTED_DTYPES:
+            accumulators = [
+                np.float64 if np.dtype(np.float64) in (input_dtype, output_dtype) else np.float32
+            ]
+            if input_dtype.kind in "ui":
+                accumulators += [np.int32, np.int64]
+            for accumulator in accumulators:
+                for template, sizes in (
+                    ("gpuconv_direct", DIRECT_SIZES),
+                    ("gpuconv_separable", SEPARABLE_SIZES),
+                ):
+                    fixed = sizes if specialised(input_dtype, output_dtype) else ()
+                    for size in (*fixed, (0, 0)):
+                        expressions[SOURCE_FILES[template]].append(
+                            name_expression(template, input_dtype, output_dtype, accumulator, size)
+                        )
+                expressions[SOURCE_FILES["gpuconv_global"]].append(
+                    name_expression("gpuconv_global", input_dtype, output_dtype, accumulator)
+                )
+    return expressions
