@@ -272,3 +272,17 @@ def test_multi_page_tiff_is_refused(tmp_path):
     tifffile.imwrite(source, np.zeros((3, 8, 8), dtype=np.uint8), photometric="minisblack")
     with pytest.raises(ValueError, match="axes YX or YXS"):
         apply_file(source, tmp_path / "out.tif", ["sharpen"], progress=False)
+
+
+def test_cli_apply_streams_out_of_core_files(tmp_path, capsys, rng):
+    from gpuconv.cli import main
+
+    image = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "zarr")
+    target = tmp_path / "out.zarr"
+    argv = ["apply", str(source), "-k", "sharpen", "-k", "sobel_x", "-o", str(target),
+            "--border", "wrap", "--dtype", "float32", "--quiet"]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    expected = _in_memory_chain(image, ["sharpen", "sobel_x"], border="wrap", dtype=np.float32)
+    np.testing.assert_array_equal(_read(target), expected)
