@@ -41,7 +41,9 @@ def probe() -> str | None:
     except ImportError:
         return f"numba is not installed: {_INSTALL_HINT}"
     except Exception as error:  # e.g. a numba built for another NumPy
-        return f"numba failed to import ({type(error).__name__}: {error}); reinstall: {_INSTALL_HINT}"
+        return (
+            f"numba failed to import ({type(error).__name__}: {error}); reinstall: {_INSTALL_HINT}"
+        )
     return None
 
 
@@ -59,7 +61,10 @@ class Execution:
     Attributes
     ----------
     strategy : Strategy
-        The planner's decision (possibly demoted to float64, see :func:`execution_for`).
+        The planner's decision (demoted to float64 sums for a huge constant border).
+    path : int
+        ``_numba_kernels.PATH_*``: direct, separable, or fused 3 x 3 (which
+        wins over separable for 3 x 3 kernels).
     row_index, col_index : numpy.ndarray
         int64 source row of every output row's kernel rows (``H + kh - 1``
         entries) and source column of every padded column (``W + kw - 1``);
@@ -76,6 +81,7 @@ class Execution:
     """
 
     strategy: Strategy
+    path: int
     row_index: np.ndarray
     col_index: np.ndarray
     taps: tuple
@@ -127,7 +133,8 @@ def band_height_for(plan: ConvolutionPlan, accumulator: np.dtype, workers: int) 
     height, width, channels = plan.shape
     line_bytes = (width + plan.kernel_width - 1) * channels * np.dtype(accumulator).itemsize
     fitting = _LINES_BUDGET_BYTES // line_bytes - (plan.kernel_height - 1)
-    per_worker = -(-height // workers)
+    # At least four bands per worker, so dynamic scheduling can balance them.
+    per_worker = -(-height // (4 * workers))
     return int(max(1, min(_MAX_BAND_HEIGHT, fitting, per_worker)))
 
 
@@ -143,13 +150,24 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
     col_index = source_indices(
         np.arange(-plan.anchor_x, width - plan.anchor_x + kernel_width - 1), width, plan.border
     )
+    from . import _numba_kernels as kernels
+
     skip = strategy.skip_zero_taps
     empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
-    if strategy.separable:
+    if plan.kernel.shape == (3, 3):
+        # Nine multiply-adds in registers beat two passes through memory,
+        # separable or not; zero taps cost nothing in a vector lane.
+        path = kernels.PATH_FUSED_3X3
+        column_taps = row_taps = empty
+        indices = np.arange(9)
+        taps = (indices // 3, indices % 3, plan.kernel.ravel().astype(accumulator))
+    elif strategy.separable:
+        path = kernels.PATH_SEPARABLE
         column_taps = _taps(strategy.column, skip, accumulator)
         row_taps = _taps(strategy.row, skip, accumulator)
         taps = (empty[0], empty[0], empty[1])
     else:
+        path = kernels.PATH_DIRECT
         column_taps = row_taps = empty
         flat = plan.kernel.ravel()
         indices = np.flatnonzero(flat) if skip else np.arange(flat.size)
@@ -158,7 +176,6 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
             (indices % kernel_width).astype(np.int64),
             flat[indices].astype(accumulator),
         )
-    from . import _numba_kernels as kernels
 
     output = plan.output_dtype
     if output.kind == "f":
@@ -169,6 +186,7 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
         lowest, highest = float(info.min), float(info.max)
     return Execution(
         strategy=strategy,
+        path=path,
         row_index=row_index,
         col_index=col_index,
         taps=taps,
@@ -199,23 +217,27 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
     else:
         constant = scalar(int(plan.border_value)) if np.isfinite(plan.border_value) else scalar(0)
     function = kernels.compiled(plan.input_dtype, accumulator, plan.output_dtype)
-    function(
-        image3d,
-        output.reshape(height, width * channels),
-        run.row_index,
-        run.col_index,
-        plan.anchor_x,
-        plan.kernel_height,
-        plan.kernel_width,
-        constant,
-        run.strategy.separable,
-        *run.taps,
-        *run.column_taps,
-        *run.row_taps,
-        run.band_height,
-        run.workers,
-        run.store_mode,
-        scalar(run.lowest) if accumulator.kind == "f" else scalar(int(run.lowest)),
-        scalar(run.highest) if accumulator.kind == "f" else scalar(int(run.highest)),
-    )
+    previous_chunk_size = numba.set_parallel_chunksize(1)  # bands dealt out dynamically
+    try:
+        function(
+            image3d,
+            output.reshape(height, width * channels),
+            run.row_index,
+            run.col_index,
+            plan.anchor_x,
+            plan.kernel_height,
+            plan.kernel_width,
+            constant,
+            run.path,
+            *run.taps,
+            *run.column_taps,
+            *run.row_taps,
+            run.band_height,
+            run.workers,
+            run.store_mode,
+            scalar(run.lowest) if accumulator.kind == "f" else scalar(int(run.lowest)),
+            scalar(run.highest) if accumulator.kind == "f" else scalar(int(run.highest)),
+        )
+    finally:
+        numba.set_parallel_chunksize(previous_chunk_size)
     return output

@@ -39,6 +39,11 @@ STORE_CAST = 0  # float output: a plain cast
 STORE_CLAMP = 1  # integer sums to an integer output: saturate
 STORE_ROUND = 2  # float sums to an integer output: NaN -> 0, rint, saturate
 
+# How an output row is summed (``path``).
+PATH_DIRECT = 0  # one multiply-add pass per four taps over a row of sums
+PATH_SEPARABLE = 1  # column pass, then row pass
+PATH_FUSED_3X3 = 2  # every tap of a 3 x 3 kernel in one pass, in registers
+
 # "contract" lets LLVM fuse multiply-adds (one rounding instead of two); no
 # other fast-math flag, so NaN and inf behave as IEEE says.
 _JIT_OPTIONS = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
@@ -57,16 +62,22 @@ def _load_line(image, source_row, col_index, anchor_x, constant, line):
     base = anchor_x * channels
     # Views indexed from 0 let LLVM prove indices non-negative, drop numba's
     # negative-index wraparound and vectorise (about 9x faster).
-    for c in range(channels):
-        source = image[source_row, :, c]
-        target = line[base + c : base + c + width * channels : channels]
+    if channels == 1:  # a contiguous target: vectorised (a strided one is 10x slower)
+        source = image[source_row, :, 0]
+        target = line[base : base + width]
         for x in range(width):
             target[x] = source[x]
+    else:
+        for c in range(channels):
+            source = image[source_row, :, c]
+            target = line[base + c : base + c + width * channels : channels]
+            for x in range(width):
+                target[x] = source[x]
     # Only these kw - 1 pixels use the border rule; they copy interior pixels
     # of the line already converted (col_index[p] is an in-image column).
-    for p in range(padded_width):
-        if anchor_x <= p < anchor_x + width:
-            continue
+    for p in range(padded_width - width):
+        if p >= anchor_x:
+            p += width  # the right border
         source_col = col_index[p]
         for c in range(channels):
             if source_col < 0:
@@ -103,44 +114,120 @@ def _store_row(sums, output_row, store_mode, lowest, highest):
 
 
 @numba.njit(**_JIT_OPTIONS)
-def _direct_row(lines, first_line, tap_rows, tap_cols, tap_weights, channels, sums):
-    """``sums[k] = sum_t w_t * lines[first_line + i_t][k + j_t * C]`` (branch-free)."""
+def _add_taps(sums, sources, rows, offsets, weights, length):
+    """``sums[k] += sum_t weights[t] * sources[rows[t], offsets[t] + k]`` for k < length.
+
+    Taps are added four per pass over ``sums`` (one load and store of the
+    sums per four multiply-adds instead of per one); every inner loop runs
+    over views indexed from 0, which LLVM vectorises.
+    """
+    count = weights.shape[0]
+    t = 0
+    while t + 4 <= count:
+        s0 = sources[rows[t], offsets[t] : offsets[t] + length]
+        s1 = sources[rows[t + 1], offsets[t + 1] : offsets[t + 1] + length]
+        s2 = sources[rows[t + 2], offsets[t + 2] : offsets[t + 2] + length]
+        s3 = sources[rows[t + 3], offsets[t + 3] : offsets[t + 3] + length]
+        w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
+        for k in range(length):
+            sums[k] += (w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])
+        t += 4
+    while t < count:
+        s0 = sources[rows[t], offsets[t] : offsets[t] + length]
+        w0 = weights[t]
+        for k in range(length):
+            sums[k] += w0 * s0[k]
+        t += 1
+
+
+@numba.njit(**_JIT_OPTIONS)
+def _direct_row(lines, first_line, tap_rows, tap_cols, tap_weights, channels, sums, rows, offsets):
+    """``sums[k] = sum_t w_t * lines[first_line + i_t][k + j_t * C]`` (branch-free).
+
+    ``rows`` and ``offsets`` are scratch of one entry per tap.
+    """
     length = sums.shape[0]
+    count = tap_weights.shape[0]
+    for t in range(count):
+        rows[t] = first_line + tap_rows[t]
     for start in range(0, length, _BLOCK):
         stop = min(start + _BLOCK, length)
         block = sums[start:stop]
         for k in range(stop - start):
             block[k] = 0
-        for t in range(tap_weights.shape[0]):
-            shift = start + tap_cols[t] * channels
-            source = lines[first_line + tap_rows[t], shift : shift + stop - start]
-            weight = tap_weights[t]
-            for k in range(stop - start):
-                block[k] += weight * source[k]
+        for t in range(count):
+            offsets[t] = start + tap_cols[t] * channels
+        _add_taps(block, lines, rows, offsets, tap_weights, stop - start)
 
 
 @numba.njit(**_JIT_OPTIONS)
 def _separable_row(
-    lines, first_line, column_taps, column_weights, row_taps, row_weights, channels, vertical, sums
+    lines, first_line, column_taps, column_weights, row_taps, row_weights, channels, vertical,
+    sums, rows, offsets,
 ):
     """Column pass over the lines into ``vertical`` (padded width), then the row pass."""
-    padded_length = vertical.shape[0]
-    for k in range(padded_length):
+    for k in range(vertical.shape[0]):
         vertical[k] = 0
-    for t in range(column_weights.shape[0]):
-        line = lines[first_line + column_taps[t]]
-        weight = column_weights[t]
-        for k in range(padded_length):
-            vertical[k] += weight * line[k]
-    length = sums.shape[0]
-    for k in range(length):
+    count = column_weights.shape[0]
+    for t in range(count):
+        rows[t] = first_line + column_taps[t]
+        offsets[t] = 0
+    _add_taps(vertical, lines, rows, offsets, column_weights, vertical.shape[0])
+    for k in range(sums.shape[0]):
         sums[k] = 0
-    for t in range(row_weights.shape[0]):
-        shift = row_taps[t] * channels
-        source = vertical[shift : shift + length]
-        weight = row_weights[t]
+    count = row_weights.shape[0]
+    for t in range(count):
+        rows[t] = 0
+        offsets[t] = row_taps[t] * channels
+    _add_taps(sums, vertical.reshape(1, vertical.shape[0]), rows, offsets, row_weights, sums.shape[0])
+
+
+@numba.njit(**_JIT_OPTIONS)
+def _fused3x3_row(lines, first_line, weights, channels, output_row, store_mode, lowest, highest):
+    """A 3 x 3 kernel in one pass: nine multiply-adds in registers, then the store.
+
+    OpenCV's small-kernel speed comes from never writing partial sums; this
+    loop does the same, branch-free (the store mode is chosen outside it).
+    """
+    length = output_row.shape[0]
+    shift = channels
+    a0 = lines[first_line, 0:length]
+    b0 = lines[first_line, shift : shift + length]
+    c0 = lines[first_line, 2 * shift : 2 * shift + length]
+    a1 = lines[first_line + 1, 0:length]
+    b1 = lines[first_line + 1, shift : shift + length]
+    c1 = lines[first_line + 1, 2 * shift : 2 * shift + length]
+    a2 = lines[first_line + 2, 0:length]
+    b2 = lines[first_line + 2, shift : shift + length]
+    c2 = lines[first_line + 2, 2 * shift : 2 * shift + length]
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = (
+        weights[0], weights[1], weights[2], weights[3], weights[4],
+        weights[5], weights[6], weights[7], weights[8],
+    )
+    if store_mode == STORE_CAST:
         for k in range(length):
-            sums[k] += weight * source[k]
+            output_row[k] = (
+                (w0 * a0[k] + w1 * b0[k] + w2 * c0[k])
+                + (w3 * a1[k] + w4 * b1[k] + w5 * c1[k])
+                + (w6 * a2[k] + w7 * b2[k] + w8 * c2[k])
+            )
+    elif store_mode == STORE_CLAMP:
+        for k in range(length):
+            value = (
+                (w0 * a0[k] + w1 * b0[k] + w2 * c0[k])
+                + (w3 * a1[k] + w4 * b1[k] + w5 * c1[k])
+                + (w6 * a2[k] + w7 * b2[k] + w8 * c2[k])
+            )
+            output_row[k] = min(max(value, lowest), highest)
+    else:
+        for k in range(length):
+            value = (
+                (w0 * a0[k] + w1 * b0[k] + w2 * c0[k])
+                + (w3 * a1[k] + w4 * b1[k] + w5 * c1[k])
+                + (w6 * a2[k] + w7 * b2[k] + w8 * c2[k])
+            )
+            # NaN -> 0, else round half to even and saturate.
+            output_row[k] = 0 if value != value else min(max(np.rint(value), lowest), highest)
 
 
 def convolve_bands(
@@ -152,7 +239,7 @@ def convolve_bands(
     kernel_height,
     kernel_width,
     constant,
-    separable,
+    path,
     tap_rows,
     tap_cols,
     tap_weights,
@@ -166,7 +253,7 @@ def convolve_bands(
     lowest,
     highest,
 ):
-    """Compute ``output`` (``(H, W * C)``) band by band, ``workers`` threads in parallel.
+    """Compute ``output`` (``(H, W * C)``) band by band on ``workers`` threads.
 
     ``row_index[y + i]`` is the source row of output row ``y``'s kernel row
     ``i`` (``-1``: constant); ``col_index`` the same for padded columns. The
@@ -175,25 +262,39 @@ def convolve_bands(
     height, width, channels = image.shape
     padded_length = (width + kernel_width - 1) * channels
     band_count = (height + band_height - 1) // band_height
-    for worker in prange(workers):
-        lines = np.empty((band_height + kernel_height - 1, padded_length), tap_weights.dtype)
-        vertical = np.empty(padded_length, tap_weights.dtype)
-        sums = np.empty(width * channels, tap_weights.dtype)
-        # Bands are dealt out round-robin: equal work per thread on any image.
-        for band in range(worker, band_count, workers):
-            top = band * band_height
-            bottom = min(height, top + band_height)
-            for t in range(bottom - top + kernel_height - 1):
-                _load_line(image, row_index[top + t], col_index, anchor_x, constant, lines[t])
-            for y in range(top, bottom):
-                if separable:
-                    _separable_row(
-                        lines, y - top, column_taps, column_weights, row_taps, row_weights,
-                        channels, vertical, sums,
-                    )
-                else:
-                    _direct_row(lines, y - top, tap_rows, tap_cols, tap_weights, channels, sums)
-                _store_row(sums, output[y], store_mode, lowest, highest)
+    # One set of scratch rows per thread, allocated once per call; bands are
+    # handed out one at a time (the caller sets numba's chunk size to 1), so a
+    # thread delayed by another process does not hold the others up.
+    all_lines = np.empty((workers, band_height + kernel_height - 1, padded_length), tap_weights.dtype)
+    all_vertical = np.empty((workers, padded_length), tap_weights.dtype)
+    all_sums = np.empty((workers, width * channels), tap_weights.dtype)
+    for band in prange(band_count):
+        worker = numba.get_thread_id()
+        lines = all_lines[worker]
+        vertical = all_vertical[worker]
+        sums = all_sums[worker]
+        rows = np.empty(max(tap_weights.shape[0], column_weights.shape[0], row_weights.shape[0]), np.int64)
+        offsets = np.empty_like(rows)
+        top = band * band_height
+        bottom = min(height, top + band_height)
+        for t in range(bottom - top + kernel_height - 1):
+            _load_line(image, row_index[top + t], col_index, anchor_x, constant, lines[t])
+        for y in range(top, bottom):
+            if path == PATH_FUSED_3X3:
+                _fused3x3_row(
+                    lines, y - top, tap_weights, channels, output[y], store_mode, lowest, highest
+                )
+                continue
+            if path == PATH_SEPARABLE:
+                _separable_row(
+                    lines, y - top, column_taps, column_weights, row_taps, row_weights,
+                    channels, vertical, sums, rows, offsets,
+                )
+            else:
+                _direct_row(
+                    lines, y - top, tap_rows, tap_cols, tap_weights, channels, sums, rows, offsets
+                )
+            _store_row(sums, output[y], store_mode, lowest, highest)
 
 
 _COMPILED: dict = {}
@@ -213,7 +314,7 @@ def compiled(input_dtype, accumulator, output_dtype):
         integer = types.int64
         signature = types.void(
             image, output, index, index, integer, integer, integer, accumulate,
-            types.boolean, index, index, weights, index, weights, index, weights,
+            integer, index, index, weights, index, weights, index, weights,
             integer, integer, integer, accumulate, accumulate,
         )
         function = numba.njit(signature, parallel=True, **_JIT_OPTIONS)(convolve_bands)
