@@ -183,6 +183,64 @@ def test_strided_views_pass_their_data_pointer(grid_module):
     np.testing.assert_array_equal(base[14:], np.arange(14, 20, dtype=np.float32))
 
 
+@pytest.fixture(scope="module")
+def intrinsics_module():
+    return emulator.EmulatedModule(
+        source("intrinsics.cu"),
+        name_expressions=["float_conversions", "mixed_min_max", "lookup_table"],
+    )
+
+
+def test_float_to_int_conversions_round_half_even_and_saturate(intrinsics_module):
+    values = np.array(
+        [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, 3.7, -3.7, 1e10, -1e10, np.nan, np.inf, 0.25],
+        np.float32,
+    )
+    count = values.size
+    rounded = np.zeros(count, np.int32)
+    unsigned_rounded = np.zeros(count, np.uint32)
+    saturated = np.zeros(count, np.float32)
+    rinted = np.zeros(count, np.float32)
+    intrinsics_module.get_function("float_conversions")(
+        (1,), (32,), (values, rounded, unsigned_rounded, saturated, rinted, np.int32(count))
+    )
+    nearest = np.nan_to_num(np.rint(values.astype(np.float64)), nan=0, posinf=1e300, neginf=-1e300)
+    np.testing.assert_array_equal(rounded, np.clip(nearest, -(2**31), 2**31 - 1).astype(np.int64))
+    np.testing.assert_array_equal(unsigned_rounded, np.clip(nearest, 0, 2**32 - 1).astype(np.int64))
+    np.testing.assert_array_equal(saturated, np.nan_to_num(np.clip(values, 0, 1), nan=0))
+    np.testing.assert_array_equal(rinted, np.rint(values))
+
+
+def test_min_max_follow_cuda_overloads(intrinsics_module):
+    a = np.array([-1, 5, 7, 2**24 + 3], np.int32)
+    b = np.array([3, 2, 7, 2], np.uint32)
+    x = np.array([1.0, np.nan, -0.0, 2.0], np.float32)
+    y = np.array([2.0, 3.0, 1.0, np.nan], np.float32)
+    int_results = np.zeros((4, 4), np.uint32)
+    float_results = np.zeros((4, 4), np.float32)
+    intrinsics_module.get_function("mixed_min_max")(
+        (1,), (4,), (a, b, x, y, int_results, float_results, np.int32(4))
+    )
+    as_unsigned = a.view(np.uint32)
+    np.testing.assert_array_equal(int_results[:, 0], np.minimum(as_unsigned, b))  # -1 is 2^32 - 1
+    np.testing.assert_array_equal(int_results[:, 1], np.maximum(as_unsigned, b))
+    np.testing.assert_array_equal(int_results[:, 2], np.minimum(a, b.astype(np.int32)).view(np.uint32))
+    np.testing.assert_array_equal(int_results[:, 3], (as_unsigned & 0xFFFFFF) * (b & 0xFFFFFF))
+    np.testing.assert_array_equal(float_results[:, 0], np.fmin(x, y))
+    np.testing.assert_array_equal(float_results[:, 1], np.fmax(x, y))
+    np.testing.assert_array_equal(float_results[:, 2], x * y + np.float32(1))
+    np.testing.assert_array_equal(float_results[:, 3], np.fmax(x, y))
+
+
+def test_get_global_of_a_namespaced_device_array(intrinsics_module):
+    table = intrinsics_module.get_global("tables::lookup")
+    assert table.size == 16
+    table[:] = np.array([1, 2, 3, 4], np.int32).view(np.uint8)
+    out = np.zeros(4, np.int32)
+    intrinsics_module.get_function("lookup_table")((1,), (4,), (out,))
+    np.testing.assert_array_equal(out, [10, 20, 30, 40])
+
+
 # ---------------------------------------------------------------- argument checking
 
 
@@ -283,6 +341,42 @@ def test_a_failed_launch_leaves_the_module_usable(fault_module):
     np.testing.assert_array_equal(data, np.arange(64, dtype=np.float32)[::-1])
 
 
+def test_blocks_on_several_os_threads(grid_module, fault_module, monkeypatch):
+    monkeypatch.setenv("GPUCONV_EMULATOR_THREADS", "3")
+    out = np.zeros((16, 24, 40, 4), np.uint32)
+    grid_module.get_function("coordinates")((5, 6, 4), (8, 4, 4), (out,))
+    z, y, x = np.meshgrid(np.arange(16), np.arange(24), np.arange(40), indexing="ij")
+    np.testing.assert_array_equal(out[..., :3], np.stack([x, y, z], axis=-1))
+    # Every block but the last passes its barrier; the error still names the last one.
+    data = np.arange(1000, dtype=np.float32)
+    with pytest.raises(emulator.EmulatorError, match=r"block \(15, 0, 0\)"):
+        fault_module.get_function("early_return_barrier")((16,), (64,), (data, np.int32(1000)))
+
+
+def test_ucontext_fibers_where_there_is_no_register_switch():
+    code = source("reduce_sum.cu") + source("faults.cu")
+    module = emulator.EmulatedModule(
+        code,
+        name_expressions=["block_sum<double>", "early_return_barrier"],
+        options=["-DGPUCONV_EMULATOR_UCONTEXT"],
+    )
+    values = np.arange(500, dtype=np.float64)
+    sums = np.zeros(2, np.float64)
+    module.get_function("block_sum<double>")((2,), (256,), (values, sums, np.int32(500)))
+    np.testing.assert_array_equal(sums, [values[:256].sum(), values[256:].sum()])
+    with pytest.raises(emulator.EmulatorError, match="reached by 36 of the block's 64"):
+        module.get_function("early_return_barrier")((2,), (64,), (np.zeros(100, np.float32), np.int32(100)))
+
+
+def test_release_builds_skip_the_bounds_checks():
+    module = emulator.EmulatedModule(source("faults.cu"), name_expressions=["read_past_end"], debug=False)
+    backing = np.arange(41, dtype=np.float32)
+    values = backing[:40]  # element 40 is real memory, outside the array the kernel is given
+    output = np.zeros(40, np.float32)
+    module.get_function("read_past_end")((2,), (32,), (values, output, np.int32(40)))
+    np.testing.assert_array_equal(output, backing[1:])
+
+
 # ---------------------------------------------------------------- building and caching
 
 
@@ -338,3 +432,35 @@ def test_available_names_a_missing_compiler(monkeypatch):
     assert "no-such-compiler-gpuconv" in emulator.available()
     monkeypatch.setenv("CXX", os.environ.get("CXX_FOR_TESTS", "g++"))
     assert emulator.available() is None
+
+
+_BUILD_SCRIPT = """
+import sys
+import numpy as np
+from gpuconv._backends import _cuda_emulator as emulator
+module = emulator.EmulatedModule(sys.stdin.read(), name_expressions=["block_sum<float>"])
+sums = np.zeros(1, np.float32)
+module.get_function("block_sum<float>")((1,), (32,), (np.ones(32, np.float32), sums, np.int32(32)))
+print(int(sums[0]))
+"""
+
+
+def test_concurrent_builds_by_several_processes_share_one_cache(tmp_path):
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "GPUCONV_CACHE_DIR": str(tmp_path)}
+    code = source("reduce_sum.cu") + "\n// concurrent build test\n"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BUILD_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=environment,
+        )
+        for _ in range(3)
+    ]
+    results = [process.communicate(code, timeout=300) for process in processes]
+    assert [(process.returncode, out.strip()) for process, (out, _) in zip(processes, results)] == [
+        (0, "32")
+    ] * 3, [error for _, error in results]
+    assert len(list((tmp_path / "emulator").glob("*.json"))) == 1
+    assert not list((tmp_path / "emulator").glob("*.tmp")) and not list((tmp_path / "emulator").glob("*.build.*"))

@@ -227,6 +227,9 @@ def _build(
         "-fno-strict-aliasing",
         "-Wno-unknown-pragmas",
         "-U_FORTIFY_SOURCE",
+        # Each module keeps its own inline variables and __shared__ statics: without this,
+        # g++ marks them STB_GNU_UNIQUE and the dynamic linker merges them across modules.
+        "-fno-gnu-unique",
         "-Wl,-Bsymbolic",
         "-include",
         str(header),
