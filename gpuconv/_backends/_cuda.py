@@ -1,0 +1,182 @@
+"""The ``cuda`` backend: CuPy raw kernels from ``kernels_cuda/``, shared-memory tiled.
+
+The kernels (see the header comment of each ``.cu`` file):
+
+- ``gpuconv_direct``: any kernel; a 32 x 32 output tile plus halo loaded into
+  shared memory once per block, border rule applied during that load;
+- ``gpuconv_separable``: rank-1 kernels, row pass into shared memory and
+  column pass from it in the same kernel;
+- ``gpuconv_global``: the fallback when a tile and halo exceed shared memory.
+
+:func:`gpuconv._strategy.choose_strategy` decides separable or not and the
+accumulator; :func:`gpuconv._backends._cuda_launch.plan_launch` turns that into
+a launch. CuPy arrays stay on the device and run on CuPy's current stream
+(no synchronisation); NumPy arrays are copied in and out.
+
+With ``GPUCONV_CUDA_EMULATOR=1`` the same kernel source runs on the CPU through
+:mod:`gpuconv._backends._cuda_emulator` (NumPy arrays only; slow, for tests).
+CuPy is imported only when a GPU is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import numpy as np
+
+from .._plan import ConvolutionPlan
+from .._strategy import Strategy, choose_strategy
+from . import _cuda_launch, _cuda_source
+
+EMULATOR_VARIABLE = "GPUCONV_CUDA_EMULATOR"
+
+# A NumPy image goes to the GPU under backend="auto" only when the work hides the two
+# PCIe copies: from about 4 Mpixel (2048 x 2048) whatever the kernel, or from 2**28
+# pixel-taps (e.g. 1 Mpixel with a 16 x 16 kernel), where the CPU needs tens of ms.
+_HOST_PIXELS_THAT_PAY = 2**22
+_HOST_PIXEL_TAPS_THAT_PAY = 2**28
+
+# Grey levels of typical float32 rounding error above which sums use float64.
+_FLOAT32_ERROR_LIMIT = 0.25
+
+
+def is_emulated() -> bool:
+    """True when the CPU emulator stands in for a GPU (``GPUCONV_CUDA_EMULATOR=1``)."""
+    return os.environ.get(EMULATOR_VARIABLE, "").strip() not in ("", "0")
+
+
+def probe() -> str | None:
+    """None when the backend can run here, else why not and what to install."""
+    if is_emulated():
+        from . import _cuda_emulator
+
+        reason = _cuda_emulator.available()
+        return None if reason is None else f"{EMULATOR_VARIABLE}=1 but {reason}"
+    try:
+        import cupy
+    except ImportError:
+        return "cupy is not installed: pip install 'gpuconv[cuda12]' or 'gpuconv[cuda13]'"
+    except Exception as error:  # a broken CUDA installation raises other errors
+        return f"cupy does not import: {type(error).__name__}: {error}"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "no CUDA GPU visible: cupy counts 0 devices"
+        cupy.cuda.Device().compute_capability  # noqa: B018 - makes the device answer
+    except Exception as error:
+        return f"no CUDA GPU visible: {error}"
+    return None
+
+
+def describe() -> str:
+    """The GPU's name and compute capability, or that this is the CPU emulator."""
+    if is_emulated():
+        return "CPU emulator, not a GPU: runs kernels_cuda/ through g++ (slow, for tests)"
+    import cupy
+
+    device = cupy.cuda.Device()
+    name = cupy.cuda.runtime.getDeviceProperties(device.id)["name"]
+    name = name.decode() if isinstance(name, bytes) else name
+    capability = device.compute_capability
+    return f"{name}, compute capability {capability[0]}.{capability[1:]}, cupy {cupy.__version__}"
+
+
+def accepts_library(library: str) -> bool:
+    """NumPy arrays always; CuPy arrays on a real GPU (the emulator has no device memory)."""
+    return library == "numpy" or (library == "cupy" and not is_emulated())
+
+
+def pays_off_for_host_image(plan: ConvolutionPlan) -> bool:
+    """Whether ``backend="auto"`` should copy a NumPy image to the GPU (see the rule above)."""
+    if is_emulated():
+        return False
+    height, width, channels = plan.shape
+    pixels = height * width * channels
+    return pixels >= _HOST_PIXELS_THAT_PAY or pixels * plan.kernel.size >= _HOST_PIXEL_TAPS_THAT_PAY
+
+
+def strategy_for(plan: ConvolutionPlan) -> Strategy:
+    """The planner's strategy, adjusted to what the kernels' sums can hold.
+
+    - An integer constant border of astronomic magnitude (say 1e30) could
+      overflow int64: such plans accumulate in floating point instead.
+    - A float kernel on an integer image with an integer output is summed in
+      float64 when float32 rounding could move the result by a grey level
+      (large uint16/int16 sums, very large kernels): the typical float32 error,
+      ``sqrt(taps) * 2**-24 * sum|k| * largest pixel``, must stay under a
+      quarter level for float32 sums.
+    """
+    strategy = choose_strategy(plan)
+    if strategy.integer:
+        if strategy.separable:
+            tap_sum = float(np.abs(strategy.column).sum() * np.abs(strategy.row).sum())
+        else:
+            tap_sum = float(np.abs(plan.kernel).sum())
+        largest = max(abs(plan.border_value), 65535.0)
+        if tap_sum * largest >= 2.0**62:
+            strategy = dataclasses.replace(
+                strategy, integer=False, accumulator=plan.accumulate_dtype
+            )
+    if (
+        strategy.accumulator == np.float32
+        and plan.input_dtype.kind in "ui"
+        and plan.output_dtype.kind in "ui"
+    ):
+        info = np.iinfo(plan.input_dtype)
+        largest = max(abs(int(info.min)), int(info.max), abs(plan.border_value))
+        typical_error = (
+            np.sqrt(plan.kernel.size) * 2.0**-24 * float(np.abs(plan.kernel).sum()) * largest
+        )
+        if typical_error >= _FLOAT32_ERROR_LIMIT:
+            strategy = dataclasses.replace(strategy, accumulator=np.dtype(np.float64))
+    return strategy
+
+
+@functools.cache
+def _device_limits(device_id: int) -> _cuda_launch.DeviceLimits:
+    import cupy
+
+    attributes = cupy.cuda.Device(device_id).attributes
+    return _cuda_launch.DeviceLimits(
+        shared_bytes_per_block=int(attributes.get("MaxSharedMemoryPerBlock", 48 * 1024))
+    )
+
+
+def convolve(image3d, plan: ConvolutionPlan, library: str = "numpy"):
+    """Run ``plan`` on ``image3d`` (H, W, C); return a new array in the same library."""
+    strategy = strategy_for(plan)
+    if is_emulated():
+        launch = _cuda_launch.plan_launch(plan, strategy)
+        return _run_emulated(image3d, plan, launch)
+    import cupy
+
+    launch = _cuda_launch.plan_launch(
+        plan, strategy, _device_limits(cupy.cuda.runtime.getDevice())
+    )
+    # asarray copies a NumPy image in; ascontiguousarray copies a CuPy view only
+    # when it is not C-contiguous. Neither writes to the caller's array.
+    device_image = cupy.ascontiguousarray(cupy.asarray(image3d))
+    output = cupy.empty(plan.shape, dtype=plan.output_dtype)
+    weights = cupy.asarray(launch.weights)
+    kernel = _cuda_source.cupy_function(launch.source_file, launch.name_expression)
+    kernel(
+        launch.grid,
+        launch.block,
+        launch.arguments(device_image, output, weights),
+        shared_mem=launch.shared_bytes,
+    )
+    return output if library == "cupy" else cupy.asnumpy(output)
+
+
+def _run_emulated(image3d, plan: ConvolutionPlan, launch: _cuda_launch.Launch) -> np.ndarray:
+    image = np.ascontiguousarray(image3d)
+    output = np.empty(plan.shape, dtype=plan.output_dtype)
+    kernel = _cuda_source.emulated_function(launch.source_file, launch.name_expression)
+    kernel(
+        launch.grid,
+        launch.block,
+        launch.arguments(image, output, launch.weights),
+        shared_mem=launch.shared_bytes,
+    )
+    return output
