@@ -70,6 +70,7 @@ def fault_module():
             "split_barriers",
             "read_past_end",
             "trap_if_negative",
+            "missing_barrier",
         ],
         source_name=KERNELS / "faults.cu",
     )
@@ -339,6 +340,26 @@ def test_a_failed_launch_leaves_the_module_usable(fault_module):
     data = np.arange(64, dtype=np.float32)
     fault_module.get_function("early_return_barrier")((1,), (64,), (data, np.int32(64)))
     np.testing.assert_array_equal(data, np.arange(64, dtype=np.float32)[::-1])
+
+
+@pytest.mark.parametrize("schedule", ["forward", "reverse", "shuffle", "shuffle:7"])
+def test_every_schedule_exposes_a_missing_barrier(fault_module, rng, monkeypatch, schedule):
+    monkeypatch.setenv("GPUCONV_EMULATOR_SCHEDULE", schedule)
+    values = rng.standard_normal(128).astype(np.float32)  # fresh: stale shared data differs
+    output = np.zeros_like(values)
+    fault_module.get_function("missing_barrier")((2,), (64,), (values, output))
+    wrong = output != values.reshape(2, 64)[:, ::-1].ravel()
+    assert 0 < wrong.sum() < values.size
+    # With the barrier, every schedule gives the right answer.
+    data = values.copy()
+    fault_module.get_function("early_return_barrier")((2,), (64,), (data, np.int32(128)))
+    np.testing.assert_array_equal(data, values.reshape(2, 64)[:, ::-1].ravel())
+
+
+def test_unknown_schedule_is_refused(grid_module, monkeypatch):
+    monkeypatch.setenv("GPUCONV_EMULATOR_SCHEDULE", "backwards")
+    with pytest.raises(ValueError, match="GPUCONV_EMULATOR_SCHEDULE='backwards'"):
+        grid_module.get_function("coordinates")((1,), (1,), (np.zeros(4, np.uint32),))
 
 
 def test_blocks_on_several_os_threads(grid_module, fault_module, monkeypatch):

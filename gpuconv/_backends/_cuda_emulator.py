@@ -167,11 +167,12 @@ def _generated_source(code_path: Path, name_expressions: Sequence[str]) -> str:
     lines.append(
         'extern "C" int gpuconv_emu_launch(int kernel, const unsigned* grid, const unsigned* block,'
         " unsigned long long shared_bytes, void** args, const unsigned long long* allocations,"
-        " int allocation_count, int workers, char* message, unsigned long long capacity) {"
+        " int allocation_count, int workers, int schedule, unsigned long long seed, char* message,"
+        " unsigned long long capacity) {"
     )
     lines.append(
         "    return ::gpuconv_emu::launch(gpuconv_emu_thunks[kernel], grid, block, shared_bytes,"
-        " args, allocations, allocation_count, workers, message, capacity);"
+        " args, allocations, allocation_count, workers, schedule, seed, message, capacity);"
     )
     lines.append("}")
     lines.append(
@@ -430,6 +431,21 @@ def _default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+_SCHEDULES = {"forward": 0, "reverse": 1, "shuffle": 2}
+
+
+def _schedule() -> tuple[int, int]:
+    """``GPUCONV_EMULATOR_SCHEDULE``: ``forward`` (default), ``reverse`` or ``shuffle[:seed]``."""
+    configured = os.environ.get("GPUCONV_EMULATOR_SCHEDULE", "forward").strip().lower()
+    name, _, seed = configured.partition(":")
+    if name not in _SCHEDULES or (seed and not seed.isdigit()) or (seed and name != "shuffle"):
+        raise ValueError(
+            f"GPUCONV_EMULATOR_SCHEDULE={configured!r}: expected 'forward', 'reverse', "
+            "'shuffle' or 'shuffle:<seed>'"
+        )
+    return _SCHEDULES[name], int(seed or 0) % 2**64
+
+
 def _dimensions(value, what: str) -> tuple[int, int, int]:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (value,)
@@ -536,6 +552,7 @@ class EmulatedFunction:
         if shared_mem < 0:
             raise EmulatorError(f"invalid launch: shared_mem={shared_mem} is negative")
         keep_alive, pointers, allocations, allocation_count = self._marshal(args)
+        schedule, seed = _schedule()
         message = ctypes.create_string_buffer(_MESSAGE_CAPACITY)
         status = self.module._library.gpuconv_emu_launch(
             ctypes.c_int(self.index),
@@ -546,6 +563,8 @@ class EmulatedFunction:
             allocations,
             ctypes.c_int(allocation_count),
             ctypes.c_int(_default_workers()),
+            ctypes.c_int(schedule),
+            ctypes.c_ulonglong(seed),
             message,
             ctypes.c_ulonglong(_MESSAGE_CAPACITY),
         )

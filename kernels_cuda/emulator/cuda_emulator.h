@@ -189,6 +189,8 @@ struct Launch {
     std::mutex error_mutex;
     unsigned long long error_block = ~0ull;  // linear index of the block that reported
     std::string error;
+    int schedule = 0;  // the order fibers run between barriers: see Schedule
+    unsigned long long seed = 0;
 };
 
 enum class FiberState { ready, at_barrier, finished, aborted };
@@ -397,6 +399,31 @@ inline std::string site(const Fiber& fiber) {
     return format("%s:%d", fiber.barrier_file, fiber.barrier_line);
 }
 
+// The order in which a block's threads run from one barrier to the next. A kernel that
+// lacks a barrier usually computes wrong results under one order or another (a thread
+// reads shared memory that another thread has not written yet), so tests can run the
+// same launch under several orders to expose missing barriers.
+enum Schedule { forward = 0, reverse = 1, shuffle = 2 };
+
+inline unsigned long long split_mix(unsigned long long& state) {
+    unsigned long long z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// Fills `order` for one pass; shuffles depend only on (seed, block, pass), not on which
+// OS thread runs the block, so a failing launch can be replayed.
+inline void schedule_order(std::vector<std::size_t>& order, int schedule, unsigned long long seed,
+                           unsigned long long block, unsigned pass) {
+    const std::size_t count = order.size();
+    for (std::size_t i = 0; i < count; ++i)
+        order[i] = schedule == Schedule::reverse ? count - 1 - i : i;
+    if (schedule != Schedule::shuffle) return;
+    unsigned long long state = seed ^ (block * 0x632be59bd9b4e019ull) ^ (pass * 0x85157af5ull);
+    for (std::size_t i = count; i > 1; --i) std::swap(order[i - 1], order[split_mix(state) % i]);
+}
+
 // Runs one block to completion; false when it (or another block) failed.
 inline bool run_block(std::vector<Fiber>& fibers) {
     Launch& launch = *worker.launch;
@@ -410,8 +437,10 @@ inline bool run_block(std::vector<Fiber>& fibers) {
                                    static_cast<unsigned>(i / (b.x * b.y))};
         make_context(fiber.context, fiber.stack, kStackBytes, fiber_entry);
     }
-    for (;;) {
-        for (std::size_t i = 0; i < count; ++i) {
+    std::vector<std::size_t> order(count);
+    for (unsigned pass = 0;; ++pass) {
+        schedule_order(order, launch.schedule, launch.seed, worker.block_linear, pass);
+        for (const std::size_t i : order) {
             if (fibers[i].state != FiberState::ready) continue;
             worker.current = static_cast<int>(i);
             worker.thread_index = fibers[i].thread_index;
@@ -515,6 +544,7 @@ inline std::string check_dimensions(const dim3& grid, const dim3& block,
 inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* block,
                   unsigned long long shared_bytes, void** args,
                   const unsigned long long* allocations, int allocation_count, int workers,
+                  int schedule, unsigned long long seed,
                   char* message, unsigned long long message_capacity) {
     Launch state;
     state.thunk = thunk;
@@ -522,6 +552,8 @@ inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* b
     state.grid = dim3(grid[0], grid[1], grid[2]);
     state.block = dim3(block[0], block[1], block[2]);
     state.shared_bytes = shared_bytes;
+    state.schedule = schedule;
+    state.seed = seed;
     for (int i = 0; i < allocation_count; ++i)
         state.allocations.push_back(Allocation{allocations[3 * i], allocations[3 * i + 1],
                                                static_cast<int>(allocations[3 * i + 2])});

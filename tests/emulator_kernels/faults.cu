@@ -5,6 +5,8 @@
 //   read_past_end(const float* input, float* output, int count)  reads input[count]
 //       through the emulator's bounds check.
 //   trap_if_negative(const int* values)  __trap() when a value is negative.
+//   missing_barrier(const float* in, float* out)  reverses each block's values through
+//       shared memory but forgets the __syncthreads() between the store and the load.
 #ifdef GPUCONV_EMULATOR
 #define LOAD(pointer, index) GPUCONV_EMU_AT(pointer, index)
 #else
@@ -37,4 +39,11 @@ __global__ void read_past_end(const float* input, float* output, int count) {
 
 __global__ void trap_if_negative(const int* values) {
     if (values[threadIdx.x] < 0) __trap();
+}
+
+__global__ void missing_barrier(const float* in, float* out) {
+    __shared__ float staged[256];
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    staged[threadIdx.x] = in[i];
+    out[i] = staged[blockDim.x - 1 - threadIdx.x];  // a race: no barrier before this load
 }
