@@ -1,0 +1,204 @@
+"""Numba-specific tests: each fast path, border tables, scratch memory, threads.
+
+The shared contract suite (test_contract.py) checks what the numba backend
+computes; this module checks *how*: that every path the planner can pick
+agrees with the reference on images where it applies, that only border
+pixels go through the border rule, that no padded copy of the image is made,
+and that numba's thread count is honoured.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import gpuconv
+from gpuconv._borders import source_indices
+from gpuconv._plan import make_plan
+from support import assert_contract_accuracy, reference
+
+numba = pytest.importorskip("numba", reason="the numba backend needs numba: pip install 'gpuconv[numba]'")
+from gpuconv._backends import _numba, _numba_kernels  # noqa: E402
+
+
+def _plan(image, kernel, **options):
+    defaults = dict(border="reflect101", value=0.0, anchor=None, flip=False, dtype=None)
+    defaults.update(options)
+    return make_plan(image, kernel, **defaults)[1]
+
+
+INTEGER_SEPARABLE = np.outer([1, 4, 6, 4, 1], [1, 2, 0, -2, -1]).astype(float)  # has zero taps
+INTEGER_DIRECT = np.array([[0, 1, 2, 1, 0], [1, -2, 0, 3, 1], [2, 0, -8, 0, 2], [1, 1, 0, 1, 1]], float)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "kernel", "path", "integer"),
+    [
+        ("uint8", "sharpen", _numba_kernels.PATH_FUSED_3X3, True),
+        ("float32", "sobel_x", _numba_kernels.PATH_FUSED_3X3, False),
+        ("uint8", INTEGER_SEPARABLE, _numba_kernels.PATH_SEPARABLE, True),
+        ("int16", INTEGER_SEPARABLE, _numba_kernels.PATH_SEPARABLE, True),
+        ("uint8", "small_blur", _numba_kernels.PATH_SEPARABLE, False),
+        ("float32", "large_blur", _numba_kernels.PATH_SEPARABLE, False),
+        ("uint16", INTEGER_DIRECT, _numba_kernels.PATH_DIRECT, True),
+        ("float32", INTEGER_DIRECT * 0.37, _numba_kernels.PATH_DIRECT, False),
+    ],
+)
+def test_each_path_agrees_with_the_reference(rng, dtype, kernel, path, integer):
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else None
+    if info is not None:
+        image = rng.integers(info.min, info.max, (61, 77), endpoint=True).astype(dtype)
+    else:
+        image = rng.standard_normal((61, 77)).astype(dtype)
+    plan = _plan(image, kernel)
+    run = _numba.execution_for(plan, workers=2)
+    assert run.path == path
+    assert run.strategy.integer == integer
+    actual = gpuconv.convolve(image, kernel, backend="numba")
+    # Integer paths are exact (bit-identical to OpenCV); float paths within the contract.
+    assert_contract_accuracy(actual, reference(image, kernel), exact=integer)
+
+
+def test_zero_taps_are_skipped_for_integer_images_only():
+    kernel = INTEGER_DIRECT  # 6 of its 20 taps are zero
+    integer_run = _numba.execution_for(_plan(np.zeros((9, 9), np.uint8), kernel), workers=1)
+    float_run = _numba.execution_for(_plan(np.zeros((9, 9), np.float32), kernel), workers=1)
+    assert integer_run.taps[2].size == np.count_nonzero(kernel)
+    assert float_run.taps[2].size == kernel.size  # 0 * NaN must stay NaN
+
+
+def test_large_integer_sums_use_int64_and_stay_exact(rng):
+    image = rng.integers(60000, 65536, (40, 50)).astype(np.uint16)
+    kernel = np.full((5, 5), 3000.0)
+    kernel[2, 2] = -77000.0  # not separable, sums beyond int32
+    run = _numba.execution_for(_plan(image, kernel, dtype=np.float64), workers=1)
+    assert run.accumulator == np.int64
+    actual = gpuconv.convolve(image, kernel, dtype=np.float64, backend="numba")
+    np.testing.assert_array_equal(actual, reference(image, kernel, dtype=np.float64))
+
+
+def test_a_huge_constant_border_leaves_the_integer_path():
+    plan = _plan(np.zeros((8, 8), np.uint8), "sharpen", border="constant", value=1e12)
+    assert _numba.execution_for(plan, workers=1).accumulator == np.float64
+
+
+@pytest.mark.parametrize("border", list(gpuconv.Border))
+@pytest.mark.parametrize(("size", "kernel_size", "anchor"), [(1, 3, 1), (5, 12, 3), (9, 4, 0)])
+def test_index_tables_are_the_reference_border_mapping(border, size, kernel_size, anchor):
+    image = np.zeros((size, size), np.uint8)
+    kernel = np.ones((kernel_size, kernel_size))
+    plan = _plan(image, kernel, border=border, anchor=(anchor, anchor))
+    run = _numba.execution_for(plan, workers=1)
+    expected = source_indices(np.arange(-anchor, size - anchor + kernel_size - 1), size, border)
+    np.testing.assert_array_equal(run.row_index, expected)
+    np.testing.assert_array_equal(run.col_index, expected)
+    # The interior maps to itself: those pixels are copied, never looked up.
+    np.testing.assert_array_equal(run.col_index[anchor : anchor + size], np.arange(size))
+
+
+def test_scratch_memory_is_a_few_rows_not_a_padded_copy():
+    image = np.zeros((8192, 8192), np.uint8)
+    for kernel in ("sharpen", "large_blur", np.ones((9, 9)) / 7):
+        plan = _plan(image, kernel)
+        run = _numba.execution_for(plan, workers=16)
+        assert run.band_height <= 64
+        # A padded float copy would be 268 MB; 16 workers' bands are a few MB.
+        assert run.scratch_bytes(plan) < 16 * 2**20 + 2**20, run.scratch_bytes(plan)
+
+
+def _python(code: str, **environment) -> subprocess.CompletedProcess:
+    import os
+
+    env = dict(os.environ, **environment)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_peak_memory_of_an_8192_image_is_input_output_and_a_few_rows():
+    result = _python(
+        """
+        import resource, numpy as np, gpuconv
+        image = np.full((8192, 8192), 7, np.uint8)
+        gpuconv.convolve(image[:64, :64], "sharpen", backend="numba")  # compile or load first
+        def rss_kib():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * resource.getpagesize() // 1024
+        before = rss_kib()
+        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        output = gpuconv.convolve(image, "sharpen", backend="numba")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(max(peak, peak_before) - before, int(output[100, 100]))
+        """,
+        NUMBA_NUM_THREADS="2",
+    )
+    assert result.returncode == 0, result.stderr
+    growth_kib, pixel = map(int, result.stdout.split())
+    assert pixel == 7  # sharpen sums to 1
+    # Output (64 MiB) plus scratch rows; an int32 padded copy alone would be 256 MiB.
+    assert growth_kib < (64 + 24) * 1024, f"peak grew by {growth_kib / 1024:.0f} MiB"
+
+
+def test_numba_num_threads_is_honoured():
+    result = _python(
+        """
+        import json, numpy as np, gpuconv, numba
+        from gpuconv._backends import _numba
+        image = np.arange(300 * 200, dtype=np.float32).reshape(300, 200) % 251
+        plan = __import__("gpuconv._plan", fromlist=["make_plan"]).make_plan(
+            image, "large_blur", border="reflect", value=0.0, anchor=None, flip=False, dtype=None)[1]
+        print(json.dumps({"threads": numba.get_num_threads(),
+                          "describe": gpuconv.backends()["numba"].reason,
+                          "workers": _numba.execution_for(plan, numba.get_num_threads()).workers}))
+        """,
+        NUMBA_NUM_THREADS="1",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["threads"] == 1
+    assert "1 threads" in report["describe"]
+
+
+def test_results_do_not_depend_on_the_thread_count(rng):
+    image = rng.standard_normal((203, 131)).astype(np.float32)
+    kernel = rng.standard_normal((6, 5))
+    default = gpuconv.convolve(image, kernel, backend="numba")
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        single = gpuconv.convolve(image, kernel, backend="numba")
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(single, default)  # every row is summed the same way
+
+
+def test_module_imports_and_explains_without_numba():
+    result = _python(
+        """
+        import sys
+        sys.modules["numba"] = None
+        from gpuconv._backends import _numba
+        print(_numba.probe())
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "numba is not installed: pip install 'gpuconv[numba]'"
+
+
+def test_one_compiled_function_serves_every_memory_layout(rng):
+    image = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    views = [image, image[::2, 1::3], image[:, :, 1], np.asfortranarray(image[:, :, 0])]
+    read_only = image.copy()
+    read_only.flags.writeable = False
+    views.append(read_only)
+    for view in views:
+        np.testing.assert_array_equal(
+            gpuconv.convolve(view, "sobel_y", backend="numba"), reference(view, "sobel_y")
+        )
+    key = (np.dtype(np.uint8), np.dtype(np.int32), np.dtype(np.uint8))
+    assert len(_numba_kernels.compiled(*key).signatures) == 1
