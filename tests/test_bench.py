@@ -1,0 +1,145 @@
+"""The benchmark module: structures, ratios and the CLI run (no timing assertions).
+
+Speed is measured by ``gpuconv bench``, never asserted here; these tests
+check that what it reports is computed correctly from what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from gpuconv import bench, kernels
+from support import reference
+
+
+def _arguments(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_every_implementation_computes_the_same_correlation():
+    image = bench.bench_image(48, "uint8")
+    kernel = kernels.get("sobel_x")
+    table = bench.implementations(["numpy"], peers=True)
+    assert {"gpuconv:numpy", "cv2.filter2D", "scipy.ndimage.correlate"} <= set(table)
+    expected = reference(image, kernel)
+    for name in ("gpuconv:numpy", "cv2.filter2D"):
+        np.testing.assert_array_equal(np.asarray(table[name](image, kernel)), expected, err_msg=name)
+    # scipy truncates instead of rounding, but an integer kernel has integer sums:
+    # compare the float responses.
+    floats = image.astype(np.float32)
+    np.testing.assert_allclose(
+        table["scipy.ndimage.correlate"](floats, kernel), reference(floats, kernel), atol=1e-4
+    )
+
+
+def test_implementations_leave_out_peers_and_unknown_backends_fail():
+    assert set(bench.implementations(["numpy"], peers=False)) == {"gpuconv:numpy"}
+    with pytest.raises(ValueError, match="unknown backend"):
+        bench.implementations(["opencl"])
+
+
+def test_measure_returns_one_consistent_row_per_kernel_and_implementation():
+    image = bench.bench_image(40, "float32")
+    chosen = bench.bench_kernels(["sharpen", "random5"])
+    table = bench.implementations(["numpy"], peers=True)
+    rows = bench.measure(image, chosen, table, repeats=3, warmup=1)
+    assert len(rows) == len(chosen) * len(table)
+    assert {(row.kernel, row.implementation) for row in rows} == {
+        (kernel, name) for kernel in chosen for name in table
+    }
+    for row in rows:
+        assert row.shape == (40, 40) and row.dtype == "float32" and row.repeats == 3
+        assert row.median_ms > 0
+        assert math.isclose(row.mpixels_per_s, 40 * 40 / (row.median_ms / 1e3) / 1e6)
+
+
+def test_a_slow_warm_up_call_is_the_only_measurement(monkeypatch):
+    monkeypatch.setattr(bench, "SLOW_CALL_SECONDS", 0.0)  # every call counts as slow
+    calls = []
+    rows = bench.measure(
+        np.zeros((8, 8), np.uint8), {"identity": kernels.get("identity")},
+        {"counting": lambda image, kernel: calls.append(1)}, repeats=5, warmup=1,
+    )
+    assert [row.repeats for row in rows] == [1] and len(calls) == 1
+
+
+def test_ratios_and_summary_are_computed_from_the_measured_times():
+    rows = [
+        bench.Measurement("gpuconv:numba", "a", (4, 4), "uint8", 2.0, 8.0, 5),
+        bench.Measurement("cv2.filter2D", "a", (4, 4), "uint8", 3.0, 5.3, 5),
+        bench.Measurement("gpuconv:numba", "b", (4, 4), "uint8", 8.0, 2.0, 5),
+        bench.Measurement("cv2.filter2D", "b", (4, 4), "uint8", 2.0, 8.0, 5),
+        bench.Measurement("gpuconv:numba", "c", (4, 4), "uint8", 1.0, 16.0, 5),  # no cv2 row
+    ]
+    ratios = bench.ratios(rows, "cv2.filter2D")
+    assert ratios == {
+        ("gpuconv:numba", "a", (4, 4), "uint8"): 1.5,
+        ("gpuconv:numba", "b", (4, 4), "uint8"): 0.25,
+    }
+    summary = bench.summarize(rows, peers=("cv2.filter2D",))
+    mean, low, high = summary[("gpuconv:numba", "4x4 uint8", "cv2.filter2D")]
+    assert math.isclose(mean, math.sqrt(1.5 * 0.25)) and (low, high) == (0.25, 1.5)
+    table = bench.format_table(rows, peers=("cv2.filter2D", "scipy.ndimage.correlate"))
+    assert "| 4x4 uint8 | a | gpuconv:numba | 2.00 | 8.0 | 1.50 |" in table
+    assert "scipy" not in table  # a peer with no measurement gets no column
+    assert f"| {math.sqrt(1.5 * 0.25):.2f} | 0.25 | 1.50 |" in table
+
+
+def test_random_kernels_are_seeded_and_bank_names_resolve():
+    first, second = bench.bench_kernels(["random9"]), bench.bench_kernels(["random9"])
+    assert first["random9"].shape == (9, 9)
+    np.testing.assert_array_equal(first["random9"], second["random9"])
+    assert bench.bench_kernels(["sharpen"])["sharpen"] is kernels.get("sharpen")
+    with pytest.raises(ValueError, match="unknown kernel"):
+        bench.bench_kernels(["randomX"])
+
+
+def test_run_writes_table_and_json_with_machine_facts(tmp_path, capsys):
+    json_path, table_path = tmp_path / "out.json", tmp_path / "out.md"
+    args = _arguments(
+        "--backend", "numpy", "--sizes", "32", "--dtypes", "uint8,float32",
+        "--kernels", "sharpen,random9", "--repeats", "1", "--warmup", "0",
+        "--json", str(json_path), "--table", str(table_path), "--no-compile-times",
+    )
+    assert bench.run(args) == 0
+    record = json.loads(json_path.read_text())
+    assert record["machine"]["logical_cpus"] >= 1 and record["machine"]["numpy"] == np.__version__
+    cells = {(row["implementation"], row["kernel"], row["dtype"]) for row in record["measurements"]}
+    assert ("gpuconv:numpy", "random9", "float32") in cells
+    assert ("cv2.filter2D", "sharpen", "uint8") in cells
+    printed = capsys.readouterr().out
+    assert "x vs cv2.filter2D" in printed
+    assert table_path.read_text().startswith("Command: `")
+
+
+def test_run_rejects_bad_options_with_a_message(capsys):
+    assert bench.run(_arguments("--kernels", "no_such_kernel", "--no-peers")) == 1
+    assert "unknown kernel" in capsys.readouterr().err
+    assert bench.run(_arguments("--dtypes", "complex64", "--no-peers")) == 1
+    with pytest.raises(SystemExit):
+        _arguments("--sizes", "big")
+
+
+def test_cuda_request_without_its_benchmark_goes_on_with_the_host(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gpuconv._bench_cuda", None)  # import fails
+    args = _arguments("--backend", "cuda", "--backend", "numpy", "--sizes", "16",
+                      "--dtypes", "uint8", "--kernels", "sharpen", "--repeats", "1", "--no-peers")
+    assert bench.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "CUDA benchmark unavailable" in printed and "gpuconv:numpy" in printed
+
+
+@pytest.mark.slow
+def test_first_call_seconds_fills_a_cold_cache(tmp_path):
+    pytest.importorskip("numba", reason="compile times are numba's: pip install 'gpuconv[numba]'")
+    seconds = bench.first_call_seconds(str(tmp_path), dtype="uint8", kernel="sharpen")
+    assert seconds > 0
+    assert list(tmp_path.rglob("*.nbi")), "the cold call wrote no numba cache index"
