@@ -49,7 +49,9 @@ print("RESULTS" + json.dumps({
 
 
 def _stream_text(cell) -> str:
-    return "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
+    return "".join(
+        output.get("text", "") for output in cell.outputs if output.output_type == "stream"
+    )
 
 
 def _has_png(cell) -> bool:
