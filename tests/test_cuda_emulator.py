@@ -117,8 +117,12 @@ def test_tiled_stencil_with_halo_and_constant_weights(stencil_module, rng, radiu
     constant[: weights.nbytes] = weights.view(np.uint8)
     values = rng.standard_normal(200).astype(np.float32)  # 4 tiles of 64, the last partial
     output = np.zeros_like(values)
-    stencil_module.get_function(f"stencil_static<{radius}>")((4,), (64,), (values, output, np.int32(200)))
-    np.testing.assert_allclose(output, expected_stencil(values, weights, radius), rtol=1e-5, atol=1e-5)
+    stencil_module.get_function(f"stencil_static<{radius}>")(
+        (4,), (64,), (values, output, np.int32(200))
+    )
+    np.testing.assert_allclose(
+        output, expected_stencil(values, weights, radius), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_dynamic_shared_memory(stencil_module, rng):
@@ -130,10 +134,14 @@ def test_dynamic_shared_memory(stencil_module, rng):
     blocks = -(-values.size // threads)
     shared = (threads + 2 * radius) * 4
     stencil_module.get_function("stencil_dynamic")(
-        (blocks,), (threads,), (values, output, np.int32(values.size), np.int32(radius)),
+        (blocks,),
+        (threads,),
+        (values, output, np.int32(values.size), np.int32(radius)),
         shared_mem=shared,
     )
-    np.testing.assert_allclose(output, expected_stencil(values, weights, radius), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        output, expected_stencil(values, weights, radius), rtol=1e-5, atol=1e-5
+    )
 
 
 # ---------------------------------------------------------------- grids, templates, scalars
@@ -225,7 +233,9 @@ def test_min_max_follow_cuda_overloads(intrinsics_module):
     as_unsigned = a.view(np.uint32)
     np.testing.assert_array_equal(int_results[:, 0], np.minimum(as_unsigned, b))  # -1 is 2^32 - 1
     np.testing.assert_array_equal(int_results[:, 1], np.maximum(as_unsigned, b))
-    np.testing.assert_array_equal(int_results[:, 2], np.minimum(a, b.astype(np.int32)).view(np.uint32))
+    np.testing.assert_array_equal(
+        int_results[:, 2], np.minimum(a, b.astype(np.int32)).view(np.uint32)
+    )
     np.testing.assert_array_equal(int_results[:, 3], (as_unsigned & 0xFFFFFF) * (b & 0xFFFFFF))
     np.testing.assert_array_equal(float_results[:, 0], np.fmin(x, y))
     np.testing.assert_array_equal(float_results[:, 1], np.fmax(x, y))
@@ -251,8 +261,14 @@ def test_get_global_of_a_namespaced_device_array(intrinsics_module):
         ((np.zeros(4, np.float32), 2.0, np.int64(4)), r"Python float.*np\.int32|Python float"),
         ((np.zeros(4, np.float32), np.float64(2), np.int64(4)), "parameter 1 is a 4-byte"),
         ((np.zeros(4, np.float32), np.float32(2), np.int32(4)), "parameter 2 is a 8-byte"),
-        ((np.zeros(4, np.float32), np.float32(2), np.float64(4)), "parameter 2 is a 8-byte integer"),
-        ((np.zeros(4, np.float32), np.zeros(1, np.float32), np.int64(4)), "parameter 1 .*not a pointer"),
+        (
+            (np.zeros(4, np.float32), np.float32(2), np.float64(4)),
+            "parameter 2 is a 8-byte integer",
+        ),
+        (
+            (np.zeros(4, np.float32), np.zeros(1, np.float32), np.int64(4)),
+            "parameter 1 .*not a pointer",
+        ),
         ((np.float32(1), np.float32(2), np.int64(4)), "parameter 0 is a 8-byte pointer"),
         ((np.zeros(4, np.float32), np.float32(2)), "takes 3 arguments, 2 given"),
         (([1.0], np.float32(2), np.int64(4)), "expected a numpy array"),
@@ -265,7 +281,9 @@ def test_wrong_argument_types_and_sizes_are_type_errors(grid_module, arguments, 
 
 def test_python_int_is_refused_even_when_the_size_would_fit(grid_module):
     with pytest.raises(TypeError, match="argument 2 .* Python int"):
-        grid_module.get_function("scale<float>")((1,), (4,), (np.zeros(4, np.float32), np.float32(1), 4))
+        grid_module.get_function("scale<float>")(
+            (1,), (4,), (np.zeros(4, np.float32), np.float32(1), 4)
+        )
 
 
 @pytest.mark.parametrize(
@@ -296,18 +314,26 @@ def test_unknown_kernel_and_global_names(grid_module, stencil_module):
 
 def test_barrier_not_reached_by_all_threads(fault_module):
     data = np.arange(100, dtype=np.float32)
-    with pytest.raises(emulator.EmulatorError, match=r"__syncthreads\(\) at .*faults\.cu:\d+ reached by 36 of the block's 64"):
+    with pytest.raises(
+        emulator.EmulatorError,
+        match=r"__syncthreads\(\) at .*faults\.cu:\d+ reached by 36 of the block's 64",
+    ):
         fault_module.get_function("early_return_barrier")((2,), (64,), (data, np.int32(100)))
 
 
 def test_full_blocks_pass_the_same_barrier(fault_module):
     data = np.arange(128, dtype=np.float32)
     fault_module.get_function("early_return_barrier")((2,), (64,), (data, np.int32(128)))
-    np.testing.assert_array_equal(data.reshape(2, 64), np.arange(128, dtype=np.float32).reshape(2, 64)[:, ::-1])
+    np.testing.assert_array_equal(
+        data.reshape(2, 64), np.arange(128, dtype=np.float32).reshape(2, 64)[:, ::-1]
+    )
 
 
 def test_threads_at_different_barriers(fault_module):
-    with pytest.raises(emulator.EmulatorError, match=r"different __syncthreads\(\) barriers: .*faults\.cu:\d+ .*faults\.cu:\d+"):
+    with pytest.raises(
+        emulator.EmulatorError,
+        match=r"different __syncthreads\(\) barriers: .*faults\.cu:\d+ .*faults\.cu:\d+",
+    ):
         fault_module.get_function("split_barriers")((1,), (8,), (np.zeros(8, np.int32),))
 
 
@@ -330,7 +356,9 @@ def test_out_of_bounds_read_names_file_line_and_thread(fault_module):
 
 def test_trap(fault_module):
     values = np.array([0, 1, -1, 2], np.int32)
-    with pytest.raises(emulator.EmulatorError, match=r"__trap\(\) at .*faults\.cu:\d+ .*thread \(2, 0, 0\)"):
+    with pytest.raises(
+        emulator.EmulatorError, match=r"__trap\(\) at .*faults\.cu:\d+ .*thread \(2, 0, 0\)"
+    ):
         fault_module.get_function("trap_if_negative")((1,), (4,), (values,))
 
 
@@ -386,11 +414,15 @@ def test_ucontext_fibers_where_there_is_no_register_switch():
     module.get_function("block_sum<double>")((2,), (256,), (values, sums, np.int32(500)))
     np.testing.assert_array_equal(sums, [values[:256].sum(), values[256:].sum()])
     with pytest.raises(emulator.EmulatorError, match="reached by 36 of the block's 64"):
-        module.get_function("early_return_barrier")((2,), (64,), (np.zeros(100, np.float32), np.int32(100)))
+        module.get_function("early_return_barrier")(
+            (2,), (64,), (np.zeros(100, np.float32), np.int32(100))
+        )
 
 
 def test_release_builds_skip_the_bounds_checks():
-    module = emulator.EmulatedModule(source("faults.cu"), name_expressions=["read_past_end"], debug=False)
+    module = emulator.EmulatedModule(
+        source("faults.cu"), name_expressions=["read_past_end"], debug=False
+    )
     backing = np.arange(41, dtype=np.float32)
     values = backing[:40]  # element 40 is real memory, outside the array the kernel is given
     output = np.zeros(40, np.float32)
@@ -445,7 +477,9 @@ def test_compile_errors_carry_the_compiler_message():
 
 def test_unknown_options_are_refused():
     with pytest.raises(ValueError, match="does not understand the compiler option '--frobnicate'"):
-        emulator.EmulatedModule("__global__ void k() {}", name_expressions=["k"], options=["--frobnicate"])
+        emulator.EmulatedModule(
+            "__global__ void k() {}", name_expressions=["k"], options=["--frobnicate"]
+        )
 
 
 def test_available_names_a_missing_compiler(monkeypatch):
@@ -474,8 +508,12 @@ def test_concurrent_builds_by_several_processes_share_one_cache(tmp_path):
     code = source("reduce_sum.cu") + "\n// concurrent build test\n"
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _BUILD_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=environment,
+            [sys.executable, "-c", _BUILD_SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
         )
         for _ in range(3)
     ]
@@ -484,4 +522,6 @@ def test_concurrent_builds_by_several_processes_share_one_cache(tmp_path):
         (0, "32")
     ] * 3, [error for _, error in results]
     assert len(list((tmp_path / "emulator").glob("*.json"))) == 1
-    assert not list((tmp_path / "emulator").glob("*.tmp")) and not list((tmp_path / "emulator").glob("*.build.*"))
+    assert not list((tmp_path / "emulator").glob("*.tmp")) and not list(
+        (tmp_path / "emulator").glob("*.build.*")
+    )

@@ -218,7 +218,9 @@ def _build(
     global compile_count
     compiler = _compiler()
     header = header_path()
-    mode = ["-O1", "-g", "-DGPUCONV_EMULATOR_DEBUG=1", "-D_GLIBCXX_ASSERTIONS"] if debug else ["-O2"]
+    mode = (
+        ["-O1", "-g", "-DGPUCONV_EMULATOR_DEBUG=1", "-D_GLIBCXX_ASSERTIONS"] if debug else ["-O2"]
+    )
     command_tail = [
         *mode,
         *flags,
@@ -235,8 +237,10 @@ def _build(
         "-include",
         str(header),
     ]
+    emulator_headers = sorted(header.parent.glob("*.h"))
+    header_texts = [path.read_text() for path in emulator_headers]
     key_material = json.dumps(
-        [code, list(name_expressions), command_tail, compiler, header.read_text()]
+        [code, list(name_expressions), command_tail, compiler, header_texts]
     ).encode()
     key = hashlib.sha256(key_material).hexdigest()[:32]
     directory = _cache_directory()
@@ -284,7 +288,8 @@ def _build(
                         + result.stderr[-6000:]
                         + f"\n(command: {shlex.join(command)})"
                     )
-                skip = {str(source_path.resolve()), str(code_path.resolve()), str(header.resolve())}
+                skip = {str(source_path.resolve()), str(code_path.resolve())}
+                skip.update(str(path.resolve()) for path in emulator_headers)
                 dependencies = _parse_dependencies(dependency_file.read_text(), skip)
                 digest = _dependency_digest(dependencies)
                 library = directory / f"{key}-{(digest or 'none')[:16]}.so"
@@ -482,8 +487,7 @@ class EmulatedFunction:
             raise TypeError(f"args must be a tuple, not {type(args).__name__}")
         if len(args) != len(self.parameters):
             raise TypeError(
-                f"{self.name_expression} takes {len(self.parameters)} arguments, "
-                f"{len(args)} given"
+                f"{self.name_expression} takes {len(self.parameters)} arguments, {len(args)} given"
             )
         buffers, allocations = [], []
         for index, (argument, (kind, size)) in enumerate(zip(args, self.parameters)):
@@ -570,6 +574,4 @@ class EmulatedFunction:
         )
         del keep_alive
         if status != 0:
-            raise EmulatorError(
-                f"{self.name_expression}: {message.value.decode(errors='replace')}"
-            )
+            raise EmulatorError(f"{self.name_expression}: {message.value.decode(errors='replace')}")
