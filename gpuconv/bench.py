@@ -117,15 +117,17 @@ def _gpu_peer_calls() -> dict[str, Callable]:
 
             def cupy_correlate(image, kernel):
                 weights = kernel if image.ndim == 2 else kernel[:, :, None]
-                result = cupy_ndimage.correlate(cupy.asarray(image), cupy.asarray(weights), mode="mirror")
+                result = cupy_ndimage.correlate(
+                    cupy.asarray(image), cupy.asarray(weights), mode="mirror"
+                )
                 return cupy.asnumpy(result)  # synchronises
 
             peers["cupyx.scipy.ndimage.correlate"] = cupy_correlate
-    except Exception:  # no cupy, no driver, no device: not a peer here
+    except Exception:  # noqa: BLE001, S110 (no cupy, no driver, no device: not a peer here)
         pass
     try:
         import torch
-        import torch.nn.functional as functional
+        from torch.nn import functional
 
         def torch_conv2d(image, kernel):
             height, width = image.shape[:2]
@@ -138,7 +140,7 @@ def _gpu_peer_calls() -> dict[str, Callable]:
             return functional.conv2d(padded, weights).numpy()  # conv2d correlates
 
         peers["torch.conv2d"] = torch_conv2d
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 (torch missing or broken: not a peer here)
         pass
     return peers
 
@@ -207,8 +209,15 @@ def measure(image, kernels_by_name, implementations, *, repeats=5, warmup=1, pro
         for name, samples in times.items():
             median = statistics.median(samples)
             results.append(
-                Measurement(name, kernel_name, tuple(image.shape), str(image.dtype),
-                            median * 1e3, pixels / median / 1e6, len(samples))
+                Measurement(
+                    name,
+                    kernel_name,
+                    tuple(image.shape),
+                    str(image.dtype),
+                    median * 1e3,
+                    pixels / median / 1e6,
+                    len(samples),
+                )
             )
             if progress:
                 print(f"  {kernel_name:12s} {name:32s} {median * 1e3:10.2f} ms", file=sys.stderr)
@@ -250,21 +259,37 @@ def format_table(measurements, peers=DEFAULT_PEERS) -> str:
     header = ["image", "kernel", "implementation", "ms", "Mpixel/s", *(f"x vs {p}" for p in peers)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in measurements:
-        cells = [f"{'x'.join(map(str, row.shape))} {row.dtype}", row.kernel, row.implementation,
-                 f"{row.median_ms:.2f}" + ("*" if row.repeats == 1 else ""),
-                 f"{row.mpixels_per_s:.1f}"]
+        cells = [
+            f"{'x'.join(map(str, row.shape))} {row.dtype}",
+            row.kernel,
+            row.implementation,
+            f"{row.median_ms:.2f}" + ("*" if row.repeats == 1 else ""),
+            f"{row.mpixels_per_s:.1f}",
+        ]
         for peer in peers:
             ratio = peer_ratios[peer].get((row.implementation, *_key(row)))
-            cells.append(f"{ratio:.2f}" if ratio is not None and row.implementation.startswith("gpuconv:") else "")
+            cells.append(
+                f"{ratio:.2f}"
+                if ratio is not None and row.implementation.startswith("gpuconv:")
+                else ""
+            )
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("ratio = peer time / gpuconv time in the same run (above 1: gpuconv faster); "
-                 "* = a single call (too slow to repeat).")
+    lines.append(
+        "ratio = peer time / gpuconv time in the same run (above 1: gpuconv faster); "
+        "* = a single call (too slow to repeat)."
+    )
     summary = summarize(measurements, peers)
     if summary:
-        lines += ["", "| implementation | image | vs | geometric mean | min | max |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| implementation | image | vs | geometric mean | min | max |",
+            "|---|---|---|---|---|---|",
+        ]
         for (implementation, image, peer), (mean, low, high) in summary.items():
-            lines.append(f"| {implementation} | {image} | {peer} | {mean:.2f} | {low:.2f} | {high:.2f} |")
+            lines.append(
+                f"| {implementation} | {image} | {peer} | {mean:.2f} | {low:.2f} | {high:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -300,8 +325,9 @@ def first_call_seconds(cache_dir: str, dtype: str = "uint8", kernel: str = "shar
     """
     environment = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
     script = _FIRST_CALL_SCRIPT.format(dtype=np.dtype(dtype).name, kernel=kernel)
-    completed = subprocess.run([sys.executable, "-c", script], env=environment,
-                               capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True
+    )
     return float(completed.stdout.strip().splitlines()[-1])
 
 
@@ -322,8 +348,9 @@ def machine_facts() -> dict:
         "logical_cpus": os.cpu_count(),
         "numpy": np.__version__,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join(["gpuconv bench" if sys.argv[0].endswith("gpuconv") else sys.argv[0],
-                             *sys.argv[1:]]),
+        "command": " ".join(
+            ["gpuconv bench" if sys.argv[0].endswith("gpuconv") else sys.argv[0], *sys.argv[1:]]
+        ),
     }
     for module in ("numba", "cv2", "scipy", "cupy", "torch"):
         if module in sys.modules:
@@ -379,23 +406,47 @@ def _comma_list(convert):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``gpuconv bench``."""
-    parser.add_argument("--backend", action="append", choices=list(_registry.BACKEND_MODULES),
-                        help="gpuconv backend to time (repeatable; default: every available host backend)")
-    parser.add_argument("--sizes", type=_comma_list(int), default=[2048, 8192],
-                        help="square image sides, comma-separated (default 2048,8192)")
-    parser.add_argument("--dtypes", type=_comma_list(str), default=["uint8", "float32"],
-                        help="image dtypes, comma-separated (default uint8,float32)")
-    parser.add_argument("--kernels", type=_comma_list(str), default=[*kernels.TUTORIAL_BANK, "random9"],
-                        help="bank names and randomN, comma-separated (default: tutorial bank + random9)")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        choices=list(_registry.BACKEND_MODULES),
+        help="gpuconv backend to time (repeatable; default: every available host backend)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_comma_list(int),
+        default=[2048, 8192],
+        help="square image sides, comma-separated (default 2048,8192)",
+    )
+    parser.add_argument(
+        "--dtypes",
+        type=_comma_list(str),
+        default=["uint8", "float32"],
+        help="image dtypes, comma-separated (default uint8,float32)",
+    )
+    parser.add_argument(
+        "--kernels",
+        type=_comma_list(str),
+        default=[*kernels.TUTORIAL_BANK, "random9"],
+        help="bank names and randomN, comma-separated (default: tutorial bank + random9)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per cell (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls first")
-    parser.add_argument("--json", metavar="PATH", help="write measurements and machine facts as JSON")
+    parser.add_argument(
+        "--json", metavar="PATH", help="write measurements and machine facts as JSON"
+    )
     parser.add_argument("--table", metavar="PATH", help="also write the Markdown table to PATH")
     parser.add_argument("--no-peers", action="store_true", help="time gpuconv only")
-    parser.add_argument("--no-compile-times", action="store_true",
-                        help="skip the cold/warm numba cache first-call measurement")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 256x256, uint8, tutorial bank, 2 repeats, no compile times")
+    parser.add_argument(
+        "--no-compile-times",
+        action="store_true",
+        help="skip the cold/warm numba cache first-call measurement",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 256x256, uint8, tutorial bank, 2 repeats, no compile times",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -430,26 +481,40 @@ def run(args: argparse.Namespace) -> int:
         for dtype in args.dtypes:
             image = bench_image(size, dtype)
             print(f"{size}x{size} {dtype}:", file=sys.stderr)
-            measurements += measure(image, chosen_kernels, table, repeats=args.repeats,
-                                    warmup=args.warmup, progress=True)
+            measurements += measure(
+                image,
+                chosen_kernels,
+                table,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                progress=True,
+            )
     text = format_table(measurements)
     compile_report = None
     if "gpuconv:numba" in table and not args.no_compile_times:
         compile_report = compile_times()
-        text += (f"\n\nnumba first call (import + {compile_report['kernel']} on "
-                 f"{compile_report['dtype']}, new process): cold cache "
-                 f"{compile_report['cold_s']:.2f} s, warm cache {compile_report['warm_s']:.2f} s")
+        text += (
+            f"\n\nnumba first call (import + {compile_report['kernel']} on "
+            f"{compile_report['dtype']}, new process): cold cache "
+            f"{compile_report['cold_s']:.2f} s, warm cache {compile_report['warm_s']:.2f} s"
+        )
     facts = machine_facts()
     print(text)
     if args.table:
         with open(args.table, "w") as handle:
-            handle.write(f"Command: `{facts['command']}`\n\nMachine: {facts['cpu']}, "
-                         f"{facts['logical_cpus']} logical CPUs, numba threads "
-                         f"{facts.get('numba_threads', '-')}, cv2 threads {facts.get('cv2_threads', '-')}, "
-                         f"{facts['date_utc']}\n\n{text}\n")
+            handle.write(
+                f"Command: `{facts['command']}`\n\nMachine: {facts['cpu']}, "
+                f"{facts['logical_cpus']} logical CPUs, numba threads "
+                f"{facts.get('numba_threads', '-')}, cv2 threads {facts.get('cv2_threads', '-')}, "
+                f"{facts['date_utc']}\n\n{text}\n"
+            )
     if args.json:
-        record = {"machine": facts, "measurements": [asdict(row) for row in measurements],
-                  "compile_times": compile_report, "cuda": cuda_result}
+        record = {
+            "machine": facts,
+            "measurements": [asdict(row) for row in measurements],
+            "compile_times": compile_report,
+            "cuda": cuda_result,
+        }
         with open(args.json, "w") as handle:
             json.dump(record, handle, indent=1)
     return 0
@@ -465,7 +530,9 @@ def _run_cuda(args) -> int | str:
         return message
     try:
         return _bench_cuda.run_cuda_benchmark(args)
-    except Exception as error:  # no GPU, no driver: the host part still runs
-        message = f"CUDA benchmark failed ({type(error).__name__}: {error}); timing host backends only"
+    except Exception as error:  # noqa: BLE001 (no GPU, no driver: the host part still runs)
+        message = (
+            f"CUDA benchmark failed ({type(error).__name__}: {error}); timing host backends only"
+        )
         print(message)
         return message

@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 import pytest
+from support import reference
 
 from gpuconv import bench, kernels
-from support import reference
 
 
 def _arguments(*argv: str) -> argparse.Namespace:
@@ -31,7 +31,9 @@ def test_every_implementation_computes_the_same_correlation():
     assert {"gpuconv:numpy", "cv2.filter2D", "scipy.ndimage.correlate"} <= set(table)
     expected = reference(image, kernel)
     for name in ("gpuconv:numpy", "cv2.filter2D"):
-        np.testing.assert_array_equal(np.asarray(table[name](image, kernel)), expected, err_msg=name)
+        np.testing.assert_array_equal(
+            np.asarray(table[name](image, kernel)), expected, err_msg=name
+        )
     # scipy truncates instead of rounding, but an integer kernel has integer sums:
     # compare the float responses.
     floats = image.astype(np.float32)
@@ -65,8 +67,11 @@ def test_a_slow_warm_up_call_is_the_only_measurement(monkeypatch):
     monkeypatch.setattr(bench, "SLOW_CALL_SECONDS", 0.0)  # every call counts as slow
     calls = []
     rows = bench.measure(
-        np.zeros((8, 8), np.uint8), {"identity": kernels.get("identity")},
-        {"counting": lambda image, kernel: calls.append(1)}, repeats=5, warmup=1,
+        np.zeros((8, 8), np.uint8),
+        {"identity": kernels.get("identity")},
+        {"counting": lambda image, kernel: calls.append(1)},
+        repeats=5,
+        warmup=1,
     )
     assert [row.repeats for row in rows] == [1] and len(calls) == 1
 
@@ -105,9 +110,23 @@ def test_random_kernels_are_seeded_and_bank_names_resolve():
 def test_run_writes_table_and_json_with_machine_facts(tmp_path, capsys):
     json_path, table_path = tmp_path / "out.json", tmp_path / "out.md"
     args = _arguments(
-        "--backend", "numpy", "--sizes", "32", "--dtypes", "uint8,float32",
-        "--kernels", "sharpen,random9", "--repeats", "1", "--warmup", "0",
-        "--json", str(json_path), "--table", str(table_path), "--no-compile-times",
+        "--backend",
+        "numpy",
+        "--sizes",
+        "32",
+        "--dtypes",
+        "uint8,float32",
+        "--kernels",
+        "sharpen,random9",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        str(json_path),
+        "--table",
+        str(table_path),
+        "--no-compile-times",
     )
     assert bench.run(args) == 0
     record = json.loads(json_path.read_text())
@@ -130,8 +149,21 @@ def test_run_rejects_bad_options_with_a_message(capsys):
 
 def test_cuda_request_without_its_benchmark_goes_on_with_the_host(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gpuconv._bench_cuda", None)  # import fails
-    args = _arguments("--backend", "cuda", "--backend", "numpy", "--sizes", "16",
-                      "--dtypes", "uint8", "--kernels", "sharpen", "--repeats", "1", "--no-peers")
+    args = _arguments(
+        "--backend",
+        "cuda",
+        "--backend",
+        "numpy",
+        "--sizes",
+        "16",
+        "--dtypes",
+        "uint8",
+        "--kernels",
+        "sharpen",
+        "--repeats",
+        "1",
+        "--no-peers",
+    )
     assert bench.run(args) == 0
     printed = capsys.readouterr().out
     assert "CUDA benchmark unavailable" in printed and "gpuconv:numpy" in printed

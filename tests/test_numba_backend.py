@@ -16,24 +16,28 @@ import textwrap
 
 import numpy as np
 import pytest
+from support import assert_contract_accuracy, reference
 
 import gpuconv
 from gpuconv._borders import source_indices
 from gpuconv._plan import make_plan
-from support import assert_contract_accuracy, reference
 
-numba = pytest.importorskip("numba", reason="the numba backend needs numba: pip install 'gpuconv[numba]'")
-from gpuconv._backends import _numba, _numba_kernels  # noqa: E402
+numba = pytest.importorskip(
+    "numba", reason="the numba backend needs numba: pip install 'gpuconv[numba]'"
+)
+from gpuconv._backends import _numba, _numba_kernels
 
 
 def _plan(image, kernel, **options):
-    defaults = dict(border="reflect101", value=0.0, anchor=None, flip=False, dtype=None)
+    defaults = {"border": "reflect101", "value": 0.0, "anchor": None, "flip": False, "dtype": None}
     defaults.update(options)
     return make_plan(image, kernel, **defaults)[1]
 
 
 INTEGER_SEPARABLE = np.outer([1, 4, 6, 4, 1], [1, 2, 0, -2, -1]).astype(float)  # has zero taps
-INTEGER_DIRECT = np.array([[0, 1, 2, 1, 0], [1, -2, 0, 3, 1], [2, 0, -8, 0, 2], [1, 1, 0, 1, 1]], float)
+INTEGER_DIRECT = np.array(
+    [[0, 1, 2, 1, 0], [1, -2, 0, 3, 1], [2, 0, -8, 0, 2], [1, 1, 0, 1, 1]], float
+)
 
 
 @pytest.mark.parametrize(
@@ -115,8 +119,14 @@ def _python(code: str, **environment) -> subprocess.CompletedProcess:
     import os
 
     env = dict(os.environ, **environment)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ def probe() -> str | None:
         import numba  # noqa: F401
     except ImportError:
         return f"numba is not installed: {_INSTALL_HINT}"
-    except Exception as error:  # e.g. a numba built for another NumPy
+    except Exception as error:  # noqa: BLE001 (e.g. a numba built for another NumPy)
         return (
             f"numba failed to import ({type(error).__name__}: {error}); reinstall: {_INSTALL_HINT}"
         )
@@ -99,7 +99,7 @@ class Execution:
 
     def scratch_bytes(self, plan: ConvolutionPlan) -> int:
         """Bytes of working memory the call allocates besides the output."""
-        height, width, channels = plan.shape
+        _, width, channels = plan.shape
         padded = (width + plan.kernel_width - 1) * channels
         lines = (self.band_height + plan.kernel_height - 1) * padded
         per_worker = (lines + padded + width * channels) * self.accumulator.itemsize

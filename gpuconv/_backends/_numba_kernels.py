@@ -46,7 +46,7 @@ PATH_FUSED_3X3 = 2  # every tap of a 3 x 3 kernel in one pass, in registers
 
 # "contract" lets LLVM fuse multiply-adds (one rounding instead of two); no
 # other fast-math flag, so NaN and inf behave as IEEE says.
-_JIT_OPTIONS = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
+_JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": {"contract"}, "error_model": "numpy"}
 
 
 @numba.njit(**_JIT_OPTIONS)
@@ -102,7 +102,7 @@ def _store_row(sums, output_row, store_mode, lowest, highest):
     else:
         for k in range(sums.shape[0]):
             value = sums[k]
-            if value != value:  # NaN -> 0, as OpenCV's saturate_cast
+            if value != value:  # noqa: PLR0124 (NaN) -> 0, as OpenCV's saturate_cast
                 output_row[k] = 0
             else:
                 value = np.rint(value)  # half to even
@@ -162,8 +162,17 @@ def _direct_row(lines, first_line, tap_rows, tap_cols, tap_weights, channels, su
 
 @numba.njit(**_JIT_OPTIONS)
 def _separable_row(
-    lines, first_line, column_taps, column_weights, row_taps, row_weights, channels, vertical,
-    sums, rows, offsets,
+    lines,
+    first_line,
+    column_taps,
+    column_weights,
+    row_taps,
+    row_weights,
+    channels,
+    vertical,
+    sums,
+    rows,
+    offsets,
 ):
     """Column pass over the lines into ``vertical`` (padded width), then the row pass."""
     for k in range(vertical.shape[0]):
@@ -179,7 +188,9 @@ def _separable_row(
     for t in range(count):
         rows[t] = 0
         offsets[t] = row_taps[t] * channels
-    _add_taps(sums, vertical.reshape(1, vertical.shape[0]), rows, offsets, row_weights, sums.shape[0])
+    _add_taps(
+        sums, vertical.reshape(1, vertical.shape[0]), rows, offsets, row_weights, sums.shape[0]
+    )
 
 
 @numba.njit(**_JIT_OPTIONS)
@@ -201,8 +212,15 @@ def _fused3x3_row(lines, first_line, weights, channels, output_row, store_mode, 
     b2 = lines[first_line + 2, shift : shift + length]
     c2 = lines[first_line + 2, 2 * shift : 2 * shift + length]
     w0, w1, w2, w3, w4, w5, w6, w7, w8 = (
-        weights[0], weights[1], weights[2], weights[3], weights[4],
-        weights[5], weights[6], weights[7], weights[8],
+        weights[0],
+        weights[1],
+        weights[2],
+        weights[3],
+        weights[4],
+        weights[5],
+        weights[6],
+        weights[7],
+        weights[8],
     )
     if store_mode == STORE_CAST:
         for k in range(length):
@@ -227,7 +245,8 @@ def _fused3x3_row(lines, first_line, weights, channels, output_row, store_mode, 
                 + (w6 * a2[k] + w7 * b2[k] + w8 * c2[k])
             )
             # NaN -> 0, else round half to even and saturate.
-            output_row[k] = 0 if value != value else min(max(np.rint(value), lowest), highest)
+            is_nan = value != value  # noqa: PLR0124
+            output_row[k] = 0 if is_nan else min(max(np.rint(value), lowest), highest)
 
 
 def convolve_bands(
@@ -265,7 +284,9 @@ def convolve_bands(
     # One set of scratch rows per thread, allocated once per call; bands are
     # handed out one at a time (the caller sets numba's chunk size to 1), so a
     # thread delayed by another process does not hold the others up.
-    all_lines = np.empty((workers, band_height + kernel_height - 1, padded_length), tap_weights.dtype)
+    all_lines = np.empty(
+        (workers, band_height + kernel_height - 1, padded_length), tap_weights.dtype
+    )
     all_vertical = np.empty((workers, padded_length), tap_weights.dtype)
     all_sums = np.empty((workers, width * channels), tap_weights.dtype)
     for band in prange(band_count):
@@ -273,7 +294,9 @@ def convolve_bands(
         lines = all_lines[worker]
         vertical = all_vertical[worker]
         sums = all_sums[worker]
-        rows = np.empty(max(tap_weights.shape[0], column_weights.shape[0], row_weights.shape[0]), np.int64)
+        rows = np.empty(
+            max(tap_weights.shape[0], column_weights.shape[0], row_weights.shape[0]), np.int64
+        )
         offsets = np.empty_like(rows)
         top = band * band_height
         bottom = min(height, top + band_height)
@@ -287,8 +310,17 @@ def convolve_bands(
                 continue
             if path == PATH_SEPARABLE:
                 _separable_row(
-                    lines, y - top, column_taps, column_weights, row_taps, row_weights,
-                    channels, vertical, sums, rows, offsets,
+                    lines,
+                    y - top,
+                    column_taps,
+                    column_weights,
+                    row_taps,
+                    row_weights,
+                    channels,
+                    vertical,
+                    sums,
+                    rows,
+                    offsets,
                 )
             else:
                 _direct_row(
@@ -313,9 +345,27 @@ def compiled(input_dtype, accumulator, output_dtype):
         weights = types.Array(accumulate, 1, "C", readonly=True)
         integer = types.int64
         signature = types.void(
-            image, output, index, index, integer, integer, integer, accumulate,
-            integer, index, index, weights, index, weights, index, weights,
-            integer, integer, integer, accumulate, accumulate,
+            image,
+            output,
+            index,
+            index,
+            integer,
+            integer,
+            integer,
+            accumulate,
+            integer,
+            index,
+            index,
+            weights,
+            index,
+            weights,
+            index,
+            weights,
+            integer,
+            integer,
+            integer,
+            accumulate,
+            accumulate,
         )
         function = numba.njit(signature, parallel=True, **_JIT_OPTIONS)(convolve_bands)
         _COMPILED[key] = function
