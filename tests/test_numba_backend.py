@@ -133,20 +133,24 @@ def _python(code: str, **environment) -> subprocess.CompletedProcess:
 def test_peak_memory_of_an_8192_image_is_input_output_and_a_few_rows():
     result = _python(
         """
-        import resource, numpy as np, gpuconv
+        import numpy as np, gpuconv
+        def status_kib(field):
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith(field):
+                        return int(line.split()[1])
         image = np.full((8192, 8192), 7, np.uint8)
         gpuconv.convolve(image[:64, :64], "sharpen", backend="numba")  # compile or load first
-        def rss_kib():
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * resource.getpagesize() // 1024
-        before = rss_kib()
-        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # reset the peak (VmHWM) to now: compiling may have used more
+        before = status_kib("VmRSS:")
         output = gpuconv.convolve(image, "sharpen", backend="numba")
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(max(peak, peak_before) - before, int(output[100, 100]))
+        print(status_kib("VmHWM:") - before, int(output[100, 100]))
         """,
         NUMBA_NUM_THREADS="2",
     )
+    if "clear_refs" in result.stderr:
+        pytest.skip("this kernel does not let a process reset its peak RSS (/proc/self/clear_refs)")
     assert result.returncode == 0, result.stderr
     growth_kib, pixel = map(int, result.stdout.split())
     assert pixel == 7  # sharpen sums to 1
