@@ -402,6 +402,25 @@ def test_blocks_on_several_os_threads(grid_module, fault_module, monkeypatch):
         fault_module.get_function("early_return_barrier")((16,), (64,), (data, np.int32(1000)))
 
 
+def test_concurrent_launches_from_python_threads(reduce_module, rng):
+    # ctypes releases the GIL, so these launches really overlap (as under dask's threads);
+    # each OS thread has its own worker state and __shared__ arrays.
+    from concurrent.futures import ThreadPoolExecutor
+
+    kernel = reduce_module.get_function("block_sum<double>")
+    inputs = [rng.integers(-100, 100, 4096).astype(np.float64) for _ in range(8)]
+
+    def block_sums(values):
+        sums = np.zeros(16, np.float64)
+        kernel((16,), (256,), (values, sums, np.int32(values.size)))
+        return sums
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(block_sums, inputs))
+    for values, sums in zip(inputs, results):
+        np.testing.assert_array_equal(sums, values.reshape(16, 256).sum(axis=1))
+
+
 def test_ucontext_fibers_where_there_is_no_register_switch():
     code = source("reduce_sum.cu") + source("faults.cu")
     module = emulator.EmulatedModule(
