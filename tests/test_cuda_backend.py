@@ -1,0 +1,362 @@
+"""The cuda backend beyond the shared contract suite.
+
+- the launch arithmetic (plain Python, no GPU needed);
+- every kernel template (direct with compile-time and run-time sizes, fused
+  separable, global-memory fallback) against the reference, run on the CPU
+  through the emulator with bounds checks on: odd sizes, every border, every
+  dtype, kernels larger than the image, 1-pixel axes, colour, grids smaller
+  than the image (the kernels' striding);
+- the backend's module functions (probe, describe, the host-image rule);
+- the real GPU path, marked ``gpu`` and skipped with the reason when no GPU answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import gpuconv
+from gpuconv._backends import _cuda, _cuda_emulator, _cuda_launch
+from gpuconv._plan import SUPPORTED_DTYPES, make_plan
+from gpuconv._strategy import choose_strategy
+from support import assert_contract_accuracy, reference
+
+BORDERS = ("reflect101", "reflect", "replicate", "constant", "wrap")
+
+needs_emulator = pytest.mark.skipif(
+    _cuda_emulator.available() is not None,
+    reason=f"the CUDA emulator cannot run here: {_cuda_emulator.available()}",
+)
+
+
+def plan_for(image, kernel, **options):
+    settings = dict(border="reflect101", value=0.0, anchor=None, flip=False, dtype=None)
+    settings.update(options)
+    return make_plan(image, kernel, **settings)
+
+
+def launch_for(image, kernel, limits=_cuda_launch.DeviceLimits(), **options):
+    _, plan, _ = plan_for(image, kernel, **options)
+    return plan, _cuda_launch.plan_launch(plan, _cuda.strategy_for(plan), limits)
+
+
+def emulated(image, kernel, *, grid=None, limits=_cuda_launch.DeviceLimits(), **options):
+    """Run the cuda kernels on the CPU; return ``(output in the image's shape, launch)``."""
+    image3d, plan, _ = plan_for(image, kernel, **options)
+    launch = _cuda_launch.plan_launch(plan, _cuda.strategy_for(plan), limits)
+    if grid is not None:
+        launch = dataclasses.replace(launch, grid=grid)
+    output = _cuda._run_emulated(image3d, plan, launch)
+    return output.reshape(np.shape(image)), launch
+
+
+def random_image(rng, shape, dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return rng.normal(scale=50, size=shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+
+
+# --- launch arithmetic (no GPU, no emulator) -------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (31, 33), (64, 64), (65, 100), (3, 700, 4)])
+@pytest.mark.parametrize("kernel", ["laplacian", "large_blur", np.ones((101, 3))])
+def test_grid_covers_the_image(shape, kernel):
+    image = np.zeros(shape if len(shape) < 3 else shape, np.uint8)
+    plan, launch = launch_for(image, kernel)
+    height, width, channels = plan.shape
+    rows_per_block = (
+        _cuda_launch.BLOCK_HEIGHT if launch.template == "gpuconv_global" else _cuda_launch.TILE_HEIGHT
+    )
+    assert launch.block == (32, 8, 1)
+    assert launch.grid[0] * _cuda_launch.TILE_WIDTH >= width
+    assert (launch.grid[0] - 1) * _cuda_launch.TILE_WIDTH < width  # no idle column of blocks
+    assert launch.grid[1] * rows_per_block >= height
+    assert launch.grid[2] == channels
+
+
+def test_grid_is_capped_where_cuda_limits_it():
+    image = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (3_000_000, 2), (0, 0))
+    _, launch = launch_for(image, "sharpen")
+    assert launch.grid[1] == 65535  # the kernels stride over the remaining tile rows
+
+
+@pytest.mark.parametrize("dtype", SUPPORTED_DTYPES)
+@pytest.mark.parametrize("size", [1, 3, 5, 9, 21, 31, 45, 61, 101])
+def test_shared_memory_stays_within_the_budget(dtype, size, rng):
+    limits = _cuda_launch.DeviceLimits()
+    kernel = rng.normal(size=(size, size))  # not separable: the largest tile
+    _, launch = launch_for(np.zeros((8, 8), dtype), kernel, limits)
+    assert launch.shared_bytes <= limits.shared_bytes_per_block
+    if launch.template == "gpuconv_global":
+        assert launch.shared_bytes == 0
+        item = launch.weights.dtype.itemsize
+        assert _cuda_launch.tiled_shared_bytes("gpuconv_direct", size, size, item) > (
+            limits.shared_bytes_per_block
+        )
+
+
+@pytest.mark.parametrize(
+    ("kernel", "dtype", "expected"),
+    [
+        ("laplacian", np.uint8, "gpuconv_direct<unsigned char, unsigned char, int, 3, 3>"),
+        ("sharpen", np.float32, "gpuconv_direct<float, float, float, 3, 3>"),
+        ("sobel_x", np.uint8, "gpuconv_separable<unsigned char, unsigned char, int, 3, 3>"),
+        ("large_blur", np.uint8, "gpuconv_separable<unsigned char, unsigned char, float, 21, 21>"),
+        ("large_blur", np.float64, "gpuconv_separable<double, double, double, 21, 21>"),
+        (np.arange(12.0).reshape(3, 4), np.uint16, "gpuconv_direct<unsigned short, unsigned short, int, 0, 0>"),
+        (np.ones((11, 11)), np.int16, "gpuconv_separable<short, short, int, 0, 0>"),
+        (np.ones((31, 31)) / 7, np.float64, "gpuconv_separable<double, double, double, 0, 0>"),
+    ],
+)
+def test_template_chosen_for_each_strategy(kernel, dtype, expected):
+    _, launch = launch_for(np.zeros((40, 40), dtype), kernel)
+    assert launch.name_expression == expected
+    assert launch.source_file == _cuda_launch.SOURCE_FILES[expected.split("<")[0]]
+
+
+def test_huge_non_separable_kernel_falls_back_to_global_memory(rng):
+    _, launch = launch_for(np.zeros((40, 40), np.float64), rng.normal(size=(101, 101)))
+    assert launch.name_expression == "gpuconv_global<double, double, double>"
+
+
+def test_uncommon_output_type_uses_the_run_time_size_template():
+    _, launch = launch_for(np.zeros((9, 9), np.uint8), "laplacian", dtype=np.int16)
+    assert launch.name_expression == "gpuconv_direct<unsigned char, short, int, 0, 0>"
+
+
+def test_weights_and_scalars_have_the_kernels_types():
+    plan, launch = launch_for(np.zeros((9, 9), np.uint8), "sobel_x", border="constant", value=4)
+    assert launch.weights.dtype == np.int32
+    np.testing.assert_array_equal(np.outer(launch.weights[:3], launch.weights[3:]), plan.kernel)
+    assert [type(s) for s in launch.scalars] == [np.int32] * 8 + [np.int32, np.int32]
+    assert launch.scalars[7] == 0 and launch.scalars[8] == 4  # CONSTANT, the value
+
+
+def test_every_requested_instantiation_is_in_the_compile_list(rng):
+    listed = _cuda_launch.every_name_expression()
+    kernels = ["laplacian", "small_blur", "large_blur", "sobel_y", rng.normal(size=(4, 6)),
+               np.ones((13, 13)), rng.normal(size=(9, 9)), rng.normal(size=(80, 80))]
+    for input_dtype in SUPPORTED_DTYPES:
+        for output_dtype in SUPPORTED_DTYPES:
+            for kernel in kernels:
+                _, launch = launch_for(np.zeros((5, 5), input_dtype), kernel, dtype=output_dtype)
+                assert launch.name_expression in listed[launch.source_file]
+
+
+def test_axes_beyond_32_bit_positions_are_refused():
+    image = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (2, 2**30), (0, 0))
+    with pytest.raises(ValueError, match="below 1073741824 pixels"):
+        launch_for(image, "sharpen")
+
+
+def test_integer_sums_that_could_overflow_int64_use_floating_point():
+    _, plan, _ = plan_for(np.zeros((4, 4), np.uint8), "sharpen", border="constant", value=1e30)
+    assert choose_strategy(plan).integer  # the planner alone would overflow int64
+    strategy = _cuda.strategy_for(plan)
+    assert not strategy.integer and strategy.accumulator == np.float64
+
+
+def test_float32_sums_that_could_miss_a_level_use_float64(rng):
+    _, plan, _ = plan_for(np.zeros((4, 4), np.uint16), rng.normal(size=(15, 10)))
+    assert choose_strategy(plan).accumulator == np.float32
+    assert _cuda.strategy_for(plan).accumulator == np.float64
+    _, plan, _ = plan_for(np.zeros((4, 4), np.uint8), "small_blur")
+    assert _cuda.strategy_for(plan).accumulator == np.float32
+
+
+# --- the module's functions ------------------------------------------------------------
+
+
+def test_emulator_mode_is_described_as_not_a_gpu(monkeypatch):
+    monkeypatch.setenv(_cuda.EMULATOR_VARIABLE, "1")
+    assert _cuda.is_emulated()
+    assert "not a GPU" in _cuda.describe()
+    assert _cuda.probe() == (
+        None if _cuda_emulator.available() is None else _cuda.probe()
+    )
+    assert _cuda.accepts_library("numpy") and not _cuda.accepts_library("cupy")
+    _, plan, _ = plan_for(np.zeros((8, 8), np.uint8), "sharpen")
+    assert not _cuda.pays_off_for_host_image(plan)
+
+
+def test_without_the_emulator_the_probe_needs_a_gpu(monkeypatch):
+    monkeypatch.delenv(_cuda.EMULATOR_VARIABLE, raising=False)
+    reason = _cuda.probe()
+    if reason is not None:
+        assert reason.startswith(("cupy is not installed", "no CUDA GPU visible", "cupy does not"))
+    assert _cuda.accepts_library("cupy") and not _cuda.accepts_library("dask")
+
+
+def test_host_images_go_to_a_gpu_only_when_large(monkeypatch):
+    monkeypatch.delenv(_cuda.EMULATOR_VARIABLE, raising=False)
+    small = plan_for(np.zeros((512, 512), np.uint8), "sharpen")[1]
+    large = plan_for(np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (4096, 4096), (0, 0)), "sharpen")[1]
+    heavy = plan_for(np.zeros((1024, 1024), np.uint8), np.ones((17, 17)))[1]
+    assert not _cuda.pays_off_for_host_image(small)
+    assert _cuda.pays_off_for_host_image(large)
+    assert _cuda.pays_off_for_host_image(heavy)
+
+
+# --- every kernel path through the emulator --------------------------------------------
+
+
+@needs_emulator
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize(
+    ("kernel_name", "template"),
+    [
+        ("laplacian", "gpuconv_direct<unsigned char, unsigned char, int, 3, 3>"),
+        ("box4x6", "gpuconv_separable<unsigned char, unsigned char, int, 0, 0>"),
+        ("random4x6", "gpuconv_direct<unsigned char, unsigned char, float, 0, 0>"),
+        ("sobel_x", "gpuconv_separable<unsigned char, unsigned char, int, 3, 3>"),
+        ("small_blur", "gpuconv_separable<unsigned char, unsigned char, float, 7, 7>"),
+    ],
+)
+def test_each_template_and_border_matches_the_reference(kernel_name, template, border, rng):
+    kernel = {
+        "box4x6": np.ones((4, 6)),
+        "random4x6": rng.normal(size=(4, 6)),
+    }.get(kernel_name, kernel_name)
+    image = random_image(rng, (37, 45), np.uint8)  # odd sizes: partial tiles both ways
+    options = dict(border=border, value=17.0, anchor=(1, 2))
+    actual, launch = emulated(image, kernel, **options)
+    assert launch.name_expression == template
+    exact = not isinstance(kernel, np.ndarray) or np.array_equal(kernel, np.round(kernel))
+    exact = exact and kernel_name != "small_blur"
+    assert_contract_accuracy(actual, reference(image, kernel, **options), exact=exact)
+
+
+@needs_emulator
+@pytest.mark.parametrize("input_dtype", SUPPORTED_DTYPES)
+@pytest.mark.parametrize("output_dtype", [None, np.float32])
+@pytest.mark.parametrize("kernel_name", ["sharpen", "random5x5"])
+def test_every_dtype_matches_the_reference(input_dtype, output_dtype, kernel_name, rng):
+    kernel = rng.normal(size=(5, 5)) if kernel_name == "random5x5" else kernel_name
+    image = random_image(rng, (23, 19), input_dtype)
+    options = dict(border="reflect", dtype=output_dtype)
+    actual, _ = emulated(image, kernel, **options)
+    expected = reference(image, kernel, **options)
+    exact = kernel_name == "sharpen" and np.dtype(input_dtype).kind in "ui"
+    assert_contract_accuracy(actual, expected, exact=exact)
+
+
+@needs_emulator
+@pytest.mark.parametrize("input_dtype", [np.uint16, np.float64])
+def test_uncommon_output_types_match_the_reference(input_dtype, rng):
+    image = random_image(rng, (23, 19), input_dtype)
+    for kernel in ("laplacian", gpuconv.kernels.gaussian(5, 1.2)):
+        actual, launch = emulated(image, kernel, dtype=np.int16)
+        assert launch.name_expression.endswith("0, 0>")  # the run-time-size template
+        assert_contract_accuracy(actual, reference(image, kernel, dtype=np.int16))
+
+
+@needs_emulator
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (2, 3)])
+def test_kernels_larger_than_the_image_and_one_pixel_axes(shape, border, rng):
+    image = random_image(rng, shape, np.float32)
+    for kernel in (rng.normal(size=(9, 8)), np.ones((11, 5))):
+        options = dict(border=border, value=-2.5, anchor=(0, 7))
+        actual, _ = emulated(image, kernel, **options)
+        assert_contract_accuracy(actual, reference(image, kernel, **options))
+
+
+@needs_emulator
+@pytest.mark.parametrize("border", BORDERS)
+def test_global_memory_fallback_matches_the_reference(border, rng):
+    image = random_image(rng, (9, 13, 2), np.float64)
+    kernel = rng.normal(size=(81, 83))  # > 48 KiB of float64 tile: the fallback
+    options = dict(border=border, value=1.5, anchor=(80, 3))
+    actual, launch = emulated(image, kernel, **options)
+    assert launch.template == "gpuconv_global"
+    assert_contract_accuracy(actual, reference(image, kernel, **options))
+
+
+@needs_emulator
+@pytest.mark.parametrize("kernel", ["sharpen", "large_blur", "random3x4", "huge"])
+def test_colour_images_and_grids_smaller_than_the_image(kernel, rng):
+    shape = (12, 20, 3) if kernel == "huge" else (70, 40, 3)  # the fallback is slow here
+    kernel = {
+        "random3x4": rng.normal(size=(3, 4)),
+        "huge": rng.normal(size=(91, 91)),
+    }.get(kernel, kernel)
+    image = random_image(rng, shape, np.uint16)
+    expected = reference(image, kernel, border="wrap")
+    # A single block row and channel: the kernels must stride over the other tile
+    # rows and channels themselves (as on a GPU for images beyond gridDim's limits).
+    full, launch = emulated(image, kernel, border="wrap")
+    strided, _ = emulated(image, kernel, border="wrap", grid=(launch.grid[0], 1, 1))
+    for actual in (full, strided):
+        assert_contract_accuracy(actual, expected, exact=isinstance(kernel, str) and kernel == "sharpen")
+
+
+@needs_emulator
+def test_nan_and_inf_propagate_through_every_template(rng):
+    image = rng.normal(size=(20, 30)).astype(np.float32)
+    image[5, 7], image[12, 20] = np.nan, np.inf
+    kernels = [np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], float), np.ones((5, 5)),
+               rng.normal(size=(4, 3)), np.ones((3, 17)), rng.normal(size=(130, 2))]
+    for kernel in kernels:
+        actual, _ = emulated(image, kernel)
+        assert_contract_accuracy(actual, reference(image, kernel))
+
+
+@needs_emulator
+def test_rounding_and_saturation_on_the_store():
+    image = np.array([[1, 2, 3, 4, 5, 6, 7]], dtype=np.uint8)
+    actual, _ = emulated(image, np.array([[0.5]]))
+    np.testing.assert_array_equal(actual, [[0, 1, 2, 2, 2, 3, 4]])
+    actual, _ = emulated(image * 30, np.array([[-1.0, 3.0]]), dtype=np.int16)
+    np.testing.assert_array_equal(actual, reference(image * 30, np.array([[-1.0, 3.0]]), dtype=np.int16))
+    nan_image = np.array([[np.nan, 1e10, -1e10]], np.float32)
+    actual, _ = emulated(nan_image, np.array([[1.0]]), dtype=np.uint8)
+    np.testing.assert_array_equal(actual, [[0, 255, 0]])
+
+
+@needs_emulator
+def test_views_and_read_only_inputs_are_left_untouched(rng):
+    base = random_image(rng, (40, 60, 3), np.uint8)
+    view = base[::2, 5:50:3, 1]  # non-contiguous
+    view.flags.writeable = False
+    before = base.copy()
+    actual, _ = emulated(view, "sharpen")
+    assert_contract_accuracy(actual, reference(view, "sharpen"), exact=True)
+    np.testing.assert_array_equal(base, before)
+
+
+# --- the real GPU ----------------------------------------------------------------------
+
+
+def _gpu_reason() -> str | None:
+    import os
+
+    if os.environ.get(_cuda.EMULATOR_VARIABLE, "") not in ("", "0"):
+        return f"{_cuda.EMULATOR_VARIABLE} is set: the cuda backend is the emulator"
+    return _cuda.probe()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu_reason() is not None, reason=f"needs a real CUDA GPU: {_gpu_reason()}")
+@pytest.mark.parametrize("kernel", ["sharpen", "large_blur", "random9", "huge"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_real_gpu_cupy_in_cupy_out(kernel, dtype, rng):
+    import cupy
+
+    kernel = {"random9": rng.normal(size=(9, 9)), "huge": rng.normal(size=(71, 71))}.get(
+        kernel, kernel
+    )
+    image = random_image(rng, (1000, 777, 3), dtype)
+    device_image = cupy.asarray(image)
+    result = gpuconv.convolve(device_image, kernel, backend="cuda", border="reflect")
+    assert isinstance(result, cupy.ndarray)
+    expected = reference(image, kernel, border="reflect")
+    assert_contract_accuracy(result.get(), expected, exact=isinstance(kernel, str) and dtype == np.uint8)
+    np.testing.assert_array_equal(device_image.get(), image)  # input untouched
+    host = gpuconv.convolve(image, kernel, backend="cuda", border="reflect")
+    assert isinstance(host, np.ndarray)
+    np.testing.assert_array_equal(host, result.get())
