@@ -210,3 +210,89 @@ def merge_small_chunks(sizes, minimum: int) -> tuple[int, ...]:
         else:
             merged.append(pending)
     return tuple(merged)
+
+
+def read_dask(path, rows_per_chunk: int | None = None):
+    """Open a ``.npy``, ``.tif``/``.tiff`` or ``.zarr`` image as a lazy Dask array.
+
+    Nothing is read until the array is computed; each chunk is a band of
+    whole rows read with positioned I/O (``.npy``, contiguous TIFF) or
+    through Zarr. Unlike ``dask.array.from_array(np.load(path,
+    mmap_mode="r"))``, which copies the whole memory map into memory when
+    the graph is built, this keeps an image larger than memory on disk.
+
+    Parameters
+    ----------
+    path : str or path
+    rows_per_chunk : int, optional
+        Rows per chunk; default about 32 MiB of rows.
+
+    Returns
+    -------
+    dask.array.Array
+        shape ``(H, W)`` or ``(H, W, C)``, the file's dtype (native byte order).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "image.npy")
+    >>> np.save(path, np.arange(12, dtype=np.uint8).reshape(4, 3))
+    >>> image = read_dask(path, rows_per_chunk=2)
+    >>> image.chunks, int(image.sum().compute())
+    (((2, 2), (3,)), 66)
+    """
+    import dask.array as da
+
+    from ._outofcore import _BAND_INPUT_BYTES, open_reader
+
+    reader = open_reader(path)
+    if rows_per_chunk is None:
+        row_bytes = reader.dtype.itemsize * int(np.prod(reader.shape[1:]))
+        rows_per_chunk = max(1, _BAND_INPUT_BYTES // row_bytes)
+    chunks = (min(int(rows_per_chunk), reader.shape[0]), *reader.shape[1:])
+    return da.from_array(
+        reader, chunks=chunks, asarray=True, lock=False,
+        meta=np.empty((0,) * len(reader.shape), dtype=reader.dtype),
+    )
+
+
+def write_dask(array, path, *, compute: bool = True):
+    """Compute a Dask array band by band into a new ``.npy``, ``.tif``/``.tiff`` or ``.zarr``.
+
+    Blocks are written as they are computed (``dask.array.store``), so the
+    result never has to fit in memory; a file at ``path`` is overwritten.
+    The array is rechunked to bands of whole rows first (as many rows as its
+    first chunk), which a Zarr output also uses as its chunks.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+        2-D or 3-D, any dtype the output format holds.
+    path : str or path
+        ``.npy``, ``.tif``/``.tiff`` or ``.zarr``; the suffix picks the format.
+    compute : bool, default True
+        False creates the file and returns the ``dask.delayed`` store
+        instead of running it (e.g. for ``client.compute(...).result(timeout)``).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.npy")
+    >>> write_dask(da.ones((5, 4), dtype=np.uint8, chunks=2), path)
+    >>> np.load(path).sum()
+    np.uint64(20)
+    """
+    import dask.array as da
+
+    from ._outofcore import open_writer
+
+    rows = int(array.chunks[0][0])
+    bands = array.rechunk({0: rows, **{axis: -1 for axis in range(1, array.ndim)}})
+    writer = open_writer(path, array.shape, array.dtype, rows)
+    if not compute:
+        return da.store(bands, writer, lock=False, compute=False)
+    try:
+        da.store(bands, writer, lock=False)
+    finally:
+        writer.close()
+    return None

@@ -146,7 +146,18 @@ def apply_file(
 
 
 def peak_rss_mib() -> float | None:
-    """The process's peak resident memory in MiB so far, or None where unknown."""
+    """The process's peak resident memory in MiB so far, or None where unknown.
+
+    Linux: ``VmHWM``, which starts afresh at ``exec`` (``ru_maxrss`` may keep
+    the peak of the parent that forked the process). Elsewhere ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 2**10, 1)
+    except OSError:
+        pass
     try:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     except (AttributeError, OSError):  # pragma: no cover - not POSIX
@@ -270,17 +281,72 @@ def _progress_bar(total: int, enabled: bool):
 # --- readers and writers ------------------------------------------------------------------
 
 
-class _PositionedFile:
-    """Rows of a C-ordered array stored contiguously at ``offset`` in a file."""
+class _RowIndexing:
+    """``a[rows, ...]`` and ``a[rows, :] = band`` on top of ``read``/``write``.
+
+    Enough of an array for :func:`dask.array.from_array` and
+    :func:`dask.array.store`: rows are read or written only when indexed, and
+    there is no ``copy`` method, so Dask does not load the whole file into
+    memory as it does with a memory map.
+    """
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _row_range(self, key) -> tuple[int, int, tuple]:
+        key = key if isinstance(key, tuple) else (key,)
+        rows = key[0] if key else slice(None)
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise IndexError(f"rows must be indexed by a slice with step 1, got {rows!r}")
+        start, stop, _ = rows.indices(self.shape[0])
+        return start, max(start, stop), key[1:]
+
+    def __getitem__(self, key) -> np.ndarray:
+        start, stop, rest = self._row_range(key)
+        return self.read(start, stop)[(slice(None), *rest)]
+
+    def __setitem__(self, key, value) -> None:
+        start, stop, rest = self._row_range(key)
+        for part, size in zip(rest, self.shape[1:]):
+            if not (isinstance(part, slice) and part.indices(size) == (0, size, 1)):
+                raise IndexError("only whole rows can be written")
+        self.write(start, np.broadcast_to(value, (stop - start, *self.shape[1:])))
+
+    def __dask_tokenize__(self):
+        return (type(self).__name__, id(self), self.shape, str(self.dtype))
+
+
+class _PositionedFile(_RowIndexing):
+    """Rows of a C-ordered array stored contiguously at ``offset`` in a file.
+
+    Picklable (it reopens the file by name), so Dask workers in other
+    processes can read and write it.
+    """
 
     def __init__(self, path, shape, dtype, offset: int, mode: str):
+        self.path, self.mode = str(path), mode
         self.shape = tuple(int(n) for n in shape)
         self.stored_dtype = np.dtype(dtype)
         self.dtype = self.stored_dtype.newbyteorder("=")
         self.offset = int(offset)
         self.row_items = int(np.prod(self.shape[1:]))
         self.row_bytes = self.row_items * self.stored_dtype.itemsize
-        self.descriptor = os.open(path, os.O_RDONLY if mode == "r" else os.O_RDWR)
+        self._open()
+
+    def _open(self) -> None:
+        self.descriptor = os.open(self.path, os.O_RDONLY if self.mode == "r" else os.O_RDWR)
+
+    def __getstate__(self) -> dict:
+        return {key: value for key, value in self.__dict__.items() if key != "descriptor"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def __dask_tokenize__(self):
+        return ("_PositionedFile", self.path, os.stat(self.path).st_mtime_ns, self.offset,
+                self.shape, str(self.stored_dtype))
 
     def read(self, start: int, stop: int) -> np.ndarray:
         rows = np.empty((stop - start, *self.shape[1:]), dtype=self.stored_dtype)
@@ -289,7 +355,7 @@ class _PositionedFile:
         while done < len(view):  # pread may return fewer bytes than asked
             count = os.preadv(self.descriptor, [view[done:]], position + done)
             if count == 0:
-                raise OSError("file is shorter than its header says")
+                raise OSError(f"{self.path} is shorter than its header says")
             done += count
         return rows.astype(self.dtype, copy=False)
 
@@ -301,10 +367,15 @@ class _PositionedFile:
             done += os.pwrite(self.descriptor, view[done:], position + done)
 
     def close(self) -> None:
-        os.close(self.descriptor)
+        if getattr(self, "descriptor", -1) >= 0:  # also when os.open failed
+            os.close(self.descriptor)
+            self.descriptor = -1
+
+    def __del__(self):
+        self.close()
 
 
-class _ArrayRows:
+class _ArrayRows(_RowIndexing):
     """Rows of anything sliceable (a Zarr array, a memory map)."""
 
     def __init__(self, array, owner=None):

@@ -16,7 +16,8 @@ da = pytest.importorskip("dask.array", reason="dask is not installed: pip instal
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from gpuconv._dask import merge_small_chunks  # noqa: E402
+from gpuconv import _outofcore  # noqa: E402
+from gpuconv._dask import merge_small_chunks, read_dask, write_dask  # noqa: E402
 
 BORDERS = ["reflect101", "reflect", "replicate", "constant", "wrap"]
 
@@ -202,8 +203,46 @@ def test_cupy_chunks_use_the_cuda_backend(rng):
     np.testing.assert_array_equal(result.get(), expected.get())
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".tif", ".zarr"])
+def test_files_through_dask_band_by_band(suffix, tmp_path, monkeypatch, rng):
+    pytest.importorskip("tifffile", reason="tifffile is not installed: pip install 'gpuconv[dask]'")
+    pytest.importorskip("zarr", reason="zarr is not installed: pip install 'gpuconv[dask]'")
+    image = rng.integers(0, 256, (50, 20, 3), dtype=np.uint8)
+    source = tmp_path / f"in{suffix}"
+    writer = _outofcore.open_writer(source, image.shape, image.dtype, 50)
+    writer.write(0, image)
+    writer.close()
+    reads = []
+    real_open_reader = _outofcore.open_reader
+
+    def recording_open_reader(path):
+        reader = real_open_reader(path)
+        real_read = reader.read
+
+        def read(start, stop):
+            reads.append((start, stop))
+            return real_read(start, stop)
+
+        reader.read = read
+        return reader
+
+    monkeypatch.setattr(_outofcore, "open_reader", recording_open_reader)
+    lazy = gpuconv.convolve(read_dask(source, rows_per_chunk=8), "small_blur", border="wrap")
+    assert reads == []  # building the graph reads nothing
+    target = tmp_path / f"out{suffix}"
+    write_dask(lazy, target)
+    assert reads and max(stop - start for start, stop in reads) <= 8
+    written = _outofcore.open_reader(target)
+    try:
+        np.testing.assert_array_equal(
+            written.read(0, 50), gpuconv.convolve(image, "small_blur", border="wrap")
+        )
+    finally:
+        written.close()
+
+
 @pytest.mark.slow
-def test_real_two_process_cluster_gives_the_in_memory_array(rng):
+def test_real_two_process_cluster_gives_the_in_memory_array(tmp_path, rng):
     distributed = pytest.importorskip(
         "distributed", reason="distributed is not installed: pip install 'gpuconv[dask]'"
     )
@@ -211,12 +250,18 @@ def test_real_two_process_cluster_gives_the_in_memory_array(rng):
     options = dict(border="wrap", dtype=np.float32)  # integer kernel: exact on every backend
     expected = gpuconv.convolve(image, "sobel_x", **options)
     lazy = gpuconv.convolve(da.from_array(image, chunks=(24, 20, 3)), "sobel_x", **options)
+    source, target = tmp_path / "in.npy", tmp_path / "out.npy"
+    np.save(source, image)
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
         dashboard_address=None, timeout=60,
     ) as cluster, distributed.Client(cluster, timeout=60) as client:
         worker_pids = client.run(os.getpid, wait=True)
         result = client.compute(lazy).result(timeout=120)
+        # Files too: workers open the input and output by name and write bands.
+        from_file = gpuconv.convolve(read_dask(source, rows_per_chunk=20), "sobel_x", **options)
+        client.compute(write_dask(from_file, target, compute=False)).result(timeout=120)
         assert len(worker_pids) == 2
         assert os.getpid() not in worker_pids.values()
     _assert_identical(result, expected)
+    _assert_identical(np.load(target), expected)
