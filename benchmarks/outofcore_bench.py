@@ -4,12 +4,16 @@ Three ways, each in a fresh Python process so that its peak memory is its own:
 
 - ``cli``: ``gpuconv apply in.npy -k KERNEL -o out.npy`` (the out-of-core band
   pipeline, :func:`gpuconv._outofcore.apply_file`);
-- ``dask``: the Python API on a Dask array of the ``np.load(mmap_mode="r")``
-  memory map, stored into an ``open_memmap`` output with ``da.store``;
+- ``dask-file``: the Python API on Dask arrays of row bands,
+  ``write_dask(gpuconv.convolve(read_dask(path), kernel), out)``;
+- ``dask-memmap``: the Python API on ``da.from_array(np.load(path,
+  mmap_mode="r"))`` stored into an ``open_memmap`` with ``da.store`` (Dask's
+  ``from_array`` copies the whole memory map into memory: shown as the
+  pitfall ``read_dask`` avoids);
 - ``in-memory``: ``np.load`` the whole image, ``gpuconv.convolve``, ``np.save``.
 
 Each process reports its wall time (reading, filtering and writing included),
-its peak resident memory (``ru_maxrss``: file pages mapped into the process
+its peak resident memory (``VmHWM``: file pages mapped into the process
 count too) and its peak anonymous memory (``RssAnon`` sampled every 20 ms from
 ``/proc/self/status``: the memory the run really needs, page cache excluded).
 The three outputs are compared byte for byte. Usage::
@@ -37,10 +41,11 @@ from pathlib import Path
 import numpy as np
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+MODES = ("in-memory", "cli", "dask-file", "dask-memmap")
 
 # The child process: run one mode, print one JSON line of measurements.
 _CHILD = r"""
-import json, os, resource, sys, threading, time
+import json, os, sys, threading, time
 import numpy as np
 
 mode, source, target, kernel, rows = sys.argv[1:6]
@@ -60,13 +65,17 @@ sampler.start()
 import gpuconv
 gpuconv.convolve(np.zeros((64, 64), np.uint8), kernel)  # compile outside the timing
 backend = next(name for name, state in gpuconv.backends().items() if state)
+# Imports outside the timing: each path is timed from a warm interpreter.
+import dask.array as da
+from gpuconv.cli import main
+from gpuconv._dask import read_dask, write_dask
 started = time.perf_counter()
 if mode == "cli":
-    from gpuconv.cli import main
     code = main(["apply", source, "-k", kernel, "-o", target, "--quiet"])
     assert code == 0, code
-elif mode == "dask":
-    import dask.array as da
+elif mode == "dask-file":
+    write_dask(gpuconv.convolve(read_dask(source, rows_per_chunk=int(rows)), kernel), target)
+elif mode == "dask-memmap":
     image = np.load(source, mmap_mode="r")
     lazy = gpuconv.convolve(da.from_array(image, chunks=(int(rows), image.shape[1])), kernel)
     output = np.lib.format.open_memmap(target, mode="w+", dtype=lazy.dtype, shape=lazy.shape)
@@ -80,9 +89,11 @@ else:
     raise SystemExit(f"unknown mode {mode}")
 seconds = time.perf_counter() - started
 stop.set(); sampler.join()
+with open("/proc/self/status") as status:  # VmHWM restarts at exec, unlike ru_maxrss
+    peak_rss = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 print(json.dumps({
     "seconds": seconds,
-    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_rss_mib": peak_rss / 1024,
     "peak_anonymous_mib": peak_anonymous[0] / 1024,
     "backend": backend,
 }))
@@ -155,7 +166,7 @@ def main(argv=None) -> int:
             f"Python {platform.python_version()}, numpy {np.__version__}. The file sits in the page "
             "cache (warm), so the times are compute plus memory copies, not disk speed.",
             "",
-            "Time includes reading the input and writing the output. Peak RSS is `ru_maxrss` "
+            "Time includes reading the input and writing the output. Peak RSS is `VmHWM` "
             "(file pages mapped into the process count); peak anonymous is the largest "
             "`RssAnon` sampled every 20 ms (the memory the run itself needs).",
             "",
@@ -165,19 +176,20 @@ def main(argv=None) -> int:
         for kernel in args.kernels:
             outputs = {}
             results = {}
-            for mode in ("in-memory", "cli", "dask"):
+            for mode in MODES:
                 target = workdir / f"out-{mode}.npy"
                 results[mode] = run_child(mode, source, target, kernel, args.dask_rows)
                 outputs[mode] = target
                 print(kernel, mode, results[mode], file=sys.stderr)
-            for mode in ("cli", "dask", "in-memory"):
+            for mode in MODES[1:] + MODES[:1]:
                 result = results[mode]
                 equal = "reference" if mode == "in-memory" else str(
                     same_bytes(outputs[mode], outputs["in-memory"])
                 )
                 path = {
                     "cli": "`gpuconv apply` (apply_file, bands)",
-                    "dask": "Python API, Dask on np.load memmap",
+                    "dask-file": "Python API, read_dask + write_dask",
+                    "dask-memmap": "Python API, da.from_array(np.load memmap)",
                     "in-memory": "np.load + convolve + np.save",
                 }[mode]
                 lines.append(
