@@ -348,9 +348,7 @@ def machine_facts() -> dict:
         "logical_cpus": os.cpu_count(),
         "numpy": np.__version__,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join(
-            ["gpuconv bench" if sys.argv[0].endswith("gpuconv") else sys.argv[0], *sys.argv[1:]]
-        ),
+        "command": _command_line(),
     }
     for module in ("numba", "cv2", "scipy", "cupy", "torch"):
         if module in sys.modules:
@@ -360,6 +358,15 @@ def machine_facts() -> dict:
     if "cv2" in sys.modules:
         facts["cv2_threads"] = sys.modules["cv2"].getNumThreads()
     return facts
+
+
+def _command_line() -> str:
+    program = sys.argv[0]
+    if program.endswith(".py"):
+        program = f"python {program}"
+    elif program.endswith(("gpuconv", "__main__.py")):
+        program = "gpuconv bench"
+    return " ".join([program, *sys.argv[1:]])
 
 
 def _cpu_model() -> str:

@@ -50,6 +50,7 @@ INTEGER_DIRECT = np.array(
         ("uint8", "small_blur", _numba_kernels.PATH_SEPARABLE, False),
         ("float32", "large_blur", _numba_kernels.PATH_SEPARABLE, False),
         ("uint16", INTEGER_DIRECT, _numba_kernels.PATH_DIRECT, True),
+        ("uint16", INTEGER_DIRECT * 20, _numba_kernels.PATH_DIRECT, True),  # int32 sums
         ("float32", INTEGER_DIRECT * 0.37, _numba_kernels.PATH_DIRECT, False),
     ],
 )
@@ -66,6 +67,21 @@ def test_each_path_agrees_with_the_reference(rng, dtype, kernel, path, integer):
     actual = gpuconv.convolve(image, kernel, backend="numba")
     # Integer paths are exact (bit-identical to OpenCV); float paths within the contract.
     assert_contract_accuracy(actual, reference(image, kernel), exact=integer)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "kernel", "accumulator"),
+    [
+        ("uint8", "sharpen", np.float32),  # |sums| <= 9 * 255: exact in float32
+        ("uint16", INTEGER_DIRECT, np.float32),  # 27 * 65535 < 2**24
+        ("uint16", INTEGER_DIRECT * 20, np.int32),  # 540 * 65535 > 2**24
+        ("int16", np.full((5, 5), 3000.0), np.int64),  # beyond int32
+    ],
+)
+def test_integer_sums_use_float32_only_where_it_is_exact(dtype, kernel, accumulator):
+    run = _numba.execution_for(_plan(np.zeros((9, 9), dtype), kernel), workers=1)
+    assert run.strategy.integer
+    assert run.accumulator == accumulator
 
 
 def test_zero_taps_are_skipped_for_integer_images_only():
