@@ -270,6 +270,14 @@ def test_get_global_of_a_namespaced_device_array(intrinsics_module):
             "parameter 1 .*not a pointer",
         ),
         ((np.float32(1), np.float32(2), np.int64(4)), "parameter 0 is a 8-byte pointer"),
+        (
+            (np.zeros(4, np.float64), np.float32(2), np.int64(4)),
+            "parameter 0 points to 4-byte floating-points, but got an array of float64",
+        ),
+        (
+            (np.zeros(4, np.int32), np.float32(2), np.int64(4)),
+            "parameter 0 points to 4-byte floating-points, but got an array of int32",
+        ),
         ((np.zeros(4, np.float32), np.float32(2)), "takes 3 arguments, 2 given"),
         (([1.0], np.float32(2), np.int64(4)), "expected a numpy array"),
     ],

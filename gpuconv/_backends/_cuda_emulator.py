@@ -415,7 +415,7 @@ def _scalar_kind(value: np.generic) -> str:
     return "o"
 
 
-_KIND_NAMES = {"p": "pointer", "f": "floating-point", "i": "integer", "o": "struct"}
+_KIND_NAMES = {"p": "pointer", "f": "floating-point", "i": "integer", "o": "struct", "v": "void"}
 
 
 def _byte_bounds(array: np.ndarray) -> tuple[int, int]:
@@ -471,13 +471,17 @@ class EmulatedFunction:
         self.module = module
         self.index = index
         self.name_expression = name_expression
-        kinds = ctypes.create_string_buffer(_MAX_PARAMETERS)
-        sizes = (ctypes.c_ulonglong * _MAX_PARAMETERS)()
+        kinds = ctypes.create_string_buffer(2 * _MAX_PARAMETERS)
+        sizes = (ctypes.c_ulonglong * (2 * _MAX_PARAMETERS))()
         count = module._library.gpuconv_emu_signature(index, kinds, sizes, _MAX_PARAMETERS)
-        #: (kind, sizeof) of each kernel parameter; kind is 'p', 'f', 'i' or 'o'.
-        self.parameters = tuple(
-            (kinds.raw[i : i + 1].decode(), int(sizes[i])) for i in range(count)
-        )
+        if not 0 <= count <= _MAX_PARAMETERS:
+            raise EmulatorError(f"{name_expression}: more than {_MAX_PARAMETERS} parameters")
+        raw = kinds.raw.decode()
+        #: (kind, sizeof) of each kernel parameter; kind is 'p' (pointer), 'f', 'i' or 'o'.
+        self.parameters = tuple((raw[2 * i], int(sizes[2 * i])) for i in range(count))
+        #: (kind, sizeof) of what each pointer parameter points to ('-', 0 for the others;
+        #: 'v', 0 for void).
+        self.pointees = tuple((raw[2 * i + 1], int(sizes[2 * i + 1])) for i in range(count))
 
     def __repr__(self) -> str:
         return f"<EmulatedFunction {self.name_expression}>"
@@ -497,6 +501,7 @@ class EmulatedFunction:
                         f"argument {index} of {self.name_expression}: parameter {index} is a "
                         f"{size}-byte {_KIND_NAMES[kind]}, not a pointer, but got a numpy array"
                     )
+                self._check_pointee(index, argument.dtype)
                 if argument.size:
                     low, high = _byte_bounds(argument)
                     allocations += [low, high, index]
@@ -528,6 +533,18 @@ class EmulatedFunction:
         )
         allocation_array = (ctypes.c_ulonglong * max(1, len(allocations)))(*allocations)
         return buffers, pointers, allocation_array, len(allocations) // 3
+
+    def _check_pointee(self, index: int, dtype: np.dtype) -> None:
+        """An array for a ``float*`` must hold 4-byte floats, and so on (void* takes any)."""
+        kind, size = self.pointees[index]
+        if kind not in "fi":
+            return
+        actual = "f" if dtype.kind == "f" else "i" if dtype.kind in "iub" else "o"
+        if actual != kind or dtype.itemsize != size:
+            raise TypeError(
+                f"argument {index} of {self.name_expression}: parameter {index} points to "
+                f"{size}-byte {_KIND_NAMES[kind]}s, but got an array of {dtype}"
+            )
 
     def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
         """Launch the kernel on ``grid`` x ``block`` threads; returns when it has finished.

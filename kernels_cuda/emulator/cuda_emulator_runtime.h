@@ -511,24 +511,47 @@ inline void invoke_kernel(void (*kernel)(P...), void** args) {
     invoke_kernel(kernel, args, std::index_sequence_for<P...>{});
 }
 
-// 'p' pointer, 'f' floating point, 'i' integer (bool and enums too), 'o' anything else.
+// 'p' pointer, 'f' floating point, 'i' integer (bool and enums too), 'v' void, 'o' other.
 template <class P>
 constexpr char parameter_kind() {
     return std::is_pointer<P>::value          ? 'p'
            : std::is_floating_point<P>::value ? 'f'
            : (std::is_integral<P>::value || std::is_enum<P>::value) ? 'i'
+           : std::is_void<P>::value                                 ? 'v'
                                                                     : 'o';
 }
 
-// Writes the kind and sizeof of each parameter; returns the parameter count.
+// What a pointer parameter points to ('-' and 0 for parameters that are not pointers).
+template <class P>
+constexpr char pointee_kind() {
+    if constexpr (std::is_pointer<P>::value)
+        return parameter_kind<std::remove_cv_t<std::remove_pointer_t<P>>>();
+    else
+        return '-';
+}
+template <class P>
+constexpr unsigned long long pointee_size() {
+    if constexpr (std::is_pointer<P>::value && !std::is_void<std::remove_pointer_t<P>>::value)
+        return sizeof(std::remove_pointer_t<P>);
+    else
+        return 0;
+}
+
+// For parameter i writes kinds[2i] and sizes[2i] (kind and sizeof of the parameter) and
+// kinds[2i+1] and sizes[2i+1] (the same of what a pointer parameter points to); returns
+// the parameter count.
 template <class... P>
 inline int signature(void (*)(P...), char* kinds, unsigned long long* sizes, int capacity) {
     const char kind_list[] = {parameter_kind<P>()..., '\0'};
+    const char pointee_kind_list[] = {pointee_kind<P>()..., '\0'};
     const unsigned long long size_list[] = {sizeof(P)..., 0};
+    const unsigned long long pointee_size_list[] = {pointee_size<P>()..., 0};
     const int count = static_cast<int>(sizeof...(P));
     for (int i = 0; i < count && i < capacity; ++i) {
-        kinds[i] = kind_list[i];
-        sizes[i] = size_list[i];
+        kinds[2 * i] = kind_list[i];
+        kinds[2 * i + 1] = pointee_kind_list[i];
+        sizes[2 * i] = size_list[i];
+        sizes[2 * i + 1] = pointee_size_list[i];
     }
     return count;
 }
