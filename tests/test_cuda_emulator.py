@@ -252,6 +252,44 @@ def test_get_global_of_a_namespaced_device_array(intrinsics_module):
     np.testing.assert_array_equal(out, [10, 20, 30, 40])
 
 
+@pytest.fixture(scope="module")
+def atomics_module():
+    return emulator.EmulatedModule(
+        source("atomics.cu"), name_expressions=["histogram", "votes", "pack_float4"]
+    )
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_atomics_from_every_block(atomics_module, rng, monkeypatch, threads):
+    monkeypatch.setenv("GPUCONV_EMULATOR_THREADS", threads)
+    values = rng.integers(0, 256, 5000).astype(np.uint8)
+    bins = np.zeros(256, np.uint32)
+    total = np.zeros(1, np.float32)
+    largest = np.zeros(1, np.int32)
+    atomics_module.get_function("histogram")(
+        (7,), (96,), (values, bins, total, largest, np.int32(values.size))
+    )
+    np.testing.assert_array_equal(bins, np.bincount(values, minlength=256))
+    assert total[0] == values.sum()  # integers below 2^24: exact in float32 in any order
+    assert largest[0] == values.max()
+
+
+def test_block_votes(atomics_module):
+    values = np.ones((3, 32), np.int32)
+    values[1, 5] = 0
+    values[2, 31] = -4
+    results = np.full((3, 2), 7, np.int32)
+    atomics_module.get_function("votes")((3,), (32,), (values, results))
+    np.testing.assert_array_equal(results, [[1, 0], [0, 0], [0, 1]])
+
+
+def test_vector_types(atomics_module):
+    values = np.arange(32, dtype=np.float32)
+    out = np.zeros(32, np.float32)  # eight float4
+    atomics_module.get_function("pack_float4")((1,), (8,), (values, out))
+    np.testing.assert_array_equal(out, values.reshape(8, 4)[:, ::-1].ravel())
+
+
 # ---------------------------------------------------------------- argument checking
 
 
