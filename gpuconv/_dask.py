@@ -43,7 +43,14 @@ from ._plan import Border, array_library, as_kernel_array, make_plan
 
 
 def convolve_dask(
-    image, kernel, *, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None,
+    image,
+    kernel,
+    *,
+    border="reflect101",
+    value=0.0,
+    anchor=None,
+    flip=False,
+    dtype=None,
     backend="auto",
 ):
     """:func:`gpuconv.convolve` for a Dask array: return a lazy Dask array.
@@ -125,8 +132,13 @@ def convolve_dask(
         chunks = _chunks_at_least(image.chunks, depths)
         source = image.rechunk(chunks)
         return da.map_overlap(
-            block_convolve, source, depth=_depth_dict(depths, image.ndim),
-            boundary="none", trim=True, dtype=plan.output_dtype, meta=meta,
+            block_convolve,
+            source,
+            depth=_depth_dict(depths, image.ndim),
+            boundary="none",
+            trim=True,
+            dtype=plan.output_dtype,
+            meta=meta,
         )
 
     chunks = _chunks_at_least(image.chunks, depths)
@@ -147,8 +159,13 @@ def convolve_dask(
         padded_chunks[axis] = tuple(sizes)
     padded = padded.rechunk(tuple(padded_chunks))
     filtered = da.map_overlap(
-        block_convolve, padded, depth=_depth_dict(depths, image.ndim),
-        boundary="none", trim=True, dtype=plan.output_dtype, meta=meta,
+        block_convolve,
+        padded,
+        depth=_depth_dict(depths, image.ndim),
+        boundary="none",
+        trim=True,
+        dtype=plan.output_dtype,
+        meta=meta,
     )
     (top, _), (left, _) = depths
     return filtered[top : top + height, left : left + width]
@@ -158,7 +175,13 @@ def _convolve_block(block, *, kernel, border, value, anchor, flip, dtype, backen
     from ._convolve import convolve
 
     return convolve(
-        block, kernel, border=border, value=value, anchor=anchor, flip=flip, dtype=dtype,
+        block,
+        kernel,
+        border=border,
+        value=value,
+        anchor=anchor,
+        flip=flip,
+        dtype=dtype,
         backend=backend,
     )
 
@@ -251,7 +274,10 @@ def read_dask(path, rows_per_chunk: int | None = None):
         rows_per_chunk = max(1, _BAND_INPUT_BYTES // row_bytes)
     chunks = (min(int(rows_per_chunk), reader.shape[0]), *reader.shape[1:])
     return da.from_array(
-        reader, chunks=chunks, asarray=True, lock=False,
+        reader,
+        chunks=chunks,
+        asarray=True,
+        lock=False,
         meta=np.empty((0,) * len(reader.shape), dtype=reader.dtype),
     )
 

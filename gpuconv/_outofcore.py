@@ -56,8 +56,18 @@ def is_out_of_core_path(path) -> bool:
 
 
 def apply_file(
-    input_path, output_path, kernels: list, *, border="reflect101", value=0.0, anchor=None,
-    flip=False, dtype=None, backend="auto", rows_per_chunk=None, progress=True,
+    input_path,
+    output_path,
+    kernels: list,
+    *,
+    border="reflect101",
+    value=0.0,
+    anchor=None,
+    flip=False,
+    dtype=None,
+    backend="auto",
+    rows_per_chunk=None,
+    progress=True,
 ) -> dict:
     """Apply ``kernels`` one after the other to an image file, band by band.
 
@@ -107,11 +117,14 @@ def apply_file(
     if not input_path.exists():
         raise FileNotFoundError(f"no such file: {input_path}")
     if input_path.resolve() == output_path.resolve():
-        raise ValueError("output_path must differ from input_path (the input is read while written)")
+        raise ValueError(
+            "output_path must differ from input_path (the input is read while written)"
+        )
     if isinstance(kernels, str) or len(kernels) == 0:
         raise ValueError("kernels must be a non-empty list of kernels (arrays or bank names)")
     if rows_per_chunk is not None and (
-        isinstance(rows_per_chunk, bool) or not isinstance(rows_per_chunk, (int, np.integer))
+        isinstance(rows_per_chunk, bool)
+        or not isinstance(rows_per_chunk, (int, np.integer))
         or rows_per_chunk < 1
     ):
         raise ValueError(f"rows_per_chunk must be a positive integer, got {rows_per_chunk!r}")
@@ -189,12 +202,21 @@ class BandPipeline:
             # for a whole image, without reading any pixel.
             dummy = np.zeros((1, 1, *channels), dtype=stage_dtype)
             _, plan, _ = make_plan(
-                dummy, kernel, border=border, value=value, anchor=anchor, flip=flip,
+                dummy,
+                kernel,
+                border=border,
+                value=value,
+                anchor=anchor,
+                flip=flip,
                 dtype=dtype if last else None,
             )
             options = dict(
-                border=plan.border, value=plan.border_value, anchor=anchor, flip=flip,
-                dtype=plan.output_dtype, backend=backend,
+                border=plan.border,
+                value=plan.border_value,
+                anchor=anchor,
+                flip=flip,
+                dtype=plan.output_dtype,
+                backend=backend,
             )
             self.stages.append((kernel, plan, options))
             stage_dtype = plan.output_dtype
@@ -232,7 +254,9 @@ class BandPipeline:
         needed = [np.empty(0, np.int64)] * len(self.stages) + [np.arange(top, bottom)]
         for stage in range(len(self.stages), 0, -1):
             plan = self.stages[stage - 1][1]
-            sources = [self._source_rows(plan, run[0], run[-1] + 1)[0] for run in _runs(needed[stage])]
+            sources = [
+                self._source_rows(plan, run[0], run[-1] + 1)[0] for run in _runs(needed[stage])
+            ]
             needed[stage - 1] = np.unique(np.concatenate(sources))
         values = np.concatenate(
             [np.asarray(self.reader.read(run[0], run[-1] + 1)) for run in _runs(needed[0])]
@@ -345,8 +369,14 @@ class _PositionedFile(_RowIndexing):
         self._open()
 
     def __dask_tokenize__(self):
-        return ("_PositionedFile", self.path, os.stat(self.path).st_mtime_ns, self.offset,
-                self.shape, str(self.stored_dtype))
+        return (
+            "_PositionedFile",
+            self.path,
+            os.stat(self.path).st_mtime_ns,
+            self.offset,
+            self.shape,
+            str(self.stored_dtype),
+        )
 
     def read(self, start: int, stop: int) -> np.ndarray:
         rows = np.empty((stop - start, *self.shape[1:]), dtype=self.stored_dtype)
@@ -458,7 +488,10 @@ def open_writer(path, shape, dtype, rows_per_chunk: int):
         nbytes = int(np.prod(shape)) * dtype.itemsize
         colour = len(shape) == 3 and shape[2] in (3, 4) and dtype == np.uint8
         created = tifffile.memmap(
-            path, shape=tuple(shape), dtype=dtype, bigtiff=nbytes > 2**31,
+            path,
+            shape=tuple(shape),
+            dtype=dtype,
+            bigtiff=nbytes > 2**31,
             photometric="rgb" if colour else "minisblack",
             planarconfig="contig" if len(shape) == 3 else None,
         )

@@ -9,15 +9,14 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gpuconv
+from gpuconv import _outofcore
+from gpuconv._dask import merge_small_chunks, read_dask, write_dask
 
 da = pytest.importorskip("dask.array", reason="dask is not installed: pip install 'gpuconv[dask]'")
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from gpuconv import _outofcore  # noqa: E402
-from gpuconv._dask import merge_small_chunks, read_dask, write_dask  # noqa: E402
 
 BORDERS = ["reflect101", "reflect", "replicate", "constant", "wrap"]
 
@@ -122,8 +121,14 @@ def test_random_geometry_matches_in_memory(
     image = rng.integers(0, 256, (height, width), dtype=np.uint8)
     kernel = rng.normal(size=(kernel_height, kernel_width))
     actual, expected = _both(
-        image, kernel, (chunk_rows, chunk_cols), border=border, value=99.5, anchor=anchor,
-        flip=flip, backend="numpy",
+        image,
+        kernel,
+        (chunk_rows, chunk_cols),
+        border=border,
+        value=99.5,
+        anchor=anchor,
+        flip=flip,
+        backend="numpy",
     )
     _assert_identical(actual, expected)
 
@@ -252,10 +257,17 @@ def test_real_two_process_cluster_gives_the_in_memory_array(tmp_path, rng):
     lazy = gpuconv.convolve(da.from_array(image, chunks=(24, 20, 3)), "sobel_x", **options)
     source, target = tmp_path / "in.npy", tmp_path / "out.npy"
     np.save(source, image)
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None, timeout=60,
-    ) as cluster, distributed.Client(cluster, timeout=60) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            timeout=60,
+        ) as cluster,
+        distributed.Client(cluster, timeout=60) as client,
+    ):
         worker_pids = client.run(os.getpid, wait=True)
         result = client.compute(lazy).result(timeout=120)
         # Files too: workers open the input and output by name and write bands.

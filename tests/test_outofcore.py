@@ -160,16 +160,16 @@ def test_a_band_never_reads_more_than_its_rows_and_halo(border, rng):
     kernels = ["small_blur", "sobel_y", np.ones((6, 1))]  # halos 6 + 2 + 5 rows
     options = dict(border=border, value=3.0, anchor=None, flip=False, dtype=None, backend="numpy")
     rows_per_chunk = 16
-    pipeline, reader, writer, rows_per_band = _run_recorded(
-        image, kernels, rows_per_chunk, **options
-    )
+    pipeline, _, writer, rows_per_band = _run_recorded(image, kernels, rows_per_chunk, **options)
     assert pipeline.halo_rows == 13
     assert writer.written == [(top, min(200, top + 16)) for top in range(0, 200, 16)]
     # Each band reads at most its own rows plus the chain's halo (less at the
     # edges for constant and replicate), never the whole image.
     assert len(rows_per_band) == 13
     assert max(rows_per_band) <= rows_per_chunk + pipeline.halo_rows
-    expected = _in_memory_chain(image, kernels, **{k: v for k, v in options.items() if k != "dtype"})
+    expected = _in_memory_chain(
+        image, kernels, **{k: v for k, v in options.items() if k != "dtype"}
+    )
     np.testing.assert_array_equal(writer.output, expected)
 
 
@@ -206,7 +206,9 @@ def test_apply_file_reads_the_file_band_by_band(tmp_path, monkeypatch, rng):
     border=st.sampled_from(BORDERS),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_random_bands_and_chains_match_in_memory(height, rows_per_chunk, kernel_heights, border, seed):
+def test_random_bands_and_chains_match_in_memory(
+    height, rows_per_chunk, kernel_heights, border, seed
+):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (height, 5), dtype=np.uint8)
     kernels = [rng.normal(size=(kernel_height, 2)) for kernel_height in kernel_heights]
@@ -238,7 +240,9 @@ def test_default_band_size_and_stats(tmp_path, rng):
 
 
 def test_is_out_of_core_path():
-    assert [is_out_of_core_path(name) for name in ("a.npy", "b.TIF", "c.tiff", "d.zarr")] == [True] * 4
+    assert [is_out_of_core_path(name) for name in ("a.npy", "b.TIF", "c.tiff", "d.zarr")] == [
+        True
+    ] * 4
     assert not any(is_out_of_core_path(name) for name in ("a.png", "b.jpg", "npy", "c.npz"))
 
 
@@ -280,8 +284,21 @@ def test_cli_apply_streams_out_of_core_files(tmp_path, capsys, rng):
     image = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
     source = _write(tmp_path / "in", image, "zarr")
     target = tmp_path / "out.zarr"
-    argv = ["apply", str(source), "-k", "sharpen", "-k", "sobel_x", "-o", str(target),
-            "--border", "wrap", "--dtype", "float32", "--quiet"]
+    argv = [
+        "apply",
+        str(source),
+        "-k",
+        "sharpen",
+        "-k",
+        "sobel_x",
+        "-o",
+        str(target),
+        "--border",
+        "wrap",
+        "--dtype",
+        "float32",
+        "--quiet",
+    ]
     assert main(argv) == 0
     assert "wrote" in capsys.readouterr().out
     expected = _in_memory_chain(image, ["sharpen", "sobel_x"], border="wrap", dtype=np.float32)
