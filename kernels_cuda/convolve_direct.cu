@@ -18,7 +18,7 @@
 #include "gpuconv_common.cuh"
 
 template <typename In, typename Out, typename Acc, int KH, int KW>
-__global__ void __launch_bounds__(GPUCONV_THREADS)
+__global__ void
 gpuconv_direct(const In* __restrict__ image, Out* __restrict__ output,
                const Acc* __restrict__ weights, int height, int width, int channels,
                int kernel_height, int kernel_width, int anchor_y, int anchor_x, int border,

@@ -122,15 +122,19 @@ def tiled_shared_bytes(template: str, kernel_height: int, kernel_width: int, ite
     raise ValueError(f"{template} is not a tiled kernel")
 
 
-def specialised(input_dtype, output_dtype) -> bool:
-    """Whether compile-time kernel sizes exist for this pair of types.
+def specialised(input_dtype, output_dtype, accumulator) -> bool:
+    """Whether compile-time kernel sizes exist for this combination of types.
 
     Only for the common outputs (the input's own type, and float32 for raw
-    responses): every other pair runs the run-time-size template, which keeps
-    the number of instantiations (and CI's compile checks) small.
+    responses) with 32-bit sums: unrolled 64-bit sums run out of registers and
+    spill, and every other combination runs the run-time-size template, which
+    also keeps the number of instantiations (and CI's compile checks) small.
     """
     output_dtype = np.dtype(output_dtype)
-    return output_dtype in (np.dtype(input_dtype), np.dtype(np.float32))
+    return (
+        output_dtype in (np.dtype(input_dtype), np.dtype(np.float32))
+        and np.dtype(accumulator).itemsize == 4
+    )
 
 
 def name_expression(template: str, input_dtype, output_dtype, accumulator, size=(0, 0)) -> str:
@@ -194,7 +198,9 @@ def plan_launch(
             min(_ceil_div(height, TILE_HEIGHT), _MAX_GRID_Y),
             min(channels, _MAX_GRID_Z),
         )
-        fixed = plan.kernel.shape in sizes and specialised(plan.input_dtype, plan.output_dtype)
+        fixed = plan.kernel.shape in sizes and specialised(
+            plan.input_dtype, plan.output_dtype, accumulator
+        )
         size = (kernel_height, kernel_width) if fixed else (0, 0)
         expression = name_expression(
             template, plan.input_dtype, plan.output_dtype, accumulator, size
@@ -256,7 +262,7 @@ def every_name_expression() -> dict[str, list[str]]:
                     ("gpuconv_direct", DIRECT_SIZES),
                     ("gpuconv_separable", SEPARABLE_SIZES),
                 ):
-                    fixed = sizes if specialised(input_dtype, output_dtype) else ()
+                    fixed = sizes if specialised(input_dtype, output_dtype, accumulator) else ()
                     for size in (*fixed, (0, 0)):
                         expressions[SOURCE_FILES[template]].append(
                             name_expression(template, input_dtype, output_dtype, accumulator, size)

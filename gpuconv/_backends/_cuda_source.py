@@ -179,3 +179,57 @@ def nvrtc_compile(file_name: str, name_expressions, architecture: str, extra_opt
     """
     options = (*COMPILE_OPTIONS, f"--gpu-architecture={architecture}", *extra_options)
     return Nvrtc().compile(source(file_name), list(name_expressions), options)
+
+
+# --------------------------------------------------------------------------- resource reports
+
+_ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(\w+)'")
+_SPILLS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_REGISTERS = re.compile(r"Used (\d+) registers")
+_SHARED = re.compile(r"(\d+) bytes smem")
+
+
+def resource_report(ptxas_log: str, names: dict[str, str] | None = None) -> list[dict]:
+    """Parse ``ptxas -v`` output (from NVRTC or nvcc) into one record per kernel.
+
+    Each record: ``kernel`` (the name expression when ``names`` maps lowered
+    names back, else the mangled name), ``architecture``, ``registers``,
+    ``static_shared_bytes``, ``stack_bytes``, ``spill_store_bytes``, ``spill_load_bytes``.
+    """
+    records: list[dict] = []
+    for line in ptxas_log.splitlines():
+        entry = _ENTRY.search(line)
+        if entry:
+            mangled, architecture = entry.groups()
+            records.append(
+                dict(kernel=(names or {}).get(mangled, mangled), architecture=architecture,
+                     registers=0, static_shared_bytes=0, stack_bytes=0,
+                     spill_store_bytes=0, spill_load_bytes=0)
+            )
+            continue
+        if not records:
+            continue
+        spills = _SPILLS.search(line)
+        if spills:
+            stack, stores, loads = map(int, spills.groups())
+            records[-1].update(stack_bytes=stack, spill_store_bytes=stores, spill_load_bytes=loads)
+        registers = _REGISTERS.search(line)
+        if registers:
+            records[-1]["registers"] = int(registers.group(1))
+            shared = _SHARED.search(line)
+            if shared:
+                records[-1]["static_shared_bytes"] = int(shared.group(1))
+    return records
+
+
+def format_report(records: list[dict]) -> str:
+    """A fixed-width table of :func:`resource_report` records."""
+    lines = [f"{'arch':6} {'regs':>4} {'smem':>6} {'stack':>5} {'spill':>5}  kernel"]
+    for record in sorted(records, key=lambda r: (r["architecture"], r["kernel"])):
+        spill = record["spill_store_bytes"] + record["spill_load_bytes"]
+        lines.append(
+            f"{record['architecture']:6} {record['registers']:4d} "
+            f"{record['static_shared_bytes']:6d} {record['stack_bytes']:5d} {spill:5d}  "
+            f"{record['kernel']}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""Compile checks of kernels_cuda/ that need no GPU.
+
+- Every template instantiation the backend can request
+  (``_cuda_launch.every_name_expression()``) compiles through NVRTC with the
+  production options to machine code for sm_80 and sm_90, and ptxas reports no
+  spill and no stack frame for any of them.
+- Where nvcc is installed, the same sources compile with nvcc (a second
+  front end) for sm_80 and sm_90, with its per-kernel resource report.
+- The tile geometry in gpuconv_common.cuh agrees with the Python launch code.
+
+Run with ``-s`` to see the resource tables (registers, shared memory, spills).
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from gpuconv._backends import _cuda_launch, _cuda_source
+
+ARCHITECTURES = ("sm_80", "sm_90")
+
+
+def _nvrtc_reason() -> str | None:
+    try:
+        _cuda_source.Nvrtc()
+    except OSError as error:
+        return str(error)
+    return None
+
+
+def _nvcc() -> str | None:
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    candidates = sorted(glob.glob("/usr/local/cuda*/bin/nvcc"), reverse=True)
+    return candidates[0] if candidates else None
+
+
+def _no_spills(records: list[dict]) -> list[dict]:
+    return [
+        record
+        for record in records
+        if record["spill_store_bytes"] or record["spill_load_bytes"] or record["stack_bytes"]
+    ]
+
+
+def test_tile_geometry_matches_the_header():
+    header = (_cuda_source.kernels_directory() / _cuda_source.COMMON_HEADER).read_text()
+    defined = dict(re.findall(r"#define (GPUCONV_\w+) (\d+)\s*$", header, re.MULTILINE))
+    assert int(defined["GPUCONV_TILE_WIDTH"]) == _cuda_launch.TILE_WIDTH
+    assert int(defined["GPUCONV_BLOCK_HEIGHT"]) == _cuda_launch.BLOCK_HEIGHT
+    assert int(defined["GPUCONV_ROWS_PER_THREAD"]) == _cuda_launch.ROWS_PER_THREAD
+    assert _cuda_launch.BLOCK == (_cuda_launch.TILE_WIDTH, _cuda_launch.BLOCK_HEIGHT, 1)
+
+
+def test_every_source_file_starts_with_a_header_comment_listing_its_kernels():
+    for template, file_name in _cuda_launch.SOURCE_FILES.items():
+        text = (_cuda_source.kernels_directory() / file_name).read_text()
+        assert text.startswith(f"// {file_name}:")
+        header = text.split("#include")[0]
+        assert template in header and "Kernels:" in header
+
+
+def test_local_includes_are_inlined_for_the_compile_cache():
+    text = _cuda_source.source("convolve_direct.cu")
+    assert "#include" not in text
+    assert "gpuconv_source_index" in text
+
+
+def test_resource_report_parses_ptxas_output():
+    log = (
+        "ptxas info    : Compiling entry function '_Z1fv' for 'sm_90'\n"
+        "ptxas info    : Function properties for _Z1fv\n"
+        "ptxas         .     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n"
+        "ptxas info    : Used 40 registers, used 1 barriers, 96 bytes smem, 420 bytes cmem[0]\n"
+    )
+    (record,) = _cuda_source.resource_report(log, {"_Z1fv": "f<int>"})
+    assert record == dict(
+        kernel="f<int>", architecture="sm_90", registers=40, static_shared_bytes=96,
+        stack_bytes=8, spill_store_bytes=4, spill_load_bytes=12,
+    )
+    assert _no_spills([record]) == [record]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_nvrtc_reason() is not None, reason=f"NVRTC is unavailable: {_nvrtc_reason()}")
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_instantiation_compiles_through_nvrtc_without_spills(architecture):
+    records = []
+    for file_name, expressions in _cuda_launch.every_name_expression().items():
+        log, lowered = _cuda_source.nvrtc_compile(
+            file_name, expressions, architecture, ("--ptxas-options=-v",)
+        )
+        assert set(lowered) == set(expressions)
+        names = {mangled: expression for expression, mangled in lowered.items()}
+        file_records = _cuda_source.resource_report(log, names)
+        assert {record["kernel"] for record in file_records} == set(expressions)
+        records += file_records
+    print(f"\nNVRTC {_cuda_source.Nvrtc().version()} resource report, {architecture}:")
+    print(_cuda_source.format_report(records))
+    spilling = _no_spills(records)
+    assert not spilling, "kernels with spills:\n" + _cuda_source.format_report(spilling)
+
+
+def _explicit_instantiations(expressions: list[str]) -> str:
+    """C++ explicit instantiations of name expressions, for nvcc (which has no name_expressions)."""
+    lines = []
+    for expression in expressions:
+        template, arguments = expression.split("<", 1)
+        types = [t.strip() for t in arguments.rstrip(">").split(",")][:3]
+        input_type, output_type, accumulator = types
+        parameters = (
+            f"const {input_type}*, {output_type}*, const {accumulator}*, "
+            + "int, " * 8
+            + f"{accumulator}, int"
+        )
+        lines.append(f"template __global__ void {expression}({parameters});")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_nvcc() is None, reason="nvcc is not installed (no /usr/local/cuda*/bin/nvcc)")
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_nvcc_compiles_the_common_instantiations_without_spills(architecture, tmp_path):
+    # A representative set (uint8 and float32, every template and size) keeps this quick;
+    # NVRTC above covers every instantiation.
+    records = []
+    for file_name, expressions in _cuda_launch.every_name_expression().items():
+        chosen = [
+            e for e in expressions
+            if "<unsigned char, unsigned char," in e or "<float, float, float" in e
+        ]
+        source = tmp_path / f"instantiate_{file_name}"
+        source.write_text(f'#include "{file_name}"\n' + _explicit_instantiations(chosen))
+        command = [
+            _nvcc(), f"-arch={architecture}", "-cubin", "-std=c++17", "-Xptxas", "-v",
+            f"-I{_cuda_source.kernels_directory()}", str(source), "-o", str(tmp_path / "out.cubin"),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr[-4000:]
+        file_records = _cuda_source.resource_report(result.stderr + result.stdout)
+        assert len(file_records) == len(chosen)
+        records += file_records
+    print(f"\nnvcc resource report, {architecture}:")
+    print(_cuda_source.format_report(records))
+    spilling = _no_spills(records)
+    assert not spilling, "kernels with spills:\n" + _cuda_source.format_report(spilling)
