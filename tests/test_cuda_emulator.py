@@ -590,3 +590,57 @@ def test_concurrent_builds_by_several_processes_share_one_cache(tmp_path):
     assert not list((tmp_path / "emulator").glob("*.tmp")) and not list(
         (tmp_path / "emulator").glob("*.build.*")
     )
+
+
+def test_a_damaged_manifest_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUCONV_CACHE_DIR", str(tmp_path))
+    code = "__global__ void seven(int* out) { out[0] = 7; }\n"
+    emulator.EmulatedModule(code, name_expressions=["seven"])
+    (manifest,) = (tmp_path / "emulator").glob("*.json")
+    manifest.write_text("{")
+    before = emulator.compile_count
+    module = emulator.EmulatedModule(code, name_expressions=["seven"])
+    assert emulator.compile_count == before + 1
+    out = np.zeros(1, np.int32)
+    module.get_function("seven")((1,), (1,), (out,))
+    assert out[0] == 7
+
+
+def test_a_damaged_library_is_rebuilt_by_the_next_process(tmp_path):
+    # A process never reloads a path it has loaded, so each step runs in its own process.
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "GPUCONV_CACHE_DIR": str(tmp_path)}
+    code = source("reduce_sum.cu") + "\n// damaged library test\n"
+
+    def run() -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", _BUILD_SCRIPT],
+            input=code,
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert run() == "32"
+    (library,) = (tmp_path / "emulator").glob("*.so")
+    library.write_bytes(b"not a shared library")
+    assert run() == "32"
+    assert library.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_an_unusable_cache_directory_falls_back_to_a_temporary_one(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("GPUCONV_CACHE_DIR", str(blocker))  # cannot hold a directory
+    module = emulator.EmulatedModule(
+        "__global__ void eight(int* out) { out[0] = 8; }\n", name_expressions=["eight"]
+    )
+    out = np.zeros(1, np.int32)
+    module.get_function("eight")((1,), (1,), (out,))
+    assert out[0] == 8

@@ -211,12 +211,61 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def _compile(
+    command_tail: list[str], key: str, directory: Path, code: str, name_expressions, skip
+) -> Path:
+    """Run the compiler once; return the library, renamed into the cache with its manifest."""
+    global compile_count
+    code_path = directory / f"{key}.cu"
+    _write_atomically(code_path, code.encode())
+    source_path = directory / f"{key}.cpp"
+    _write_atomically(source_path, _generated_source(code_path, name_expressions).encode())
+    work = Path(tempfile.mkdtemp(dir=directory, prefix=f"{key}.build."))
+    try:
+        output = work / "module.so"
+        dependency_file = work / "module.d"
+        command = [*_compiler(), *command_tail, "-MMD", "-MF", str(dependency_file)]
+        command += ["-x", "c++", str(source_path), "-o", str(output)]
+        compile_count += 1
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise EmulatorError(
+                "the CUDA emulator could not compile the kernel source:\n"
+                + result.stderr[-6000:]
+                + f"\n(command: {shlex.join(command)})"
+            )
+        skip = {*skip, str(source_path.resolve()), str(code_path.resolve())}
+        dependencies = _parse_dependencies(dependency_file.read_text(), skip)
+        digest = _dependency_digest(dependencies)
+        # The name holds the dependencies' digest: a rebuild never replaces a library that
+        # another process may have loaded.
+        library = directory / f"{key}-{(digest or 'none')[:16]}.so"
+        os.replace(output, library)
+        manifest = {"library": library.name, "dependencies": dependencies, "digest": digest}
+        _write_atomically(directory / f"{key}.json", json.dumps(manifest, indent=1).encode())
+        return library
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _writable_cache_directory() -> Path:
+    """The cache directory, or a private temporary one when it cannot be written."""
+    directory = _cache_directory()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if os.access(directory, os.W_OK | os.X_OK):
+            return directory
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"gpuconv-emulator-{os.getuid()}"
+    fallback.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return fallback
+
+
 def _build(
     code: str, name_expressions: Sequence[str], flags: list[str], debug: bool
 ) -> ctypes.CDLL:
     """Compile (or find in the cache) the shared library and load it."""
-    global compile_count
-    compiler = _compiler()
     header = header_path()
     mode = (
         ["-O1", "-g", "-DGPUCONV_EMULATOR_DEBUG=1", "-D_GLIBCXX_ASSERTIONS"] if debug else ["-O2"]
@@ -240,67 +289,35 @@ def _build(
     emulator_headers = sorted(header.parent.glob("*.h"))
     header_texts = [path.read_text() for path in emulator_headers]
     key_material = json.dumps(
-        [code, list(name_expressions), command_tail, compiler, header_texts]
+        [code, list(name_expressions), command_tail, _compiler(), header_texts]
     ).encode()
     key = hashlib.sha256(key_material).hexdigest()[:32]
-    directory = _cache_directory()
-    directory.mkdir(parents=True, exist_ok=True)
-    manifest_path = directory / f"{key}.json"
+    directory = _writable_cache_directory()
 
     def cached() -> Path | None:
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            return None
-        library = directory / manifest.get("library", "")
-        if library.is_file() and _dependency_digest(manifest["dependencies"]) == manifest["digest"]:
-            return library
+            manifest = json.loads((directory / f"{key}.json").read_text())
+            library = directory / manifest["library"]
+            if (
+                library.is_file()
+                and _dependency_digest(manifest["dependencies"]) == manifest["digest"]
+            ):
+                return library
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no manifest, or a damaged one: build again
         return None
 
     with _compile_lock:
-        library = cached()
-        if library is None:
-            code_path = directory / f"{key}.cu"
-            _write_atomically(code_path, code.encode())
-            source_path = directory / f"{key}.cpp"
-            _write_atomically(source_path, _generated_source(code_path, name_expressions).encode())
-            work = Path(tempfile.mkdtemp(dir=directory, prefix=f"{key}.build."))
-            try:
-                output = work / "module.so"
-                dependency_file = work / "module.d"
-                command = [
-                    *compiler,
-                    *command_tail,
-                    "-MMD",
-                    "-MF",
-                    str(dependency_file),
-                    "-x",
-                    "c++",
-                    str(source_path),
-                    "-o",
-                    str(output),
-                ]
-                compile_count += 1
-                result = subprocess.run(command, capture_output=True, text=True, check=False)
-                if result.returncode != 0:
-                    raise EmulatorError(
-                        "the CUDA emulator could not compile the kernel source:\n"
-                        + result.stderr[-6000:]
-                        + f"\n(command: {shlex.join(command)})"
-                    )
-                skip = {str(source_path.resolve()), str(code_path.resolve())}
-                skip.update(str(path.resolve()) for path in emulator_headers)
-                dependencies = _parse_dependencies(dependency_file.read_text(), skip)
-                digest = _dependency_digest(dependencies)
-                library = directory / f"{key}-{(digest or 'none')[:16]}.so"
-                os.replace(output, library)
-                manifest = {"library": library.name, "dependencies": dependencies, "digest": digest}
-                _write_atomically(manifest_path, json.dumps(manifest, indent=1).encode())
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+        skip = {str(path.resolve()) for path in emulator_headers}
+        library = cached() or _compile(command_tail, key, directory, code, name_expressions, skip)
         path = str(library)
         if path not in _loaded:
-            _loaded[path] = ctypes.CDLL(path)
+            try:
+                _loaded[path] = ctypes.CDLL(path)
+            except OSError:  # a damaged cache file: build it again, once
+                library = _compile(command_tail, key, directory, code, name_expressions, skip)
+                path = str(library)
+                _loaded[path] = ctypes.CDLL(path)
         return _loaded[path]
 
 
