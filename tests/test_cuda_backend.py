@@ -360,3 +360,41 @@ def test_real_gpu_cupy_in_cupy_out(kernel, dtype, rng):
     host = gpuconv.convolve(image, kernel, backend="cuda", border="reflect")
     assert isinstance(host, np.ndarray)
     np.testing.assert_array_equal(host, result.get())
+
+
+# --- the GPU benchmark's pure parts ----------------------------------------------------
+
+
+def test_benchmark_arithmetic():
+    from gpuconv import _bench_cuda
+
+    assert _bench_cuda.bytes_moved((8192, 8192), np.uint8) == 2 * 8192**2
+    assert _bench_cuda.bytes_moved((10, 10), np.uint8, np.float32) == 500
+    assert _bench_cuda.gigabytes_per_second(2 * 10**9, 1000.0) == pytest.approx(2.0)
+    assert _bench_cuda.gigaflops((1000, 1000), (21, 21), 1.0) == pytest.approx(882.0)
+    copy = _bench_cuda.make_measurement("device copy", "copy", (1, 1), (100, 100), "float32",
+                                        [2.0, 1.0, 3.0], None)
+    assert copy.median_ms == 2.0 and copy.copy_fraction is None
+    row = _bench_cuda.make_measurement("gpuconv:cuda", "sharpen", (3, 3), (100, 100), "float32",
+                                       [4.0], copy.gb_per_s)
+    assert row.copy_fraction == pytest.approx(0.5)
+    peer = dataclasses.replace(row, implementation="torch.conv2d", median_ms=12.0)
+    assert _bench_cuda.speedups([copy, row, peer], "torch.conv2d") == {
+        ((100, 100), "float32", "sharpen"): pytest.approx(3.0)
+    }
+    assert _bench_cuda.geometric_mean([2.0, 8.0]) == pytest.approx(4.0)
+    table = _bench_cuda.format_cuda_table([copy, row])
+    assert "| 100x100 float32 | sharpen 3x3 | gpuconv:cuda | 4.000 |" in table
+    assert "50%" in table
+
+
+def test_benchmark_without_a_gpu_says_so(capsys):
+    from gpuconv import _bench_cuda
+
+    reason = _bench_cuda._gpu_reason()
+    if reason is None:
+        pytest.skip("a GPU is usable here: the benchmark would run for minutes")
+    args = type("Args", (), dict(sizes=[64], dtypes=["uint8"], kernels=["sharpen"], repeats=1,
+                                 warmup=0, json=None))()
+    assert _bench_cuda.run_cuda_benchmark(args) == 1
+    assert "no GPU: " in capsys.readouterr().err
