@@ -354,7 +354,12 @@ def machine_facts() -> dict:
         if module in sys.modules:
             facts[module] = getattr(sys.modules[module], "__version__", "?")
     if "numba" in sys.modules:
-        facts["numba_threads"] = sys.modules["numba"].get_num_threads()
+        numba = sys.modules["numba"]
+        facts["numba_threads"] = numba.get_num_threads()
+        try:
+            facts["numba_threading_layer"] = numba.threading_layer()
+        except ValueError:  # no parallel region has run yet
+            facts["numba_threading_layer"] = "not started"
     if "cv2" in sys.modules:
         facts["cv2_threads"] = sys.modules["cv2"].getNumThreads()
     return facts
@@ -512,7 +517,9 @@ def run(args: argparse.Namespace) -> int:
             handle.write(
                 f"Command: `{facts['command']}`\n\nMachine: {facts['cpu']}, "
                 f"{facts['logical_cpus']} logical CPUs, numba threads "
-                f"{facts.get('numba_threads', '-')}, cv2 threads {facts.get('cv2_threads', '-')}, "
+                f"{facts.get('numba_threads', '-')} ({facts.get('numba_threading_layer', '-')} "
+                f"layer), cv2 threads {facts.get('cv2_threads', '-')}, load average "
+                f"{' '.join(f'{load:.1f}' for load in os.getloadavg())}, "
                 f"{facts['date_utc']}\n\n{text}\n"
             )
     if args.json:
