@@ -17,6 +17,7 @@ from gpuconv import _outofcore
 from gpuconv._dask import merge_small_chunks, read_dask, write_dask
 
 da = pytest.importorskip("dask.array", reason="dask is not installed: pip install 'gpuconv[dask]'")
+dask = pytest.importorskip("dask", reason="dask is not installed: pip install 'gpuconv[dask]'")
 
 BORDERS = ["reflect101", "reflect", "replicate", "constant", "wrap"]
 
@@ -235,7 +236,11 @@ def test_files_through_dask_band_by_band(suffix, tmp_path, monkeypatch, rng):
     lazy = gpuconv.convolve(read_dask(source, rows_per_chunk=8), "small_blur", border="wrap")
     assert reads == []  # building the graph reads nothing
     target = tmp_path / f"out{suffix}"
-    write_dask(lazy, target)
+    # One thread: numba's fallback "workqueue" threading layer aborts when two
+    # threads call a parallel function at once (the distributed test below
+    # uses one thread per worker process for the same reason).
+    with dask.config.set(scheduler="synchronous"):
+        write_dask(lazy, target)
     assert reads and max(stop - start for start, stop in reads) <= 8
     written = _outofcore.open_reader(target)
     try:
