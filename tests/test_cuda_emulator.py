@@ -547,6 +547,13 @@ def test_unknown_options_are_refused():
         )
 
 
+def test_options_must_be_a_sequence():
+    with pytest.raises(TypeError, match="sequences of strings, not one string"):
+        emulator.EmulatedModule(
+            "__global__ void k() {}", name_expressions=["k"], options="--std=c++17"
+        )
+
+
 def test_available_names_a_missing_compiler(monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler-gpuconv")
     assert "no-such-compiler-gpuconv" in emulator.available()

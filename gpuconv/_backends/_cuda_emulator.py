@@ -9,7 +9,7 @@ same ``kernel(grid, block, args, shared_mem=...)`` call as ``cupy.RawKernel``.
 
 Builds are cached on disk (``$GPUCONV_CACHE_DIR/emulator``, default
 ``~/.cache/gpuconv/emulator``) keyed by the source, the name expressions, the
-options, the debug flag, the compiler and the emulator header, and checked
+options, the debug flag, the compiler and the emulator headers, and checked
 against the contents of every header the source includes. Concurrent builds by
 several processes are safe: each writes a temporary file and renames it.
 
@@ -108,6 +108,8 @@ def _cache_directory() -> Path:
 
 def _translate_options(options: Sequence[str], include_dirs: Sequence[str | Path]) -> list[str]:
     """NVRTC options to g++ flags: keep macros, include paths and the language standard."""
+    if isinstance(options, str) or isinstance(include_dirs, (str, Path)):
+        raise TypeError("options and include_dirs must be sequences of strings, not one string")
     flags = [f"-I{Path(directory).resolve()}" for directory in include_dirs]
     standard = 17
     options = list(options)
