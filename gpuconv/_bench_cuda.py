@@ -20,6 +20,7 @@ The pure arithmetic (bytes, rates, the table) is importable without a GPU.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -66,8 +67,16 @@ def gigaflops(shape, kernel_shape, milliseconds: float) -> float:
     return 2.0 * taps * math.prod(shape) / (milliseconds * 1e-3) / 1e9
 
 
-def make_measurement(implementation, kernel_name, kernel_shape, shape, dtype, times_ms,
-                     copy_gb_per_s, output_dtype=None) -> CudaMeasurement:
+def make_measurement(
+    implementation,
+    kernel_name,
+    kernel_shape,
+    shape,
+    dtype,
+    times_ms,
+    copy_gb_per_s,
+    output_dtype=None,
+) -> CudaMeasurement:
     """Summarise the times of one cell (median) into a :class:`CudaMeasurement`."""
     median = statistics.median(times_ms)
     bandwidth = gigabytes_per_second(bytes_moved(shape, dtype, output_dtype), median)
@@ -147,7 +156,8 @@ def _peers(cupy, dtype):
 
     peers = {
         "cupyx.scipy.ndimage.correlate": lambda image, kernel: ndimage.correlate(
-            image, cupy.asarray(kernel, dtype=np.float64 if dtype == np.float64 else np.float32),
+            image,
+            cupy.asarray(kernel, dtype=np.float64 if dtype == np.float64 else np.float32),
             mode="mirror",
         )
     }
@@ -201,20 +211,36 @@ def run_cuda_benchmark(args) -> int:
             image = cupy.asarray(bench.bench_image(size, dtype))
             copy_target = cupy.empty_like(image)
             copy_times = _time_ms(
-                cupy, lambda: copy_target.__setitem__(Ellipsis, image), args.repeats, args.warmup
+                cupy, functools.partial(cupy.copyto, copy_target, image), args.repeats, args.warmup
             )
-            copy_row = make_measurement("device copy", "copy", (1, 1), image.shape, dtype,
-                                        copy_times, None)
+            copy_row = make_measurement(
+                "device copy", "copy", (1, 1), image.shape, dtype, copy_times, None
+            )
             rows.append(copy_row)
             print(f"{size}x{size} {dtype}: copy {copy_row.gb_per_s:.0f} GB/s", file=sys.stderr)
             peers = _peers(cupy, dtype)
             for kernel_name, kernel in chosen.items():
-                calls = {"gpuconv:cuda": lambda: gpuconv.convolve(image, kernel, backend="cuda")}
-                calls.update({name: (lambda f=f: f(image, kernel)) for name, f in peers.items()})
+                calls = {
+                    "gpuconv:cuda": functools.partial(
+                        gpuconv.convolve, image, kernel, backend="cuda"
+                    )
+                }
+                calls.update(
+                    {name: functools.partial(peer, image, kernel) for name, peer in peers.items()}
+                )
                 for name, call in calls.items():
                     times = _time_ms(cupy, call, args.repeats, args.warmup)
-                    rows.append(make_measurement(name, kernel_name, kernel.shape, image.shape,
-                                                 dtype, times, copy_row.gb_per_s))
+                    rows.append(
+                        make_measurement(
+                            name,
+                            kernel_name,
+                            kernel.shape,
+                            image.shape,
+                            dtype,
+                            times,
+                            copy_row.gb_per_s,
+                        )
+                    )
     text = format_cuda_table(rows)
     for peer in ("cupyx.scipy.ndimage.correlate", "torch.conv2d"):
         ratios = speedups(rows, peer)
@@ -225,13 +251,19 @@ def run_cuda_benchmark(args) -> int:
                 f"slowest {min(ratios.values()):.2f}x"
             )
     device = _cuda.describe()
-    print(f"\nCUDA events, median of {args.repeats} after {max(args.warmup, 1)} warm-up "
-          f"call(s), device-resident CuPy arrays; {device}\n")
+    print(
+        f"\nCUDA events, median of {args.repeats} after {max(args.warmup, 1)} warm-up "
+        f"call(s), device-resident CuPy arrays; {device}\n"
+    )
     print(text)
     if getattr(args, "json", None):
         path = Path(args.json).with_suffix(".cuda.json")
-        record = {"device": device, "repeats": args.repeats, "warmup": args.warmup,
-                  "measurements": [asdict(row) for row in rows]}
+        record = {
+            "device": device,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "measurements": [asdict(row) for row in rows],
+        }
         path.write_text(json.dumps(record, indent=1))
         print(f"CUDA measurements written to {path}")
     return 0

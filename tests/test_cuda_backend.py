@@ -16,13 +16,14 @@ import dataclasses
 
 import numpy as np
 import pytest
+from support import assert_contract_accuracy, reference
 
 import gpuconv
 from gpuconv._backends import _cuda, _cuda_emulator, _cuda_launch
 from gpuconv._plan import SUPPORTED_DTYPES, make_plan
 from gpuconv._strategy import choose_strategy
-from support import assert_contract_accuracy, reference
 
+DEFAULT_LIMITS = _cuda_launch.DeviceLimits()
 BORDERS = ("reflect101", "reflect", "replicate", "constant", "wrap")
 
 needs_emulator = pytest.mark.skipif(
@@ -37,12 +38,12 @@ def plan_for(image, kernel, **options):
     return make_plan(image, kernel, **settings)
 
 
-def launch_for(image, kernel, limits=_cuda_launch.DeviceLimits(), **options):
+def launch_for(image, kernel, limits=DEFAULT_LIMITS, **options):
     _, plan, _ = plan_for(image, kernel, **options)
     return plan, _cuda_launch.plan_launch(plan, _cuda.strategy_for(plan), limits)
 
 
-def emulated(image, kernel, *, grid=None, limits=_cuda_launch.DeviceLimits(), **options):
+def emulated(image, kernel, *, grid=None, limits=DEFAULT_LIMITS, **options):
     """Run the cuda kernels on the CPU; return ``(output in the image's shape, launch)``."""
     image3d, plan, _ = plan_for(image, kernel, **options)
     launch = _cuda_launch.plan_launch(plan, _cuda.strategy_for(plan), limits)
@@ -66,11 +67,13 @@ def random_image(rng, shape, dtype):
 @pytest.mark.parametrize("shape", [(1, 1), (31, 33), (64, 64), (65, 100), (3, 700, 4)])
 @pytest.mark.parametrize("kernel", ["laplacian", "large_blur", np.ones((101, 3))])
 def test_grid_covers_the_image(shape, kernel):
-    image = np.zeros(shape if len(shape) < 3 else shape, np.uint8)
+    image = np.zeros(shape, np.uint8)
     plan, launch = launch_for(image, kernel)
     height, width, channels = plan.shape
     rows_per_block = (
-        _cuda_launch.BLOCK_HEIGHT if launch.template == "gpuconv_global" else _cuda_launch.TILE_HEIGHT
+        _cuda_launch.BLOCK_HEIGHT
+        if launch.template == "gpuconv_global"
+        else _cuda_launch.TILE_HEIGHT
     )
     assert launch.block == (32, 8, 1)
     assert launch.grid[0] * _cuda_launch.TILE_WIDTH >= width
@@ -108,7 +111,11 @@ def test_shared_memory_stays_within_the_budget(dtype, size, rng):
         ("sobel_x", np.uint8, "gpuconv_separable<unsigned char, unsigned char, int, 3, 3>"),
         ("large_blur", np.uint8, "gpuconv_separable<unsigned char, unsigned char, float, 21, 21>"),
         ("large_blur", np.float64, "gpuconv_separable<double, double, double, 0, 0>"),
-        (np.arange(12.0).reshape(3, 4), np.uint16, "gpuconv_direct<unsigned short, unsigned short, int, 0, 0>"),
+        (
+            np.arange(12.0).reshape(3, 4),
+            np.uint16,
+            "gpuconv_direct<unsigned short, unsigned short, int, 0, 0>",
+        ),
         (np.ones((11, 11)), np.int16, "gpuconv_separable<short, short, int, 0, 0>"),
         (np.ones((31, 31)) / 7, np.float64, "gpuconv_separable<double, double, double, 0, 0>"),
     ],
@@ -139,8 +146,16 @@ def test_weights_and_scalars_have_the_kernels_types():
 
 def test_every_requested_instantiation_is_in_the_compile_list(rng):
     listed = _cuda_launch.every_name_expression()
-    kernels = ["laplacian", "small_blur", "large_blur", "sobel_y", rng.normal(size=(4, 6)),
-               np.ones((13, 13)), rng.normal(size=(9, 9)), rng.normal(size=(80, 80))]
+    kernels = [
+        "laplacian",
+        "small_blur",
+        "large_blur",
+        "sobel_y",
+        rng.normal(size=(4, 6)),
+        np.ones((13, 13)),
+        rng.normal(size=(9, 9)),
+        rng.normal(size=(80, 80)),
+    ]
     for input_dtype in SUPPORTED_DTYPES:
         for output_dtype in SUPPORTED_DTYPES:
             for kernel in kernels:
@@ -176,9 +191,7 @@ def test_emulator_mode_is_described_as_not_a_gpu(monkeypatch):
     monkeypatch.setenv(_cuda.EMULATOR_VARIABLE, "1")
     assert _cuda.is_emulated()
     assert "not a GPU" in _cuda.describe()
-    assert _cuda.probe() == (
-        None if _cuda_emulator.available() is None else _cuda.probe()
-    )
+    assert _cuda.probe() == (None if _cuda_emulator.available() is None else _cuda.probe())
     assert _cuda.accepts_library("numpy") and not _cuda.accepts_library("cupy")
     _, plan, _ = plan_for(np.zeros((8, 8), np.uint8), "sharpen")
     assert not _cuda.pays_off_for_host_image(plan)
@@ -195,7 +208,9 @@ def test_without_the_emulator_the_probe_needs_a_gpu(monkeypatch):
 def test_host_images_go_to_a_gpu_only_when_large(monkeypatch):
     monkeypatch.delenv(_cuda.EMULATOR_VARIABLE, raising=False)
     small = plan_for(np.zeros((512, 512), np.uint8), "sharpen")[1]
-    large = plan_for(np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (4096, 4096), (0, 0)), "sharpen")[1]
+    large = plan_for(
+        np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (4096, 4096), (0, 0)), "sharpen"
+    )[1]
     heavy = plan_for(np.zeros((1024, 1024), np.uint8), np.ones((17, 17)))[1]
     assert not _cuda.pays_off_for_host_image(small)
     assert _cuda.pays_off_for_host_image(large)
@@ -292,15 +307,22 @@ def test_colour_images_and_grids_smaller_than_the_image(kernel, rng):
     full, launch = emulated(image, kernel, border="wrap")
     strided, _ = emulated(image, kernel, border="wrap", grid=(launch.grid[0], 1, 1))
     for actual in (full, strided):
-        assert_contract_accuracy(actual, expected, exact=isinstance(kernel, str) and kernel == "sharpen")
+        assert_contract_accuracy(
+            actual, expected, exact=isinstance(kernel, str) and kernel == "sharpen"
+        )
 
 
 @needs_emulator
 def test_nan_and_inf_propagate_through_every_template(rng):
     image = rng.normal(size=(20, 30)).astype(np.float32)
     image[5, 7], image[12, 20] = np.nan, np.inf
-    kernels = [np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], float), np.ones((5, 5)),
-               rng.normal(size=(4, 3)), np.ones((3, 17)), rng.normal(size=(130, 2))]
+    kernels = [
+        np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], float),
+        np.ones((5, 5)),
+        rng.normal(size=(4, 3)),
+        np.ones((3, 17)),
+        rng.normal(size=(130, 2)),
+    ]
     for kernel in kernels:
         actual, _ = emulated(image, kernel)
         assert_contract_accuracy(actual, reference(image, kernel))
@@ -312,7 +334,9 @@ def test_rounding_and_saturation_on_the_store():
     actual, _ = emulated(image, np.array([[0.5]]))
     np.testing.assert_array_equal(actual, [[0, 1, 2, 2, 2, 3, 4]])
     actual, _ = emulated(image * 30, np.array([[-1.0, 3.0]]), dtype=np.int16)
-    np.testing.assert_array_equal(actual, reference(image * 30, np.array([[-1.0, 3.0]]), dtype=np.int16))
+    np.testing.assert_array_equal(
+        actual, reference(image * 30, np.array([[-1.0, 3.0]]), dtype=np.int16)
+    )
     nan_image = np.array([[np.nan, 1e10, -1e10]], np.float32)
     actual, _ = emulated(nan_image, np.array([[1.0]]), dtype=np.uint8)
     np.testing.assert_array_equal(actual, [[0, 255, 0]])
@@ -355,7 +379,9 @@ def test_real_gpu_cupy_in_cupy_out(kernel, dtype, rng):
     result = gpuconv.convolve(device_image, kernel, backend="cuda", border="reflect")
     assert isinstance(result, cupy.ndarray)
     expected = reference(image, kernel, border="reflect")
-    assert_contract_accuracy(result.get(), expected, exact=isinstance(kernel, str) and dtype == np.uint8)
+    assert_contract_accuracy(
+        result.get(), expected, exact=isinstance(kernel, str) and dtype == np.uint8
+    )
     np.testing.assert_array_equal(device_image.get(), image)  # input untouched
     host = gpuconv.convolve(image, kernel, backend="cuda", border="reflect")
     assert isinstance(host, np.ndarray)
@@ -372,11 +398,13 @@ def test_benchmark_arithmetic():
     assert _bench_cuda.bytes_moved((10, 10), np.uint8, np.float32) == 500
     assert _bench_cuda.gigabytes_per_second(2 * 10**9, 1000.0) == pytest.approx(2.0)
     assert _bench_cuda.gigaflops((1000, 1000), (21, 21), 1.0) == pytest.approx(882.0)
-    copy = _bench_cuda.make_measurement("device copy", "copy", (1, 1), (100, 100), "float32",
-                                        [2.0, 1.0, 3.0], None)
+    copy = _bench_cuda.make_measurement(
+        "device copy", "copy", (1, 1), (100, 100), "float32", [2.0, 1.0, 3.0], None
+    )
     assert copy.median_ms == 2.0 and copy.copy_fraction is None
-    row = _bench_cuda.make_measurement("gpuconv:cuda", "sharpen", (3, 3), (100, 100), "float32",
-                                       [4.0], copy.gb_per_s)
+    row = _bench_cuda.make_measurement(
+        "gpuconv:cuda", "sharpen", (3, 3), (100, 100), "float32", [4.0], copy.gb_per_s
+    )
     assert row.copy_fraction == pytest.approx(0.5)
     peer = dataclasses.replace(row, implementation="torch.conv2d", median_ms=12.0)
     assert _bench_cuda.speedups([copy, row, peer], "torch.conv2d") == {
@@ -394,7 +422,10 @@ def test_benchmark_without_a_gpu_says_so(capsys):
     reason = _bench_cuda._gpu_reason()
     if reason is None:
         pytest.skip("a GPU is usable here: the benchmark would run for minutes")
-    args = type("Args", (), dict(sizes=[64], dtypes=["uint8"], kernels=["sharpen"], repeats=1,
-                                 warmup=0, json=None))()
+    args = type(
+        "Args",
+        (),
+        dict(sizes=[64], dtypes=["uint8"], kernels=["sharpen"], repeats=1, warmup=0, json=None),
+    )()
     assert _bench_cuda.run_cuda_benchmark(args) == 1
     assert "no GPU: " in capsys.readouterr().err

@@ -81,8 +81,13 @@ def test_resource_report_parses_ptxas_output():
     )
     (record,) = _cuda_source.resource_report(log, {"_Z1fv": "f<int>"})
     assert record == dict(
-        kernel="f<int>", architecture="sm_90", registers=40, static_shared_bytes=96,
-        stack_bytes=8, spill_store_bytes=4, spill_load_bytes=12,
+        kernel="f<int>",
+        architecture="sm_90",
+        registers=40,
+        static_shared_bytes=96,
+        stack_bytes=8,
+        spill_store_bytes=4,
+        spill_load_bytes=12,
     )
     assert _no_spills([record]) == [record]
 
@@ -111,7 +116,7 @@ def _explicit_instantiations(expressions: list[str]) -> str:
     """C++ explicit instantiations of name expressions, for nvcc (which has no name_expressions)."""
     lines = []
     for expression in expressions:
-        template, arguments = expression.split("<", 1)
+        _, arguments = expression.split("<", 1)
         types = [t.strip() for t in arguments.rstrip(">").split(",")][:3]
         input_type, output_type, accumulator = types
         parameters = (
@@ -132,14 +137,23 @@ def test_nvcc_compiles_the_common_instantiations_without_spills(architecture, tm
     records = []
     for file_name, expressions in _cuda_launch.every_name_expression().items():
         chosen = [
-            e for e in expressions
+            e
+            for e in expressions
             if "<unsigned char, unsigned char," in e or "<float, float, float" in e
         ]
         source = tmp_path / f"instantiate_{file_name}"
         source.write_text(f'#include "{file_name}"\n' + _explicit_instantiations(chosen))
         command = [
-            _nvcc(), f"-arch={architecture}", "-cubin", "-std=c++17", "-Xptxas", "-v",
-            f"-I{_cuda_source.kernels_directory()}", str(source), "-o", str(tmp_path / "out.cubin"),
+            _nvcc(),
+            f"-arch={architecture}",
+            "-cubin",
+            "-std=c++17",
+            "-Xptxas",
+            "-v",
+            f"-I{_cuda_source.kernels_directory()}",
+            str(source),
+            "-o",
+            str(tmp_path / "out.cubin"),
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stderr[-4000:]

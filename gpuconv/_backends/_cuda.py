@@ -58,13 +58,13 @@ def probe() -> str | None:
         import cupy
     except ImportError:
         return "cupy is not installed: pip install 'gpuconv[cuda12]' or 'gpuconv[cuda13]'"
-    except Exception as error:  # a broken CUDA installation raises other errors
+    except Exception as error:  # noqa: BLE001 (a broken CUDA install raises anything)
         return f"cupy does not import: {type(error).__name__}: {error}"
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return "no CUDA GPU visible: cupy counts 0 devices"
         cupy.cuda.Device().compute_capability  # noqa: B018 - makes the device answer
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 (no driver, no device: say why)
         return f"no CUDA GPU visible: {error}"
     return None
 
@@ -151,9 +151,7 @@ def convolve(image3d, plan: ConvolutionPlan, library: str = "numpy"):
         return _run_emulated(image3d, plan, launch)
     import cupy
 
-    launch = _cuda_launch.plan_launch(
-        plan, strategy, _device_limits(cupy.cuda.runtime.getDevice())
-    )
+    launch = _cuda_launch.plan_launch(plan, strategy, _device_limits(cupy.cuda.runtime.getDevice()))
     # asarray copies a NumPy image in; ascontiguousarray copies a CuPy view only
     # when it is not C-contiguous. Neither writes to the caller's array.
     device_image = cupy.ascontiguousarray(cupy.asarray(image3d))

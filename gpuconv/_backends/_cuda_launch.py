@@ -168,7 +168,10 @@ def plan_launch(
     """
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
-    if height + kernel_height + TILE_HEIGHT >= MAX_AXIS or width + kernel_width + TILE_WIDTH >= MAX_AXIS:
+    if (
+        height + kernel_height + TILE_HEIGHT >= MAX_AXIS
+        or width + kernel_width + TILE_WIDTH >= MAX_AXIS
+    ):
         raise ValueError(
             f"image {height}x{width} with a {kernel_height}x{kernel_width} kernel: the cuda "
             f"backend takes axes (plus the kernel) below {MAX_AXIS} pixels"

@@ -100,7 +100,9 @@ class NvrtcError(RuntimeError):
 def _nvrtc_candidates() -> list[str]:
     names = []
     for base in sys.path:
-        names += sorted(glob.glob(os.path.join(base, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so*")))
+        names += sorted(
+            glob.glob(os.path.join(base, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so*"))
+        )
         names += sorted(glob.glob(os.path.join(base, "nvidia", "cu13", "lib", "libnvrtc.so*")))
     for root in sorted(glob.glob("/usr/local/cuda*"), reverse=True):
         names += sorted(glob.glob(os.path.join(root, "lib64", "libnvrtc.so*")))
@@ -122,11 +124,15 @@ class Nvrtc:
             except OSError as error:
                 errors.append(str(error))
         else:
-            raise OSError("libnvrtc not found: pip install 'gpuconv[nvrtc]'; " + "; ".join(errors[-2:]))
+            raise OSError(
+                "libnvrtc not found: pip install 'gpuconv[nvrtc]'; " + "; ".join(errors[-2:])
+            )
         lib = self._library
         lib.nvrtcGetErrorString.restype = ctypes.c_char_p
         lib.nvrtcGetLoweredName.argtypes = [
-            ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.POINTER(ctypes.c_char_p),
         ]
 
     def version(self) -> tuple[int, int]:
@@ -139,9 +145,7 @@ class Nvrtc:
             message = self._library.nvrtcGetErrorString(result).decode()
             raise NvrtcError(f"{message}\n{log}".strip())
 
-    def compile(
-        self, code: str, name_expressions, options
-    ) -> tuple[str, dict[str, str]]:
+    def compile(self, code: str, name_expressions, options) -> tuple[str, dict[str, str]]:
         """Compile ``code``; return ``(log, {name expression: lowered name})``."""
         lib = self._library
         program = ctypes.c_void_p()
@@ -165,7 +169,9 @@ class Nvrtc:
             lowered = {}
             for expression in name_expressions:
                 name = ctypes.c_char_p()
-                self._check(lib.nvrtcGetLoweredName(program, expression.encode(), ctypes.byref(name)))
+                self._check(
+                    lib.nvrtcGetLoweredName(program, expression.encode(), ctypes.byref(name))
+                )
                 lowered[expression] = name.value.decode()
             return log, lowered
         finally:
@@ -202,9 +208,15 @@ def resource_report(ptxas_log: str, names: dict[str, str] | None = None) -> list
         if entry:
             mangled, architecture = entry.groups()
             records.append(
-                dict(kernel=(names or {}).get(mangled, mangled), architecture=architecture,
-                     registers=0, static_shared_bytes=0, stack_bytes=0,
-                     spill_store_bytes=0, spill_load_bytes=0)
+                dict(
+                    kernel=(names or {}).get(mangled, mangled),
+                    architecture=architecture,
+                    registers=0,
+                    static_shared_bytes=0,
+                    stack_bytes=0,
+                    spill_store_bytes=0,
+                    spill_load_bytes=0,
+                )
             )
             continue
         if not records:
