@@ -196,7 +196,7 @@ def test_strided_views_pass_their_data_pointer(grid_module):
 def intrinsics_module():
     return emulator.EmulatedModule(
         source("intrinsics.cu"),
-        name_expressions=["float_conversions", "mixed_min_max", "lookup_table"],
+        name_expressions=["float_conversions", "mixed_min_max", "lookup_table", "math_overloads"],
     )
 
 
@@ -241,6 +241,17 @@ def test_min_max_follow_cuda_overloads(intrinsics_module):
     np.testing.assert_array_equal(float_results[:, 1], np.fmax(x, y))
     np.testing.assert_array_equal(float_results[:, 2], x * y + np.float32(1))
     np.testing.assert_array_equal(float_results[:, 3], np.fmax(x, y))
+
+
+def test_math_functions_take_their_float_double_and_integer_overloads(intrinsics_module):
+    x = np.array([-2.75, 2.0, np.nan, 1.0], np.float32)
+    f = np.zeros(4, np.float32)
+    d = np.zeros(1, np.float64)
+    integers = np.zeros(3, np.int64)
+    intrinsics_module.get_function("math_overloads")((1,), (1,), (x, f, d, integers))
+    np.testing.assert_array_equal(f, [2.75, np.float32(np.sqrt(np.float32(2))), 1.0, -3.0])
+    np.testing.assert_array_equal(d, [8.25])  # abs(double), not abs(int)
+    np.testing.assert_array_equal(integers, [5000000000, 3, 1])
 
 
 def test_get_global_of_a_namespaced_device_array(intrinsics_module):

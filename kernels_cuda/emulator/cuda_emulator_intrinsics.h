@@ -27,6 +27,55 @@
 #define GPUCONV_EMU_AT(pointer, index) \
     (::gpuconv_emu::checked_element((pointer), (long long)(index), __FILE__, __LINE__))
 
+// CUDA declares the math functions for float, double and the integer types in the global
+// namespace; glibc's <math.h> and <stdlib.h> have only the C versions there, so `abs(-2.5f)`
+// would call abs(int) and `abs(-5000000000LL)` would truncate. Bring in std's overloads.
+using std::abs;
+using std::acos;
+using std::asin;
+using std::atan;
+using std::atan2;
+using std::cbrt;
+using std::ceil;
+using std::copysign;
+using std::cos;
+using std::cosh;
+using std::erf;
+using std::exp;
+using std::exp2;
+using std::expm1;
+using std::fabs;
+using std::fdim;
+using std::floor;
+using std::fma;
+using std::fmax;
+using std::fmin;
+using std::fmod;
+using std::hypot;
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+using std::llrint;
+using std::llround;
+using std::log;
+using std::log10;
+using std::log1p;
+using std::log2;
+using std::lrint;
+using std::lround;
+using std::nearbyint;
+using std::pow;
+using std::remainder;
+using std::rint;
+using std::round;
+using std::signbit;
+using std::sin;
+using std::sinh;
+using std::sqrt;
+using std::tan;
+using std::tanh;
+using std::trunc;
+
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 

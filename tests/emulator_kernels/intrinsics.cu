@@ -8,6 +8,8 @@
 //       min/max of int and unsigned (CUDA compares as unsigned), fminf/fmaxf and
 //       min/max of floats (a NaN operand yields the other one), __umul24, __fmaf_rn.
 //   lookup_table(int* out): reads the __device__ array tables::lookup.
+//   math_overloads(const float* x, float* f, double* d, long long* l): abs, sqrt, isnan &
+//       co. resolve to the float, double and long long overloads, as in CUDA.
 namespace tables {
 __device__ int lookup[4];
 }
@@ -38,4 +40,15 @@ __global__ void mixed_min_max(const int* a, const unsigned* b, const float* x, c
 
 __global__ void lookup_table(int* out) {
     out[threadIdx.x] = tables::lookup[threadIdx.x] * 10;
+}
+
+__global__ void math_overloads(const float* x, float* f, double* d, long long* l) {
+    f[0] = abs(x[0]);
+    f[1] = sqrt(x[1]);
+    f[2] = isnan(x[2]) ? 1.0f : 0.0f;
+    f[3] = floor(x[0]);
+    d[0] = abs((double)x[0] * 3.0);
+    l[0] = abs(-5000000000LL);
+    l[1] = max(3LL, -5000000000LL);
+    l[2] = isinf(x[3] / 0.0f);
 }
