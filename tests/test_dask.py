@@ -269,6 +269,9 @@ def test_real_two_process_cluster_gives_the_in_memory_array(tmp_path, rng):
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            # No dashboard; the scheduler's small HTTP server (health checks)
+            # on a free port rather than 8787, which another cluster may hold.
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             timeout=60,
         ) as cluster,
         distributed.Client(cluster, timeout=60) as client,
