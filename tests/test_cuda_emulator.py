@@ -71,6 +71,9 @@ def fault_module():
             "read_past_end",
             "trap_if_negative",
             "missing_barrier",
+            "divide",
+            "deep_stack",
+            "wild_read",
         ],
         source_name=KERNELS / "faults.cu",
     )
@@ -417,6 +420,51 @@ def test_trap(fault_module):
         emulator.EmulatorError, match=r"__trap\(\) at .*faults\.cu:\d+ .*thread \(2, 0, 0\)"
     ):
         fault_module.get_function("trap_if_negative")((1,), (4,), (values,))
+
+
+def _fault_handler_addresses() -> list[int]:
+    """The C-level handlers of SIGSEGV, SIGBUS and SIGFPE (the first field of sigaction)."""
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None)
+    addresses = []
+    for number in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE):
+        action = ctypes.create_string_buffer(512)  # larger than struct sigaction
+        assert libc.sigaction(int(number), None, action) == 0
+        addresses.append(int.from_bytes(action.raw[:8], "little"))
+    return addresses
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_integer_division_by_zero_is_an_error_not_a_crash(fault_module, monkeypatch, threads):
+    monkeypatch.setenv("GPUCONV_EMULATOR_THREADS", threads)
+    handlers = _fault_handler_addresses()
+    with pytest.raises(emulator.EmulatorError, match="integer division by zero"):
+        fault_module.get_function("divide")(
+            (4,), (16,), (np.ones(64, np.int32), np.zeros(64, np.int32), np.int32(0))
+        )
+    assert _fault_handler_addresses() == handlers  # the previous handlers are back
+    out = np.zeros(64, np.int32)
+    fault_module.get_function("divide")(
+        (4,), (16,), (np.arange(64, dtype=np.int32) * 3, out, np.int32(3))
+    )
+    np.testing.assert_array_equal(out, np.arange(64))
+
+
+def test_fiber_stack_overflow_is_an_error_not_a_crash(fault_module):
+    with pytest.raises(emulator.EmulatorError, match="stack overflow"):
+        fault_module.get_function("deep_stack")(
+            (1,), (4,), (np.zeros(4, np.float32), np.int32(200000))
+        )
+    out = np.zeros(4, np.int32)  # the fibers' stacks are reused afterwards
+    fault_module.get_function("divide")((1,), (4,), (np.full(4, 8, np.int32), out, np.int32(2)))
+    np.testing.assert_array_equal(out, 4)
+
+
+def test_invalid_memory_access_is_an_error_not_a_crash(fault_module):
+    with pytest.raises(emulator.EmulatorError, match=r"invalid memory access at address 0x10"):
+        fault_module.get_function("wild_read")((1,), (2,), (np.zeros(2, np.float32),))
 
 
 def test_a_failed_launch_leaves_the_module_usable(fault_module):

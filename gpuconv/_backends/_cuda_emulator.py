@@ -17,7 +17,9 @@ Errors a GPU would hide or crash on (a ``__syncthreads()`` that not every thread
 of a block reaches, an out-of-bounds global access caught by
 ``gpuconv_emu::check_global_index`` in debug builds, ``__trap()``, impossible
 launch dimensions) raise :class:`EmulatorError` naming file:line and the
-block and thread.
+block and thread; so do faults in kernel code (integer division by zero, a
+fiber stack overflow, an invalid pointer), caught by a signal handler that is
+installed only while a launch runs.
 """
 
 from __future__ import annotations
@@ -279,6 +281,9 @@ def _build(
         "-shared",
         "-pthread",
         "-fno-strict-aliasing",
+        "-fsigned-char",  # char is signed in CUDA, unsigned on some hosts (aarch64)
+        # Frames larger than a page probe each page, so an overflow always hits the guard page.
+        "-fstack-clash-protection",
         "-Wno-unknown-pragmas",
         "-U_FORTIFY_SOURCE",
         # Each module keeps its own inline variables and __shared__ statics: without this,

@@ -5,6 +5,8 @@
 // signature introspection used by the generated launchers.
 #pragma once
 
+#include <csignal>
+
 // ---------------------------------------------------------------- context switching
 // swapcontext saves the signal mask with a system call at every switch; on x86-64 a
 // switch of the callee-saved registers is enough (fibers never touch signal masks or the
@@ -130,6 +132,7 @@ struct WorkerState {
     unsigned long long block_linear = 0;
     void* dynamic_shared = nullptr;
     int barrier_result = 0;
+    bool in_fiber = false;  // a fiber (kernel code), not the scheduler, is running
 };
 
 inline thread_local WorkerState worker;
@@ -298,6 +301,83 @@ inline T& checked_element(T* pointer, long long index, const char* file, int lin
     return pointer[index];
 }
 
+// ---------------------------------------------------------------- faults
+// A fault in kernel code (a fiber stack overflow, an integer division by zero, a wild
+// pointer in a release build) would kill the Python process. While a launch runs, SIGSEGV,
+// SIGBUS and SIGFPE raised by a fiber are turned into a launch error instead: the handler
+// runs on an alternate signal stack, records the error and switches to the scheduler,
+// abandoning the fiber as any other failing fiber. SA_NODEFER keeps the signal unblocked,
+// since the handler never returns. Faults anywhere else go to the previous handlers.
+constexpr int kFaultSignals[] = {SIGSEGV, SIGBUS, SIGFPE};
+constexpr std::size_t kSignalStackBytes = 64 * 1024;
+
+struct FaultHandlers {
+    std::mutex mutex;
+    int users = 0;
+    struct sigaction previous[3];
+};
+inline FaultHandlers fault_handlers;
+
+inline void on_fault(int signal, siginfo_t* info, void*) {
+    WorkerState& state = worker;
+    if (state.fibers == nullptr || !state.in_fiber) {
+        // Not from a fiber: restore the previous handler; the fault repeats and reaches it.
+        for (int i = 0; i < 3; ++i)
+            if (kFaultSignals[i] == signal) sigaction(signal, &fault_handlers.previous[i], nullptr);
+        return;
+    }
+    const Fiber& fiber = (*state.fibers)[state.current];
+    const auto address = reinterpret_cast<std::uintptr_t>(info->si_addr);
+    const auto stack_bottom = reinterpret_cast<std::uintptr_t>(fiber.stack);
+    if (signal == SIGSEGV && address < stack_bottom && address + 65536 >= stack_bottom)
+        fail(format("stack overflow: a thread used more than the emulator's %zu KiB fiber "
+                    "stack (large local arrays?)",
+                    kStackBytes / 1024));
+    if (signal == SIGFPE)
+        fail(info->si_code == FPE_INTDIV
+                 ? std::string("integer division by zero (SIGFPE; a GPU would return garbage)")
+                 : format("arithmetic fault (SIGFPE, code %d)", info->si_code));
+    fail(format("invalid memory access at address %p (%s); debug builds check global indices "
+                "passed to gpuconv_emu::check_global_index",
+                info->si_addr, signal == SIGBUS ? "SIGBUS" : "SIGSEGV"));
+}
+
+inline void install_fault_handlers() {
+    std::lock_guard<std::mutex> lock(fault_handlers.mutex);
+    if (fault_handlers.users++ > 0) return;
+    struct sigaction action;
+    std::memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_fault;
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    for (int i = 0; i < 3; ++i) sigaction(kFaultSignals[i], &action, &fault_handlers.previous[i]);
+}
+
+inline void remove_fault_handlers() {
+    std::lock_guard<std::mutex> lock(fault_handlers.mutex);
+    if (--fault_handlers.users > 0) return;
+    for (int i = 0; i < 3; ++i) sigaction(kFaultSignals[i], &fault_handlers.previous[i], nullptr);
+}
+
+// The alternate signal stack of one worker thread, for as long as it runs a launch.
+struct SignalStack {
+    stack_t previous{};
+    void* memory = nullptr;
+    SignalStack() {
+        memory = std::malloc(kSignalStackBytes);
+        if (memory == nullptr) return;
+        stack_t stack{};
+        stack.ss_sp = memory;
+        stack.ss_size = kSignalStackBytes;
+        sigaltstack(&stack, &previous);
+    }
+    ~SignalStack() {
+        if (memory == nullptr) return;
+        sigaltstack(&previous, nullptr);
+        std::free(memory);
+    }
+};
+
 // ---------------------------------------------------------------- the scheduler
 inline void fiber_entry() {
     WorkerState& state = worker;
@@ -357,7 +437,9 @@ inline bool run_block(std::vector<Fiber>& fibers) {
             if (fibers[i].state != FiberState::ready) continue;
             worker.current = static_cast<int>(i);
             worker.thread_index = fibers[i].thread_index;
+            worker.in_fiber = true;
             switch_context(worker.scheduler, fibers[i].context);
+            worker.in_fiber = false;
             if (fibers[i].state == FiberState::aborted) return false;
         }
         std::size_t finished = 0, first_finished = 0, first_waiting = count;
@@ -397,6 +479,7 @@ inline bool run_block(std::vector<Fiber>& fibers) {
 }
 
 inline void run_worker(Launch* launch) {
+    SignalStack signal_stack;
     WorkerState& state = worker;
     state.launch = launch;
     state.block_dim = launch->block;
@@ -476,6 +559,7 @@ inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* b
             static_cast<unsigned long long>(state.grid.x) * state.grid.y * state.grid.z;
         const unsigned long long count =
             std::max(1ull, std::min<unsigned long long>(workers > 0 ? workers : 1, total));
+        install_fault_handlers();
         if (count == 1) {
             run_worker(&state);
         } else {
@@ -483,6 +567,7 @@ inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* b
             for (unsigned long long i = 0; i < count; ++i) threads.emplace_back(run_worker, &state);
             for (std::thread& thread : threads) thread.join();
         }
+        remove_fault_handlers();
         error = state.error;
     }
     if (error.empty()) return 0;

@@ -5,6 +5,9 @@
 //   read_past_end(const float* input, float* output, int count)  reads input[count]
 //       through the emulator's bounds check.
 //   trap_if_negative(const int* values)  __trap() when a value is negative.
+//   divide(const int* a, int* out, int divisor)  integer division (by zero: SIGFPE on a CPU).
+//   deep_stack(float* out, int n)  a local array larger than a fiber stack.
+//   wild_read(float* out)  reads through a null-page pointer, unchecked.
 //   missing_barrier(const float* in, float* out)  reverses each block's values through
 //       shared memory but forgets the __syncthreads() between the store and the load.
 #ifdef GPUCONV_EMULATOR
@@ -46,4 +49,20 @@ __global__ void missing_barrier(const float* in, float* out) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     staged[threadIdx.x] = in[i];
     out[i] = staged[blockDim.x - 1 - threadIdx.x];  // a race: no barrier before this load
+}
+
+__global__ void divide(const int* a, int* out, int divisor) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    out[i] = a[i] / divisor;
+}
+
+__global__ void deep_stack(float* out, int n) {
+    float big[200000];  // 800 kB: more than a fiber stack
+    for (int i = 0; i < n; ++i) big[i] = i * 0.5f;
+    out[threadIdx.x] = big[n - 1];
+}
+
+__global__ void wild_read(float* out) {
+    const float* nowhere = reinterpret_cast<const float*>(16);
+    out[threadIdx.x] = *nowhere;
 }
