@@ -448,6 +448,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--json", metavar="PATH", help="write measurements and machine facts as JSON"
     )
     parser.add_argument("--table", metavar="PATH", help="also write the Markdown table to PATH")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads for numba and cv2 (default: numba's NUMBA_NUM_THREADS, cv2's own)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="time gpuconv only")
     parser.add_argument(
         "--no-compile-times",
@@ -487,6 +492,8 @@ def run(args: argparse.Namespace) -> int:
         state = _registry.status(name)
         if not state.available:
             print(f"skipping backend {name!r}: {state.reason}")
+    if getattr(args, "threads", None) is not None and not _set_threads(args.threads):
+        return 1
     table = implementations(requested, peers=not args.no_peers)
     measurements = []
     for size in args.sizes:
@@ -532,6 +539,31 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as handle:
             json.dump(record, handle, indent=1)
     return 0
+
+
+def _set_threads(threads: int) -> bool:
+    """Give numba and cv2 ``threads`` threads each; False (with a message) if impossible."""
+    if threads < 1:
+        print(f"gpuconv bench: --threads must be >= 1, got {threads}", file=sys.stderr)
+        return False
+    if _registry.status("numba").available:
+        import numba
+
+        if threads > numba.config.NUMBA_NUM_THREADS:
+            print(
+                f"gpuconv bench: numba was started with {numba.config.NUMBA_NUM_THREADS} "
+                f"threads; set NUMBA_NUM_THREADS={threads} for more",
+                file=sys.stderr,
+            )
+            return False
+        numba.set_num_threads(threads)
+    try:
+        import cv2
+
+        cv2.setNumThreads(threads)
+    except ImportError:
+        pass
+    return True
 
 
 def _run_cuda(args) -> int | str:

@@ -175,3 +175,22 @@ def test_first_call_seconds_fills_a_cold_cache(tmp_path):
     seconds = bench.first_call_seconds(str(tmp_path), dtype="uint8", kernel="sharpen")
     assert seconds > 0
     assert list(tmp_path.rglob("*.nbi")), "the cold call wrote no numba cache index"
+
+
+def test_threads_option_sets_numba_and_cv2_threads(capsys):
+    numba = pytest.importorskip("numba", reason="the thread option drives numba's pool")
+    cv2 = pytest.importorskip("cv2")
+    before = (numba.get_num_threads(), cv2.getNumThreads())
+    try:
+        args = _arguments(
+            "--backend", "numpy", "--sizes", "8", "--dtypes", "uint8", "--kernels", "identity",
+            "--repeats", "1", "--threads", "1", "--no-peers",
+        )  # fmt: skip
+        assert bench.run(args) == 0
+        assert (numba.get_num_threads(), cv2.getNumThreads()) == (1, 1)
+        too_many = numba.config.NUMBA_NUM_THREADS + 1
+        assert bench.run(_arguments("--threads", str(too_many), "--no-peers")) == 1
+        assert "NUMBA_NUM_THREADS" in capsys.readouterr().err
+    finally:
+        numba.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
