@@ -371,7 +371,13 @@ def _command_line() -> str:
         program = f"python {program}"
     elif program.endswith(("gpuconv", "__main__.py")):
         program = "gpuconv bench"
-    return " ".join([program, *sys.argv[1:]])
+    # Environment variables that change what is measured belong to the command.
+    settings = [
+        f"{name}={os.environ[name]}"
+        for name in ("NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "OMP_NUM_THREADS")
+        if name in os.environ
+    ]
+    return " ".join([*settings, program, *sys.argv[1:]])
 
 
 def _cpu_model() -> str:
