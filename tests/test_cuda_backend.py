@@ -429,3 +429,15 @@ def test_benchmark_without_a_gpu_says_so(capsys):
     )()
     assert _bench_cuda.run_cuda_benchmark(args) == 1
     assert "no GPU: " in capsys.readouterr().err
+
+
+@needs_emulator
+def test_large_kernels_stay_tiled_with_an_opted_in_shared_memory_budget(rng):
+    # An H100 lets a block opt in to 227 KiB: a 91 x 91 float64 tile then fits.
+    image = random_image(rng, (20, 33), np.float64)
+    kernel = rng.normal(size=(91, 91))
+    limits = _cuda_launch.DeviceLimits(shared_bytes_per_block=227 * 1024)
+    actual, launch = emulated(image, kernel, limits=limits, border="reflect")
+    assert launch.template == "gpuconv_direct"
+    assert 48 * 1024 < launch.shared_bytes <= limits.shared_bytes_per_block
+    assert_contract_accuracy(actual, reference(image, kernel, border="reflect"))
