@@ -81,8 +81,8 @@ def describe() -> str:
     device = cupy.cuda.Device()
     name = cupy.cuda.runtime.getDeviceProperties(device.id)["name"]
     name = name.decode() if isinstance(name, bytes) else name
-    capability = device.compute_capability
-    return f"{name}, compute capability {capability[0]}.{capability[1:]}, cupy {cupy.__version__}"
+    capability = device.compute_capability  # "90" for 9.0, "100" for 10.0
+    return f"{name}, compute capability {capability[:-1]}.{capability[-1]}, cupy {cupy.__version__}"
 
 
 def accepts_library(library: str) -> bool:
