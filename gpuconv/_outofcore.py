@@ -8,8 +8,11 @@ rows per kernel). The band defaults to about 32 MiB of input rows, and a run
 needs a few times that on top of the interpreter: the band as read, the
 filtered band, and the backend's temporaries. Measured on a 32768 x 32768
 uint8 ``.npy`` (``benchmarks/outofcore_bench.py``): 100 MiB above an idle
-interpreter, against 2 GiB for the in-memory call. That holds whatever the image's height; it grows with its width. Reads and writes use positioned file I/O
-(``os.pread``/``os.pwrite``) rather than a memory map wherever the pixels are
+interpreter, against 2 GiB for the in-memory call. That holds whatever the
+image's height; it grows with its width.
+
+Reads and writes use positioned file I/O (``os.pread``/``os.pwrite``)
+rather than a memory map wherever the pixels are
 stored contiguously (``.npy`` in C order, uncompressed contiguous TIFF), so
 pages of the file never count towards the process's resident memory;
 compressed or tiled TIFFs are read strip by strip through tifffile's Zarr view,
