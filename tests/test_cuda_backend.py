@@ -441,3 +441,28 @@ def test_large_kernels_stay_tiled_with_an_opted_in_shared_memory_budget(rng):
     assert launch.template == "gpuconv_direct"
     assert 48 * 1024 < launch.shared_bytes <= limits.shared_bytes_per_block
     assert_contract_accuracy(actual, reference(image, kernel, border="reflect"))
+
+
+@needs_emulator
+@pytest.mark.parametrize("schedule", ["reverse", "shuffle:7"])
+def test_results_do_not_depend_on_the_order_threads_run_between_barriers(
+    schedule, monkeypatch, rng
+):
+    # A missing __syncthreads would let a thread read shared memory before (or after)
+    # another wrote it; reordering the threads of each block exposes that (checked:
+    # deleting the barrier after the tile load fails this test).
+    monkeypatch.setenv("GPUCONV_EMULATOR_SCHEDULE", schedule)
+    image = random_image(rng, (45, 37, 2), np.uint8)
+    kernels = {
+        "laplacian": True,  # name -> integer kernel (exact result)
+        "large_blur": False,
+        "box4x6": True,
+        "random5x3": False,
+    }
+    for name, exact in kernels.items():
+        kernel = {"box4x6": np.ones((4, 6)), "random5x3": rng.normal(size=(5, 3))}.get(name, name)
+        expected = reference(image, kernel, border="reflect")
+        full, launch = emulated(image, kernel, border="reflect")
+        one_row, _ = emulated(image, kernel, border="reflect", grid=(launch.grid[0], 1, 1))
+        for result in (full, one_row):
+            assert_contract_accuracy(result, expected, exact=exact)
