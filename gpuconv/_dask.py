@@ -28,7 +28,8 @@ Each pixel is then computed from the same source pixels, with the same
 backend code, as in the in-memory call. With ``backend="auto"`` a backend
 chooses per call, so a whole image and a chunk of it could go to different
 backends (within the contract's accuracy of each other); name the backend
-for bit-identical results on every machine.
+for bit-identical results on every machine. A :func:`gpuconv.use_backend`
+block around the call that builds the graph applies to every block of it.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def convolve_dask(
         image, kernel, border=border, value=value, anchor=anchor, flip=flip, dtype=dtype
     )
     chunk_library = array_library(image._meta)
+    if backend == "auto":
+        # gpuconv.use_backend() holds at graph-building time: blocks run
+        # later, in other threads or processes, where it is not set.
+        backend = _registry._default_backend.get() or "auto"
     if backend != "auto":
         # A named backend must run here and take these chunks; "auto" is left
         # to each worker, whose hardware may differ from the client's.

@@ -149,6 +149,33 @@ def test_chunks_thinner_than_the_halo_are_merged():
     assert sum(result.chunks[0]) == 20
 
 
+def test_use_backend_at_build_time_holds_for_the_blocks(monkeypatch, rng):
+    from gpuconv._backends import _numpy
+
+    calls = []
+    real_convolve = _numpy.convolve
+
+    def counting_convolve(image3d, plan, library="numpy"):
+        calls.append(image3d.shape)
+        return real_convolve(image3d, plan, library)
+
+    monkeypatch.setattr(_numpy, "convolve", counting_convolve)
+    image = rng.integers(0, 256, (12, 12), dtype=np.uint8)
+    with gpuconv.use_backend("numpy"):
+        lazy = gpuconv.convolve(da.from_array(image, chunks=6), "sharpen")
+    result = lazy.compute(scheduler="threads")  # blocks run in other threads, outside the with
+    assert len(calls) == 4  # one call per block, all on the chosen backend
+    np.testing.assert_array_equal(result, real_convolve(image[:, :, None], _plan(image))[:, :, 0])
+
+
+def _plan(image):
+    from gpuconv._plan import make_plan
+
+    return make_plan(
+        image, "sharpen", border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+    )[1]
+
+
 def test_nothing_is_computed_until_asked():
     def explode(block):
         raise RuntimeError("a block was computed")
