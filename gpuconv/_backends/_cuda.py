@@ -147,6 +147,22 @@ def _device_limits(device_id: int) -> _cuda_launch.DeviceLimits:
     return _cuda_launch.DeviceLimits(shared_bytes_per_block=max(int(optin), 48 * 1024))
 
 
+@functools.lru_cache(maxsize=64)
+def _device_weights(weights: bytes, dtype: str, device_id: int):
+    """The weights on the device, uploaded once per kernel and device.
+
+    An upload from pageable host memory waits for the stream; caching keeps repeated
+    calls (the usual case: one kernel over many images) free of that wait.
+    """
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        uploaded = cupy.asarray(np.frombuffer(weights, dtype=dtype))
+        # Complete once, so that launches on any other stream may read it later.
+        cupy.cuda.get_current_stream().synchronize()
+        return uploaded
+
+
 def convolve(image3d, plan: ConvolutionPlan, library: str = "numpy"):
     """Run ``plan`` on ``image3d`` (H, W, C); return a new array in the same library."""
     strategy = strategy_for(plan)
@@ -155,12 +171,13 @@ def convolve(image3d, plan: ConvolutionPlan, library: str = "numpy"):
         return _run_emulated(image3d, plan, launch)
     import cupy
 
-    launch = _cuda_launch.plan_launch(plan, strategy, _device_limits(cupy.cuda.runtime.getDevice()))
+    device_id = cupy.cuda.runtime.getDevice()
+    launch = _cuda_launch.plan_launch(plan, strategy, _device_limits(device_id))
     # asarray copies a NumPy image in; ascontiguousarray copies a CuPy view only
     # when it is not C-contiguous. Neither writes to the caller's array.
     device_image = cupy.ascontiguousarray(cupy.asarray(image3d))
     output = cupy.empty(plan.shape, dtype=plan.output_dtype)
-    weights = cupy.asarray(launch.weights)
+    weights = _device_weights(launch.weights.tobytes(), launch.weights.dtype.str, device_id)
     kernel = _cuda_source.cupy_function(launch.source_file, launch.name_expression)
     if launch.shared_bytes > _DEFAULT_SHARED_BYTES and (
         kernel.max_dynamic_shared_size_bytes < launch.shared_bytes
