@@ -78,10 +78,6 @@ inline void make_context(Context& context, char* stack, std::size_t size, void (
 #endif
 }
 
-}  // namespace gpuconv_emu
-
-namespace gpuconv_emu {
-
 constexpr unsigned kMaxThreadsPerBlock = 1024;
 constexpr unsigned long long kMaxSharedBytes = 228ull * 1024;
 // Fiber stacks: enough for kernels with local arrays at -O1 -g; a guard page below each.
