@@ -466,3 +466,82 @@ def test_results_do_not_depend_on_the_order_threads_run_between_barriers(
         one_row, _ = emulated(image, kernel, border="reflect", grid=(launch.grid[0], 1, 1))
         for result in (full, one_row):
             assert_contract_accuracy(result, expected, exact=exact)
+
+
+# --- the CuPy launch code, with a stand-in for CuPy ------------------------------------
+
+
+class _FakeKernel:
+    """An emulated kernel dressed as cupy.RawKernel (the opt-in attribute included)."""
+
+    def __init__(self, function):
+        self.function = function
+        self.max_dynamic_shared_size_bytes = 48 * 1024
+        self.launched_with = None
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        assert shared_mem <= self.max_dynamic_shared_size_bytes  # a GPU refuses the launch
+        self.launched_with = (grid, block, shared_mem)
+        self.function(grid, block, args, shared_mem=shared_mem)
+
+
+def _fake_cupy(optin_bytes: int):
+    """The few CuPy calls the cuda backend makes, on NumPy arrays."""
+    import contextlib
+    import types
+
+    runtime = types.SimpleNamespace(
+        getDevice=lambda: 0,
+        cudaDevAttrMaxSharedMemoryPerBlockOptin=97,
+        deviceGetAttribute=lambda attribute, device: optin_bytes,
+    )
+    stream = types.SimpleNamespace(synchronize=lambda: None)
+    cuda = types.SimpleNamespace(
+        runtime=runtime,
+        Device=lambda device_id: contextlib.nullcontext(),
+        get_current_stream=lambda: stream,
+    )
+    return types.SimpleNamespace(
+        cuda=cuda,
+        asarray=np.asarray,
+        ascontiguousarray=np.ascontiguousarray,
+        empty=np.empty,
+        asnumpy=np.asarray,
+    )
+
+
+@needs_emulator
+@pytest.mark.parametrize("optin_bytes", [48 * 1024, 227 * 1024])
+def test_cupy_launch_code_with_a_stand_in_for_cupy(optin_bytes, monkeypatch, rng):
+    import sys
+
+    from gpuconv._backends import _cuda_source
+
+    monkeypatch.delenv(_cuda.EMULATOR_VARIABLE, raising=False)
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(optin_bytes))
+    _cuda._device_limits.cache_clear()
+    _cuda._device_weights.cache_clear()
+    kernels = {}
+
+    def fake_function(file_name, expression):
+        kernel = _FakeKernel(_cuda_source.emulated_function(file_name, expression))
+        return kernels.setdefault(expression, kernel)
+
+    monkeypatch.setattr(_cuda_source, "cupy_function", fake_function)
+    try:
+        image = random_image(rng, (21, 26, 2), np.float64)[:, ::2]  # a view
+        kernel = rng.normal(size=(61, 61))  # 61 x 61 float64: beyond 48 KiB of tile
+        image3d, plan, _ = plan_for(image, kernel, border="wrap")
+        result = _cuda.convolve(image3d, plan, "cupy")
+        assert_contract_accuracy(result, reference(image, kernel, border="wrap"))
+        (used,) = kernels.values()
+        grid, block, shared = used.launched_with
+        if optin_bytes > 48 * 1024:
+            assert used.max_dynamic_shared_size_bytes == shared > 48 * 1024  # opted in
+        else:
+            assert shared == 0  # the global-memory fallback
+        _cuda.convolve(image3d, plan, "cupy")
+        assert _cuda._device_weights.cache_info().hits == 1  # weights uploaded once
+    finally:
+        _cuda._device_limits.cache_clear()
+        _cuda._device_weights.cache_clear()
