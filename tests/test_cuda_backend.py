@@ -535,7 +535,7 @@ def test_cupy_launch_code_with_a_stand_in_for_cupy(optin_bytes, monkeypatch, rng
         result = _cuda.convolve(image3d, plan, "cupy")
         assert_contract_accuracy(result, reference(image, kernel, border="wrap"))
         (used,) = kernels.values()
-        grid, block, shared = used.launched_with
+        _, _, shared = used.launched_with
         if optin_bytes > 48 * 1024:
             assert used.max_dynamic_shared_size_bytes == shared > 48 * 1024  # opted in
         else:
