@@ -74,6 +74,7 @@ def fault_module():
             "divide",
             "deep_stack",
             "wild_read",
+            "wait_for_flag",
         ],
         source_name=KERNELS / "faults.cu",
     )
@@ -465,6 +466,23 @@ def test_fiber_stack_overflow_is_an_error_not_a_crash(fault_module):
 def test_invalid_memory_access_is_an_error_not_a_crash(fault_module):
     with pytest.raises(emulator.EmulatorError, match=r"invalid memory access at address 0x10"):
         fault_module.get_function("wild_read")((1,), (2,), (np.zeros(2, np.float32),))
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_spinning_thread_times_out_instead_of_hanging(fault_module, monkeypatch, threads):
+    monkeypatch.setenv("GPUCONV_EMULATOR_TIMEOUT", "0.5")
+    monkeypatch.setenv("GPUCONV_EMULATOR_THREADS", threads)
+    with pytest.raises(emulator.EmulatorError, match=r"ran longer than 0.5 s.*thread \(0, 0, 0\)"):
+        fault_module.get_function("wait_for_flag")((4,), (8,), (np.zeros(1, np.int32),))
+    # In reverse order the flag is set first: the same kernel finishes.
+    monkeypatch.setenv("GPUCONV_EMULATOR_SCHEDULE", "reverse")
+    fault_module.get_function("wait_for_flag")((4,), (8,), (np.zeros(1, np.int32),))
+
+
+def test_unknown_timeout_is_refused(grid_module, monkeypatch):
+    monkeypatch.setenv("GPUCONV_EMULATOR_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="GPUCONV_EMULATOR_TIMEOUT='soon'"):
+        grid_module.get_function("coordinates")((1,), (1,), (np.zeros(4, np.uint32),))
 
 
 def test_a_failed_launch_leaves_the_module_usable(fault_module):

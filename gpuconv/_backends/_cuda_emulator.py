@@ -19,7 +19,13 @@ of a block reaches, an out-of-bounds global access caught by
 launch dimensions) raise :class:`EmulatorError` naming file:line and the
 block and thread; so do faults in kernel code (integer division by zero, a
 fiber stack overflow, an invalid pointer), caught by a signal handler that is
-installed only while a launch runs.
+installed only while a launch runs, and a launch that outlives
+``GPUCONV_EMULATOR_TIMEOUT`` seconds (a thread looping forever).
+
+Environment: ``GPUCONV_EMULATOR_THREADS`` (OS threads running blocks, default
+the CPU count up to 8), ``GPUCONV_EMULATOR_SCHEDULE`` (``forward``, ``reverse``
+or ``shuffle[:seed]``: the order of a block's threads between barriers),
+``GPUCONV_EMULATOR_TIMEOUT`` (seconds, default 600, 0 for none).
 """
 
 from __future__ import annotations
@@ -171,12 +177,14 @@ def _generated_source(code_path: Path, name_expressions: Sequence[str]) -> str:
     lines.append(
         'extern "C" int gpuconv_emu_launch(int kernel, const unsigned* grid, const unsigned* block,'
         " unsigned long long shared_bytes, void** args, const unsigned long long* allocations,"
-        " int allocation_count, int workers, int schedule, unsigned long long seed, char* message,"
+        " int allocation_count, int workers, int schedule, unsigned long long seed,"
+        " double timeout_seconds, char* message,"
         " unsigned long long capacity) {"
     )
     lines.append(
         "    return ::gpuconv_emu::launch(gpuconv_emu_thunks[kernel], grid, block, shared_bytes,"
-        " args, allocations, allocation_count, workers, schedule, seed, message, capacity);"
+        " args, allocations, allocation_count, workers, schedule, seed, timeout_seconds,"
+        " message, capacity);"
     )
     lines.append("}")
     lines.append(
@@ -460,6 +468,20 @@ def _default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+def _timeout_seconds() -> float:
+    """``GPUCONV_EMULATOR_TIMEOUT``: seconds a launch may run (default 600; 0: no limit)."""
+    configured = os.environ.get("GPUCONV_EMULATOR_TIMEOUT", "600")
+    try:
+        seconds = float(configured)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(
+            f"GPUCONV_EMULATOR_TIMEOUT={configured!r} is not a number of seconds (0: no limit)"
+        )
+    return seconds
+
+
 _SCHEDULES = {"forward": 0, "reverse": 1, "shuffle": 2}
 
 
@@ -610,6 +632,7 @@ class EmulatedFunction:
             ctypes.c_int(_default_workers()),
             ctypes.c_int(schedule),
             ctypes.c_ulonglong(seed),
+            ctypes.c_double(_timeout_seconds()),
             message,
             ctypes.c_ulonglong(_MESSAGE_CAPACITY),
         )

@@ -5,6 +5,10 @@
 // signature introspection used by the generated launchers.
 #pragma once
 
+#include <pthread.h>
+
+#include <chrono>
+#include <condition_variable>
 #include <csignal>
 
 // ---------------------------------------------------------------- context switching
@@ -102,6 +106,11 @@ struct Launch {
     std::string error;
     int schedule = 0;  // the order fibers run between barriers: see Schedule
     unsigned long long seed = 0;
+    // The watchdog: the OS threads running blocks, which it interrupts after the timeout.
+    double timeout_seconds = 0;
+    std::mutex workers_mutex;
+    std::vector<pthread_t> worker_threads;
+    bool timed_out = false;
 };
 
 enum class FiberState { ready, at_barrier, finished, aborted };
@@ -304,22 +313,46 @@ inline T& checked_element(T* pointer, long long index, const char* file, int lin
 // runs on an alternate signal stack, records the error and switches to the scheduler,
 // abandoning the fiber as any other failing fiber. SA_NODEFER keeps the signal unblocked,
 // since the handler never returns. Faults anywhere else go to the previous handlers.
-constexpr int kFaultSignals[] = {SIGSEGV, SIGBUS, SIGFPE};
+// The signal the watchdog sends to interrupt a launch that runs too long (a real-time
+// signal: nothing else in a Python process uses it).
+inline int timeout_signal() { return SIGRTMIN + 5; }
+constexpr int kHandledSignals = 4;
+inline int handled_signal(int i) {
+    const int signals[kHandledSignals] = {SIGSEGV, SIGBUS, SIGFPE, timeout_signal()};
+    return signals[i];
+}
 constexpr std::size_t kSignalStackBytes = 64 * 1024;
 
 struct FaultHandlers {
     std::mutex mutex;
     int users = 0;
-    struct sigaction previous[3];
+    struct sigaction previous[kHandledSignals];
+    // The timeout signal's handler stays once installed (a late signal must never find the
+    // default action, which ends the process); each module installs it once, chaining to
+    // the handler it replaced, so that another module's watchdog still reaches its threads.
+    bool timeout_handler_installed = false;
 };
 inline FaultHandlers fault_handlers;
 
 inline void on_fault(int signal, siginfo_t* info, void*) {
     WorkerState& state = worker;
+    if (signal == timeout_signal()) {
+        if (state.launch == nullptr) {  // not this module's launch: pass it on
+            const struct sigaction& previous = fault_handlers.previous[kHandledSignals - 1];
+            if ((previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction != nullptr)
+                previous.sa_sigaction(signal, info, nullptr);
+            return;
+        }
+        if (!state.in_fiber) return;  // the scheduler sees `failed` before the next fiber
+        fail(format("the launch ran longer than %g s (GPUCONV_EMULATOR_TIMEOUT): a thread "
+                    "loops forever, or spin-waits for another thread, which fibers cannot do",
+                    state.launch->timeout_seconds));
+    }
     if (state.fibers == nullptr || !state.in_fiber) {
         // Not from a fiber: restore the previous handler; the fault repeats and reaches it.
-        for (int i = 0; i < 3; ++i)
-            if (kFaultSignals[i] == signal) sigaction(signal, &fault_handlers.previous[i], nullptr);
+        for (int i = 0; i < kHandledSignals; ++i)
+            if (handled_signal(i) == signal)
+                sigaction(signal, &fault_handlers.previous[i], nullptr);
         return;
     }
     const Fiber& fiber = (*state.fibers)[state.current];
@@ -340,19 +373,25 @@ inline void on_fault(int signal, siginfo_t* info, void*) {
 
 inline void install_fault_handlers() {
     std::lock_guard<std::mutex> lock(fault_handlers.mutex);
-    if (fault_handlers.users++ > 0) return;
     struct sigaction action;
     std::memset(&action, 0, sizeof action);
     action.sa_sigaction = on_fault;
-    action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART;
     sigemptyset(&action.sa_mask);
-    for (int i = 0; i < 3; ++i) sigaction(kFaultSignals[i], &action, &fault_handlers.previous[i]);
+    if (!fault_handlers.timeout_handler_installed) {
+        sigaction(timeout_signal(), &action, &fault_handlers.previous[kHandledSignals - 1]);
+        fault_handlers.timeout_handler_installed = true;
+    }
+    if (fault_handlers.users++ > 0) return;
+    for (int i = 0; i < kHandledSignals - 1; ++i)
+        sigaction(handled_signal(i), &action, &fault_handlers.previous[i]);
 }
 
 inline void remove_fault_handlers() {
     std::lock_guard<std::mutex> lock(fault_handlers.mutex);
     if (--fault_handlers.users > 0) return;
-    for (int i = 0; i < 3; ++i) sigaction(kFaultSignals[i], &fault_handlers.previous[i], nullptr);
+    for (int i = 0; i < kHandledSignals - 1; ++i)
+        sigaction(handled_signal(i), &fault_handlers.previous[i], nullptr);
 }
 
 // The alternate signal stack of one worker thread, for as long as it runs a launch.
@@ -436,7 +475,7 @@ inline bool run_block(std::vector<Fiber>& fibers) {
             worker.in_fiber = true;
             switch_context(worker.scheduler, fibers[i].context);
             worker.in_fiber = false;
-            if (fibers[i].state == FiberState::aborted) return false;
+            if (fibers[i].state == FiberState::aborted || launch.failed.load()) return false;
         }
         std::size_t finished = 0, first_finished = 0, first_waiting = count;
         int predicate_count = 0;
@@ -478,6 +517,10 @@ inline void run_worker(Launch* launch) {
     SignalStack signal_stack;
     WorkerState& state = worker;
     state.launch = launch;
+    {
+        std::lock_guard<std::mutex> lock(launch->workers_mutex);
+        launch->worker_threads.push_back(pthread_self());
+    }
     state.block_dim = launch->block;
     state.grid_dim = launch->grid;
     std::vector<Fiber> fibers(static_cast<std::size_t>(launch->block.x) * launch->block.y *
@@ -503,6 +546,12 @@ inline void run_worker(Launch* launch) {
                                       static_cast<unsigned>(linear / blocks_per_plane)};
             if (!run_block(fibers)) break;
         }
+    }
+    {
+        // From here on the watchdog must not signal this thread (it may go back to Python).
+        std::lock_guard<std::mutex> lock(launch->workers_mutex);
+        auto& threads = launch->worker_threads;
+        threads.erase(std::find(threads.begin(), threads.end(), pthread_self()));
     }
     for (Fiber& fiber : fibers)
         if (fiber.stack != nullptr) return_stack(fiber.stack);
@@ -532,11 +581,31 @@ inline std::string check_dimensions(const dim3& grid, const dim3& block,
     return std::string();
 }
 
+// Interrupts the launch's worker threads if it has not finished after `timeout_seconds`:
+// each thread running a fiber fails it (see on_fault); the others stop at the next fiber.
+inline void watch(Launch& launch, double timeout_seconds, std::mutex& done_mutex,
+                  std::condition_variable& done_changed, const bool& done) {
+    std::unique_lock<std::mutex> lock(done_mutex);
+    if (done_changed.wait_for(lock, std::chrono::duration<double>(timeout_seconds),
+                              [&] { return done; }))
+        return;
+    lock.unlock();
+    {
+        std::lock_guard<std::mutex> error_lock(launch.error_mutex);
+        if (launch.error.empty())  // a fiber's own message (with its thread) replaces this
+            launch.error = format("the launch ran longer than %g s (GPUCONV_EMULATOR_TIMEOUT)",
+                                  timeout_seconds);
+        launch.failed.store(true);
+    }
+    std::lock_guard<std::mutex> workers_lock(launch.workers_mutex);
+    for (pthread_t thread : launch.worker_threads) pthread_kill(thread, timeout_signal());
+}
+
 // The body of every generated launcher. Returns 0, or 1 with the first error in `message`.
 inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* block,
                   unsigned long long shared_bytes, void** args,
                   const unsigned long long* allocations, int allocation_count, int workers,
-                  int schedule, unsigned long long seed,
+                  int schedule, unsigned long long seed, double timeout_seconds,
                   char* message, unsigned long long message_capacity) {
     Launch state;
     state.thunk = thunk;
@@ -546,6 +615,7 @@ inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* b
     state.shared_bytes = shared_bytes;
     state.schedule = schedule;
     state.seed = seed;
+    state.timeout_seconds = timeout_seconds;
     for (int i = 0; i < allocation_count; ++i)
         state.allocations.push_back(Allocation{allocations[3 * i], allocations[3 * i + 1],
                                                static_cast<int>(allocations[3 * i + 2])});
@@ -556,6 +626,12 @@ inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* b
         const unsigned long long count =
             std::max(1ull, std::min<unsigned long long>(workers > 0 ? workers : 1, total));
         install_fault_handlers();
+        std::mutex done_mutex;
+        std::condition_variable done_changed;
+        bool done = false;
+        std::thread watchdog;
+        if (timeout_seconds > 0)
+            watchdog = std::thread([&] { watch(state, timeout_seconds, done_mutex, done_changed, done); });
         if (count == 1) {
             run_worker(&state);
         } else {
@@ -563,6 +639,12 @@ inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* b
             for (unsigned long long i = 0; i < count; ++i) threads.emplace_back(run_worker, &state);
             for (std::thread& thread : threads) thread.join();
         }
+        {
+            std::lock_guard<std::mutex> lock(done_mutex);
+            done = true;
+        }
+        done_changed.notify_all();
+        if (watchdog.joinable()) watchdog.join();
         remove_fault_handlers();
         error = state.error;
     }

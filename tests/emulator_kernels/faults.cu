@@ -8,6 +8,8 @@
 //   divide(const int* a, int* out, int divisor)  integer division (by zero: SIGFPE on a CPU).
 //   deep_stack(float* out, int n)  a local array larger than a fiber stack.
 //   wild_read(float* out)  reads through a null-page pointer, unchecked.
+//   wait_for_flag(int* flag)  thread 0 spins until the last thread sets a flag: fine on a GPU,
+//       a hang for fibers, which switch only at barriers.
 //   missing_barrier(const float* in, float* out)  reverses each block's values through
 //       shared memory but forgets the __syncthreads() between the store and the load.
 #ifdef GPUCONV_EMULATOR
@@ -65,4 +67,10 @@ __global__ void deep_stack(float* out, int n) {
 __global__ void wild_read(float* out) {
     const float* nowhere = reinterpret_cast<const float*>(16);
     out[threadIdx.x] = *nowhere;
+}
+
+__global__ void wait_for_flag(int* flag) {
+    if (threadIdx.x == blockDim.x - 1) atomicExch(flag, 1);
+    while (atomicAdd(flag, 0) == 0) {
+    }
 }
