@@ -16,8 +16,10 @@
 //     bad launch dimensions) stop the launch and come back to Python as a message: the
 //     faulting fiber is simply never resumed, no exception or longjmp crosses C++ frames.
 //
-// The runtime is in cuda_emulator_runtime.h, the built-ins and intrinsics in
-// cuda_emulator_intrinsics.h; this file holds the keywords and vector types.
+// The runtime is in cuda_emulator_runtime.h (with cuda_emulator_fibers.h and
+// cuda_emulator_faults.h), the launchers' helpers in cuda_emulator_launchers.h, the
+// built-ins and intrinsics in cuda_emulator_intrinsics.h; this file holds the keywords and
+// vector types.
 //
 // Kernel sources can test `#ifdef GPUCONV_EMULATOR`. Debug builds define
 // GPUCONV_EMULATOR_DEBUG, which turns on the global bounds checks.
@@ -95,4 +97,5 @@ struct dim3 {
 };
 
 #include "cuda_emulator_runtime.h"
+#include "cuda_emulator_launchers.h"
 #include "cuda_emulator_intrinsics.h"

@@ -1,91 +1,17 @@
 // cuda_emulator_runtime.h: the CUDA emulator's launch runtime (included by cuda_emulator.h).
 //
-// Fibers and their stacks, the per-OS-thread worker state behind threadIdx & co., the
-// barrier scheduler, the global bounds check, the launch entry point and the kernel
-// signature introspection used by the generated launchers.
+// The per-OS-thread worker state behind threadIdx & co., errors, barriers, the global bounds
+// check, the barrier scheduler and the launch entry point.
+// Fibers: cuda_emulator_fibers.h; faults and the watchdog: cuda_emulator_faults.h; what the
+// generated launchers use: cuda_emulator_launchers.h.
 #pragma once
 
-#include <pthread.h>
-
-#include <chrono>
-#include <condition_variable>
-#include <csignal>
-
-// ---------------------------------------------------------------- context switching
-// swapcontext saves the signal mask with a system call at every switch; on x86-64 a
-// switch of the callee-saved registers is enough (fibers never touch signal masks or the
-// floating-point control words), and it makes barrier-heavy kernels several times faster.
-#if defined(__x86_64__) && !defined(GPUCONV_EMULATOR_UCONTEXT)
-#define GPUCONV_EMULATOR_FAST_SWITCH 1
-extern "C" void gpuconv_emu_switch(void** save_stack_pointer, void* load_stack_pointer);
-__asm__(
-    ".text\n"
-    ".p2align 4\n"
-    ".hidden gpuconv_emu_switch\n"
-    ".globl gpuconv_emu_switch\n"
-    ".type gpuconv_emu_switch, @function\n"
-    "gpuconv_emu_switch:\n"
-    "    pushq %rbp\n"
-    "    pushq %rbx\n"
-    "    pushq %r12\n"
-    "    pushq %r13\n"
-    "    pushq %r14\n"
-    "    pushq %r15\n"
-    "    movq %rsp, (%rdi)\n"
-    "    movq %rsi, %rsp\n"
-    "    popq %r15\n"
-    "    popq %r14\n"
-    "    popq %r13\n"
-    "    popq %r12\n"
-    "    popq %rbx\n"
-    "    popq %rbp\n"
-    "    ret\n"
-    ".size gpuconv_emu_switch, .-gpuconv_emu_switch\n");
-#endif
+#include "cuda_emulator_fibers.h"
 
 namespace gpuconv_emu {
 
-struct Context {
-#ifdef GPUCONV_EMULATOR_FAST_SWITCH
-    void* stack_pointer = nullptr;
-#else
-    ucontext_t context{};
-#endif
-};
-
-inline void switch_context(Context& save, Context& load) {
-#ifdef GPUCONV_EMULATOR_FAST_SWITCH
-    gpuconv_emu_switch(&save.stack_pointer, load.stack_pointer);
-#else
-    swapcontext(&save.context, &load.context);
-#endif
-}
-
-// Prepares `context` to start `entry` (which must never return) on the given stack.
-inline void make_context(Context& context, char* stack, std::size_t size, void (*entry)()) {
-#ifdef GPUCONV_EMULATOR_FAST_SWITCH
-    // The frame gpuconv_emu_switch pops: six zeroed registers, then `entry` as the return
-    // address; above it a null return address for `entry`, which so starts with
-    // %rsp = 8 (mod 16) as after a call.
-    auto top = reinterpret_cast<std::uintptr_t>(stack + size) & ~std::uintptr_t(15);
-    auto* frame = reinterpret_cast<void**>(top - 64);
-    for (int i = 0; i < 6; ++i) frame[i] = nullptr;
-    frame[6] = reinterpret_cast<void*>(entry);
-    frame[7] = nullptr;
-    context.stack_pointer = frame;
-#else
-    getcontext(&context.context);
-    context.context.uc_stack.ss_sp = stack;
-    context.context.uc_stack.ss_size = size;
-    context.context.uc_link = nullptr;
-    makecontext(&context.context, entry, 0);
-#endif
-}
-
 constexpr unsigned kMaxThreadsPerBlock = 1024;
 constexpr unsigned long long kMaxSharedBytes = 228ull * 1024;
-// Fiber stacks: enough for kernels with local arrays at -O1 -g; a guard page below each.
-constexpr std::size_t kStackBytes = 256 * 1024;
 
 // ---------------------------------------------------------------- launch state
 struct Allocation {
@@ -141,33 +67,6 @@ struct WorkerState {
 };
 
 inline thread_local WorkerState worker;
-
-// ---------------------------------------------------------------- fiber stacks
-// Stacks are mmap'ed once and reused by every later launch in the process.
-inline std::mutex stack_pool_mutex;
-inline std::vector<char*> stack_pool;
-
-inline char* take_stack() {
-    {
-        std::lock_guard<std::mutex> lock(stack_pool_mutex);
-        if (!stack_pool.empty()) {
-            char* stack = stack_pool.back();
-            stack_pool.pop_back();
-            return stack;
-        }
-    }
-    const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-    void* memory = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (memory == MAP_FAILED) return nullptr;
-    mprotect(memory, page, PROT_NONE);  // an overflow faults instead of corrupting memory
-    return static_cast<char*>(memory) + page;
-}
-
-inline void return_stack(char* stack) {
-    std::lock_guard<std::mutex> lock(stack_pool_mutex);
-    stack_pool.push_back(stack);
-}
 
 // ---------------------------------------------------------------- errors
 inline std::string format(const char* pattern, ...) __attribute__((format(printf, 1, 2)));
@@ -306,112 +205,11 @@ inline T& checked_element(T* pointer, long long index, const char* file, int lin
     return pointer[index];
 }
 
-// ---------------------------------------------------------------- faults
-// A fault in kernel code (a fiber stack overflow, an integer division by zero, a wild
-// pointer in a release build) would kill the Python process. While a launch runs, SIGSEGV,
-// SIGBUS and SIGFPE raised by a fiber are turned into a launch error instead: the handler
-// runs on an alternate signal stack, records the error and switches to the scheduler,
-// abandoning the fiber as any other failing fiber. SA_NODEFER keeps the signal unblocked,
-// since the handler never returns. Faults anywhere else go to the previous handlers.
-// The signal the watchdog sends to interrupt a launch that runs too long (a real-time
-// signal: nothing else in a Python process uses it).
-inline int timeout_signal() { return SIGRTMIN + 5; }
-constexpr int kHandledSignals = 4;
-inline int handled_signal(int i) {
-    const int signals[kHandledSignals] = {SIGSEGV, SIGBUS, SIGFPE, timeout_signal()};
-    return signals[i];
-}
-constexpr std::size_t kSignalStackBytes = 64 * 1024;
+}  // namespace gpuconv_emu
 
-struct FaultHandlers {
-    std::mutex mutex;
-    int users = 0;
-    struct sigaction previous[kHandledSignals];
-    // The timeout signal's handler stays once installed (a late signal must never find the
-    // default action, which ends the process); each module installs it once, chaining to
-    // the handler it replaced, so that another module's watchdog still reaches its threads.
-    bool timeout_handler_installed = false;
-};
-inline FaultHandlers fault_handlers;
+#include "cuda_emulator_faults.h"
 
-inline void on_fault(int signal, siginfo_t* info, void*) {
-    WorkerState& state = worker;
-    if (signal == timeout_signal()) {
-        if (state.launch == nullptr) {  // not this module's launch: pass it on
-            const struct sigaction& previous = fault_handlers.previous[kHandledSignals - 1];
-            if ((previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction != nullptr)
-                previous.sa_sigaction(signal, info, nullptr);
-            return;
-        }
-        if (!state.in_fiber) return;  // the scheduler sees `failed` before the next fiber
-        fail(format("the launch ran longer than %g s (GPUCONV_EMULATOR_TIMEOUT): a thread "
-                    "loops forever, or spin-waits for another thread, which fibers cannot do",
-                    state.launch->timeout_seconds));
-    }
-    if (state.fibers == nullptr || !state.in_fiber) {
-        // Not from a fiber: restore the previous handler; the fault repeats and reaches it.
-        for (int i = 0; i < kHandledSignals; ++i)
-            if (handled_signal(i) == signal)
-                sigaction(signal, &fault_handlers.previous[i], nullptr);
-        return;
-    }
-    const Fiber& fiber = (*state.fibers)[state.current];
-    const auto address = reinterpret_cast<std::uintptr_t>(info->si_addr);
-    const auto stack_bottom = reinterpret_cast<std::uintptr_t>(fiber.stack);
-    if (signal == SIGSEGV && address < stack_bottom && address + 65536 >= stack_bottom)
-        fail(format("stack overflow: a thread used more than the emulator's %zu KiB fiber "
-                    "stack (large local arrays?)",
-                    kStackBytes / 1024));
-    if (signal == SIGFPE)
-        fail(info->si_code == FPE_INTDIV
-                 ? std::string("integer division by zero (SIGFPE; a GPU would return garbage)")
-                 : format("arithmetic fault (SIGFPE, code %d)", info->si_code));
-    fail(format("invalid memory access at address %p (%s); debug builds check global indices "
-                "passed to gpuconv_emu::check_global_index",
-                info->si_addr, signal == SIGBUS ? "SIGBUS" : "SIGSEGV"));
-}
-
-inline void install_fault_handlers() {
-    std::lock_guard<std::mutex> lock(fault_handlers.mutex);
-    struct sigaction action;
-    std::memset(&action, 0, sizeof action);
-    action.sa_sigaction = on_fault;
-    action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART;
-    sigemptyset(&action.sa_mask);
-    if (!fault_handlers.timeout_handler_installed) {
-        sigaction(timeout_signal(), &action, &fault_handlers.previous[kHandledSignals - 1]);
-        fault_handlers.timeout_handler_installed = true;
-    }
-    if (fault_handlers.users++ > 0) return;
-    for (int i = 0; i < kHandledSignals - 1; ++i)
-        sigaction(handled_signal(i), &action, &fault_handlers.previous[i]);
-}
-
-inline void remove_fault_handlers() {
-    std::lock_guard<std::mutex> lock(fault_handlers.mutex);
-    if (--fault_handlers.users > 0) return;
-    for (int i = 0; i < kHandledSignals - 1; ++i)
-        sigaction(handled_signal(i), &fault_handlers.previous[i], nullptr);
-}
-
-// The alternate signal stack of one worker thread, for as long as it runs a launch.
-struct SignalStack {
-    stack_t previous{};
-    void* memory = nullptr;
-    SignalStack() {
-        memory = std::malloc(kSignalStackBytes);
-        if (memory == nullptr) return;
-        stack_t stack{};
-        stack.ss_sp = memory;
-        stack.ss_size = kSignalStackBytes;
-        sigaltstack(&stack, &previous);
-    }
-    ~SignalStack() {
-        if (memory == nullptr) return;
-        sigaltstack(&previous, nullptr);
-        std::free(memory);
-    }
-};
+namespace gpuconv_emu {
 
 // ---------------------------------------------------------------- the scheduler
 inline void fiber_entry() {
@@ -581,26 +379,6 @@ inline std::string check_dimensions(const dim3& grid, const dim3& block,
     return std::string();
 }
 
-// Interrupts the launch's worker threads if it has not finished after `timeout_seconds`:
-// each thread running a fiber fails it (see on_fault); the others stop at the next fiber.
-inline void watch(Launch& launch, double timeout_seconds, std::mutex& done_mutex,
-                  std::condition_variable& done_changed, const bool& done) {
-    std::unique_lock<std::mutex> lock(done_mutex);
-    if (done_changed.wait_for(lock, std::chrono::duration<double>(timeout_seconds),
-                              [&] { return done; }))
-        return;
-    lock.unlock();
-    {
-        std::lock_guard<std::mutex> error_lock(launch.error_mutex);
-        if (launch.error.empty())  // a fiber's own message (with its thread) replaces this
-            launch.error = format("the launch ran longer than %g s (GPUCONV_EMULATOR_TIMEOUT)",
-                                  timeout_seconds);
-        launch.failed.store(true);
-    }
-    std::lock_guard<std::mutex> workers_lock(launch.workers_mutex);
-    for (pthread_t thread : launch.worker_threads) pthread_kill(thread, timeout_signal());
-}
-
 // The body of every generated launcher. Returns 0, or 1 with the first error in `message`.
 inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* block,
                   unsigned long long shared_bytes, void** args,
@@ -654,80 +432,6 @@ inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* b
         message[message_capacity - 1] = '\0';
     }
     return 1;
-}
-
-// ---------------------------------------------------------------- kernel signatures
-template <class P>
-inline P load_argument(void* pointer) {
-    P value;
-    std::memcpy(static_cast<void*>(&value), pointer, sizeof(P));
-    return value;
-}
-
-template <class... P, std::size_t... I>
-inline void invoke_kernel(void (*kernel)(P...), void** args, std::index_sequence<I...>) {
-    kernel(load_argument<std::remove_cv_t<P>>(args[I])...);
-}
-
-template <class... P>
-inline void invoke_kernel(void (*kernel)(P...), void** args) {
-    invoke_kernel(kernel, args, std::index_sequence_for<P...>{});
-}
-
-// 'p' pointer, 'f' floating point, 'i' integer (bool and enums too), 'v' void, 'o' other.
-template <class P>
-constexpr char parameter_kind() {
-    return std::is_pointer<P>::value          ? 'p'
-           : std::is_floating_point<P>::value ? 'f'
-           : (std::is_integral<P>::value || std::is_enum<P>::value) ? 'i'
-           : std::is_void<P>::value                                 ? 'v'
-                                                                    : 'o';
-}
-
-// What a pointer parameter points to ('-' and 0 for parameters that are not pointers).
-template <class P>
-constexpr char pointee_kind() {
-    if constexpr (std::is_pointer<P>::value)
-        return parameter_kind<std::remove_cv_t<std::remove_pointer_t<P>>>();
-    else
-        return '-';
-}
-template <class P>
-constexpr unsigned long long pointee_size() {
-    if constexpr (std::is_pointer<P>::value && !std::is_void<std::remove_pointer_t<P>>::value)
-        return sizeof(std::remove_pointer_t<P>);
-    else
-        return 0;
-}
-
-// For parameter i writes kinds[2i] and sizes[2i] (kind and sizeof of the parameter) and
-// kinds[2i+1] and sizes[2i+1] (the same of what a pointer parameter points to); returns
-// the parameter count.
-template <class... P>
-inline int signature(void (*)(P...), char* kinds, unsigned long long* sizes, int capacity) {
-    const char kind_list[] = {parameter_kind<P>()..., '\0'};
-    const char pointee_kind_list[] = {pointee_kind<P>()..., '\0'};
-    const unsigned long long size_list[] = {sizeof(P)..., 0};
-    const unsigned long long pointee_size_list[] = {pointee_size<P>()..., 0};
-    const int count = static_cast<int>(sizeof...(P));
-    for (int i = 0; i < count && i < capacity; ++i) {
-        kinds[2 * i] = kind_list[i];
-        kinds[2 * i + 1] = pointee_kind_list[i];
-        sizes[2 * i] = size_list[i];
-        sizes[2 * i + 1] = pointee_size_list[i];
-    }
-    return count;
-}
-
-// sizeof the module variable that starts at `address`, 0 if none does.
-inline unsigned long long symbol_size(const void* address) {
-    Dl_info info;
-    ElfW(Sym)* symbol = nullptr;
-    if (dladdr1(const_cast<void*>(address), &info, reinterpret_cast<void**>(&symbol),
-                RTLD_DL_SYMENT) == 0 ||
-        symbol == nullptr || info.dli_saddr != address)
-        return 0;
-    return symbol->st_size;
 }
 
 }  // namespace gpuconv_emu
