@@ -4,7 +4,11 @@ Given a checked :class:`~gpuconv._plan.ConvolutionPlan`, :func:`choose_strategy`
 decides *how* to compute it; it never changes *what* is computed:
 
 - **exact integer accumulation** when the kernel and the image are integers
-  (bit-identical to OpenCV), in int32 when no sum can overflow it, else int64;
+  (bit-identical to OpenCV), in int32 when no sum can overflow it, else int64
+  (float64 if even int64 could overflow: an astronomic constant border);
+- **float64 instead of float32 sums** for a float kernel on an integer image
+  with integer output when float32 rounding could move a result by a quarter
+  grey level (large uint16 sums, huge kernels);
 - **separable** (a column pass and a row pass) when the kernel has rank 1,
   detected from the numbers themselves, not from a kernel's name; integer
   kernels are split into integer factors so the exact path stays exact;
@@ -83,12 +87,29 @@ def separable_factors(kernel: np.ndarray, integer: bool = False):
     return column, row
 
 
-def _integer_accumulator(plan: ConvolutionPlan, absolute_tap_sum: float) -> np.dtype:
+# Integer sums must stay inside int64 (with headroom); past this, float64.
+_LARGEST_INTEGER_SUM = 2.0**62
+# Float32 sums of a float kernel on an integer image may move a result by this
+# much of a grey level before float64 sums are used instead.
+_FLOAT32_ERROR_LIMIT = 0.25
+
+
+def _largest_magnitude(plan: ConvolutionPlan) -> float:
+    """The largest |pixel| a sum can see: the type's range, or the constant border."""
+    if plan.input_dtype.kind == "f":
+        return float("inf")
     info = np.iinfo(plan.input_dtype)
-    largest_pixel = max(abs(int(info.min)), int(info.max))
-    largest_pixel = max(largest_pixel, abs(int(plan.border_value)))
-    bound = absolute_tap_sum * largest_pixel
-    return np.dtype(np.int32) if bound < 2**31 else np.dtype(np.int64)
+    return float(max(abs(int(info.min)), int(info.max), abs(plan.border_value)))
+
+
+def _float32_typical_error(plan: ConvolutionPlan) -> float:
+    """Typical float32 rounding error of one output, in grey levels.
+
+    ``sqrt(taps) * 2**-24 * sum|k| * largest pixel``: a random walk of one
+    half-ulp rounding per tap on the scale of the largest partial sum.
+    """
+    taps = plan.kernel.size
+    return np.sqrt(taps) * 2.0**-24 * float(np.abs(plan.kernel).sum()) * _largest_magnitude(plan)
 
 
 def choose_strategy(plan: ConvolutionPlan, allow_separable: bool = True) -> Strategy:
@@ -100,15 +121,26 @@ def choose_strategy(plan: ConvolutionPlan, allow_separable: bool = True) -> Stra
     factors = None
     if allow_separable and kernel.size >= _MIN_TAPS_FOR_SEPARABLE and min(kernel.shape) > 1:
         factors = separable_factors(kernel, integer=plan.integer_kernel)
+    accumulator = plan.accumulate_dtype
     if integer:
         if factors is not None:
             column, row = factors
             tap_sum = float(np.abs(column).sum() * np.abs(row).sum())
         else:
             tap_sum = float(np.abs(kernel).sum())
-        accumulator = _integer_accumulator(plan, tap_sum)
-    else:
-        accumulator = plan.accumulate_dtype
+        bound = tap_sum * _largest_magnitude(plan)
+        if bound >= _LARGEST_INTEGER_SUM:  # an astronomic constant border
+            integer, accumulator = False, np.dtype(np.float64)
+        else:
+            accumulator = np.dtype(np.int32) if bound < 2**31 else np.dtype(np.int64)
+    elif (
+        accumulator == np.float32
+        and plan.input_dtype.kind in "ui"
+        and plan.output_dtype.kind in "ui"
+        and _float32_typical_error(plan) >= _FLOAT32_ERROR_LIMIT
+    ):
+        # Large uint16/int16 sums or huge kernels: float32 could miss a grey level.
+        accumulator = np.dtype(np.float64)
     return Strategy(
         separable=factors is not None,
         column=None if factors is None else factors[0],
