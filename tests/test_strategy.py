@@ -30,8 +30,8 @@ def test_integer_kernels_split_into_integer_factors():
 
 
 @pytest.mark.parametrize("name", ["sharpen", "laplacian", "emboss", "outline"])
-def test_rank_two_kernels_are_not_separable(name):
-    assert np.linalg.matrix_rank(kernels.get(name)) == 2
+def test_higher_rank_kernels_are_not_separable(name):
+    assert np.linalg.matrix_rank(kernels.get(name)) > 1
     assert separable_factors(kernels.get(name)) is None
     assert not choose_strategy(plan_for(name)).separable
 
