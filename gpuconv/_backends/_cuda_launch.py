@@ -261,7 +261,7 @@ def every_name_expression() -> dict[str, list[str]]:
             if input_dtype.kind in "ui":
                 accumulators += [np.int32, np.int64]
                 if output_dtype.kind in "ui" and accumulators[0] != np.float64:
-                    # float64 sums where float32 could miss a grey level (_cuda.strategy_for)
+                    # float64 sums where float32 could miss a grey level (gpuconv._strategy.choose_strategy)
                     accumulators.append(np.float64)
             for accumulator in accumulators:
                 for template, sizes in (

@@ -46,10 +46,16 @@ def source(file_name: str) -> str:
     text = (directory / file_name).read_text()
 
     def inline(match: re.Match) -> str:
+        # #line directives keep compiler and emulator messages pointing at the real files.
         header = (directory / match.group(1)).read_text()
-        return header.replace("#pragma once", "")
+        resume = text.count("\n", 0, match.end()) + 2  # the line after the #include
+        return (
+            f'#line 1 "kernels_cuda/{match.group(1)}"\n'
+            + header.replace("#pragma once", "")
+            + f'\n#line {resume} "kernels_cuda/{file_name}"'
+        )
 
-    return _INCLUDE.sub(inline, text)
+    return f'#line 1 "kernels_cuda/{file_name}"\n' + _INCLUDE.sub(inline, text)
 
 
 @functools.cache
