@@ -174,6 +174,14 @@ def test_peak_memory_of_an_8192_image_is_input_output_and_a_few_rows():
     assert growth_kib < (64 + 24) * 1024, f"peak grew by {growth_kib / 1024:.0f} MiB"
 
 
+def test_small_work_runs_on_one_thread_and_large_work_on_all():
+    small = _plan(np.zeros((256, 256), np.uint8), "sharpen")
+    large = _plan(np.zeros((2048, 2048), np.uint8), "sharpen")
+    assert _numba.execution_for(small, workers=4).workers == 1
+    assert _numba.execution_for(large, workers=4).workers == 4
+    assert _numba.execution_for(large, workers=1).workers == 1
+
+
 def test_numba_num_threads_is_honoured():
     result = _python(
         """
@@ -195,8 +203,9 @@ def test_numba_num_threads_is_honoured():
 
 
 def test_results_do_not_depend_on_the_thread_count(rng):
-    image = rng.standard_normal((203, 131)).astype(np.float32)
+    image = rng.standard_normal((601, 403)).astype(np.float32)  # large enough for every thread
     kernel = rng.standard_normal((6, 5))
+    assert _numba.execution_for(_plan(image, kernel), workers=2).workers == 2
     default = gpuconv.convolve(image, kernel, backend="numba")
     previous = numba.get_num_threads()
     numba.set_num_threads(1)

@@ -32,6 +32,9 @@ _MAX_BAND_HEIGHT = 64
 # Integer sums beyond this would not fit the integer accumulator (a huge
 # constant border value): compute in float64 instead.
 _LARGEST_EXACT_CONSTANT = 2.0**31
+# Multiply-adds (about a millisecond on one core) below which one thread runs
+# the call: see workers_for.
+_SERIAL_WORK = 4 * 2**20
 # float32 represents every integer of magnitude up to 2**24 exactly.
 _FLOAT32_EXACT_INTEGERS = 2.0**24
 
@@ -154,8 +157,21 @@ def band_height_for(plan: ConvolutionPlan, accumulator: np.dtype, workers: int) 
     return int(max(1, min(_MAX_BAND_HEIGHT, fitting, per_worker)))
 
 
+def workers_for(plan: ConvolutionPlan, available: int) -> int:
+    """Threads worth waking for ``plan``: one for small work, else all ``available``.
+
+    Waking a second thread costs tens of microseconds, and far more when
+    another thread pool (OpenCV's) is still spinning on the same cores; work
+    under about a millisecond runs on the calling thread alone.
+    """
+    height, width, channels = plan.shape
+    taps = min(plan.kernel.size, plan.kernel_height + plan.kernel_width + 9)
+    work = height * width * channels * max(taps, 9)
+    return 1 if work < _SERIAL_WORK else available
+
+
 def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
-    """Everything the compiled loop needs for ``plan`` on ``workers`` threads."""
+    """Everything the compiled loop needs for ``plan`` with up to ``workers`` threads."""
     height, width, _ = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     strategy = _strategy(plan)
@@ -168,6 +184,7 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
     )
     from . import _numba_kernels as kernels
 
+    workers = workers_for(plan, workers)
     skip = strategy.skip_zero_taps
     empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
     if plan.kernel.shape == (3, 3):
@@ -233,6 +250,8 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
     else:
         constant = scalar(int(plan.border_value)) if np.isfinite(plan.border_value) else scalar(0)
     function = kernels.compiled(plan.input_dtype, accumulator, plan.output_dtype)
+    previous_threads = numba.get_num_threads()
+    numba.set_num_threads(run.workers)  # thread-local; restored below
     previous_chunk_size = numba.set_parallel_chunksize(1)  # bands dealt out dynamically
     try:
         function(
@@ -256,4 +275,5 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
         )
     finally:
         numba.set_parallel_chunksize(previous_chunk_size)
+        numba.set_num_threads(previous_threads)
     return output
