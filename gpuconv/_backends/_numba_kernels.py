@@ -26,9 +26,14 @@ Memory besides input and output: per worker thread, one band of lines.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import prange
+
+try:
+    import numba
+    from numba import prange
+except ImportError:  # still importable (doctest collection); compiled() needs numba
+    numba = None
+    prange = range
 
 # Pixels of one output row summed per block: the accumulator block (and the
 # part of each line it reads) stays in the L1 cache while every tap passes.
@@ -49,7 +54,12 @@ PATH_FUSED_3X3 = 2  # every tap of a 3 x 3 kernel in one pass, in registers
 _JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": {"contract"}, "error_model": "numpy"}
 
 
-@numba.njit(**_JIT_OPTIONS)
+def _jit(function):
+    """``numba.njit`` with this module's options (the plain function without numba)."""
+    return function if numba is None else numba.njit(**_JIT_OPTIONS)(function)
+
+
+@_jit
 def _load_line(image, source_row, col_index, anchor_x, constant, line):
     """Fill ``line`` with source row ``source_row`` widened by the horizontal border."""
     width = image.shape[1]
@@ -86,7 +96,7 @@ def _load_line(image, source_row, col_index, anchor_x, constant, line):
                 line[p * channels + c] = line[(source_col + anchor_x) * channels + c]
 
 
-@numba.njit(**_JIT_OPTIONS)
+@_jit
 def _store_row(sums, output_row, store_mode, lowest, highest):
     if store_mode == STORE_CAST:
         for k in range(sums.shape[0]):
@@ -113,7 +123,7 @@ def _store_row(sums, output_row, store_mode, lowest, highest):
                 output_row[k] = value
 
 
-@numba.njit(**_JIT_OPTIONS)
+@_jit
 def _add_taps(sums, sources, rows, offsets, weights, length):
     """``sums[k] += sum_t weights[t] * sources[rows[t], offsets[t] + k]`` for k < length.
 
@@ -140,7 +150,7 @@ def _add_taps(sums, sources, rows, offsets, weights, length):
         t += 1
 
 
-@numba.njit(**_JIT_OPTIONS)
+@_jit
 def _direct_row(lines, first_line, tap_rows, tap_cols, tap_weights, channels, sums, rows, offsets):
     """``sums[k] = sum_t w_t * lines[first_line + i_t][k + j_t * C]`` (branch-free).
 
@@ -160,7 +170,7 @@ def _direct_row(lines, first_line, tap_rows, tap_cols, tap_weights, channels, su
         _add_taps(block, lines, rows, offsets, tap_weights, stop - start)
 
 
-@numba.njit(**_JIT_OPTIONS)
+@_jit
 def _separable_row(
     lines,
     first_line,
@@ -193,7 +203,7 @@ def _separable_row(
     )
 
 
-@numba.njit(**_JIT_OPTIONS)
+@_jit
 def _fused3x3_row(lines, first_line, weights, channels, output_row, store_mode, lowest, highest):
     """A 3 x 3 kernel in one pass: nine multiply-adds in registers, then the store.
 
@@ -334,6 +344,8 @@ _COMPILED: dict = {}
 
 def compiled(input_dtype, accumulator, output_dtype):
     """Return :func:`convolve_bands` compiled for one dtype triple (cached on disk)."""
+    if numba is None:
+        raise ImportError("numba is not installed: pip install 'gpuconv[numba]'")
     key = (np.dtype(input_dtype), np.dtype(accumulator), np.dtype(output_dtype))
     function = _COMPILED.get(key)
     if function is None:
