@@ -1,7 +1,8 @@
 """The compiled loops of the Numba backend (imported only when numba is used).
 
-The functions here are plain Python until :func:`compiled` hands them to
-``numba.njit`` with one explicit signature per ``(input dtype, accumulator
+The row helpers are ``numba.njit``-ed at import (lazily compiled, cached on
+disk); the parallel driver :func:`convolve_bands` is compiled by
+:func:`compiled` with one explicit signature per ``(input dtype, accumulator
 dtype, output dtype)``. Explicit signatures with an ``"A"``-layout, read-only,
 possibly unaligned image type mean a C-contiguous array, a strided view and a
 read-only array all run the same machine code: one compile per dtype triple,
@@ -15,9 +16,11 @@ How a band of output rows is computed, without a padded copy of the image:
    pixels of a line go through the border rule (the precomputed
    ``col_index`` table); a row outside the image is found through
    ``row_index`` (``-1``: the constant row);
-2. every output row is then a branch-free sum of shifted lines (the direct
-   path: one vectorised multiply-add per non-skipped tap) or a column pass
-   over the lines followed by a row pass (the separable path);
+2. every output row is then a branch-free sum of shifted lines: a 3 x 3
+   kernel in one fused pass (nine multiply-adds in registers, stored
+   directly); otherwise the direct path (one vectorised pass per four
+   non-skipped taps over a row of sums) or a column pass over the lines
+   followed by a row pass (the separable path);
 3. the sums are written out: rounded half to even and saturated (NaN to 0)
    for integer outputs, cast for float outputs.
 
