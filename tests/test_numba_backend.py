@@ -102,9 +102,18 @@ def test_large_integer_sums_use_int64_and_stay_exact(rng):
     np.testing.assert_array_equal(actual, reference(image, kernel, dtype=np.float64))
 
 
-def test_a_huge_constant_border_leaves_the_integer_path():
+def test_huge_constant_borders_widen_then_leave_the_integer_path():
     plan = _plan(np.zeros((8, 8), np.uint8), "sharpen", border="constant", value=1e12)
+    assert _numba.execution_for(plan, workers=1).accumulator == np.int64  # still exact
+    plan = _plan(np.zeros((8, 8), np.uint8), "sharpen", border="constant", value=1e30)
     assert _numba.execution_for(plan, workers=1).accumulator == np.float64
+    image = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    for value in (1e12, -3e15, 1e30):
+        options = dict(border="constant", value=value, dtype=np.float64)
+        np.testing.assert_array_equal(
+            gpuconv.convolve(image, "sharpen", backend="numba", **options),
+            gpuconv.convolve(image, "sharpen", backend="numpy", **options),
+        )
 
 
 @pytest.mark.parametrize("border", list(gpuconv.Border))

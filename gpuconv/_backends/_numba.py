@@ -29,9 +29,6 @@ _INSTALL_HINT = "pip install 'gpuconv[numba]'"
 _LINES_BUDGET_BYTES = 1 << 20
 _MAX_BAND_HEIGHT = 64
 
-# Integer sums beyond this would not fit the integer accumulator (a huge
-# constant border value): compute in float64 instead.
-_LARGEST_EXACT_CONSTANT = 2.0**31
 # Multiply-adds (about a millisecond on one core) below which one thread runs
 # the call: see workers_for.
 _SERIAL_WORK = 4 * 2**20
@@ -115,9 +112,6 @@ def _strategy(plan: ConvolutionPlan) -> Strategy:
     strategy = choose_strategy(plan)
     if not strategy.integer:
         return strategy
-    if abs(plan.border_value) >= _LARGEST_EXACT_CONSTANT:
-        # The planner's int64 bound cannot hold such a constant: float64 sums.
-        return choose_strategy(_float64_plan(plan))
     if _largest_integer_sum(plan, strategy) < _FLOAT32_EXACT_INTEGERS:
         # Every partial sum is an integer float32 holds exactly, so the result
         # is still bit-exact, and float multiply-adds are about 1.5x faster
@@ -133,12 +127,6 @@ def _largest_integer_sum(plan: ConvolutionPlan, strategy: Strategy) -> float:
     if strategy.separable:
         taps = max(taps, float(np.abs(strategy.column).sum() * np.abs(strategy.row).sum()))
     return taps * largest_pixel
-
-
-def _float64_plan(plan: ConvolutionPlan) -> ConvolutionPlan:
-    # integer_kernel=False makes the planner choose float sums; float64 since
-    # the constant is huge.
-    return replace(plan, integer_kernel=False, output_dtype=np.dtype(np.float64))
 
 
 def _taps(weights: np.ndarray, skip_zero: bool, dtype: np.dtype):
