@@ -14,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 
+import os
+
 import numpy as np
 import pytest
 from support import assert_contract_accuracy, reference
@@ -255,3 +257,30 @@ def test_one_compiled_function_serves_every_memory_layout(rng):
         )
     key = (np.dtype(np.uint8), np.dtype(np.int32), np.dtype(np.uint8))
     assert len(_numba_kernels.compiled(*key).signatures) == 1
+
+
+@pytest.mark.parametrize("layer", ["workqueue", "omp"])
+def test_concurrent_calls_from_threads_are_safe_on_every_threading_layer(layer):
+    # Dask's threaded scheduler calls the backend from several threads at once; numba's
+    # workqueue layer would abort the process unless the backend serialises the calls.
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, gpuconv, numba\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "image = np.random.default_rng(0).integers(0, 256, (1024, 1024)).astype(np.uint8)\n"
+        "expected = gpuconv.convolve(image, 'large_blur', backend='numpy')\n"
+        "def job(_):\n"
+        "    return bool((gpuconv.convolve(image, 'large_blur', backend='numba') == expected).all())\n"
+        "with ThreadPoolExecutor(4) as pool:\n"
+        "    results = list(pool.map(job, range(16)))\n"
+        "print(all(results), numba.threading_layer())\n"
+    )
+    environment = {**os.environ, "NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "2"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=environment, timeout=300)
+    if layer == "omp" and "No threading layer could be loaded" in result.stderr:
+        pytest.skip("numba's OpenMP layer is not loadable here (no libgomp)")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", layer]

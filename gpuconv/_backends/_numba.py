@@ -13,6 +13,8 @@ or fewer with ``numba.set_num_threads``.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -221,6 +223,20 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
     )
 
 
+# numba's fallback "workqueue" threading layer aborts the process when two threads
+# launch parallel kernels at once (Dask's threaded scheduler does); omp and tbb do not.
+_WORKQUEUE_LOCK = threading.Lock()
+
+
+def _serialised_if_not_threadsafe(numba):
+    """A lock around the call unless numba runs on a thread-safe layer (omp or tbb)."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
+        layer = None
+    return contextlib.nullcontext() if layer in ("omp", "tbb") else _WORKQUEUE_LOCK
+
+
 def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy") -> np.ndarray:
     """Run ``plan`` on ``image3d`` (any strides, read-only fine); return a new array."""
     import numba
@@ -242,25 +258,26 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
     numba.set_num_threads(run.workers)  # thread-local; restored below
     previous_chunk_size = numba.set_parallel_chunksize(1)  # bands dealt out dynamically
     try:
-        function(
-            image3d,
-            output.reshape(height, width * channels),
-            run.row_index,
-            run.col_index,
-            plan.anchor_x,
-            plan.kernel_height,
-            plan.kernel_width,
-            constant,
-            run.path,
-            *run.taps,
-            *run.column_taps,
-            *run.row_taps,
-            run.band_height,
-            run.workers,
-            run.store_mode,
-            scalar(run.lowest) if accumulator.kind == "f" else scalar(int(run.lowest)),
-            scalar(run.highest) if accumulator.kind == "f" else scalar(int(run.highest)),
-        )
+        with _serialised_if_not_threadsafe(numba):
+            function(
+                image3d,
+                output.reshape(height, width * channels),
+                run.row_index,
+                run.col_index,
+                plan.anchor_x,
+                plan.kernel_height,
+                plan.kernel_width,
+                constant,
+                run.path,
+                *run.taps,
+                *run.column_taps,
+                *run.row_taps,
+                run.band_height,
+                run.workers,
+                run.store_mode,
+                scalar(run.lowest) if accumulator.kind == "f" else scalar(int(run.lowest)),
+                scalar(run.highest) if accumulator.kind == "f" else scalar(int(run.highest)),
+            )
     finally:
         numba.set_parallel_chunksize(previous_chunk_size)
         numba.set_num_threads(previous_threads)
