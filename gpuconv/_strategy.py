@@ -6,9 +6,9 @@ decides *how* to compute it; it never changes *what* is computed:
 - **exact integer accumulation** when the kernel and the image are integers
   (bit-identical to OpenCV), in int32 when no sum can overflow it, else int64
   (float64 if even int64 could overflow: an astronomic constant border);
-- **float64 instead of float32 sums** for a float kernel on an integer image
-  with integer output when float32 rounding could move a result by a quarter
-  grey level (large uint16 sums, huge kernels);
+- **float64 instead of float32 sums** for a float kernel with an integer
+  output when float32 rounding could turn more than about 0.1% of pixels to
+  the other grey level (16-bit images, big or unnormalised kernels);
 - **separable** (a column pass and a row pass) when the kernel has rank 1,
   detected from the numbers themselves, not from a kernel's name; integer
   kernels are split into integer factors so the exact path stays exact;
@@ -89,9 +89,10 @@ def separable_factors(kernel: np.ndarray, integer: bool = False):
 
 # Integer sums must stay inside int64 (with headroom); past this, float64.
 _LARGEST_INTEGER_SUM = 2.0**62
-# Float32 sums of a float kernel on an integer image may move a result by this
-# much of a grey level before float64 sums are used instead.
-_FLOAT32_ERROR_LIMIT = 0.25
+# Float32 sums of a float kernel with an integer output may round a result to the
+# other grey level with about this probability per pixel before float64 sums are
+# used instead (the contract allows 1% of pixels one level off).
+_FLOAT32_ERROR_LIMIT = 1e-3
 
 
 def _largest_magnitude(plan: ConvolutionPlan) -> float:
@@ -135,11 +136,11 @@ def choose_strategy(plan: ConvolutionPlan, allow_separable: bool = True) -> Stra
             accumulator = np.dtype(np.int32) if bound < 2**31 else np.dtype(np.int64)
     elif (
         accumulator == np.float32
-        and plan.input_dtype.kind in "ui"
         and plan.output_dtype.kind in "ui"
         and _float32_typical_error(plan) >= _FLOAT32_ERROR_LIMIT
     ):
-        # Large uint16/int16 sums or huge kernels: float32 could miss a grey level.
+        # 16-bit sums, big or unnormalised kernels, float images rounded to integers:
+        # float32 could round too many pixels to the other grey level.
         accumulator = np.dtype(np.float64)
     return Strategy(
         separable=factors is not None,

@@ -10,8 +10,8 @@ from gpuconv._plan import make_plan
 from gpuconv._strategy import choose_strategy, separable_factors
 
 
-def plan_for(kernel, dtype=np.uint8, out=None, border="reflect101", value=0.0):
-    image = np.zeros((4, 4), dtype)
+def plan_for(kernel, dtype=np.uint8, out=None, border="reflect101", value=0.0, shape=(4, 4)):
+    image = np.broadcast_to(np.zeros(1, dtype), shape)  # no memory for large shapes
     return make_plan(image, kernel, border=border, value=value, anchor=None, flip=False, dtype=out)[1]
 
 
@@ -66,12 +66,18 @@ def test_astronomic_constant_falls_back_to_float64():
 
 
 def test_float32_sums_give_way_to_float64_where_they_could_miss_a_level(rng):
-    small = choose_strategy(plan_for(rng.normal(size=(3, 3)), np.uint8))
-    assert small.accumulator == np.float32
-    big = choose_strategy(plan_for(rng.normal(size=(15, 15)), np.uint16))
-    assert big.accumulator == np.float64
+    large = (1024, 1024)
+    assert choose_strategy(plan_for("small_blur", np.uint8, shape=large)).accumulator == np.float32
+    assert choose_strategy(plan_for("large_blur", np.uint8, shape=large)).accumulator == np.float32
+    # 16-bit sums, unnormalised random kernels: float32 would round too many pixels apart
+    assert choose_strategy(plan_for("small_blur", np.uint16, shape=large)).accumulator == np.float64
+    random9 = rng.normal(size=(9, 9))
+    assert choose_strategy(plan_for(random9, np.uint8, shape=large)).accumulator == np.float64
+    # a float image rounded to an integer output: its range is unbounded
+    assert choose_strategy(plan_for("small_blur", np.float32, out=np.uint8)).accumulator == np.float64
     # float output: the contract's float32 tolerance is relative, float32 sums are fine
-    assert choose_strategy(plan_for(rng.normal(size=(15, 15)), np.uint16, out=np.float32)).accumulator == np.float32
+    float_out = plan_for(random9, np.uint16, out=np.float32, shape=large)
+    assert choose_strategy(float_out).accumulator == np.float32
     assert choose_strategy(plan_for("sharpen", np.float64)).accumulator == np.float64
 
 

@@ -260,9 +260,10 @@ def every_name_expression() -> dict[str, list[str]]:
             ]
             if input_dtype.kind in "ui":
                 accumulators += [np.int32, np.int64]
-                if output_dtype.kind in "ui" and accumulators[0] != np.float64:
-                    # float64 sums where float32 could miss a grey level (gpuconv._strategy.choose_strategy)
-                    accumulators.append(np.float64)
+            if output_dtype.kind in "ui" and accumulators[0] != np.float64:
+                # float64 sums where float32 could round a grey level apart
+                # (gpuconv._strategy.choose_strategy): 16-bit or float images, big kernels
+                accumulators.append(np.float64)
             for accumulator in accumulators:
                 for template, sizes in (
                     ("gpuconv_direct", DIRECT_SIZES),
