@@ -52,12 +52,15 @@ class BackendUnavailableError(RuntimeError):
 class BackendStatus:
     """Whether a backend can run here and, either way, why.
 
-    ``bool(status)`` is ``status.available``.
+    ``bool(status)`` is ``status.available``. ``emulated`` is True when the
+    backend runs on a stand-in (the cuda backend on the CPU emulator): correct,
+    but not fast, and never chosen by ``backend="auto"``.
     """
 
     name: str
     available: bool
     reason: str
+    emulated: bool = False
 
     def __bool__(self) -> bool:
         return self.available
@@ -81,8 +84,12 @@ def status(name: str) -> BackendStatus:
         reason = f"probe failed: {type(error).__name__}: {error}"
     if reason is not None:
         return BackendStatus(name, False, reason)
-    describe = getattr(_module(name), "describe", None)
-    return BackendStatus(name, True, "available" + (f" ({describe()})" if describe else ""))
+    module = _module(name)
+    describe = getattr(module, "describe", None)
+    emulated = bool(getattr(module, "is_emulated", lambda: False)())
+    return BackendStatus(
+        name, True, "available" + (f" ({describe()})" if describe else ""), emulated
+    )
 
 
 def backends() -> dict[str, BackendStatus]:
@@ -183,6 +190,8 @@ def resolve(requested: str, plan, library: str):
         module = _module(name)
         if not _accepts(module, library):
             continue
+        if status(name).emulated:
+            continue  # correct but slow: only on request
         if library == "numpy":
             pays_off = getattr(module, "pays_off_for_host_image", None)
             if pays_off is not None and not pays_off(plan):

@@ -40,9 +40,7 @@ class BackendUnderTest:
 
 
 def _max_side(name: str) -> int | None:
-    module = _registry._module(name)
-    is_emulated = getattr(module, "is_emulated", None)
-    return 80 if is_emulated is not None and is_emulated() else None
+    return 80 if _registry.status(name).emulated else None
 
 
 @pytest.fixture(params=list(_registry.BACKEND_MODULES), scope="session")

@@ -146,8 +146,7 @@ def test_auto_prefers_a_compiled_cpu_backend_and_never_the_emulator(monkeypatch)
     chosen = _registry.resolve("auto", _plan(), "numpy")[0]
     report = gpuconv.backends()
     assert report[chosen].available
-    cuda_module = _registry._module("cuda") if report["cuda"] else None
-    if cuda_module is not None and getattr(cuda_module, "is_emulated", lambda: False)():
+    if report["cuda"].emulated:
         assert chosen != "cuda", "auto must not send work to the CPU emulator"
     if report["numba"] and chosen != "cuda":
         assert chosen == "numba"
@@ -156,3 +155,22 @@ def test_auto_prefers_a_compiled_cpu_backend_and_never_the_emulator(monkeypatch)
 def test_backend_status_reason_is_printable():
     text = str(gpuconv.backends()["numpy"])
     assert text.startswith("available (numpy")
+
+
+def test_the_emulator_is_reported_as_emulated_and_never_auto():
+    result = _python(
+        "import numpy as np, gpuconv\n"
+        "from gpuconv import _registry\n"
+        "state = gpuconv.backends()['cuda']\n"
+        "print(state.available, state.emulated, state.reason.startswith('available (CPU emulator'))\n"
+        "print(_registry.resolve('auto', None, 'numpy')[0])\n"
+        "print(gpuconv.convolve(np.array([[1, 2, 3, 4]], np.uint8), [[0.5]], backend='cuda').tolist())",
+        GPUCONV_CUDA_EMULATOR="1",
+    )
+    assert result.returncode == 0, result.stderr
+    available, chosen, output = result.stdout.strip().splitlines()
+    if available.startswith("False"):
+        pytest.skip(f"the CPU emulator cannot run here: {result.stdout}")
+    assert available == "True True True"
+    assert chosen != "cuda"
+    assert output == "[[0, 1, 2, 2]]"
