@@ -7,11 +7,9 @@ built-in variables, barriers and intrinsics to host code and runs each block's
 threads as cooperative fibers), and launches kernels through ctypes with the
 same ``kernel(grid, block, args, shared_mem=...)`` call as ``cupy.RawKernel``.
 
-Builds are cached on disk (``$GPUCONV_CACHE_DIR/emulator``, default
-``~/.cache/gpuconv/emulator``) keyed by the source, the name expressions, the
-options, the debug flag, the compiler and the emulator headers, and checked
-against the contents of every header the source includes. Concurrent builds by
-several processes are safe: each writes a temporary file and renames it.
+Compiling and caching the source is :mod:`gpuconv._backends._cuda_emulator_build`;
+this module holds what comes after: the module and kernel objects, the checks of
+each argument against its kernel parameter, and the launch.
 
 Errors a GPU would hide or crash on (a ``__syncthreads()`` that not every thread
 of a block reaches, an out-of-bounds global access caught by
@@ -31,309 +29,33 @@ or ``shuffle[:seed]``: the order of a block's threads between barriers),
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import json
 import os
-import re
-import shlex
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EmulatedFunction", "EmulatedModule", "EmulatorError", "available", "header_path"]
+from . import _cuda_emulator_build
+from ._cuda_emulator_build import (
+    EmulatorError,
+    _build,
+    _translate_options,
+    available,
+    header_path,
+)
 
-#: Number of times this process has run the compiler (the tests check the cache with it).
-compile_count = 0
+__all__ = ["EmulatedFunction", "EmulatedModule", "EmulatorError", "available", "header_path"]
 
 _MESSAGE_CAPACITY = 4096
 _MAX_PARAMETERS = 256
-# NVRTC options that only matter on a GPU; the emulator ignores them.
-_IGNORED_OPTION = re.compile(
-    r"^(-?-(gpu-architecture|arch|fmad|use_fast_math|ftz|prec-div|prec-sqrt|maxrregcount|"
-    r"device-debug|generate-line-info|lineinfo|dopt|extra-device-vectorization|"
-    r"default-device|restrict|relocatable-device-code|rdc|device-as-default-execution-space|"
-    r"expt-relaxed-constexpr|expt-extended-lambda|Xptxas|time|split-compile|minimal|"
-    r"dlink-time-opt|dlto|optimization-info|no-source-include|builtin-move-forward|"
-    r"builtin-initializer-list|pch|create-pch|use-pch|jump-table-density|"
-    r"disable-warnings|w|G)\b.*)$"
-)
-
-_compile_lock = threading.Lock()
-_loaded: dict[str, ctypes.CDLL] = {}
 
 
-class EmulatorError(RuntimeError):
-    """A kernel could not be compiled or launched, or did something a GPU would not allow."""
-
-
-def header_path() -> Path:
-    """Path of ``cuda_emulator.h``: in the installed wheel or in the source checkout."""
-    package = Path(__file__).resolve().parents[1]
-    for root in (package / "kernels_cuda", package.parent / "kernels_cuda"):
-        candidate = root / "emulator" / "cuda_emulator.h"
-        if candidate.is_file():
-            return candidate
-    return package.parent / "kernels_cuda" / "emulator" / "cuda_emulator.h"
-
-
-def _compiler() -> list[str]:
-    return shlex.split(os.environ.get("CXX", "g++"))
-
-
-def available() -> str | None:
-    """Say whether kernels can be emulated here.
-
-    Returns
-    -------
-    str or None
-        ``None`` when a C++ compiler (``$CXX``, default ``g++``) and the emulator
-        header are present on Linux; otherwise a sentence saying why not.
-    """
-    if not sys.platform.startswith("linux"):
-        return f"the CUDA emulator needs Linux (ucontext fibers, dladdr1); this is {sys.platform}"
-    compiler = _compiler()
-    if not compiler or shutil.which(compiler[0]) is None:
-        name = compiler[0] if compiler else "$CXX"
-        return f"the CUDA emulator needs a C++17 compiler: {name!r} was not found (install g++)"
-    if not header_path().is_file():
-        return f"the CUDA emulator header is missing: {header_path()}"
-    return None
-
-
-def _cache_directory() -> Path:
-    root = os.environ.get("GPUCONV_CACHE_DIR")
-    if root:
-        return Path(root) / "emulator"
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg) / "gpuconv" / "emulator"
-
-
-def _translate_options(options: Sequence[str], include_dirs: Sequence[str | Path]) -> list[str]:
-    """NVRTC options to g++ flags: keep macros, include paths and the language standard."""
-    if isinstance(options, str) or isinstance(include_dirs, (str, Path)):
-        raise TypeError("options and include_dirs must be sequences of strings, not one string")
-    flags = [f"-I{Path(directory).resolve()}" for directory in include_dirs]
-    standard = 17
-    options = list(options)
-    index = 0
-    while index < len(options):
-        option = str(options[index])
-        index += 1
-        for prefix, flag in (
-            ("--define-macro=", "-D"),
-            ("--undefine-macro=", "-U"),
-            ("--include-path=", "-I"),
-            ("-D", "-D"),
-            ("-U", "-U"),
-            ("-I", "-I"),
-        ):
-            if option.startswith(prefix):
-                value = option[len(prefix) :]
-                if not value and index < len(options):  # "-D", "NAME" as two items
-                    value = str(options[index])
-                    index += 1
-                if flag == "-I":
-                    value = str(Path(value).resolve())
-                flags.append(flag + value)
-                break
-        else:
-            standard_match = re.fullmatch(r"-?-std=c\+\+(\d+)", option)
-            if standard_match:
-                standard = max(standard, int(standard_match.group(1)))
-            elif not _IGNORED_OPTION.match(option):
-                raise ValueError(
-                    f"the CUDA emulator does not understand the compiler option {option!r}; "
-                    "it honours -D, -U, -I and --std and ignores GPU-only options"
-                )
-    return [f"-std=c++{standard}", *flags]
-
-
-def _generated_source(code_path: Path, name_expressions: Sequence[str]) -> str:
-    lines = [f'#include "{code_path}"', "", "namespace {"]
-    for index, expression in enumerate(name_expressions):
-        lines.append(
-            f"void gpuconv_emu_thunk_{index}(void** args) "
-            f"{{ ::gpuconv_emu::invoke_kernel(&{expression}, args); }}"
-        )
-    lines.append("void (*const gpuconv_emu_thunks[])(void**) = {")
-    lines += [f"    gpuconv_emu_thunk_{index}," for index in range(len(name_expressions))]
-    lines += ["    nullptr};", "}  // namespace", ""]
-    lines.append(
-        'extern "C" int gpuconv_emu_signature(int kernel, char* kinds, '
-        "unsigned long long* sizes, int capacity) {"
-    )
-    lines.append("    switch (kernel) {")
-    for index, expression in enumerate(name_expressions):
-        lines.append(
-            f"    case {index}: return ::gpuconv_emu::signature(&{expression}, kinds, sizes, capacity);"
-        )
-    lines += ["    default: return -1;", "    }", "}", ""]
-    lines.append(
-        'extern "C" int gpuconv_emu_launch(int kernel, const unsigned* grid, const unsigned* block,'
-        " unsigned long long shared_bytes, void** args, const unsigned long long* allocations,"
-        " int allocation_count, int workers, int schedule, unsigned long long seed,"
-        " double timeout_seconds, char* message,"
-        " unsigned long long capacity) {"
-    )
-    lines.append(
-        "    return ::gpuconv_emu::launch(gpuconv_emu_thunks[kernel], grid, block, shared_bytes,"
-        " args, allocations, allocation_count, workers, schedule, seed, timeout_seconds,"
-        " message, capacity);"
-    )
-    lines.append("}")
-    lines.append(
-        'extern "C" unsigned long long gpuconv_emu_symbol_size(const void* address) '
-        "{ return ::gpuconv_emu::symbol_size(address); }"
-    )
-    return "\n".join(lines) + "\n"
-
-
-def _dependency_digest(paths: Sequence[str]) -> str | None:
-    digest = hashlib.sha256()
-    for path in paths:
-        try:
-            digest.update(path.encode() + b"\0" + Path(path).read_bytes() + b"\0")
-        except OSError:
-            return None
-    return digest.hexdigest()
-
-
-def _parse_dependencies(make_rule: str, skip: set[str]) -> list[str]:
-    """Files named by a ``g++ -MMD`` rule, except the ones the cache key already covers."""
-    body = make_rule.split(":", 1)[1] if ":" in make_rule else ""
-    body = body.replace("\\\n", " ")
-    paths = [token.replace("\\ ", " ") for token in re.findall(r"(?:\\ |[^\s])+", body)]
-    return sorted({str(Path(path).resolve()) for path in paths} - skip)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _compile(
-    command_tail: list[str], key: str, directory: Path, code: str, name_expressions, skip
-) -> Path:
-    """Run the compiler once; return the library, renamed into the cache with its manifest."""
-    global compile_count
-    code_path = directory / f"{key}.cu"
-    _write_atomically(code_path, code.encode())
-    source_path = directory / f"{key}.cpp"
-    _write_atomically(source_path, _generated_source(code_path, name_expressions).encode())
-    work = Path(tempfile.mkdtemp(dir=directory, prefix=f"{key}.build."))
-    try:
-        output = work / "module.so"
-        dependency_file = work / "module.d"
-        command = [*_compiler(), *command_tail, "-MMD", "-MF", str(dependency_file)]
-        command += ["-x", "c++", str(source_path), "-o", str(output)]
-        compile_count += 1
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise EmulatorError(
-                "the CUDA emulator could not compile the kernel source:\n"
-                + result.stderr[-6000:]
-                + f"\n(command: {shlex.join(command)})"
-            )
-        skip = {*skip, str(source_path.resolve()), str(code_path.resolve())}
-        dependencies = _parse_dependencies(dependency_file.read_text(), skip)
-        digest = _dependency_digest(dependencies)
-        # The name holds the dependencies' digest: a rebuild never replaces a library that
-        # another process may have loaded.
-        library = directory / f"{key}-{(digest or 'none')[:16]}.so"
-        os.replace(output, library)
-        manifest = {"library": library.name, "dependencies": dependencies, "digest": digest}
-        _write_atomically(directory / f"{key}.json", json.dumps(manifest, indent=1).encode())
-        return library
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _writable_cache_directory() -> Path:
-    """The cache directory, or a private temporary one when it cannot be written."""
-    directory = _cache_directory()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if os.access(directory, os.W_OK | os.X_OK):
-            return directory
-    except OSError:
-        pass
-    fallback = Path(tempfile.gettempdir()) / f"gpuconv-emulator-{os.getuid()}"
-    fallback.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return fallback
-
-
-def _build(
-    code: str, name_expressions: Sequence[str], flags: list[str], debug: bool
-) -> ctypes.CDLL:
-    """Compile (or find in the cache) the shared library and load it."""
-    header = header_path()
-    mode = (
-        ["-O1", "-g", "-DGPUCONV_EMULATOR_DEBUG=1", "-D_GLIBCXX_ASSERTIONS"] if debug else ["-O2"]
-    )
-    command_tail = [
-        *mode,
-        *flags,
-        "-fPIC",
-        "-shared",
-        "-pthread",
-        "-fno-strict-aliasing",
-        "-fsigned-char",  # char is signed in CUDA, unsigned on some hosts (aarch64)
-        # Frames larger than a page probe each page, so an overflow always hits the guard page.
-        "-fstack-clash-protection",
-        "-Wno-unknown-pragmas",
-        "-U_FORTIFY_SOURCE",
-        # Each module keeps its own inline variables and __shared__ statics: without this,
-        # g++ marks them STB_GNU_UNIQUE and the dynamic linker merges them across modules.
-        "-fno-gnu-unique",
-        "-Wl,-Bsymbolic",
-        "-include",
-        str(header),
-    ]
-    emulator_headers = sorted(header.parent.glob("*.h"))
-    header_texts = [path.read_text() for path in emulator_headers]
-    key_material = json.dumps(
-        [code, list(name_expressions), command_tail, _compiler(), header_texts]
-    ).encode()
-    key = hashlib.sha256(key_material).hexdigest()[:32]
-    directory = _writable_cache_directory()
-
-    def cached() -> Path | None:
-        try:
-            manifest = json.loads((directory / f"{key}.json").read_text())
-            library = directory / manifest["library"]
-            if (
-                library.is_file()
-                and _dependency_digest(manifest["dependencies"]) == manifest["digest"]
-            ):
-                return library
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # no manifest, or a damaged one: build again
-        return None
-
-    with _compile_lock:
-        skip = {str(path.resolve()) for path in emulator_headers}
-        library = cached() or _compile(command_tail, key, directory, code, name_expressions, skip)
-        path = str(library)
-        if path not in _loaded:
-            try:
-                _loaded[path] = ctypes.CDLL(path)
-            except OSError:  # a damaged cache file: build it again, once
-                library = _compile(command_tail, key, directory, code, name_expressions, skip)
-                path = str(library)
-                _loaded[path] = ctypes.CDLL(path)
-        return _loaded[path]
+def __getattr__(name: str):
+    # compile_count changes with every build, so it is read from the build module each
+    # time rather than copied here once at import.
+    if name == "compile_count":
+        return _cuda_emulator_build.compile_count
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _itanium_name(name: str) -> str:
