@@ -3,13 +3,17 @@
 ``gpuconv bench``, the scripts in ``benchmarks/`` and the notebook all call
 this module, so every published figure comes from the same code:
 
-- :func:`implementations` names what can run here (gpuconv backends and peers);
+- :func:`implementations` names what can run here (gpuconv backends and peers;
+  defined in ``gpuconv._bench_implementations``);
 - :func:`measure` times them *interleaved* (one call of each in turn, so a
   slow minute on a shared machine hurts every implementation alike), the
   median of ``repeats`` calls after ``warmup`` calls;
 - :func:`ratios` divides times taken in the same run; :func:`format_table`
-  prints them; :func:`compile_times` measures numba's first call with a cold
-  and a warm on-disk cache, in fresh processes.
+  prints them;
+- :func:`machine_facts` describes the machine and :func:`compile_times`
+  measures numba's first call with a cold and a warm on-disk cache, in fresh
+  processes (both defined in ``gpuconv._bench_machine``);
+- :func:`add_arguments` and :func:`run` are ``gpuconv bench`` itself.
 
 Timings of host implementations use :func:`time.perf_counter` around a call
 that returns a finished NumPy array. GPU peers here take and return host
@@ -23,23 +27,46 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from . import _registry, kernels
+from ._bench_implementations import HOST_BACKENDS, implementations
+from ._bench_machine import (
+    compile_times,
+    first_call_seconds,
+    machine_facts,
+    set_threads,
+)
+
+# The public timing API lives here, whichever module defines it: the notebook,
+# benchmarks/ and _bench_cuda call gpuconv.bench.NAME.
+__all__ = [
+    "DEFAULT_PEERS",
+    "HOST_BACKENDS",
+    "SLOW_CALL_SECONDS",
+    "Measurement",
+    "add_arguments",
+    "bench_image",
+    "bench_kernels",
+    "compile_times",
+    "first_call_seconds",
+    "format_table",
+    "geometric_mean",
+    "implementations",
+    "machine_facts",
+    "measure",
+    "ratios",
+    "run",
+    "summarize",
+]
 
 #: Peers a gpuconv time is divided into, in the table's column order.
 DEFAULT_PEERS = ("cv2.filter2D", "scipy.ndimage.correlate")
-#: Backends that run on host images (the CUDA benchmark is separate).
-HOST_BACKENDS = ("numba", "numpy")
 #: A warm-up call longer than this many seconds is taken as the only measurement.
 SLOW_CALL_SECONDS = 5.0
 
@@ -73,103 +100,6 @@ class Measurement:
     median_ms: float
     mpixels_per_s: float
     repeats: int = 0
-
-
-def _gpuconv_call(name: str) -> Callable:
-    import gpuconv
-
-    def call(image, kernel):
-        return gpuconv.convolve(image, kernel, backend=name)
-
-    return call
-
-
-def _peer_calls() -> dict[str, Callable]:
-    """Peers importable here; each computes the same correlation (reflect101)."""
-    peers: dict[str, Callable] = {}
-    try:
-        import cv2
-
-        peers["cv2.filter2D"] = lambda image, kernel: cv2.filter2D(image, -1, kernel)
-    except ImportError:
-        pass
-    try:
-        from scipy import ndimage
-
-        def scipy_correlate(image, kernel):
-            weights = kernel if image.ndim == 2 else kernel[:, :, None]
-            return ndimage.correlate(image, weights, mode="mirror")
-
-        peers["scipy.ndimage.correlate"] = scipy_correlate
-    except ImportError:
-        pass
-    peers.update(_gpu_peer_calls())
-    return peers
-
-
-def _gpu_peer_calls() -> dict[str, Callable]:
-    peers: dict[str, Callable] = {}
-    try:
-        import cupy
-        from cupyx.scipy import ndimage as cupy_ndimage
-
-        if cupy.cuda.runtime.getDeviceCount() > 0:
-
-            def cupy_correlate(image, kernel):
-                weights = kernel if image.ndim == 2 else kernel[:, :, None]
-                result = cupy_ndimage.correlate(
-                    cupy.asarray(image), cupy.asarray(weights), mode="mirror"
-                )
-                return cupy.asnumpy(result)  # synchronises
-
-            peers["cupyx.scipy.ndimage.correlate"] = cupy_correlate
-    except Exception:  # noqa: BLE001, S110 (no cupy, no driver, no device: not a peer here)
-        pass
-    try:
-        import torch
-        from torch.nn import functional
-
-        def torch_conv2d(image, kernel):
-            height, width = image.shape[:2]
-            planes = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-            planes = planes.reshape(height, width, -1).permute(2, 0, 1)[:, None]
-            weights = torch.from_numpy(np.asarray(kernel, np.float32))[None, None]
-            kh, kw = kernel.shape
-            ax, ay = kw // 2, kh // 2
-            padded = functional.pad(planes, (ax, kw - 1 - ax, ay, kh - 1 - ay), mode="reflect")
-            return functional.conv2d(padded, weights).numpy()  # conv2d correlates
-
-        peers["torch.conv2d"] = torch_conv2d
-    except Exception:  # noqa: BLE001, S110 (torch missing or broken: not a peer here)
-        pass
-    return peers
-
-
-def implementations(backends=None, peers=True) -> dict[str, Callable]:
-    """Name -> ``callable(image, kernel)`` for everything that can run here.
-
-    Parameters
-    ----------
-    backends : iterable of str, optional
-        gpuconv backends to include; None means every available host backend
-        (``numba``, ``numpy``). Unavailable ones are left out.
-    peers : bool
-        Include cv2, scipy (and cupyx, torch where they run).
-
-    Returns
-    -------
-    dict of str to callable
-        ``"gpuconv:<backend>"`` and peer names.
-    """
-    chosen = HOST_BACKENDS if backends is None else tuple(backends)
-    table: dict[str, Callable] = {}
-    for name in chosen:
-        _registry.check_name(name)
-        if _registry.status(name).available:
-            table[f"gpuconv:{name}"] = _gpuconv_call(name)
-    if peers:
-        table.update(_peer_calls())
-    return table
 
 
 def measure(image, kernels_by_name, implementations, *, repeats=5, warmup=1, progress=False):
@@ -307,90 +237,6 @@ def summarize(measurements, peers=DEFAULT_PEERS) -> dict[tuple, tuple[float, flo
     return summary
 
 
-_FIRST_CALL_SCRIPT = """
-import time
-start = time.perf_counter()
-import numpy as np, gpuconv
-image = np.zeros((256, 256), np.{dtype})
-gpuconv.convolve(image, {kernel!r}, backend="numba")
-print(time.perf_counter() - start)
-"""
-
-
-def first_call_seconds(cache_dir: str, dtype: str = "uint8", kernel: str = "sharpen") -> float:
-    """Seconds from ``import gpuconv`` to the end of the first numba call, in a new process.
-
-    ``cache_dir`` is numba's on-disk cache (``NUMBA_CACHE_DIR``): empty for a
-    cold start, filled by an earlier call for a warm one.
-    """
-    environment = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-    script = _FIRST_CALL_SCRIPT.format(dtype=np.dtype(dtype).name, kernel=kernel)
-    completed = subprocess.run(
-        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True
-    )
-    return float(completed.stdout.strip().splitlines()[-1])
-
-
-def compile_times(dtype: str = "uint8", kernel: str = "sharpen") -> dict[str, float]:
-    """First-call seconds with a cold then a warm numba cache (fresh processes)."""
-    with tempfile.TemporaryDirectory(prefix="gpuconv-numba-cache-") as cache_dir:
-        cold = first_call_seconds(cache_dir, dtype, kernel)
-        warm = first_call_seconds(cache_dir, dtype, kernel)
-    return {"cold_s": cold, "warm_s": warm, "dtype": dtype, "kernel": kernel}
-
-
-def machine_facts() -> dict:
-    """CPU, thread counts and versions, for the JSON beside the numbers."""
-    facts = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "numpy": np.__version__,
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": _command_line(),
-    }
-    for module in ("numba", "cv2", "scipy", "cupy", "torch"):
-        if module in sys.modules:
-            facts[module] = getattr(sys.modules[module], "__version__", "?")
-    if "numba" in sys.modules:
-        numba = sys.modules["numba"]
-        facts["numba_threads"] = numba.get_num_threads()
-        try:
-            facts["numba_threading_layer"] = numba.threading_layer()
-        except ValueError:  # no parallel region has run yet
-            facts["numba_threading_layer"] = "not started"
-    if "cv2" in sys.modules:
-        facts["cv2_threads"] = sys.modules["cv2"].getNumThreads()
-    return facts
-
-
-def _command_line() -> str:
-    program = sys.argv[0]
-    if program.endswith(".py"):
-        program = f"python {program}"
-    elif program.endswith(("gpuconv", "__main__.py")):
-        program = "gpuconv bench"
-    # Environment variables that change what is measured belong to the command.
-    settings = [
-        f"{name}={os.environ[name]}"
-        for name in ("NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "OMP_NUM_THREADS")
-        if name in os.environ
-    ]
-    return " ".join([*settings, program, *sys.argv[1:]])
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def bench_kernels(names) -> dict[str, np.ndarray]:
     """Kernels by name: bank names, plus ``randomN`` (N x N, normal, seeded)."""
     chosen = {}
@@ -498,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
         state = _registry.status(name)
         if not state.available:
             print(f"skipping backend {name!r}: {state.reason}")
-    if getattr(args, "threads", None) is not None and not _set_threads(args.threads):
+    if getattr(args, "threads", None) is not None and not set_threads(args.threads):
         return 1
     table = implementations(requested, peers=not args.no_peers)
     measurements = []
@@ -545,31 +391,6 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as handle:
             json.dump(record, handle, indent=1)
     return 0
-
-
-def _set_threads(threads: int) -> bool:
-    """Give numba and cv2 ``threads`` threads each; False (with a message) if impossible."""
-    if threads < 1:
-        print(f"gpuconv bench: --threads must be >= 1, got {threads}", file=sys.stderr)
-        return False
-    if _registry.status("numba").available:
-        import numba
-
-        if threads > numba.config.NUMBA_NUM_THREADS:
-            print(
-                f"gpuconv bench: numba was started with {numba.config.NUMBA_NUM_THREADS} "
-                f"threads; set NUMBA_NUM_THREADS={threads} for more",
-                file=sys.stderr,
-            )
-            return False
-        numba.set_num_threads(threads)
-    try:
-        import cv2
-
-        cv2.setNumThreads(threads)
-    except ImportError:
-        pass
-    return True
 
 
 def _run_cuda(args) -> int | str:
