@@ -11,9 +11,11 @@ BIN := $(VENV)/bin
 demo: $(VENV)/.installed-demo
 	$(BIN)/gpuconv demo --out demo_out
 
-# Sets up and runs the whole suite. The CUDA kernels run through the CPU
+# Sets up, lints (ruff) and runs the whole suite. The CUDA kernels run through the CPU
 # emulator (GPUCONV_CUDA_EMULATOR=1), so this needs no GPU.
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check gpuconv tests benchmarks
+	$(BIN)/ruff format --check gpuconv tests benchmarks
 	GPUCONV_CUDA_EMULATOR=1 $(BIN)/python -m pytest
 
 $(VENV)/.installed-demo: pyproject.toml

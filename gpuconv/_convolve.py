@@ -98,8 +98,14 @@ def convolve(
         from ._dask import convolve_dask
 
         return convolve_dask(
-            image, kernel, border=border, value=value, anchor=anchor, flip=flip,
-            dtype=dtype, backend=backend,
+            image,
+            kernel,
+            border=border,
+            value=value,
+            anchor=anchor,
+            flip=flip,
+            dtype=dtype,
+            backend=backend,
         )
     _registry.check_name(backend)
     image3d, plan, library = make_plan(

@@ -43,8 +43,11 @@ def _run_info(args) -> int:
         if version != "not installed" or package != "opencv-python":
             print(f"{package} {version}")
     cupy = next(
-        (f"{name} {_package_version(name)}" for name in ("cupy-cuda12x", "cupy-cuda13x", "cupy")
-         if _package_version(name) != "not installed"),
+        (
+            f"{name} {_package_version(name)}"
+            for name in ("cupy-cuda12x", "cupy-cuda13x", "cupy")
+            if _package_version(name) != "not installed"
+        ),
         "cupy not installed",
     )
     print(cupy)
@@ -63,7 +66,11 @@ def _load_kernel(spec: str) -> tuple[str, np.ndarray]:
     if spec in kernels.names():
         return spec, kernels.get(spec)
     if path.suffix in (".npy", ".txt", ".csv") and path.exists():
-        values = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=None if path.suffix == ".txt" else ",", ndmin=2)
+        values = (
+            np.load(path)
+            if path.suffix == ".npy"
+            else np.loadtxt(path, delimiter=None if path.suffix == ".txt" else ",", ndmin=2)
+        )
         return path.stem, values
     try:
         kernels.get(spec)
@@ -90,7 +97,9 @@ def _write_image(path: Path, image: np.ndarray) -> None:
     try:
         written = cv2.imwrite(str(path), image)
     except cv2.error as error:
-        raise CommandError(f"cannot write {path}: {error.msg if hasattr(error, 'msg') else error}") from None
+        raise CommandError(
+            f"cannot write {path}: {error.msg if hasattr(error, 'msg') else error}"
+        ) from None
     if not written:
         raise CommandError(
             f"cannot write {path} as {image.dtype}: choose a format that holds it "
@@ -119,8 +128,13 @@ def _run_apply(args) -> int:
         from ._outofcore import apply_file
 
         stats = apply_file(
-            source, target, [kernel for _, kernel in named_kernels], anchor=None, flip=False,
-            progress=not args.quiet, **options,
+            source,
+            target,
+            [kernel for _, kernel in named_kernels],
+            anchor=None,
+            flip=False,
+            progress=not args.quiet,
+            **options,
         )
         print(f"wrote {target} ({stats})")
         return 0
@@ -133,7 +147,9 @@ def _run_apply(args) -> int:
     elapsed = time.perf_counter() - started
     _write_image(target, image)
     names = ", ".join(name for name, _ in named_kernels)
-    print(f"wrote {target}: {image.shape[1]}x{image.shape[0]} {image.dtype}, {names} in {elapsed * 1e3:.1f} ms")
+    print(
+        f"wrote {target}: {image.shape[1]}x{image.shape[0]} {image.dtype}, {names} in {elapsed * 1e3:.1f} ms"
+    )
     return 0
 
 
@@ -167,7 +183,9 @@ def _run_demo(args) -> int:
         grey = cv2.normalize(grey, None, 0, 255, cv2.NORM_MINMAX, cv2.CV_8U)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _, plan, _ = make_plan(grey, "sharpen", border="reflect101", value=0.0, anchor=None, flip=False, dtype=None)
+    _, plan, _ = make_plan(
+        grey, "sharpen", border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+    )
     chosen, _ = _registry.resolve(args.backend, plan, "numpy")
     print(f"[INFO] image {grey.shape[1]}x{grey.shape[0]} grey, backend {chosen!r}")
     worst = 0
@@ -203,8 +221,17 @@ def _run_demo(args) -> int:
 
 
 def _add_convolve_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--border", default="reflect101", help=f"one of {', '.join(BORDER_NAMES)} (default reflect101, as cv2.filter2D)")
-    parser.add_argument("--value", type=float, default=0.0, help="pixel value outside the image for --border constant")
+    parser.add_argument(
+        "--border",
+        default="reflect101",
+        help=f"one of {', '.join(BORDER_NAMES)} (default reflect101, as cv2.filter2D)",
+    )
+    parser.add_argument(
+        "--value",
+        type=float,
+        default=0.0,
+        help="pixel value outside the image for --border constant",
+    )
     parser.add_argument("--dtype", default=None, help="output dtype (default: the image's)")
     parser.add_argument("--backend", default="auto", choices=["auto", *_registry.BACKEND_MODULES])
 
@@ -214,21 +241,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gpuconv {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    info = commands.add_parser("info", help="versions, backends and why each is or is not available")
+    info = commands.add_parser(
+        "info", help="versions, backends and why each is or is not available"
+    )
     info.set_defaults(run=_run_info)
 
     apply = commands.add_parser("apply", help="apply kernels to an image file")
-    apply.add_argument("image", help="any image OpenCV reads (colour kept), or .npy/.tif/.zarr out of core")
-    apply.add_argument("-k", "--kernel", action="append", required=True, metavar="NAME",
-                       help=f"bank kernel ({', '.join(kernels.names())}) or a .npy/.txt/.csv file; repeat to chain")
+    apply.add_argument(
+        "image", help="any image OpenCV reads (colour kept), or .npy/.tif/.zarr out of core"
+    )
+    apply.add_argument(
+        "-k",
+        "--kernel",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help=f"bank kernel ({', '.join(kernels.names())}) or a .npy/.txt/.csv file; repeat to chain",
+    )
     apply.add_argument("-o", "--output", required=True, help="output file")
     apply.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_convolve_options(apply)
     apply.set_defaults(run=_run_apply)
 
-    demo = commands.add_parser("demo", help="the tutorial, headless: montages of gpuconv vs cv2.filter2D")
+    demo = commands.add_parser(
+        "demo", help="the tutorial, headless: montages of gpuconv vs cv2.filter2D"
+    )
     demo.add_argument("image", nargs="?", help="an image file (default: scikit-image's astronaut)")
-    demo.add_argument("--out", default="demo_out", help="directory for the PNG montages (default demo_out)")
+    demo.add_argument(
+        "--out", default="demo_out", help="directory for the PNG montages (default demo_out)"
+    )
     demo.add_argument("--backend", default="auto", choices=["auto", *_registry.BACKEND_MODULES])
     demo.set_defaults(run=_run_demo)
 
@@ -237,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         bench = None
     if bench is not None:
-        bench_parser = commands.add_parser("bench", help="time backends against cv2, scipy (and GPU peers)")
+        bench_parser = commands.add_parser(
+            "bench", help="time backends against cv2, scipy (and GPU peers)"
+        )
         bench.add_arguments(bench_parser)
         bench_parser.set_defaults(run=bench.run)
     return parser

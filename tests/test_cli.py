@@ -19,7 +19,11 @@ def run_cli(*arguments, cwd=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "GPUCONV_BACKEND"}
     return subprocess.run(
         [sys.executable, "-m", "gpuconv", *map(str, arguments)],
-        capture_output=True, text=True, timeout=600, cwd=cwd, env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -55,13 +59,24 @@ def test_apply_chains_kernels_and_keeps_16_bits(tmp_path):
     image = (np.arange(40 * 50, dtype=np.uint16).reshape(40, 50) * 31) % 65535
     source, target = tmp_path / "deep.png", tmp_path / "deep_out.png"
     cv2.imwrite(str(source), image)
-    result = run_cli("apply", source, "-k", "small_blur", "-k", "laplacian", "--border", "replicate",
-                     "-o", target)
+    result = run_cli(
+        "apply",
+        source,
+        "-k",
+        "small_blur",
+        "-k",
+        "laplacian",
+        "--border",
+        "replicate",
+        "-o",
+        target,
+    )
     assert result.returncode == 0, result.stderr
     written = cv2.imread(str(target), cv2.IMREAD_UNCHANGED)
     assert written.dtype == np.uint16
-    expected = gpuconv.convolve(gpuconv.convolve(image, "small_blur", border="replicate"),
-                                "laplacian", border="replicate")
+    expected = gpuconv.convolve(
+        gpuconv.convolve(image, "small_blur", border="replicate"), "laplacian", border="replicate"
+    )
     np.testing.assert_array_equal(written, expected)
 
 
@@ -79,7 +94,11 @@ def test_apply_accepts_a_kernel_file(colour_png, tmp_path):
     "make_input, kernel, message",
     [
         (lambda d: d / "missing.png", "sharpen", "no such file"),
-        (lambda d: (d / "text.png").write_text("not an image") and d / "text.png", "sharpen", "cannot read"),
+        (
+            lambda d: (d / "text.png").write_text("not an image") and d / "text.png",
+            "sharpen",
+            "cannot read",
+        ),
         (None, "sharpenn", "unknown kernel 'sharpenn'. Did you mean 'sharpen'"),
     ],
 )
@@ -92,7 +111,9 @@ def test_apply_errors_are_clear(colour_png, tmp_path, make_input, kernel, messag
 
 
 def test_apply_bad_border_lists_valid_ones(colour_png, tmp_path):
-    result = run_cli("apply", colour_png, "-k", "sharpen", "--border", "mirrored", "-o", tmp_path / "o.png")
+    result = run_cli(
+        "apply", colour_png, "-k", "sharpen", "--border", "mirrored", "-o", tmp_path / "o.png"
+    )
     assert result.returncode == 1
     assert "reflect101" in result.stderr and "Traceback" not in result.stderr
 

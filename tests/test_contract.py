@@ -113,7 +113,10 @@ def test_random_images_match_scipy_correlate(backend, rng, border, image_shape, 
     for anchor in {(kernel_shape[1] // 2, kernel_shape[0] // 2), (0, kernel_shape[0] - 1)}:
         actual = backend.convolve(image, kernel, border=border, value=0.75, anchor=anchor)
         expected = ndi.correlate(
-            image, kernel, mode=SCIPY_MODE[border], cval=0.75,
+            image,
+            kernel,
+            mode=SCIPY_MODE[border],
+            cval=0.75,
             origin=_scipy_origin(kernel_shape, anchor),
         )
         assert_contract_accuracy(actual, expected)

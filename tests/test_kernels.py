@@ -12,7 +12,12 @@ from gpuconv import kernels
 
 def test_tutorial_bank_is_the_tutorials():
     assert kernels.TUTORIAL_BANK == (
-        "small_blur", "large_blur", "sharpen", "laplacian", "sobel_x", "sobel_y"
+        "small_blur",
+        "large_blur",
+        "sharpen",
+        "laplacian",
+        "sobel_x",
+        "sobel_y",
     )
     np.testing.assert_array_equal(kernels.small_blur, np.ones((7, 7)) / 49)
     np.testing.assert_array_equal(kernels.large_blur, np.ones((21, 21)) / 441)

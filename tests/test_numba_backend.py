@@ -10,11 +10,10 @@ and that numba's thread count is honoured.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
-
-import os
 
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ from gpuconv._plan import make_plan
 numba = pytest.importorskip(
     "numba", reason="the numba backend needs numba: pip install 'gpuconv[numba]'"
 )
-from gpuconv._backends import _numba, _numba_kernels
+from gpuconv._backends import _numba, _numba_kernels  # noqa: E402 (after the skip)
 
 
 def _plan(image, kernel, **options):
@@ -279,8 +278,9 @@ def test_concurrent_calls_from_threads_are_safe_on_every_threading_layer(layer):
         "print(all(results), numba.threading_layer())\n"
     )
     environment = {**os.environ, "NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "2"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=environment, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300
+    )
     if layer == "omp" and "No threading layer could be loaded" in result.stderr:
         pytest.skip("numba's OpenMP layer is not loadable here (no libgomp)")
     assert result.returncode == 0, result.stderr[-2000:]

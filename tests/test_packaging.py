@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,6 @@ CONDA_NAME = {
 }
 # Extras that environment.yml does not carry, and why.
 NOT_IN_CONDA_ENV = {"cupy-cuda12x", "cupy-cuda13x"}  # GPU wheels: `conda install cupy` instead
-TOOLS_ONLY = {"ruff"}  # dev tool, installed as the developer likes
 
 
 def _name(requirement: str) -> str:
@@ -33,16 +32,24 @@ def _pyproject_names() -> set[str]:
     names = {_name(r) for r in project["dependencies"]}
     for extra in project["optional-dependencies"].values():
         names |= {_name(r) for r in extra if not r.startswith("gpuconv")}
-    names |= {_name(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]}
-    return names - NOT_IN_CONDA_ENV - TOOLS_ONLY
+    names |= {
+        _name(r)
+        for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    }
+    return names - NOT_IN_CONDA_ENV
 
 
 def test_environment_yml_matches_pyproject():
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert environment["channels"] == ["conda-forge"]
-    conda = {_name(d) for d in environment["dependencies"] if isinstance(d, str)} - {"python", "pip"}
+    conda = {_name(d) for d in environment["dependencies"] if isinstance(d, str)} - {
+        "python",
+        "pip",
+    }
     expected = {CONDA_NAME.get(name, name) for name in _pyproject_names()}
-    assert conda == expected, f"only in environment.yml: {conda - expected}; only in pyproject: {expected - conda}"
+    assert conda == expected, (
+        f"only in environment.yml: {conda - expected}; only in pyproject: {expected - conda}"
+    )
 
 
 @pytest.mark.slow
@@ -51,14 +58,28 @@ def test_wheel_ships_the_cuda_sources(tmp_path):
     if hatchling.returncode != 0:
         pytest.skip("hatchling is not installed in this environment (it is in the test extra)")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     (wheel,) = tmp_path.glob("gpuconv-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    sources = [p for p in (ROOT / "kernels_cuda").rglob("*") if p.is_file() and p.name != ".gitkeep"]
+    sources = [
+        p for p in (ROOT / "kernels_cuda").rglob("*") if p.is_file() and p.name != ".gitkeep"
+    ]
     for source in sources:
         relative = source.relative_to(ROOT / "kernels_cuda").as_posix()
         assert f"gpuconv/kernels_cuda/{relative}" in shipped, relative

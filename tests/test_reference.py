@@ -35,8 +35,15 @@ def test_constant_border_marks_outside():
     assert source_indices([-2, -1, 0, 7, 8], 8, Border.CONSTANT).tolist() == [-1, -1, 0, 7, -1]
 
 
-@pytest.mark.parametrize("border, mode", [(Border.REFLECT101, "mirror"), (Border.REFLECT, "reflect"),
-                                          (Border.REPLICATE, "nearest"), (Border.WRAP, "wrap")])
+@pytest.mark.parametrize(
+    "border, mode",
+    [
+        (Border.REFLECT101, "mirror"),
+        (Border.REFLECT, "reflect"),
+        (Border.REPLICATE, "nearest"),
+        (Border.WRAP, "wrap"),
+    ],
+)
 @pytest.mark.parametrize("size", [1, 2, 3, 5])
 def test_far_outside_repeats_like_scipy(border, mode, size):
     # scipy extends a line of `size` by `pad` on each side; a one-hot kernel reads it back
@@ -54,8 +61,9 @@ def test_memory_is_bounded_by_bands():
     # 4096 x 4096 uint8 = 16 MiB in; a whole-image float64 approach needs >= 128 MiB per temporary.
     image = np.zeros((4096, 4096), np.uint8)
     image[::7, ::5] = 200
-    _, plan, _ = make_plan(image, "small_blur", border="reflect101", value=0.0, anchor=None,
-                           flip=False, dtype=None)
+    _, plan, _ = make_plan(
+        image, "small_blur", border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+    )
     tracemalloc.start()
     try:
         out = _numpy.convolve(image[:, :, None], plan)
@@ -65,12 +73,37 @@ def test_memory_is_bounded_by_bands():
     output_bytes = out.nbytes
     assert peak - output_bytes < 80 * 2**20, f"peak {peak / 2**20:.0f} MiB beyond the output"
     row = 100
-    expected = ndi.correlate(image[row - 3 : row + 4].astype(np.float64), plan.kernel, mode="mirror")[3]
+    expected = ndi.correlate(
+        image[row - 3 : row + 4].astype(np.float64), plan.kernel, mode="mirror"
+    )[3]
     np.testing.assert_array_equal(out[row, :, 0], _numpy.saturate_cast(expected, np.uint8))
 
 
 def test_saturate_cast_rounds_half_to_even_and_clamps():
     values = np.array([-1.5, -0.5, 0.5, 1.5, 2.5, 254.5, 255.5, 300.0, np.nan, -np.inf, np.inf])
-    assert _numpy.saturate_cast(values, np.uint8).tolist() == [0, 0, 0, 2, 2, 254, 255, 255, 0, 0, 255]
+    assert _numpy.saturate_cast(values, np.uint8).tolist() == [
+        0,
+        0,
+        0,
+        2,
+        2,
+        254,
+        255,
+        255,
+        0,
+        0,
+        255,
+    ]
     assert _numpy.saturate_cast(values, np.int16).tolist() == [
-        -2, 0, 0, 2, 2, 254, 256, 300, 0, -32768, 32767]
+        -2,
+        0,
+        0,
+        2,
+        2,
+        254,
+        256,
+        300,
+        0,
+        -32768,
+        32767,
+    ]

@@ -26,7 +26,9 @@ def _python(code: str, **environment) -> subprocess.CompletedProcess:
 
 
 def _plan(image=IMAGE):
-    return make_plan(image, "sharpen", border="reflect101", value=0.0, anchor=None, flip=False, dtype=None)[1]
+    return make_plan(
+        image, "sharpen", border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+    )[1]
 
 
 def test_backends_reports_every_backend_with_a_reason():
@@ -54,8 +56,7 @@ BLOCK_OPTIONAL = "import sys; sys.modules['numba'] = None; sys.modules['cupy'] =
 
 def test_missing_optional_backends_say_what_to_install():
     result = _python(
-        BLOCK_OPTIONAL
-        + "import json, gpuconv\n"
+        BLOCK_OPTIONAL + "import json, gpuconv\n"
         "print(json.dumps({k: [v.available, v.reason] for k, v in gpuconv.backends().items()}))"
     )
     assert result.returncode == 0, result.stderr
@@ -67,8 +68,7 @@ def test_missing_optional_backends_say_what_to_install():
 
 def test_asking_for_a_missing_backend_raises_backend_unavailable():
     result = _python(
-        BLOCK_OPTIONAL
-        + "import numpy as np, gpuconv\n"
+        BLOCK_OPTIONAL + "import numpy as np, gpuconv\n"
         "try:\n"
         "    gpuconv.convolve(np.eye(4), 'sharpen', backend='numba')\n"
         "except gpuconv.BackendUnavailableError as error:\n"
@@ -81,8 +81,7 @@ def test_asking_for_a_missing_backend_raises_backend_unavailable():
 
 def test_auto_never_fails_for_lack_of_optional_backends():
     result = _python(
-        BLOCK_OPTIONAL
-        + "import numpy as np, gpuconv\n"
+        BLOCK_OPTIONAL + "import numpy as np, gpuconv\n"
         "print(gpuconv.convolve(np.array([[1, 2, 3, 4]], np.uint8), [[0.5]]).tolist())"
     )
     assert result.returncode == 0, result.stderr

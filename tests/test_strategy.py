@@ -12,7 +12,9 @@ from gpuconv._strategy import choose_strategy, separable_factors
 
 def plan_for(kernel, dtype=np.uint8, out=None, border="reflect101", value=0.0, shape=(4, 4)):
     image = np.broadcast_to(np.zeros(1, dtype), shape)  # no memory for large shapes
-    return make_plan(image, kernel, border=border, value=value, anchor=None, flip=False, dtype=out)[1]
+    return make_plan(image, kernel, border=border, value=value, anchor=None, flip=False, dtype=out)[
+        1
+    ]
 
 
 @pytest.mark.parametrize("name", ["small_blur", "large_blur", "gaussian5", "box5", "prewitt_x"])
@@ -74,7 +76,9 @@ def test_float32_sums_give_way_to_float64_where_they_could_miss_a_level(rng):
     random9 = rng.normal(size=(9, 9))
     assert choose_strategy(plan_for(random9, np.uint8, shape=large)).accumulator == np.float64
     # a float image rounded to an integer output: its range is unbounded
-    assert choose_strategy(plan_for("small_blur", np.float32, out=np.uint8)).accumulator == np.float64
+    assert (
+        choose_strategy(plan_for("small_blur", np.float32, out=np.uint8)).accumulator == np.float64
+    )
     # float output: the contract's float32 tolerance is relative, float32 sums are fine
     float_out = plan_for(random9, np.uint16, out=np.float32, shape=large)
     assert choose_strategy(float_out).accumulator == np.float32
