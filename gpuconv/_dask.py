@@ -127,6 +127,18 @@ def convolve_dask(
     )
     meta = image._meta.astype(plan.output_dtype)
 
+    def filter_with_halo(array, depths):
+        # Blocks see their neighbours' pixels out to the kernel's reach, no more.
+        return da.map_overlap(
+            block_convolve,
+            array,
+            depth=_depth_dict(depths, image.ndim),
+            boundary="none",
+            trim=True,
+            dtype=plan.output_dtype,
+            meta=meta,
+        )
+
     if plan.border == Border.CONSTANT:
         # A block reaches outside the image only at the true edges, where it
         # applies the constant itself; a halo longer than the axis is clipped.
@@ -135,16 +147,7 @@ def convolve_dask(
             for (before, after), size in zip(depths, (height, width))
         ]
         chunks = _chunks_at_least(image.chunks, depths)
-        source = image.rechunk(chunks)
-        return da.map_overlap(
-            block_convolve,
-            source,
-            depth=_depth_dict(depths, image.ndim),
-            boundary="none",
-            trim=True,
-            dtype=plan.output_dtype,
-            meta=meta,
-        )
+        return filter_with_halo(image.rechunk(chunks), depths)
 
     chunks = _chunks_at_least(image.chunks, depths)
     padded = image
@@ -163,15 +166,7 @@ def convolve_dask(
         sizes[-1] += after
         padded_chunks[axis] = tuple(sizes)
     padded = padded.rechunk(tuple(padded_chunks))
-    filtered = da.map_overlap(
-        block_convolve,
-        padded,
-        depth=_depth_dict(depths, image.ndim),
-        boundary="none",
-        trim=True,
-        dtype=plan.output_dtype,
-        meta=meta,
-    )
+    filtered = filter_with_halo(padded, depths)
     (top, _), (left, _) = depths
     return filtered[top : top + height, left : left + width]
 
