@@ -38,7 +38,7 @@ step nvidia-smi 30 "$OUT/nvidia-smi.txt" nvidia-smi
 # The whole suite, the cuda backend on the GPU (pytest-xdist spreads it when installed).
 PARALLEL=()
 if "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n 8); fi
-step pytest 210 "$OUT/pytest.log" "$PYTHON" -m pytest tests -q -ra -p no:cacheprovider "${PARALLEL[@]}"
+step pytest 200 "$OUT/pytest.log" "$PYTHON" -m pytest tests -q -ra -p no:cacheprovider "${PARALLEL[@]}"
 
 # Every kernel path once, small images: direct (compile-time and run-time sizes),
 # separable (both), the global-memory fallback, colour, every border, CuPy in and out.
@@ -50,6 +50,7 @@ import numpy as np
 import gpuconv
 from gpuconv._backends import _cuda, _cuda_launch
 from gpuconv._plan import make_plan
+from gpuconv._strategy import choose_strategy
 
 rng = np.random.default_rng(4)
 cases = [
@@ -70,22 +71,36 @@ for dtype, kernel in cases:
             assert difference <= 1.0, (dtype, border, shape, difference)
     _, plan, _ = make_plan(image, kernel, border="wrap", value=0.0, anchor=None, flip=False,
                            dtype=None)
-    print("ok", _cuda_launch.plan_launch(plan, _cuda.strategy_for(plan)).name_expression)
+    print("ok", _cuda_launch.plan_launch(plan, choose_strategy(plan)).name_expression)
 cupy.cuda.Device().synchronize()
 PY
 if command -v compute-sanitizer >/dev/null; then
-    step memcheck 120 "$OUT/memcheck.log" compute-sanitizer --tool memcheck --error-exitcode 9 "$PYTHON" "$SANITIZE"
-    step racecheck 150 "$OUT/racecheck.log" compute-sanitizer --tool racecheck --error-exitcode 9 "$PYTHON" "$SANITIZE"
+    step memcheck 70 "$OUT/memcheck.log" compute-sanitizer --tool memcheck --error-exitcode 9 "$PYTHON" "$SANITIZE"
+    step racecheck 80 "$OUT/racecheck.log" compute-sanitizer --tool racecheck --error-exitcode 9 "$PYTHON" "$SANITIZE"
 else
     echo "compute-sanitizer: not found, memcheck and racecheck not run" | tee -a "$SUMMARY"
 fi
 
+# Kernel-only times (events around back-to-back launches of a prepared launch) and copy.
+step kernel-times 100 "$OUT/kernel_times.log" "$PYTHON" benchmarks/gpu_kernel_times.py \
+    --size 8192 --json "$OUT/kernel_times.json"
+
 # The benchmark: device-resident, CUDA events; host peers left out (they take minutes at 8192).
-step bench 200 "$OUT/bench.log" "$PYTHON" -m gpuconv bench --backend cuda --sizes 8192 \
+step bench 90 "$OUT/bench.log" "$PYTHON" -m gpuconv bench --backend cuda --sizes 8192 \
     --dtypes uint8,float32 --repeats 10 --warmup 2 --no-peers --no-compile-times \
     --json "$OUT/bench.json"
 rm -f "$OUT/bench.json"  # host part, empty with --no-peers; bench.cuda.json holds the GPU figures
 
+# Hardware counters of a few launches (the model's quantities), where ncu works.
+if command -v ncu >/dev/null; then
+    step ncu 60 "$OUT/ncu.log" ncu --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,smsp__inst_executed.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
+        -k regex:gpuconv --launch-skip 1 --launch-count 16 "$PYTHON" benchmarks/gpu_kernel_times.py --size 8192 --launches 1 --rounds 1
+fi
+
 echo "--- summary"
 cat "$SUMMARY"
 tail -n 40 "$OUT/bench.log"
+cat "$OUT/kernel_times.log" | tail -n 25
+# The device tool returns at most 8 files: everything in one archive beside the summary.
+(cd "$OUT" && tar czf gpu_check_logs.tar.gz --exclude=gpu_check_logs.tar.gz --exclude=summary.txt . \
+    && find . -type f ! -name gpu_check_logs.tar.gz ! -name summary.txt -delete)

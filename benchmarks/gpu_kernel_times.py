@@ -1,0 +1,143 @@
+"""Kernel-only GPU timings of the cuda backend, for the performance model's cases.
+
+Each case is planned once (the same launch ``gpuconv.convolve`` would make) and then
+launched back to back between two CUDA events, so host work (planning, argument
+packing) stays out of the figure; a device-to-device copy of the same bytes is timed
+the same way. Also the whole ``gpuconv.convolve`` call (host clock, synchronised).
+
+    PYTHONPATH=. python benchmarks/gpu_kernel_times.py --size 8192 --json times.json
+
+Needs a CUDA GPU and CuPy. Prints a Markdown table; every figure is *measured*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+CASES = [  # (kernel, dtype, channels)
+    *((k, "uint8", 1) for k in ("sharpen", "laplacian", "sobel_x", "small_blur", "large_blur")),
+    *((k, "float32", 1) for k in ("sharpen", "laplacian", "sobel_x", "small_blur", "large_blur")),
+    *((k, "uint8", 3) for k in ("sharpen", "small_blur", "large_blur")),
+    ("random15", "float32", 1),
+    ("random21", "float32", 1),
+]
+
+
+def _events_ms(cupy, function, launches: int, rounds: int) -> float:
+    """Median over ``rounds`` of the per-launch time of ``launches`` back-to-back calls."""
+    function()
+    cupy.cuda.get_current_stream().synchronize()
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    times = []
+    for _ in range(rounds):
+        start.record()
+        for _ in range(launches):
+            function()
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / launches)
+    return statistics.median(times)
+
+
+def prepared(image, kernel):
+    """A zero-argument function that launches what ``convolve(image, kernel)`` would."""
+    import cupy
+
+    from gpuconv._backends import _cuda, _cuda_launch, _cuda_source
+    from gpuconv._plan import make_plan
+    from gpuconv._strategy import choose_strategy
+
+    image3d, plan, _ = make_plan(
+        image, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+    )
+    device_id = cupy.cuda.runtime.getDevice()
+    launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), _cuda._device_limits(device_id))
+    device_image = cupy.ascontiguousarray(image.reshape(plan.shape))
+    output = cupy.empty(plan.shape, dtype=plan.output_dtype)
+    weights = cupy.asarray(launch.weights)
+    function = _cuda_source.cupy_function(launch.source_file, launch.name_expression)
+    if launch.shared_bytes > 48 * 1024:
+        function.max_dynamic_shared_size_bytes = launch.shared_bytes
+    arguments = launch.arguments(device_image, output, weights)
+
+    def launch_once():
+        function(launch.grid, launch.block, arguments, shared_mem=launch.shared_bytes)
+
+    return launch_once, launch.name_expression
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=8192)
+    parser.add_argument("--launches", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+
+    import cupy
+
+    import gpuconv
+    from gpuconv import bench
+
+    rows = []
+    for kernel_name, dtype, channels in CASES:
+        kernel = bench.bench_kernels([kernel_name])[kernel_name]
+        host = bench.bench_image(args.size, dtype)
+        if channels > 1:
+            host = np.ascontiguousarray(np.repeat(host[:, :, None], channels, axis=2))
+        image = cupy.asarray(host)
+        launch_once, describe = prepared(image, kernel)
+        kernel_ms = _events_ms(cupy, launch_once, args.launches, args.rounds)
+        target = cupy.empty_like(image)
+        copy_ms = _events_ms(
+            cupy, lambda t=target, i=image: cupy.copyto(t, i), args.launches, args.rounds
+        )
+        calls = []
+        for _ in range(args.rounds):
+            cupy.cuda.get_current_stream().synchronize()
+            began = time.perf_counter()
+            gpuconv.convolve(image, kernel, backend="cuda")
+            cupy.cuda.get_current_stream().synchronize()
+            calls.append((time.perf_counter() - began) * 1e3)
+        row = {
+            "kernel": kernel_name,
+            "dtype": dtype,
+            "channels": channels,
+            "size": args.size,
+            "path": describe,
+            "kernel_ms": kernel_ms,
+            "copy_ms": copy_ms,
+            "fraction_of_copy": copy_ms / kernel_ms,
+            "call_ms": statistics.median(calls),
+        }
+        rows.append(row)
+        print(
+            f"{kernel_name} {dtype} C={channels}: {kernel_ms:.3f} ms, copy {copy_ms:.3f} ms",
+            file=sys.stderr,
+        )
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())["name"]
+    device = name.decode() if isinstance(name, bytes) else name
+    print(f"\nMeasured on {device}, {args.size} x {args.size}, CUDA events around "
+          f"{args.launches} back-to-back launches, median of {args.rounds} rounds\n")
+    print("| kernel | dtype | C | path | kernel ms | copy ms | of copy | whole call ms |")
+    print("|---|---|---:|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['kernel']} | {r['dtype']} | {r['channels']} | `{r['path']}` | "
+            f"{r['kernel_ms']:.3f} | {r['copy_ms']:.3f} | {r['fraction_of_copy']:.0%} | "
+            f"{r['call_ms']:.3f} |"
+        )
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"device": device, "cases": rows}, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
