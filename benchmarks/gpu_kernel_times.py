@@ -24,6 +24,11 @@ CASES = [  # (kernel, dtype, channels)
     *((k, "uint8", 1) for k in ("sharpen", "laplacian", "sobel_x", "small_blur", "large_blur")),
     *((k, "float32", 1) for k in ("sharpen", "laplacian", "sobel_x", "small_blur", "large_blur")),
     *((k, "uint8", 3) for k in ("sharpen", "small_blur", "large_blur")),
+    ("sharpen", "float32", 3),
+    ("sharpen", "uint16", 1),
+    ("gaussian5", "float32", 1),
+    ("random5", "uint8", 1),
+    ("random7", "float32", 1),
     ("random15", "float32", 1),
     ("random21", "float32", 1),
 ]
@@ -45,8 +50,11 @@ def _events_ms(cupy, function, launches: int, rounds: int) -> float:
     return statistics.median(times)
 
 
-def prepared(image, kernel):
-    """A zero-argument function that launches what ``convolve(image, kernel)`` would."""
+def prepared(image, kernel, legacy=False):
+    """A zero-argument function that launches what ``convolve(image, kernel)`` would.
+
+    ``legacy``: the shared-memory kernels, as before the register-window kernels.
+    """
     import cupy
 
     from gpuconv._backends import _cuda, _cuda_launch, _cuda_source
@@ -57,7 +65,15 @@ def prepared(image, kernel):
         image, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
     )
     device_id = cupy.cuda.runtime.getDevice()
-    launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), _cuda._device_limits(device_id))
+    window_launch = _cuda_launch.window_launch
+    if legacy:
+        _cuda_launch.window_launch = lambda plan, strategy: None
+    try:
+        launch = _cuda_launch.plan_launch(
+            plan, choose_strategy(plan), _cuda._device_limits(device_id)
+        )
+    finally:
+        _cuda_launch.window_launch = window_launch
     device_image = cupy.ascontiguousarray(image.reshape(plan.shape))
     output = cupy.empty(plan.shape, dtype=plan.output_dtype)
     weights = cupy.asarray(launch.weights)
@@ -78,6 +94,12 @@ def main(argv=None) -> int:
     parser.add_argument("--launches", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--legacy", action="store_true", help="also time the shared-memory kernels")
+    parser.add_argument(
+        "--target-threads",
+        default="",
+        help="comma list: also time the window kernels with these thread targets (rows per strip)",
+    )
     args = parser.parse_args(argv)
 
     import cupy
@@ -94,6 +116,26 @@ def main(argv=None) -> int:
         image = cupy.asarray(host)
         launch_once, describe = prepared(image, kernel)
         kernel_ms = _events_ms(cupy, launch_once, args.launches, args.rounds)
+        extra = {}
+        if args.legacy:
+            legacy_once, legacy_name = prepared(image, kernel, legacy=True)
+            extra["legacy"] = (
+                legacy_name,
+                _events_ms(cupy, legacy_once, args.launches, args.rounds),
+            )
+        from gpuconv._backends import _cuda_window
+
+        default_target = _cuda_window._TARGET_THREADS
+        for target_threads in [int(t) for t in args.target_threads.split(",") if t]:
+            _cuda_window._TARGET_THREADS = target_threads
+            try:
+                variant_once, _ = prepared(image, kernel)
+                extra[f"threads={target_threads}"] = (
+                    describe,
+                    _events_ms(cupy, variant_once, args.launches, args.rounds),
+                )
+            finally:
+                _cuda_window._TARGET_THREADS = default_target
         target = cupy.empty_like(image)
         copy_ms = _events_ms(
             cupy, lambda t=target, i=image: cupy.copyto(t, i), args.launches, args.rounds
@@ -115,6 +157,9 @@ def main(argv=None) -> int:
             "copy_ms": copy_ms,
             "fraction_of_copy": copy_ms / kernel_ms,
             "call_ms": statistics.median(calls),
+            "variants": {
+                name: {"path": path, "kernel_ms": ms} for name, (path, ms) in extra.items()
+            },
         }
         rows.append(row)
         print(
@@ -123,8 +168,10 @@ def main(argv=None) -> int:
         )
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())["name"]
     device = name.decode() if isinstance(name, bytes) else name
-    print(f"\nMeasured on {device}, {args.size} x {args.size}, CUDA events around "
-          f"{args.launches} back-to-back launches, median of {args.rounds} rounds\n")
+    print(
+        f"\nMeasured on {device}, {args.size} x {args.size}, CUDA events around "
+        f"{args.launches} back-to-back launches, median of {args.rounds} rounds\n"
+    )
     print("| kernel | dtype | C | path | kernel ms | copy ms | of copy | whole call ms |")
     print("|---|---|---:|---|---:|---:|---:|---:|")
     for r in rows:
@@ -133,6 +180,13 @@ def main(argv=None) -> int:
             f"{r['kernel_ms']:.3f} | {r['copy_ms']:.3f} | {r['fraction_of_copy']:.0%} | "
             f"{r['call_ms']:.3f} |"
         )
+    for r in rows:
+        for name, variant in r["variants"].items():
+            print(
+                f"variant {name}: {r['kernel']} {r['dtype']} C={r['channels']}: "
+                f"{variant['kernel_ms']:.3f} ms ({r['copy_ms'] / variant['kernel_ms']:.0%} of copy) "
+                f"`{variant['path']}`"
+            )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"device": device, "cases": rows}, handle, indent=1)

@@ -19,6 +19,8 @@ import numpy as np
 
 from .._plan import ConvolutionPlan
 from .._strategy import Strategy
+from ._cuda_launch_base import C_TYPES, Launch, specialised
+from ._cuda_window import window_launch
 
 TILE_WIDTH = 32  #: output columns per block (= threads per block row)
 BLOCK_HEIGHT = 8  #: thread rows per block
@@ -39,17 +41,8 @@ SOURCE_FILES = {
     "gpuconv_direct": "convolve_direct.cu",
     "gpuconv_separable": "convolve_separable.cu",
     "gpuconv_global": "convolve_global.cu",
-}
-
-#: numpy dtype -> C type of the kernels' template arguments.
-C_TYPES = {
-    np.dtype(np.uint8): "unsigned char",
-    np.dtype(np.uint16): "unsigned short",
-    np.dtype(np.int16): "short",
-    np.dtype(np.float32): "float",
-    np.dtype(np.float64): "double",
-    np.dtype(np.int32): "int",
-    np.dtype(np.int64): "long long",
+    "gpuconv_window": "convolve_window.cu",
+    "gpuconv_box": "convolve_window.cu",
 }
 
 # CUDA's limits on gridDim.y and gridDim.z; the kernels stride over what is left.
@@ -69,43 +62,6 @@ class DeviceLimits:
     shared_bytes_per_block: int = 48 * 1024
 
 
-@dataclass(frozen=True)
-class Launch:
-    """One kernel launch, ready for ``cupy.RawKernel`` or the emulator.
-
-    Attributes
-    ----------
-    template : str
-        ``"gpuconv_direct"``, ``"gpuconv_separable"`` or ``"gpuconv_global"``.
-    name_expression : str
-        The instantiation, e.g. ``"gpuconv_direct<unsigned char, unsigned char, int, 3, 3>"``.
-    source_file : str
-        The ``kernels_cuda/`` file that defines the template.
-    grid, block : tuple of int
-    shared_bytes : int
-        Dynamic shared memory per block.
-    weights : numpy.ndarray
-        The taps (direct, global) or the column then row factors (separable),
-        C-contiguous, in the accumulator's dtype.
-    scalars : tuple
-        The arguments after ``(image, output, weights)``, as numpy scalars of
-        the exact C types the kernel declares.
-    """
-
-    template: str
-    name_expression: str
-    source_file: str
-    grid: tuple[int, int, int]
-    block: tuple[int, int, int]
-    shared_bytes: int
-    weights: np.ndarray
-    scalars: tuple
-
-    def arguments(self, image, output, weights) -> tuple:
-        """The whole argument tuple, given the (device) image, output and weights arrays."""
-        return (image, output, weights, *self.scalars)
-
-
 def _ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
@@ -120,24 +76,6 @@ def tiled_shared_bytes(template: str, kernel_height: int, kernel_width: int, ite
     if template == "gpuconv_separable":
         return item * (kernel_height + kernel_width + tile + halo_height * TILE_WIDTH)
     raise ValueError(f"{template} is not a tiled kernel")
-
-
-def specialised(input_dtype, output_dtype, accumulator) -> bool:
-    """Whether compile-time kernel sizes exist for this combination of types.
-
-    Only for the common cases: 32-bit sums into the input's own type, and float32
-    sums into float32 (raw responses). Unrolled 64-bit sums run out of registers
-    and spill, and unrolled int32 sums into float32 took up to 215 registers on
-    sm_90 (ptxas's report); every other combination runs the run-time-size
-    template, which also keeps the number of instantiations (and CI's compile
-    checks) small.
-    """
-    output_dtype, accumulator = np.dtype(output_dtype), np.dtype(accumulator)
-    if accumulator.itemsize != 4:
-        return False
-    return output_dtype == np.dtype(input_dtype) or (
-        output_dtype == accumulator == np.dtype(np.float32)
-    )
 
 
 def name_expression(template: str, input_dtype, output_dtype, accumulator, size=(0, 0)) -> str:
@@ -171,6 +109,9 @@ def plan_launch(
     """
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
+    window = window_launch(plan, strategy)
+    if window is not None:
+        return window
     if (
         height + kernel_height + TILE_HEIGHT >= MAX_AXIS
         or width + kernel_width + TILE_WIDTH >= MAX_AXIS

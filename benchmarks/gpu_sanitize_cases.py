@@ -1,0 +1,82 @@
+"""Every CUDA kernel family once, on small images, for compute-sanitizer.
+
+    compute-sanitizer --tool memcheck python benchmarks/gpu_sanitize_cases.py
+    compute-sanitizer --tool racecheck python benchmarks/gpu_sanitize_cases.py --quick
+
+Each case runs through ``gpuconv.convolve(..., backend="cuda")`` on CuPy arrays and is
+compared with the NumPy reference; the launch it took is printed, so the log shows which
+kernels the sanitizer saw. ``--quick``: one border and one shape per family (racecheck is
+slow). Exits 1 if a result is off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def cases(rng):
+    """(label, dtype, kernel) per kernel family the cuda backend can launch."""
+    return [
+        ("window direct 3x3", np.uint8, "laplacian"),
+        ("window direct 5x5 float", np.float32, rng.normal(size=(5, 5))),
+        ("window separable 3x3", np.uint8, "sobel_x"),
+        ("window separable 21x21", np.float32, "large_blur"),
+        ("box 21", np.uint8, "large_blur"),
+        ("box 7 uint16", np.uint16, "small_blur"),
+        ("direct run-time size", np.float32, rng.normal(size=(4, 6))),
+        ("direct off-centre anchor", np.uint8, "sharpen"),
+        ("separable run-time size", np.float64, np.ones((11, 11)) / 121),
+        ("global fallback", np.float64, rng.normal(size=(91, 91))),
+        ("float64 sums for uint16", np.uint16, rng.normal(size=(15, 10))),
+    ]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+
+    import cupy
+
+    import gpuconv
+    from gpuconv._backends import _cuda_launch
+    from gpuconv._plan import make_plan
+    from gpuconv._strategy import choose_strategy
+
+    rng = np.random.default_rng(4)
+    borders = (
+        ("reflect101",)
+        if args.quick
+        else ("reflect101", "reflect", "replicate", "constant", "wrap")
+    )
+    shapes = ((37, 45),) if args.quick else ((37, 45), (9, 13, 3), (64, 128), (40, 32, 4))
+    failures = 0
+    for label, dtype, kernel in cases(rng):
+        anchor = (0, 0) if "anchor" in label else None
+        for border in borders:
+            for shape in shapes:
+                image = (rng.random(shape) * 200).astype(dtype)
+                result = gpuconv.convolve(
+                    cupy.asarray(image), kernel, backend="cuda", border=border, anchor=anchor
+                )
+                expected = gpuconv.convolve(
+                    image, kernel, backend="numpy", border=border, anchor=anchor
+                )
+                difference = np.abs(result.get().astype(np.float64) - expected).max()
+                if difference > 1.0:
+                    failures += 1
+                    print("WRONG", label, border, shape, difference)
+        _, plan, _ = make_plan(
+            image, kernel, border="wrap", value=0.0, anchor=anchor, flip=False, dtype=None
+        )
+        launch = _cuda_launch.plan_launch(plan, choose_strategy(plan))
+        print(f"ok {label}: {launch.name_expression}")
+    cupy.cuda.Device().synchronize()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Launch arithmetic of the register-window kernels (``kernels_cuda/convolve_window.cu``).
+
+:func:`window_launch` returns the :class:`~gpuconv._backends._cuda_launch.Launch` of
+``gpuconv_window`` (small kernels, direct or separable) or ``gpuconv_box`` (constant
+kernels on integer images, running sums) when one of them can run the plan, else None
+(the shared-memory kernels then run it). Nothing here imports CuPy.
+
+The window kernels need: the default column anchor (``kw // 2``), 1, 3 or 4 channels,
+and a compile-time kernel size; each thread owns ``V`` consecutive row elements, where
+``V * itemsize`` is one vector load (16 bytes) or less when the kernel is tall (the
+``KH x V`` accumulators live in registers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._plan import Border, ConvolutionPlan
+from .._strategy import Strategy
+from ._cuda_launch_base import C_TYPES, Launch, specialised
+
+#: Thread block of the window kernels: 32 row chunks by 4 strips.
+WINDOW_BLOCK = (32, 4, 1)
+#: Channel counts with a specialisation (a tap steps C elements along a row).
+WINDOW_CHANNELS = (1, 3, 4)
+#: Square kernel sizes of the direct (non-separable) window kernel.
+WINDOW_DIRECT_SIZES = (3, 5, 7)
+#: Square kernel sizes of the separable window kernel.
+WINDOW_SEPARABLE_SIZES = (3, 5, 7, 9, 15, 21)
+#: Widths of the box kernel (its height is a run-time value).
+BOX_WIDTHS = (3, 5, 7, 9, 11, 15, 21, 25, 31)
+#: Accumulator registers a thread may hold for its ring (KH x V), in 4-byte words.
+_RING_WORDS = 64
+#: Registers (ints) a box window may take: V + (KW - 1) * C, twice (entering, leaving row).
+_BOX_WINDOW_WORDS = 80
+#: Threads a launch should have to keep an H100 busy (132 SMs x 2048 threads).
+_TARGET_THREADS = 132 * 2048
+_MAX_GRID_Y = 65535
+_MAX_GRID_X = 2**31 - 1
+_INT32_LIMIT = 2**31 - 1
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def elements_per_thread(input_dtype, kernel_height: int, accumulator) -> int:
+    """V: a 16-byte vector of the input, halved while KH x V accumulators are too many."""
+    vector = 16 // np.dtype(input_dtype).itemsize
+    words = max(1, np.dtype(accumulator).itemsize // 4)
+    while vector > 1 and kernel_height * vector * words > _RING_WORDS:
+        vector //= 2
+    return vector
+
+
+def rows_per_strip(height: int, chunks_per_row: int, kernel_height: int, box: bool) -> int:
+    """Output rows a thread walks down: enough threads for the GPU, few re-read halo rows."""
+    rows = _ceil_div(height * chunks_per_row, _TARGET_THREADS)
+    # A strip re-reads kh - 1 halo rows (the box kernel: kh rows to start its running sum).
+    least = 2 * kernel_height if box else max(8, 4 * (kernel_height - 1))
+    return int(max(least, min(rows, 256)))
+
+
+def _is_box(plan: ConvolutionPlan) -> bool:
+    kernel = plan.kernel
+    return bool(kernel.flat[0] != 0 and np.all(kernel == kernel.flat[0]))
+
+
+def _box_sums_fit_int32(plan: ConvolutionPlan) -> bool:
+    info = np.iinfo(plan.input_dtype)
+    largest = max(abs(int(info.min)), int(info.max), abs(plan.border_value))
+    return largest * plan.kernel.size <= _INT32_LIMIT
+
+
+def window_launch(plan: ConvolutionPlan, strategy: Strategy) -> Launch | None:
+    """The window or box kernel's launch for ``plan``, or None where neither applies."""
+    height, width, channels = plan.shape
+    kernel_height, kernel_width = plan.kernel.shape
+    accumulator = np.dtype(strategy.accumulator)
+    if channels not in WINDOW_CHANNELS or plan.anchor_x != kernel_width // 2:
+        return None
+    if not specialised(plan.input_dtype, plan.output_dtype, accumulator):
+        return None
+    types = ", ".join(C_TYPES[t] for t in (plan.input_dtype, plan.output_dtype, accumulator))
+    integer_value = plan.border_value == round(plan.border_value)
+    box = (
+        plan.input_dtype.kind in "ui"
+        and kernel_width in BOX_WIDTHS
+        and _is_box(plan)
+        and integer_value
+        and _box_sums_fit_int32(plan)
+        and (accumulator.kind == "f" or accumulator == np.dtype(np.int32))
+    )
+    if box:
+        vector = 16 // plan.input_dtype.itemsize
+        while vector > 1 and 2 * (vector + (kernel_width - 1) * channels) > _BOX_WINDOW_WORDS:
+            vector //= 2
+        if 2 * (vector + (kernel_width - 1) * channels) > _BOX_WINDOW_WORDS:
+            box = False
+    if box:
+        template = "gpuconv_box"
+        expression = f"gpuconv_box<{types}, {kernel_width}, {channels}, {vector}>"
+        weights = np.array([plan.kernel.flat[0]])
+    else:
+        square = kernel_height == kernel_width
+        if strategy.separable and square and kernel_width in WINDOW_SEPARABLE_SIZES:
+            separable = True
+            weights = np.concatenate([strategy.column, strategy.row])
+        elif not strategy.separable and square and kernel_width in WINDOW_DIRECT_SIZES:
+            separable = False
+            weights = plan.kernel.ravel()
+        else:
+            return None
+        vector = elements_per_thread(plan.input_dtype, kernel_height, accumulator)
+        template = "gpuconv_window"
+        expression = (
+            f"gpuconv_window<{types}, {kernel_height}, {kernel_width}, {channels}, {vector}, "
+            f"{'true' if separable else 'false'}>"
+        )
+    row_elements = width * channels
+    chunks = _ceil_div(row_elements, vector)
+    rows = rows_per_strip(height, chunks, kernel_height, box)
+    strips = _ceil_div(height, rows)
+    grid = (
+        _ceil_div(chunks, WINDOW_BLOCK[0]),
+        min(_ceil_div(strips, WINDOW_BLOCK[1]), _MAX_GRID_Y),
+        1,
+    )
+    if grid[0] > _MAX_GRID_X:
+        return None
+    if accumulator.kind in "iu":
+        weights = np.rint(weights)
+    with np.errstate(over="ignore"):  # a huge constant becomes inf, as in float32 sums
+        weights = np.ascontiguousarray(weights, dtype=accumulator)
+        value = accumulator.type(plan.border_value) if accumulator.kind == "f" else None
+    # Vector loads and stores need every row to start on 16 bytes (the pointers are
+    # checked at launch time, see Launch.arguments).
+    pitch_aligned = all(
+        row_elements * np.dtype(t).itemsize % 16 == 0 for t in (plan.input_dtype, plan.output_dtype)
+    )
+    border = np.int32(int(plan.border))
+    if box:
+        scalars = (
+            np.int32(height),
+            np.int32(width),
+            np.int32(kernel_height),
+            np.int32(plan.anchor_y),
+            border,
+            np.int32(round(plan.border_value) if plan.border == Border.CONSTANT else 0),
+            np.int32(rows),
+        )
+    else:
+        if value is None:
+            value = accumulator.type(round(plan.border_value))
+        scalars = (
+            np.int32(height),
+            np.int32(width),
+            np.int32(plan.anchor_y),
+            border,
+            value,
+            np.int32(rows),
+        )
+    return Launch(
+        template=template,
+        name_expression=expression,
+        source_file="convolve_window.cu",
+        grid=grid,
+        block=WINDOW_BLOCK,
+        shared_bytes=0,
+        weights=weights,
+        scalars=scalars,
+        vector_pitch_aligned=pitch_aligned,
+    )
