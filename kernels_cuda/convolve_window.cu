@@ -51,72 +51,130 @@ __device__ __forceinline__ void gpuconv_store_vector(T* target, const T (&values
     }
 }
 
-// Loads the window of one input row: elements [first, first + V + (KW - 1) * C) of `row`
-// (first = e0 - (KW / 2) * C), as Acc. `row` is null for a constant-border row.
+// One input row as a thread reads it on the fast path: its own V-element vector and the
+// halo, as loaded (not yet converted to Acc), so that several rows fit in registers and
+// their loads are in flight together. Narrow halos (3x3 grey) are single elements, wide
+// ones the neighbours' aligned vectors (L1 hits: the neighbours load them too).
+template <typename In, int KW, int C, int V>
+struct gpuconv_raw_row {
+    static constexpr int LEFT = (KW / 2) * C;            // halo elements left of the chunk
+    static constexpr int RIGHT = (KW - 1 - KW / 2) * C;  // and right of it
+    static constexpr int WINDOW = V + LEFT + RIGHT;
+    static constexpr bool SCALAR_HALO = LEFT + RIGHT <= 2;
+    static constexpr int LEFT_VECTORS = SCALAR_HALO ? 0 : (LEFT + V - 1) / V;
+    static constexpr int RIGHT_VECTORS = SCALAR_HALO ? 0 : (RIGHT + V - 1) / V;
+    static constexpr int VECTORS = LEFT_VECTORS + 1 + RIGHT_VECTORS;
+    static constexpr int SKIP = LEFT_VECTORS * V - LEFT;  // loaded elements left of the window
+    static constexpr int REACH_LEFT = SCALAR_HALO ? LEFT : LEFT_VECTORS * V;
+    static constexpr int REACH_RIGHT = SCALAR_HALO ? RIGHT : RIGHT_VECTORS * V;
+
+    gpuconv_vector<In, V> vectors[VECTORS];
+    In left[SCALAR_HALO && LEFT > 0 ? LEFT : 1];
+    In right[SCALAR_HALO && RIGHT > 0 ? RIGHT : 1];
+
+    // Needs row[e0 - REACH_LEFT, e0 + V + REACH_RIGHT) inside the row, 16-byte aligned rows.
+    __device__ __forceinline__ void load(const In* __restrict__ row, int e0) {
+        GPUCONV_CHECK_INDEX(row, e0 - REACH_LEFT);
+        GPUCONV_CHECK_INDEX(row, e0 + V + REACH_RIGHT - 1);
+        const gpuconv_vector<In, V>* start =
+            reinterpret_cast<const gpuconv_vector<In, V>*>(row + e0) - LEFT_VECTORS;
+#pragma unroll
+        for (int k = 0; k < VECTORS; ++k) vectors[k] = start[k];
+        if (SCALAR_HALO) {
+#pragma unroll
+            for (int t = 0; t < LEFT; ++t) left[t] = row[e0 - LEFT + t];
+#pragma unroll
+            for (int t = 0; t < RIGHT; ++t) right[t] = row[e0 + V + t];
+        }
+    }
+
+    // Window element t (0 = the first left halo element); t is a compile-time constant.
+    __device__ __forceinline__ In element(int t) const {
+        if (SCALAR_HALO) {
+            if (t < LEFT) return left[t];
+            if (t < LEFT + V) return vectors[0].v[t - LEFT];
+            return right[t - LEFT - V];
+        }
+        return vectors[(t + SKIP) / V].v[(t + SKIP) % V];
+    }
+};
+
+// The window of one input row, as Acc: from the raw row on the fast path, else element by
+// element through the border rule (threads whose window crosses the row's ends, or rows
+// that are not 16-byte aligned). `row` is null for a constant-border row.
 template <typename In, typename Acc, int KW, int C, int V>
-__device__ __forceinline__ void gpuconv_window_row(const In* __restrict__ row, int e0,
-                                                   int width, int border, Acc border_value,
-                                                   bool fast, Acc (&window)[V + (KW - 1) * C]) {
-    constexpr int LEFT = (KW / 2) * C;                 // halo elements left of the chunk
-    constexpr int RIGHT = (KW - 1 - KW / 2) * C;       // and right of it
-    constexpr int LEFT_VECTORS = (LEFT + V - 1) / V;   // aligned vectors that cover them
-    constexpr int RIGHT_VECTORS = (RIGHT + V - 1) / V;
-    constexpr int VECTORS = LEFT_VECTORS + 1 + RIGHT_VECTORS;
-    constexpr int SKIP = LEFT_VECTORS * V - LEFT;      // loaded elements left of the window
+__device__ __forceinline__ void gpuconv_window_of(
+    const In* __restrict__ row, const gpuconv_raw_row<In, KW, C, V>& raw, bool fast, int e0,
+    int width, int border, Acc border_value, Acc (&window)[gpuconv_raw_row<In, KW, C, V>::WINDOW]) {
+    using Raw = gpuconv_raw_row<In, KW, C, V>;
     if (row == nullptr) {
 #pragma unroll
-        for (int t = 0; t < V + (KW - 1) * C; ++t) window[t] = border_value;
-        return;
-    }
-    if (fast) {
-        // Every vector lies inside the row: all loads first, then the conversions.
-        const In* start = row + e0 - LEFT_VECTORS * V;
-        GPUCONV_CHECK_INDEX(row, e0 - LEFT_VECTORS * V);
-        GPUCONV_CHECK_INDEX(row, e0 + (1 + RIGHT_VECTORS) * V - 1);
-        gpuconv_vector<In, V> loaded[VECTORS];
+        for (int t = 0; t < Raw::WINDOW; ++t) window[t] = border_value;
+    } else if (fast) {
 #pragma unroll
-        for (int k = 0; k < VECTORS; ++k)
-            loaded[k] = reinterpret_cast<const gpuconv_vector<In, V>*>(start)[k];
+        for (int t = 0; t < Raw::WINDOW; ++t) window[t] = gpuconv_to_acc<Acc>(raw.element(t));
+    } else {
 #pragma unroll
-        for (int t = 0; t < V + (KW - 1) * C; ++t)
-            window[t] = gpuconv_to_acc<Acc>(loaded[(t + SKIP) / V].v[(t + SKIP) % V]);
-        return;
-    }
-    // At an edge of the row: element by element, through the border rule.
-#pragma unroll
-    for (int t = 0; t < V + (KW - 1) * C; ++t) {
-        const int element = e0 - LEFT + t;
-        // floor division (element may be negative): which pixel, which channel
-        const int pixel = element >= 0 ? element / C : -((-element + C - 1) / C);
-        const int channel = element - pixel * C;
-        const int source = gpuconv_source_index(pixel, width, border);
-        Acc value = border_value;
-        if (source >= 0) {
-            GPUCONV_CHECK_INDEX(row, source * C + channel);
-            value = gpuconv_to_acc<Acc>(row[source * C + channel]);
+        for (int t = 0; t < Raw::WINDOW; ++t) {
+            const int element = e0 - Raw::LEFT + t;
+            // floor division (element may be negative): which pixel, which channel
+            const int pixel = element >= 0 ? element / C : -((-element + C - 1) / C);
+            const int channel = element - pixel * C;
+            const int source = gpuconv_source_index(pixel, width, border);
+            Acc value = border_value;
+            if (source >= 0) {
+                GPUCONV_CHECK_INDEX(row, source * C + channel);
+                value = gpuconv_to_acc<Acc>(row[source * C + channel]);
+            }
+            window[t] = value;
         }
-        window[t] = value;
     }
 }
 
+// Stores V results of output row `y` from element e0: one vector store, or element by
+// element at the row's end or when rows are not 16-byte aligned.
+template <typename Out, int V>
+__device__ __forceinline__ void gpuconv_store_row(Out* __restrict__ output, int y,
+                                                  int row_elements, int e0, bool full_store,
+                                                  const Out (&values)[V]) {
+    const long long offset = (long long)y * row_elements + e0;
+    if (full_store) {
+        GPUCONV_CHECK_INDEX(output, offset + V - 1);
+        gpuconv_store_vector<Out, V>(output + offset, values);
+    } else {
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+            if (e0 + v < row_elements) {
+                GPUCONV_CHECK_INDEX(output, offset + v);
+                output[offset + v] = values[v];
+            }
+        }
+    }
+}
+
+#ifndef GPUCONV_WINDOW_MIN_BLOCKS
+#define GPUCONV_WINDOW_MIN_BLOCKS 1
+#endif
+#ifndef GPUCONV_WINDOW_GROUP_ROWS
+#define GPUCONV_WINDOW_GROUP_ROWS 4  // input rows whose loads are issued together (at least)
+#endif
+
 template <typename In, typename Out, typename Acc, int KH, int KW, int C, int V, bool SEPARABLE>
-__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y)
+__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y,
+                                  GPUCONV_WINDOW_MIN_BLOCKS)
 gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
                const Acc* __restrict__ weights, int height, int width, int anchor_y,
                int border, Acc border_value, int rows_per_strip, int vector_ok) {
-    constexpr int WINDOW = V + (KW - 1) * C;
-    constexpr int LEFT = (KW / 2) * C;
-    constexpr int RIGHT = (KW - 1 - KW / 2) * C;
-    constexpr int LEFT_VECTORS = (LEFT + V - 1) / V;
-    constexpr int RIGHT_VECTORS = (RIGHT + V - 1) / V;
+    using Raw = gpuconv_raw_row<In, KW, C, V>;
     constexpr int TAPS = SEPARABLE ? KH + KW : KH * KW;
+    // Rows loaded together: a multiple of KH, so that ring slots stay compile-time.
+    constexpr int GROUP = KH * ((GPUCONV_WINDOW_GROUP_ROWS + KH - 1) / KH);
 
     const int row_elements = width * C;
     const int e0 = (blockIdx.x * GPUCONV_WINDOW_BLOCK_X + threadIdx.x) * V;
     if (e0 >= row_elements) return;  // no barrier in this kernel: leaving early is safe
-    // The window's vectors all inside the row, and aligned: the fast load path.
-    const bool fast = vector_ok && e0 - LEFT_VECTORS * V >= 0 &&
-                      e0 + (1 + RIGHT_VECTORS) * V <= row_elements;
+    const bool fast =
+        vector_ok && e0 - Raw::REACH_LEFT >= 0 && e0 + V + Raw::REACH_RIGHT <= row_elements;
     const bool full_store = vector_ok && e0 + V <= row_elements;
 
     Acc taps[TAPS];
@@ -133,19 +191,28 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
         const int rows = min(rows_per_strip, height - y0);
         const int steps = rows + KH - 1;  // input rows this strip reads
         Acc ring[KH][V];
-        for (int base = 0; base < steps; base += KH) {
+        for (int base = 0; base < steps; base += GROUP) {
+            // Issue the loads of GROUP input rows before using any of them.
+            const In* source[GROUP];
+            Raw raw[GROUP];
 #pragma unroll
-            for (int phase = 0; phase < KH; ++phase) {
-                const int step = base + phase;
+            for (int g = 0; g < GROUP; ++g) {
+                const int row = gpuconv_source_index(y0 - anchor_y + base + g, height, border);
+                source[g] = base + g < steps && row >= 0
+                                ? image + (long long)row * row_elements : nullptr;
+                if (fast && source[g] != nullptr) raw[g].load(source[g], e0);
+            }
+#pragma unroll
+            for (int g = 0; g < GROUP; ++g) {
+                const int step = base + g;
                 if (step >= steps) break;
-                const int source_row = gpuconv_source_index(y0 - anchor_y + step, height, border);
-                const In* row =
-                    source_row < 0 ? nullptr : image + (long long)source_row * row_elements;
-                Acc window[WINDOW];
-                gpuconv_window_row<In, Acc, KW, C, V>(row, e0, width, border, border_value,
-                                                      fast, window);
+                const int phase = g % KH;
+                Acc window[Raw::WINDOW];
+                gpuconv_window_of<In, Acc, KW, C, V>(source[g], raw[g], fast, e0, width,
+                                                     border, border_value, window);
                 // This input row is row i of the kernel for output row step - i, whose
                 // accumulators sit in ring slot (step - i) mod KH = (phase - i) mod KH.
+                // Rows above the strip land in slots zeroed before their own first row.
                 if (SEPARABLE) {
                     Acc across[V];  // the row factors applied along the row
 #pragma unroll
@@ -171,7 +238,8 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
                         const int slot = (phase - i + KH) % KH;
 #pragma unroll
                         for (int v = 0; v < V; ++v) {
-                            Acc sum = i == 0 ? taps[0] * window[v] : ring[slot][v] + taps[i * KW] * window[v];
+                            Acc sum = i == 0 ? taps[0] * window[v]
+                                             : ring[slot][v] + taps[i * KW] * window[v];
 #pragma unroll
                             for (int j = 1; j < KW; ++j) sum += taps[i * KW + j] * window[v + j * C];
                             ring[slot][v] = sum;
@@ -185,19 +253,8 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
                     Out values[V];
 #pragma unroll
                     for (int v = 0; v < V; ++v) values[v] = gpuconv_store<Out>(ring[slot][v]);
-                    Out* target = output + (long long)(y0 + done) * row_elements + e0;
-                    if (full_store) {
-                        GPUCONV_CHECK_INDEX(output, (long long)(y0 + done) * row_elements + e0 + V - 1);
-                        gpuconv_store_vector<Out, V>(target, values);
-                    } else {
-#pragma unroll
-                        for (int v = 0; v < V; ++v) {
-                            if (e0 + v < row_elements) {
-                                GPUCONV_CHECK_INDEX(output, (long long)(y0 + done) * row_elements + e0 + v);
-                                target[v] = values[v];
-                            }
-                        }
-                    }
+                    gpuconv_store_row<Out, V>(output, y0 + done, row_elements, e0, full_store,
+                                              values);
                 }
             }
         }
@@ -206,45 +263,29 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
 
 // gpuconv_box<In, Out, Acc, KW, C, V>(image, output, weights, height, width, kernel_height,
 //                                     anchor_y, border, border_value, rows_per_strip, vector_ok)
-//   A kernel whose taps all equal scale = weights[0], on an integer image: out = scale * (window sum),
-//   the window sum kept exactly in int as a running sum. Down the strip, each output row adds
-//   the row entering the window and subtracts the row leaving it (both re-read: L1/L2 hits);
-//   along the row, the differences are summed by a running sum too. O(1) additions per
-//   pixel whatever the kernel size. kernel_height and anchor_y are run-time values; KW is
-//   compile-time (the window lives in registers) with the column anchor KW / 2. Launch as
-//   gpuconv_window. `plan_launch` takes this path only when every window sum fits in int
-//   and border_value is an integer.
-template <int KW, int C, int V>
-__device__ __forceinline__ void gpuconv_box_across(const int (&window)[V + (KW - 1) * C],
-                                                   int (&across)[V]) {
-#pragma unroll
-    for (int v = 0; v < V; ++v) {
-        if (v < C) {
-            int sum = window[v];
-#pragma unroll
-            for (int j = 1; j < KW; ++j) sum += window[v + j * C];
-            across[v] = sum;
-        } else {
-            across[v] = across[v - C] + window[v + (KW - 1) * C] - window[v - C];
-        }
-    }
-}
-
+//   A kernel whose taps all equal scale = weights[0], on an integer image:
+//   out = scale * (window sum), the window sum kept exactly in int as running sums. Each
+//   thread keeps the column sums of its window's elements (kernel_height rows each); one
+//   row down, it adds the row entering the window and subtracts the one leaving it (both
+//   re-read: L1/L2 hits), then sums the column sums along the row by a running sum too.
+//   O(1) additions per pixel whatever the kernel size. kernel_height and anchor_y are
+//   run-time values; KW is compile-time (the window lives in registers) with the column
+//   anchor KW / 2. Launch as gpuconv_window. plan_launch takes this path only when every
+//   window sum fits in int and border_value is an integer.
 template <typename In, typename Out, typename Acc, int KW, int C, int V>
-__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y)
+__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y,
+                                  GPUCONV_WINDOW_MIN_BLOCKS)
 gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
-            const Acc* __restrict__ weights, int height,
-            int width, int kernel_height, int anchor_y, int border, int border_value,
-            int rows_per_strip, int vector_ok) {
-    constexpr int WINDOW = V + (KW - 1) * C;
-    constexpr int LEFT_VECTORS = ((KW / 2) * C + V - 1) / V;
-    constexpr int RIGHT_VECTORS = ((KW - 1 - KW / 2) * C + V - 1) / V;
+            const Acc* __restrict__ weights, int height, int width, int kernel_height,
+            int anchor_y, int border, int border_value, int rows_per_strip, int vector_ok) {
+    using Raw = gpuconv_raw_row<In, KW, C, V>;
+    constexpr int WINDOW = Raw::WINDOW;
 
     const int row_elements = width * C;
     const int e0 = (blockIdx.x * GPUCONV_WINDOW_BLOCK_X + threadIdx.x) * V;
     if (e0 >= row_elements) return;  // no barrier in this kernel: leaving early is safe
-    const bool fast = vector_ok && e0 - LEFT_VECTORS * V >= 0 &&
-                      e0 + (1 + RIGHT_VECTORS) * V <= row_elements;
+    const bool fast =
+        vector_ok && e0 - Raw::REACH_LEFT >= 0 && e0 + V + Raw::REACH_RIGHT <= row_elements;
     const bool full_store = vector_ok && e0 + V <= row_elements;
     GPUCONV_CHECK_INDEX(weights, 0);
     const Acc scale = weights[0];
@@ -254,56 +295,60 @@ gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
          strip += gridDim.y * GPUCONV_WINDOW_BLOCK_Y) {
         const int y0 = strip * rows_per_strip;
         const int rows = min(rows_per_strip, height - y0);
-        int sums[V];
+        int column_sums[WINDOW];
 #pragma unroll
-        for (int v = 0; v < V; ++v) sums[v] = 0;
+        for (int t = 0; t < WINDOW; ++t) column_sums[t] = 0;
         // The first output row's window: kernel_height whole rows.
         for (int i = 0; i < kernel_height; ++i) {
-            const int source_row = gpuconv_source_index(y0 - anchor_y + i, height, border);
-            const In* row = source_row < 0 ? nullptr : image + (long long)source_row * row_elements;
+            const int row = gpuconv_source_index(y0 - anchor_y + i, height, border);
+            const In* source = row < 0 ? nullptr : image + (long long)row * row_elements;
+            Raw raw;
+            if (fast && source != nullptr) raw.load(source, e0);
             int window[WINDOW];
-            gpuconv_window_row<In, int, KW, C, V>(row, e0, width, border, border_value, fast,
-                                                 window);
-            int across[V];
-            gpuconv_box_across<KW, C, V>(window, across);
+            gpuconv_window_of<In, int, KW, C, V>(source, raw, fast, e0, width, border,
+                                                 border_value, window);
 #pragma unroll
-            for (int v = 0; v < V; ++v) sums[v] += across[v];
+            for (int t = 0; t < WINDOW; ++t) column_sums[t] += window[t];
         }
         for (int r = 0; r < rows; ++r) {
-            if (r > 0) {  // slide down one row: add the entering row, subtract the leaving one
-                const int entering = gpuconv_source_index(y0 + r - anchor_y + kernel_height - 1,
-                                                          height, border);
-                const int leaving = gpuconv_source_index(y0 + r - 1 - anchor_y, height, border);
-                int window[WINDOW], old_window[WINDOW];
-                gpuconv_window_row<In, int, KW, C, V>(
-                    entering < 0 ? nullptr : image + (long long)entering * row_elements, e0,
-                    width, border, border_value, fast, window);
-                gpuconv_window_row<In, int, KW, C, V>(
-                    leaving < 0 ? nullptr : image + (long long)leaving * row_elements, e0,
-                    width, border, border_value, fast, old_window);
+            if (r > 0) {  // one row down: add the entering row, subtract the leaving one
+                const int entering_row =
+                    gpuconv_source_index(y0 + r - anchor_y + kernel_height - 1, height, border);
+                const int leaving_row = gpuconv_source_index(y0 + r - 1 - anchor_y, height, border);
+                const In* entering =
+                    entering_row < 0 ? nullptr : image + (long long)entering_row * row_elements;
+                const In* leaving =
+                    leaving_row < 0 ? nullptr : image + (long long)leaving_row * row_elements;
+                Raw raw_entering, raw_leaving;
+                if (fast && entering != nullptr) raw_entering.load(entering, e0);
+                if (fast && leaving != nullptr) raw_leaving.load(leaving, e0);
+                int window[WINDOW];
+                gpuconv_window_of<In, int, KW, C, V>(entering, raw_entering, fast, e0, width,
+                                                     border, border_value, window);
 #pragma unroll
-                for (int t = 0; t < WINDOW; ++t) window[t] -= old_window[t];
-                int across[V];
-                gpuconv_box_across<KW, C, V>(window, across);
+                for (int t = 0; t < WINDOW; ++t) column_sums[t] += window[t];
+                gpuconv_window_of<In, int, KW, C, V>(leaving, raw_leaving, fast, e0, width,
+                                                     border, border_value, window);
 #pragma unroll
-                for (int v = 0; v < V; ++v) sums[v] += across[v];
+                for (int t = 0; t < WINDOW; ++t) column_sums[t] -= window[t];
+            }
+            // Along the row: the first C sums whole, then each from the one C before it.
+            int sums[V];
+#pragma unroll
+            for (int v = 0; v < V; ++v) {
+                if (v < C) {
+                    int sum = column_sums[v];
+#pragma unroll
+                    for (int j = 1; j < KW; ++j) sum += column_sums[v + j * C];
+                    sums[v] = sum;
+                } else {
+                    sums[v] = sums[v - C] + column_sums[v + (KW - 1) * C] - column_sums[v - C];
+                }
             }
             Out values[V];
 #pragma unroll
             for (int v = 0; v < V; ++v) values[v] = gpuconv_store<Out>(Acc(sums[v]) * scale);
-            const long long offset = (long long)(y0 + r) * row_elements + e0;
-            if (full_store) {
-                GPUCONV_CHECK_INDEX(output, offset + V - 1);
-                gpuconv_store_vector<Out, V>(output + offset, values);
-            } else {
-#pragma unroll
-                for (int v = 0; v < V; ++v) {
-                    if (e0 + v < row_elements) {
-                        GPUCONV_CHECK_INDEX(output, offset + v);
-                        output[offset + v] = values[v];
-                    }
-                }
-            }
+            gpuconv_store_row<Out, V>(output, y0 + r, row_elements, e0, full_store, values);
         }
     }
 }

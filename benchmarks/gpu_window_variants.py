@@ -1,0 +1,136 @@
+"""Tuning sweep of the register-window kernels on a GPU (kernel-only times, measured).
+
+    PYTHONPATH=. python benchmarks/gpu_window_variants.py --size 8192
+
+For each case and each variant (compile-time macros of convolve_window.cu and the launch
+arithmetic's register budgets, which set V), compiles the kernel, checks it against the
+shared-memory kernel's result and times back-to-back launches between CUDA events beside
+a device copy. Prints one line per measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+
+import numpy as np
+
+CASES = [
+    ("sharpen", "uint8", 1),
+    ("sharpen", "float32", 1),
+    ("sharpen", "uint8", 3),
+    ("large_blur", "uint8", 1),
+    ("small_blur", "uint8", 1),
+    ("small_blur", "float32", 1),
+]
+VARIANTS = {
+    "group": [1, 4],
+    "min_blocks": [1, 4],
+    "ring_words": [32, 64],
+    "target_threads": [2**20],
+}
+
+
+def _events_ms(cupy, function, launches=20, rounds=5):
+    function()
+    cupy.cuda.get_current_stream().synchronize()
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    times = []
+    for _ in range(rounds):
+        start.record()
+        for _ in range(launches):
+            function()
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / launches)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", type=int, default=8192)
+    args = parser.parse_args(argv)
+    import cupy
+
+    from gpuconv import bench
+    from gpuconv._backends import _cuda_launch, _cuda_source, _cuda_window
+    from gpuconv._plan import make_plan
+    from gpuconv._strategy import choose_strategy
+
+    for kernel_name, dtype, channels in CASES:
+        kernel = bench.bench_kernels([kernel_name])[kernel_name]
+        host = bench.bench_image(args.size, dtype)
+        if channels > 1:
+            host = np.ascontiguousarray(np.repeat(host[:, :, None], channels, axis=2))
+        image = cupy.asarray(host)
+        _, plan, _ = make_plan(
+            host, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+        )
+        strategy = choose_strategy(plan)
+        image3d = image.reshape(plan.shape)
+        copy_target = cupy.empty_like(image)
+        copy_ms = _events_ms(cupy, lambda t=copy_target, i=image: cupy.copyto(t, i))
+        saved = _cuda_launch.window_launch
+        _cuda_launch.window_launch = lambda plan, strategy: None
+        legacy = _cuda_launch.plan_launch(plan, strategy, _cuda_launch.DeviceLimits(227 * 1024))
+        _cuda_launch.window_launch = saved
+        reference = cupy.empty(plan.shape, plan.output_dtype)
+        function = _cuda_source.cupy_function(legacy.source_file, legacy.name_expression)
+        if legacy.shared_bytes > 48 * 1024:
+            function.max_dynamic_shared_size_bytes = legacy.shared_bytes
+        arguments = legacy.arguments(image3d, reference, cupy.asarray(legacy.weights))
+        legacy_ms = _events_ms(
+            cupy,
+            lambda f=function, a=arguments, legacy_launch=legacy: f(
+                legacy_launch.grid, legacy_launch.block, a, shared_mem=legacy_launch.shared_bytes
+            ),
+        )
+        print(
+            f"{kernel_name} {dtype} C={channels}: copy {copy_ms:.3f} ms; legacy "
+            f"{legacy_ms:.3f} ms ({copy_ms / legacy_ms:.0%}) {legacy.name_expression}",
+            flush=True,
+        )
+        for group, min_blocks, ring_words, target in itertools.product(*VARIANTS.values()):
+            _cuda_window._RING_WORDS = ring_words
+            _cuda_window._BOX_WINDOW_WORDS = ring_words + 16
+            _cuda_window._TARGET_THREADS = target
+            launch = _cuda_window.window_launch(plan, strategy)
+            if launch is None:
+                print("  no window launch")
+                break
+            options = (
+                *_cuda_source.COMPILE_OPTIONS,
+                f"-DGPUCONV_WINDOW_GROUP_ROWS={group}",
+                f"-DGPUCONV_WINDOW_MIN_BLOCKS={min_blocks}",
+            )
+            module = cupy.RawModule(
+                code=_cuda_source.source(launch.source_file),
+                options=options,
+                name_expressions=[launch.name_expression],
+            )
+            kernel_function = module.get_function(launch.name_expression)
+            output = cupy.empty(plan.shape, plan.output_dtype)
+            call_arguments = launch.arguments(image3d, output, cupy.asarray(launch.weights))
+
+            def run(f=kernel_function, a=call_arguments, g=launch.grid, b=launch.block):
+                f(g, b, a)
+
+            milliseconds = _events_ms(cupy, run)
+            difference = float(
+                cupy.abs(output.astype(cupy.float64) - reference.astype(cupy.float64)).max()
+            )
+            print(
+                f"  group={group} min_blocks={min_blocks} ring_words={ring_words} "
+                f"threads={target}: {milliseconds:.3f} ms ({copy_ms / milliseconds:.0%} of copy)"
+                f" regs={kernel_function.num_regs} local={kernel_function.local_size_bytes}"
+                f" diff={difference:.3g} {launch.name_expression} grid={launch.grid}"
+                f" rows={int(launch.scalars[-1])}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
