@@ -60,15 +60,15 @@ else
 fi
 
 PARALLEL=()
-if "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n 8); fi
+if "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n 16); fi
 # -p no:benchmark: the image's pytest-benchmark warns under xdist, an error with our filters.
-step pytest 200 "$PYTHON" -m pytest tests -q -ra -p no:cacheprovider -p no:benchmark "${PARALLEL[@]}"
+step pytest 240 "$PYTHON" -m pytest tests -v -ra -p no:cacheprovider -p no:benchmark "${PARALLEL[@]}"
 
-step bench 120 "$PYTHON" -m gpuconv bench --backend cuda --sizes 8192 --dtypes uint8,float32 \
+step bench 60 "$PYTHON" -m gpuconv bench --backend cuda --sizes 8192 --dtypes uint8,float32 \
     --repeats 10 --warmup 2 --no-peers --no-compile-times --json "$LOGS/bench.json"
 
 if command -v ncu >/dev/null; then
-    step ncu 60 ncu --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,smsp__inst_executed.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,sm__warps_active.avg.pct_of_peak_sustained_active \
+    step ncu 45 ncu --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,smsp__inst_executed.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,sm__warps_active.avg.pct_of_peak_sustained_active \
         -k regex:gpuconv --launch-skip 0 --launch-count 40 \
         "$PYTHON" benchmarks/gpu_kernel_times.py --size 8192 --launches 1 --rounds 1
 fi

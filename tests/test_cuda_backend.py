@@ -38,15 +38,16 @@ def plan_for(image, kernel, **options):
     return make_plan(image, kernel, **settings)
 
 
-def launch_for(image, kernel, limits=DEFAULT_LIMITS, **options):
+def launch_for(image, kernel, limits=DEFAULT_LIMITS, window=False, **options):
+    """The launch for ``image`` and ``kernel``; by default a shared-memory kernel's."""
     _, plan, _ = plan_for(image, kernel, **options)
-    return plan, _cuda_launch.plan_launch(plan, choose_strategy(plan), limits)
+    return plan, _cuda_launch.plan_launch(plan, choose_strategy(plan), limits, window=window)
 
 
-def emulated(image, kernel, *, grid=None, limits=DEFAULT_LIMITS, **options):
+def emulated(image, kernel, *, grid=None, limits=DEFAULT_LIMITS, window=False, **options):
     """Run the cuda kernels on the CPU; return ``(output in the image's shape, launch)``."""
     image3d, plan, _ = plan_for(image, kernel, **options)
-    launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), limits)
+    launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), limits, window=window)
     if grid is not None:
         launch = dataclasses.replace(launch, grid=grid)
     output = _cuda._run_emulated(image3d, plan, launch)
@@ -159,8 +160,11 @@ def test_every_requested_instantiation_is_in_the_compile_list(rng):
     for input_dtype in SUPPORTED_DTYPES:
         for output_dtype in SUPPORTED_DTYPES:
             for kernel in kernels:
-                _, launch = launch_for(np.zeros((5, 5), input_dtype), kernel, dtype=output_dtype)
-                assert launch.name_expression in listed[launch.source_file]
+                for window in (False, True):
+                    _, launch = launch_for(
+                        np.zeros((5, 5), input_dtype), kernel, dtype=output_dtype, window=window
+                    )
+                    assert launch.name_expression in listed[launch.source_file]
 
 
 def test_axes_beyond_32_bit_positions_are_refused():

@@ -20,7 +20,7 @@ import numpy as np
 from .._plan import ConvolutionPlan
 from .._strategy import Strategy
 from ._cuda_launch_base import C_TYPES, Launch, specialised
-from ._cuda_window import window_launch
+from ._cuda_window import window_launch, window_name_expressions
 
 TILE_WIDTH = 32  #: output columns per block (= threads per block row)
 BLOCK_HEIGHT = 8  #: thread rows per block
@@ -87,11 +87,18 @@ def name_expression(template: str, input_dtype, output_dtype, accumulator, size=
 
 
 def plan_launch(
-    plan: ConvolutionPlan, strategy: Strategy, limits: DeviceLimits = DeviceLimits()
+    plan: ConvolutionPlan,
+    strategy: Strategy,
+    limits: DeviceLimits = DeviceLimits(),
+    *,
+    window: bool = True,
 ) -> Launch:
     """Choose the kernel and compute its launch for ``plan`` run as ``strategy`` says.
 
-    The separable kernel runs rank-1 kernels, the direct kernel the rest; either
+    With ``window`` (the default), the register-window kernels of
+    :mod:`gpuconv._backends._cuda_window` run what they can (small kernels with the
+    default column anchor, 1, 3 or 4 channels). Otherwise the shared-memory kernels:
+    the separable kernel runs rank-1 kernels, the direct kernel the rest; either
     falls back to the global-memory kernel when its tile and halo would not fit
     ``limits.shared_bytes_per_block``.
 
@@ -105,13 +112,13 @@ def plan_launch(
     ...                        anchor=None, flip=False, dtype=None)
     >>> launch = plan_launch(plan, choose_strategy(plan))
     >>> launch.name_expression, launch.grid, launch.block
+    ('gpuconv_window<unsigned char, unsigned char, int, 3, 3, 1, 16, false>', (1, 2, 1), (32, 4, 1))
+    >>> launch = plan_launch(plan, choose_strategy(plan), window=False)
+    >>> launch.name_expression, launch.grid, launch.block
     ('gpuconv_direct<unsigned char, unsigned char, int, 3, 3>', (3, 4, 1), (32, 8, 1))
     """
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
-    window = window_launch(plan, strategy)
-    if window is not None:
-        return window
     if (
         height + kernel_height + TILE_HEIGHT >= MAX_AXIS
         or width + kernel_width + TILE_WIDTH >= MAX_AXIS
@@ -120,6 +127,10 @@ def plan_launch(
             f"image {height}x{width} with a {kernel_height}x{kernel_width} kernel: the cuda "
             f"backend takes axes (plus the kernel) below {MAX_AXIS} pixels"
         )
+    if window:
+        launch = window_launch(plan, strategy)
+        if launch is not None:
+            return launch
     accumulator = np.dtype(strategy.accumulator)
     item = accumulator.itemsize
     if strategy.separable:
@@ -217,5 +228,8 @@ def every_name_expression() -> dict[str, list[str]]:
                         )
                 expressions[SOURCE_FILES["gpuconv_global"]].append(
                     name_expression("gpuconv_global", input_dtype, output_dtype, accumulator)
+                )
+                expressions[SOURCE_FILES["gpuconv_window"]] += window_name_expressions(
+                    input_dtype, output_dtype, accumulator
                 )
     return expressions

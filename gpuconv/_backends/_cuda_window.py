@@ -25,16 +25,21 @@ WINDOW_BLOCK = (32, 4, 1)
 WINDOW_CHANNELS = (1, 3, 4)
 #: Square kernel sizes of the direct (non-separable) window kernel.
 WINDOW_DIRECT_SIZES = (3, 5, 7)
-#: Square kernel sizes of the separable window kernel.
-WINDOW_SEPARABLE_SIZES = (3, 5, 7, 9, 15, 21)
-#: Widths of the box kernel (its height is a run-time value).
-BOX_WIDTHS = (3, 5, 7, 9, 11, 15, 21, 25, 31)
-#: Accumulator registers a thread may hold for its ring (KH x V), in 4-byte words.
+#: Square kernel sizes of the separable window kernel. Larger separable kernels run the
+#: shared-memory kernel, which measured faster from 9 x 9 on (KH x V accumulators).
+WINDOW_SEPARABLE_SIZES = (3, 5, 7)
+#: Widths of the box kernel (its height is a run-time value). At 21 the shared-memory
+#: separable kernel measured faster on an H100 (0.81 against 0.89 ms at 8192 x 8192 uint8).
+BOX_WIDTHS = (3, 5, 7, 9)
+#: Accumulator registers a thread may hold for its ring (KH x V), in 4-byte words: grey
+#: uint8 3 x 3 ran best with V = 16, colour with V = 8 (H100, same run).
 _RING_WORDS = 64
+_RING_WORDS_COLOUR = 32
 #: Registers (ints) a box window may take: V + (KW - 1) * C, twice (entering, leaving row).
 _BOX_WINDOW_WORDS = 80
-#: Threads a launch should have to keep an H100 busy (132 SMs x 2048 threads).
-_TARGET_THREADS = 132 * 2048
+#: Threads a launch should have (about 4 x 132 SMs x 2048): latency, not instructions,
+#: limited the first kernels measured on an H100, so more threads in flight paid.
+_TARGET_THREADS = 2**20
 _MAX_GRID_Y = 65535
 _MAX_GRID_X = 2**31 - 1
 _INT32_LIMIT = 2**31 - 1
@@ -44,20 +49,56 @@ def _ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
 
-def elements_per_thread(input_dtype, kernel_height: int, accumulator) -> int:
+def elements_per_thread(input_dtype, kernel_height: int, accumulator, channels: int = 1) -> int:
     """V: a 16-byte vector of the input, halved while KH x V accumulators are too many."""
     vector = 16 // np.dtype(input_dtype).itemsize
     words = max(1, np.dtype(accumulator).itemsize // 4)
-    while vector > 1 and kernel_height * vector * words > _RING_WORDS:
+    budget = _RING_WORDS if channels == 1 else _RING_WORDS_COLOUR
+    while vector > 1 and kernel_height * vector * words > budget:
         vector //= 2
     return vector
+
+
+def box_elements_per_thread(input_dtype, kernel_width: int, channels: int) -> int | None:
+    """V of the box kernel: its column sums (V + (KW - 1) C ints) must fit; None if not."""
+    vector = 16 // np.dtype(input_dtype).itemsize
+    while vector > 1 and 2 * (vector + (kernel_width - 1) * channels) > _BOX_WINDOW_WORDS:
+        vector //= 2
+    if 2 * (vector + (kernel_width - 1) * channels) > _BOX_WINDOW_WORDS:
+        return None
+    return vector
+
+
+def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]:
+    """Every window and box instantiation :func:`window_launch` can request for these types."""
+    if not specialised(input_dtype, output_dtype, accumulator):
+        return []
+    types = ", ".join(C_TYPES[np.dtype(t)] for t in (input_dtype, output_dtype, accumulator))
+    expressions = []
+    for channels in WINDOW_CHANNELS:
+        for separable, sizes in ((False, WINDOW_DIRECT_SIZES), (True, WINDOW_SEPARABLE_SIZES)):
+            for size in sizes:
+                vector = elements_per_thread(input_dtype, size, accumulator, channels)
+                expressions.append(
+                    f"gpuconv_window<{types}, {size}, {size}, {channels}, {vector}, "
+                    f"{'true' if separable else 'false'}>"
+                )
+        if np.dtype(input_dtype).kind in "ui" and (
+            np.dtype(accumulator).kind == "f" or np.dtype(accumulator) == np.dtype(np.int32)
+        ):
+            for width in BOX_WIDTHS:
+                vector = box_elements_per_thread(input_dtype, width, channels)
+                if vector is not None:
+                    expressions.append(f"gpuconv_box<{types}, {width}, {channels}, {vector}>")
+    return expressions
 
 
 def rows_per_strip(height: int, chunks_per_row: int, kernel_height: int, box: bool) -> int:
     """Output rows a thread walks down: enough threads for the GPU, few re-read halo rows."""
     rows = _ceil_div(height * chunks_per_row, _TARGET_THREADS)
-    # A strip re-reads kh - 1 halo rows (the box kernel: kh rows to start its running sum).
-    least = 2 * kernel_height if box else max(8, 4 * (kernel_height - 1))
+    # A strip re-reads kh - 1 halo rows (the box kernel: kh rows to start its running sum);
+    # strips of 8 rows measured slower than 16 for 3 x 3 (H100).
+    least = 2 * kernel_height if box else max(16, 4 * (kernel_height - 1))
     return int(max(least, min(rows, 256)))
 
 
@@ -79,6 +120,8 @@ def window_launch(plan: ConvolutionPlan, strategy: Strategy) -> Launch | None:
     accumulator = np.dtype(strategy.accumulator)
     if channels not in WINDOW_CHANNELS or plan.anchor_x != kernel_width // 2:
         return None
+    if (width + kernel_width) * channels + 16 >= _INT32_LIMIT:
+        return None  # element positions along a row are 32-bit in the kernels
     if not specialised(plan.input_dtype, plan.output_dtype, accumulator):
         return None
     types = ", ".join(C_TYPES[t] for t in (plan.input_dtype, plan.output_dtype, accumulator))
@@ -92,11 +135,8 @@ def window_launch(plan: ConvolutionPlan, strategy: Strategy) -> Launch | None:
         and (accumulator.kind == "f" or accumulator == np.dtype(np.int32))
     )
     if box:
-        vector = 16 // plan.input_dtype.itemsize
-        while vector > 1 and 2 * (vector + (kernel_width - 1) * channels) > _BOX_WINDOW_WORDS:
-            vector //= 2
-        if 2 * (vector + (kernel_width - 1) * channels) > _BOX_WINDOW_WORDS:
-            box = False
+        vector = box_elements_per_thread(plan.input_dtype, kernel_width, channels)
+        box = vector is not None
     if box:
         template = "gpuconv_box"
         expression = f"gpuconv_box<{types}, {kernel_width}, {channels}, {vector}>"
@@ -111,7 +151,7 @@ def window_launch(plan: ConvolutionPlan, strategy: Strategy) -> Launch | None:
             weights = plan.kernel.ravel()
         else:
             return None
-        vector = elements_per_thread(plan.input_dtype, kernel_height, accumulator)
+        vector = elements_per_thread(plan.input_dtype, kernel_height, accumulator, channels)
         template = "gpuconv_window"
         expression = (
             f"gpuconv_window<{types}, {kernel_height}, {kernel_width}, {channels}, {vector}, "
