@@ -40,15 +40,11 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...  (log: $LOGS/NAME.log)
     echo "$name: exit $code after $((SECONDS - started)) s (limit $limit s)" | tee -a "$SUMMARY"
 }
 
-info() {
-    nvidia-smi
-    nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv
-    "$PYTHON" -c "import gpuconv; print(gpuconv.backends())"
-}
-step nvidia-smi 30 info
+step nvidia-smi 60 bash -c 'nvidia-smi; nvidia-smi --format=csv \
+    --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem; \
+    "$0" -c "import gpuconv; print(gpuconv.backends())"' "$PYTHON"
 
-step kernel-times 200 "$PYTHON" benchmarks/gpu_kernel_times.py --size 8192 --legacy \
-    --target-threads 131072,1048576 --json "$LOGS/kernel_times.json"
+step kernel-times 200 "$PYTHON" benchmarks/gpu_kernel_times.py --size 8192 --legacy --json "$LOGS/kernel_times.json"
 
 SANITIZE=benchmarks/gpu_sanitize_cases.py
 if command -v compute-sanitizer >/dev/null; then
