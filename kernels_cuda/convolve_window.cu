@@ -60,7 +60,11 @@ struct gpuconv_raw_row {
     static constexpr int LEFT = (KW / 2) * C;            // halo elements left of the chunk
     static constexpr int RIGHT = (KW - 1 - KW / 2) * C;  // and right of it
     static constexpr int WINDOW = V + LEFT + RIGHT;
+#ifdef GPUCONV_WINDOW_SCALAR_HALO
+    static constexpr bool SCALAR_HALO = GPUCONV_WINDOW_SCALAR_HALO && LEFT + RIGHT <= 2;
+#else
     static constexpr bool SCALAR_HALO = LEFT + RIGHT <= 2;
+#endif
     static constexpr int LEFT_VECTORS = SCALAR_HALO ? 0 : (LEFT + V - 1) / V;
     static constexpr int RIGHT_VECTORS = SCALAR_HALO ? 0 : (RIGHT + V - 1) / V;
     static constexpr int VECTORS = LEFT_VECTORS + 1 + RIGHT_VECTORS;
@@ -178,8 +182,11 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
                int border, Acc border_value, int rows_per_strip, int vector_ok) {
     using Raw = gpuconv_raw_row<In, KW, C, V>;
     constexpr int TAPS = SEPARABLE ? KH + KW : KH * KW;
-    // Rows loaded together: a multiple of KH, so that ring slots stay compile-time.
-    constexpr int GROUP = KH * ((gpuconv_window_tuning<In, C>::group_rows + KH - 1) / KH);
+    // Rows loaded together (0: each row just before its use): a multiple of KH, so that
+    // ring slots stay compile-time.
+    constexpr int GROUP_ROWS = gpuconv_window_tuning<In, C>::group_rows;
+    constexpr bool BATCH = GROUP_ROWS > 0;
+    constexpr int GROUP = KH * (BATCH ? (GROUP_ROWS + KH - 1) / KH : 1);
 
     const int row_elements = width * C;
     const int e0 = (blockIdx.x * GPUCONV_WINDOW_BLOCK_X + threadIdx.x) * V;
@@ -208,6 +215,7 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
             Raw raw[GROUP];
 #pragma unroll
             for (int g = 0; g < GROUP; ++g) {
+                if (!BATCH) break;
                 const int row = gpuconv_source_index(y0 - anchor_y + base + g, height, border);
                 source[g] = base + g < steps && row >= 0
                                 ? image + (long long)row * row_elements : nullptr;
@@ -217,6 +225,11 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
             for (int g = 0; g < GROUP; ++g) {
                 const int step = base + g;
                 if (step >= steps) break;
+                if (!BATCH) {
+                    const int row = gpuconv_source_index(y0 - anchor_y + step, height, border);
+                    source[g] = row >= 0 ? image + (long long)row * row_elements : nullptr;
+                    if (fast && source[g] != nullptr) raw[g].load(source[g], e0);
+                }
                 const int phase = g % KH;
                 Acc window[Raw::WINDOW];
                 gpuconv_window_of<In, Acc, KW, C, V>(source[g], raw[g], fast, e0, width,
