@@ -127,7 +127,7 @@ def main(argv=None) -> int:
 
         default_target = _cuda_window._TARGET_THREADS
         for target_threads in [int(t) for t in args.target_threads.split(",") if t]:
-            _cuda_window._TARGET_THREADS = target_threads
+            _cuda_window._TARGET_THREADS = dict.fromkeys(default_target, target_threads)
             try:
                 variant_once, _ = prepared(image, kernel)
                 extra[f"threads={target_threads}"] = (

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         ):
             _cuda_window._RING_WORDS = ring_words
             _cuda_window._BOX_WINDOW_WORDS = ring_words + 16
-            _cuda_window._TARGET_THREADS = target
+            _cuda_window._TARGET_THREADS = dict.fromkeys((1, 2, 4, 8), target)
             launch = _cuda_window.window_launch(plan, strategy)
             if launch is None:
                 print("  no window launch")

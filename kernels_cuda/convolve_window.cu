@@ -156,21 +156,22 @@ __device__ __forceinline__ void gpuconv_store_row(Out* __restrict__ output, int 
     }
 }
 
-// Tuned on an H100 (benchmarks/results/gpu-window-variants-h100-2026-11-25.log): 32-bit
-// pixels run best with the loads of 4 rows issued together and at most 128 registers
-// (4 blocks per SM); 8- and 16-bit grey images with one row at a time and no register cap
-// (capping them spills); colour images with the cap. The macros override, for tuning.
+// Tuned on an H100 (benchmarks/results/gpu-window-variants*-h100-2026-11-25.log), all
+// without spills: 32-bit pixels run best with the loads of 4 rows issued together and at
+// most 128 registers (4 blocks per SM); 8- and 16-bit grey images with each row loaded just
+// before its use (fewer registers, more warps); colour ones with KH rows loaded together.
+// The macros override, for tuning sweeps.
 template <typename In, int C>
 struct gpuconv_window_tuning {
 #ifdef GPUCONV_WINDOW_GROUP_ROWS
     static constexpr int group_rows = GPUCONV_WINDOW_GROUP_ROWS;
 #else
-    static constexpr int group_rows = sizeof(In) >= 4 ? 4 : 1;
+    static constexpr int group_rows = sizeof(In) >= 4 ? 4 : (C > 1 ? 1 : 0);
 #endif
 #ifdef GPUCONV_WINDOW_MIN_BLOCKS
     static constexpr int min_blocks = GPUCONV_WINDOW_MIN_BLOCKS;
 #else
-    static constexpr int min_blocks = sizeof(In) >= 4 || C > 1 ? 4 : 1;
+    static constexpr int min_blocks = sizeof(In) >= 4 ? 4 : 1;
 #endif
 };
 
@@ -297,7 +298,7 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
 //   anchor KW / 2. Launch as gpuconv_window. plan_launch takes this path only when every
 //   window sum fits in int and border_value is an integer.
 template <typename In, typename Out, typename Acc, int KW, int C, int V>
-__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y, 4)
+__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y)
 gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
             const Acc* __restrict__ weights, int height, int width, int kernel_height,
             int anchor_y, int border, int border_value, int rows_per_strip, int vector_ok) {

@@ -28,18 +28,20 @@ WINDOW_DIRECT_SIZES = (3, 5, 7)
 #: Square kernel sizes of the separable window kernel. Larger separable kernels run the
 #: shared-memory kernel, which measured faster from 9 x 9 on (KH x V accumulators).
 WINDOW_SEPARABLE_SIZES = (3, 5, 7)
-#: Widths of the box kernel (its height is a run-time value). At 21 the shared-memory
-#: separable kernel measured faster on an H100 (0.81 against 0.89 ms at 8192 x 8192 uint8).
+#: Widths of the box kernel (its height is a run-time value), grey images only. At 21,
+#: and in colour, the shared-memory separable kernel measured faster on an H100 (0.81
+#: against 0.89 ms at 8192 x 8192 uint8; 1.49 against 1.82 ms for 7 x 7 RGB).
 BOX_WIDTHS = (3, 5, 7, 9)
-#: Accumulator registers a thread may hold for its ring (KH x V), in 4-byte words: grey
-#: uint8 3 x 3 ran best with V = 16, colour with V = 8 (H100, same run).
-_RING_WORDS = 64
-_RING_WORDS_COLOUR = 32
+BOX_CHANNELS = (1,)
+#: Accumulator registers a thread may hold for its ring (KH x V), in 4-byte words: uint8
+#: 3 x 3 ran as fast with V = 8 as with 16, without the register pressure (H100).
+_RING_WORDS = 32
 #: Registers (ints) a box window may take: V + (KW - 1) * C, twice (entering, leaving row).
 _BOX_WINDOW_WORDS = 80
-#: Threads a launch should have (about 4 x 132 SMs x 2048): latency, not instructions,
-#: limited the first kernels measured on an H100, so more threads in flight paid.
-_TARGET_THREADS = 2**20
+#: Threads a launch should have, by input item size: latency, not instructions, limited
+#: the kernels measured on an H100, so many threads in flight paid; 8- and 16-bit images
+#: ran best with fewer, longer strips (32 rows), 32-bit ones with 16-row strips.
+_TARGET_THREADS = {1: 2**18, 2: 2**18, 4: 2**20, 8: 2**20}
 _MAX_GRID_Y = 65535
 _MAX_GRID_X = 2**31 - 1
 _INT32_LIMIT = 2**31 - 1
@@ -53,8 +55,7 @@ def elements_per_thread(input_dtype, kernel_height: int, accumulator, channels: 
     """V: a 16-byte vector of the input, halved while KH x V accumulators are too many."""
     vector = 16 // np.dtype(input_dtype).itemsize
     words = max(1, np.dtype(accumulator).itemsize // 4)
-    budget = _RING_WORDS if channels == 1 else _RING_WORDS_COLOUR
-    while vector > 1 and kernel_height * vector * words > budget:
+    while vector > 1 and kernel_height * vector * words > _RING_WORDS:
         vector //= 2
     return vector
 
@@ -86,16 +87,18 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
         if np.dtype(input_dtype).kind in "ui" and (
             np.dtype(accumulator).kind == "f" or np.dtype(accumulator) == np.dtype(np.int32)
         ):
-            for width in BOX_WIDTHS:
+            for width in BOX_WIDTHS if channels in BOX_CHANNELS else ():
                 vector = box_elements_per_thread(input_dtype, width, channels)
                 if vector is not None:
                     expressions.append(f"gpuconv_box<{types}, {width}, {channels}, {vector}>")
     return expressions
 
 
-def rows_per_strip(height: int, chunks_per_row: int, kernel_height: int, box: bool) -> int:
+def rows_per_strip(
+    height: int, chunks_per_row: int, kernel_height: int, box: bool, itemsize: int = 4
+) -> int:
     """Output rows a thread walks down: enough threads for the GPU, few re-read halo rows."""
-    rows = _ceil_div(height * chunks_per_row, _TARGET_THREADS)
+    rows = _ceil_div(height * chunks_per_row, _TARGET_THREADS[itemsize])
     # A strip re-reads kh - 1 halo rows (the box kernel: kh rows to start its running sum);
     # strips of 8 rows measured slower than 16 for 3 x 3 (H100).
     least = 2 * kernel_height if box else max(16, 4 * (kernel_height - 1))
@@ -128,6 +131,7 @@ def window_launch(plan: ConvolutionPlan, strategy: Strategy) -> Launch | None:
     integer_value = plan.border_value == round(plan.border_value)
     box = (
         plan.input_dtype.kind in "ui"
+        and channels in BOX_CHANNELS
         and kernel_width in BOX_WIDTHS
         and _is_box(plan)
         and integer_value
@@ -159,7 +163,7 @@ def window_launch(plan: ConvolutionPlan, strategy: Strategy) -> Launch | None:
         )
     row_elements = width * channels
     chunks = _ceil_div(row_elements, vector)
-    rows = rows_per_strip(height, chunks, kernel_height, box)
+    rows = rows_per_strip(height, chunks, kernel_height, box, plan.input_dtype.itemsize)
     strips = _ceil_div(height, rows)
     grid = (
         _ceil_div(chunks, WINDOW_BLOCK[0]),
