@@ -32,8 +32,8 @@ from dataclasses import dataclass
 #: Backends in order of preference for ``backend="auto"`` on NumPy images.
 BACKEND_MODULES: dict[str, str] = {
     "cuda": "gpuconv._backends._cuda",
-    "numba": "gpuconv._backends._numba",
-    "numpy": "gpuconv._backends._numpy",
+    "numba": "gpuconv._backends.numba.backend",
+    "numpy": "gpuconv._backends.numpy",
 }
 
 ENVIRONMENT_VARIABLE = "GPUCONV_BACKEND"

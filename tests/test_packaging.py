@@ -83,5 +83,5 @@ def test_wheel_ships_the_cuda_sources(tmp_path):
     for source in sources:
         relative = source.relative_to(ROOT / "kernels_cuda").as_posix()
         assert f"gpuconv/kernels_cuda/{relative}" in shipped, relative
-    assert "gpuconv/__init__.py" in shipped and "gpuconv/_backends/_numpy.py" in shipped
+    assert "gpuconv/__init__.py" in shipped and "gpuconv/_backends/numpy.py" in shipped
     assert not any(name.startswith("tests/") for name in shipped)
