@@ -48,7 +48,8 @@ import cupy
 import numpy as np
 
 import gpuconv
-from gpuconv._backends import _cuda, _cuda_launch
+from gpuconv._backends.cuda import backend as _cuda
+from gpuconv._backends.cuda import launch as _cuda_launch
 from gpuconv._plan import make_plan
 from gpuconv._strategy import choose_strategy
 

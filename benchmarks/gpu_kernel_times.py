@@ -49,7 +49,9 @@ def prepared(image, kernel):
     """A zero-argument function that launches what ``convolve(image, kernel)`` would."""
     import cupy
 
-    from gpuconv._backends import _cuda, _cuda_launch, _cuda_source
+    from gpuconv._backends.cuda import backend as _cuda
+    from gpuconv._backends.cuda import launch as _cuda_launch
+    from gpuconv._backends.cuda import source as _cuda_source
     from gpuconv._plan import make_plan
     from gpuconv._strategy import choose_strategy
 

@@ -129,7 +129,7 @@ def geometric_mean(values) -> float:
 
 
 def _gpu_reason() -> str | None:
-    from ._backends import _cuda
+    from ._backends.cuda import backend as _cuda
 
     if _cuda.is_emulated():
         return f"{_cuda.EMULATOR_VARIABLE} is set: the cuda backend is the CPU emulator"
@@ -201,7 +201,7 @@ def run_cuda_benchmark(args) -> int:
     import gpuconv
 
     from . import bench
-    from ._backends import _cuda
+    from ._backends.cuda import backend as _cuda
 
     names = list(dict.fromkeys([*args.kernels, *EXTRA_KERNELS]))
     chosen = bench.bench_kernels(names)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 #: Backends in order of preference for ``backend="auto"`` on NumPy images.
 BACKEND_MODULES: dict[str, str] = {
-    "cuda": "gpuconv._backends._cuda",
+    "cuda": "gpuconv._backends.cuda.backend",
     "numba": "gpuconv._backends.numba.backend",
     "numpy": "gpuconv._backends.numpy",
 }

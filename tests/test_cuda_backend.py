@@ -19,7 +19,9 @@ import pytest
 from support import assert_contract_accuracy, reference
 
 import gpuconv
-from gpuconv._backends import _cuda, _cuda_emulator, _cuda_launch
+from gpuconv._backends import _cuda_emulator
+from gpuconv._backends.cuda import backend as _cuda
+from gpuconv._backends.cuda import launch as _cuda_launch
 from gpuconv._plan import SUPPORTED_DTYPES, make_plan
 from gpuconv._strategy import choose_strategy
 
@@ -500,7 +502,7 @@ def _fake_cupy(optin_bytes: int):
 def test_cupy_launch_code_with_a_stand_in_for_cupy(optin_bytes, monkeypatch, rng):
     import sys
 
-    from gpuconv._backends import _cuda_source
+    from gpuconv._backends.cuda import source as _cuda_source
 
     monkeypatch.delenv(_cuda.EMULATOR_VARIABLE, raising=False)
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(optin_bytes))

@@ -221,7 +221,7 @@ def test_unknown_chunk_sizes_are_refused():
 
 
 def test_cupy_chunks_use_the_cuda_backend(rng):
-    from gpuconv._backends import _cuda
+    from gpuconv._backends.cuda import backend as _cuda
 
     state = gpuconv.backends()["cuda"]
     if not state or _cuda.is_emulated():

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._plan import ConvolutionPlan
-from .._strategy import Strategy
+from ..._plan import ConvolutionPlan
+from ..._strategy import Strategy
 
 TILE_WIDTH = 32  #: output columns per block (= threads per block row)
 BLOCK_HEIGHT = 8  #: thread rows per block
@@ -250,7 +250,7 @@ def every_name_expression() -> dict[str, list[str]]:
 
     Used by the compile checks: each must compile through NVRTC.
     """
-    from .._plan import SUPPORTED_DTYPES
+    from ..._plan import SUPPORTED_DTYPES
 
     expressions: dict[str, list[str]] = {name: [] for name in SOURCE_FILES.values()}
     for input_dtype in SUPPORTED_DTYPES:
