@@ -19,7 +19,7 @@ import pytest
 from support import assert_contract_accuracy, reference
 
 import gpuconv
-from gpuconv._backends import _cuda_emulator
+from gpuconv import _emulator as _cuda_emulator
 from gpuconv._backends.cuda import backend as _cuda
 from gpuconv._backends.cuda import launch as _cuda_launch
 from gpuconv._plan import SUPPORTED_DTYPES, make_plan

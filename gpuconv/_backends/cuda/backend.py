@@ -14,7 +14,7 @@ a launch. CuPy arrays stay on the device and run on CuPy's current stream
 (no synchronisation); NumPy arrays are copied in and out.
 
 With ``GPUCONV_CUDA_EMULATOR=1`` the same kernel source runs on the CPU through
-:mod:`gpuconv._backends._cuda_emulator` (NumPy arrays only; slow, for tests).
+:mod:`gpuconv._emulator` (NumPy arrays only; slow, for tests).
 CuPy is imported only when a GPU is used.
 """
 
@@ -50,9 +50,9 @@ def is_emulated() -> bool:
 def probe() -> str | None:
     """None when the backend can run here, else why not and what to install."""
     if is_emulated():
-        from .. import _cuda_emulator
+        from ... import _emulator
 
-        reason = _cuda_emulator.available()
+        reason = _emulator.available()
         return None if reason is None else f"{EMULATOR_VARIABLE}=1 but {reason}"
     try:
         import cupy

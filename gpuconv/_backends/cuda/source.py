@@ -80,7 +80,7 @@ def cupy_function(file_name: str, name_expression: str):
 
 @functools.cache
 def _emulated_module(file_name: str, name_expression: str):
-    from .._cuda_emulator import EmulatedModule
+    from ..._emulator import EmulatedModule
 
     return EmulatedModule(
         source(file_name),
