@@ -379,7 +379,7 @@ def test_real_gpu_cupy_in_cupy_out(kernel, dtype, rng):
 
 
 def test_benchmark_arithmetic():
-    from gpuconv import _bench_cuda
+    from gpuconv.bench import _cuda as _bench_cuda
 
     assert _bench_cuda.bytes_moved((8192, 8192), np.uint8) == 2 * 8192**2
     assert _bench_cuda.bytes_moved((10, 10), np.uint8, np.float32) == 500
@@ -404,7 +404,7 @@ def test_benchmark_arithmetic():
 
 
 def test_benchmark_without_a_gpu_says_so(capsys):
-    from gpuconv import _bench_cuda
+    from gpuconv.bench import _cuda as _bench_cuda
 
     reason = _bench_cuda._gpu_reason()
     if reason is None:

@@ -129,7 +129,7 @@ def geometric_mean(values) -> float:
 
 
 def _gpu_reason() -> str | None:
-    from ._backends.cuda import backend as _cuda
+    from .._backends.cuda import backend as _cuda
 
     if _cuda.is_emulated():
         return f"{_cuda.EMULATOR_VARIABLE} is set: the cuda backend is the CPU emulator"
@@ -200,8 +200,8 @@ def run_cuda_benchmark(args) -> int:
 
     import gpuconv
 
-    from . import bench
-    from ._backends.cuda import backend as _cuda
+    from .. import bench
+    from .._backends.cuda import backend as _cuda
 
     names = list(dict.fromkeys([*args.kernels, *EXTRA_KERNELS]))
     chosen = bench.bench_kernels(names)
