@@ -13,6 +13,8 @@ this module, so every published figure comes from the same code:
 - :func:`machine_facts` describes the machine and :func:`compile_times`
   measures numba's first call with a cold and a warm on-disk cache, in fresh
   processes (both defined in ``gpuconv.bench._machine``);
+- :func:`bench_kernels` and :func:`bench_image` make the kernels and seeded
+  images timed (defined in ``gpuconv.bench._inputs``, shared with the GPU timing);
 - :func:`add_arguments` and :func:`run` are ``gpuconv bench`` itself.
 
 Timings of host implementations use :func:`time.perf_counter` around a call
@@ -36,6 +38,7 @@ import numpy as np
 
 from .. import _registry, kernels
 from ._implementations import HOST_BACKENDS, implementations
+from ._inputs import bench_image, bench_kernels
 from ._machine import (
     compile_times,
     first_call_seconds,
@@ -43,8 +46,9 @@ from ._machine import (
     set_threads,
 )
 
-# The public timing API lives here, whichever module defines it: the notebook,
-# benchmarks/ and bench._cuda call gpuconv.bench.NAME.
+# The public timing API lives here, whichever module defines it: the notebook and
+# benchmarks/ call gpuconv.bench.NAME. (bench._cuda takes its inputs from ._inputs, so
+# that this module, which imports bench._cuda, is never imported by it.)
 __all__ = [
     "DEFAULT_PEERS",
     "HOST_BACKENDS",
@@ -235,27 +239,6 @@ def summarize(measurements, peers=DEFAULT_PEERS) -> dict[tuple, tuple[float, flo
         for key, values in groups.items():
             summary[key] = (geometric_mean(values), min(values), max(values))
     return summary
-
-
-def bench_kernels(names) -> dict[str, np.ndarray]:
-    """Kernels by name: bank names, plus ``randomN`` (N x N, normal, seeded)."""
-    chosen = {}
-    for name in names:
-        if name.startswith("random") and name[6:].isdigit() and int(name[6:]) > 0:
-            size = int(name[6:])
-            chosen[name] = np.random.default_rng(size).standard_normal((size, size)) / size
-        else:
-            chosen[name] = kernels.get(name)
-    return chosen
-
-
-def bench_image(size: int, dtype: str) -> np.ndarray:
-    """A seeded random ``size x size`` image (uint8 levels; floats scaled to [0, 1])."""
-    levels = np.random.default_rng(size).integers(0, 256, (size, size), dtype=np.uint8)
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return (levels / 255).astype(dtype)
-    return levels.astype(dtype)
 
 
 def _comma_list(convert):
