@@ -1,6 +1,7 @@
 """The backend registry and the dispatcher's choice of backend.
 
-A backend is a module in ``gpuconv/_backends/`` named in :data:`BACKEND_MODULES`.
+A backend is a module in ``gpuconv/_backends/`` (``numpy.py``, or the ``backend.py``
+of a subpackage such as ``cuda/``) named in :data:`BACKEND_MODULES`.
 It is imported only when first needed (so ``import gpuconv`` pulls in neither
 numba nor cupy) and provides:
 
