@@ -125,8 +125,10 @@ def main(argv=None) -> int:
         )
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())["name"]
     device = name.decode() if isinstance(name, bytes) else name
-    print(f"\nMeasured on {device}, {args.size} x {args.size}, CUDA events around "
-          f"{args.launches} back-to-back launches, median of {args.rounds} rounds\n")
+    print(
+        f"\nMeasured on {device}, {args.size} x {args.size}, CUDA events around "
+        f"{args.launches} back-to-back launches, median of {args.rounds} rounds\n"
+    )
     print("| kernel | dtype | C | path | kernel ms | copy ms | of copy | whole call ms |")
     print("|---|---|---:|---|---:|---:|---:|---:|")
     for r in rows:
