@@ -57,7 +57,9 @@ def prepared(image, kernel, legacy=False):
     """
     import cupy
 
-    from gpuconv._backends import _cuda, _cuda_launch, _cuda_source
+    from gpuconv._backends.cuda import backend as _cuda
+    from gpuconv._backends.cuda import launch as _cuda_launch
+    from gpuconv._backends.cuda import source as _cuda_source
     from gpuconv._plan import make_plan
     from gpuconv._strategy import choose_strategy
 
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
                 legacy_name,
                 _events_ms(cupy, legacy_once, args.launches, args.rounds),
             )
-        from gpuconv._backends import _cuda_window
+        from gpuconv._backends.cuda import window as _cuda_window
 
         default_target = _cuda_window._TARGET_THREADS
         for target_threads in [int(t) for t in args.target_threads.split(",") if t]:

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     import cupy
 
     import gpuconv
-    from gpuconv._backends import _cuda_launch
+    from gpuconv._backends.cuda import launch as _cuda_launch
     from gpuconv._plan import make_plan
     from gpuconv._strategy import choose_strategy
 

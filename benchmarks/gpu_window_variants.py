@@ -53,7 +53,9 @@ def main(argv=None) -> int:
     import cupy
 
     from gpuconv import bench
-    from gpuconv._backends import _cuda_launch, _cuda_source, _cuda_window
+    from gpuconv._backends.cuda import launch as _cuda_launch
+    from gpuconv._backends.cuda import source as _cuda_source
+    from gpuconv._backends.cuda import window as _cuda_window
     from gpuconv._plan import make_plan
     from gpuconv._strategy import choose_strategy
 

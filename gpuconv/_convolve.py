@@ -1,8 +1,12 @@
-"""``gpuconv.convolve``: validate once, choose a backend, run the plan."""
+"""``gpuconv.convolve``: validate once, choose a backend, run the plan.
+
+Arrays of a library with an adapter in :data:`gpuconv._adapters.ARRAY_ADAPTERS` (Dask) are
+handed to it whole instead; it calls back here for each piece.
+"""
 
 from __future__ import annotations
 
-from . import _registry
+from . import _adapters, _registry
 from ._plan import array_library, make_plan
 
 
@@ -94,10 +98,9 @@ def convolve(
            [4., 8., 8., 4.],
            [4., 8., 8., 4.]], dtype=float32)
     """
-    if array_library(image) == "dask":
-        from ._dask import convolve_dask
-
-        return convolve_dask(
+    adapter = _adapters.adapter_for(array_library(image))
+    if adapter is not None:
+        return adapter(
             image,
             kernel,
             border=border,

@@ -1,10 +1,12 @@
 """Dask arrays in, Dask arrays out: :func:`gpuconv.convolve` on images of any size.
 
-The result is a lazy Dask array built with :func:`dask.array.map_overlap`.
-Every block runs through the ordinary dispatcher, :func:`gpuconv.convolve`,
-so NumPy chunks go to numba (or the NumPy reference) and CuPy chunks to the
-CUDA backend; on a ``dask-cuda`` cluster (one worker per GPU) each GPU
-filters the CuPy chunks it holds.
+:func:`gpuconv.convolve` hands a Dask array here (its adapter in
+:data:`gpuconv._adapters.ARRAY_ADAPTERS`). The result is a lazy Dask array
+built with :func:`dask.array.map_overlap`. Every block runs through the
+ordinary dispatcher, :func:`gpuconv.convolve`, so NumPy chunks go to numba
+(or the NumPy reference) and CuPy chunks to the CUDA backend; on a
+``dask-cuda`` cluster (one worker per GPU) each GPU filters the CuPy chunks
+it holds.
 
 How the result stays equal, bit for bit, to the in-memory call:
 
@@ -40,6 +42,7 @@ import numpy as np
 
 from . import _registry
 from ._borders import source_indices
+from ._convolve import convolve
 from ._plan import Border, array_library, as_kernel_array, make_plan
 
 
@@ -172,8 +175,6 @@ def convolve_dask(
 
 
 def _convolve_block(block, *, kernel, border, value, anchor, flip, dtype, backend):
-    from ._convolve import convolve
-
     return convolve(
         block,
         kernel,

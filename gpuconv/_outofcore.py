@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ._borders import source_indices
+from ._convolve import convolve
 from ._image_files import open_reader, open_writer
 from ._plan import Border, make_plan
 
@@ -248,8 +249,6 @@ class BandPipeline:
         row of every stage is read or computed once per band, so a band reads
         at most ``bottom - top + halo_rows`` rows of the file.
         """
-        from ._convolve import convolve
-
         needed = [np.empty(0, np.int64)] * len(self.stages) + [np.arange(top, bottom)]
         for stage in range(len(self.stages), 0, -1):
             plan = self.stages[stage - 1][1]

@@ -1,6 +1,7 @@
 """The backend registry and the dispatcher's choice of backend.
 
-A backend is a module in ``gpuconv/_backends/`` named in :data:`BACKEND_MODULES`.
+A backend is a module in ``gpuconv/_backends/`` (``numpy.py``, or the ``backend.py``
+of a subpackage such as ``cuda/``) named in :data:`BACKEND_MODULES`.
 It is imported only when first needed (so ``import gpuconv`` pulls in neither
 numba nor cupy) and provides:
 
@@ -31,9 +32,9 @@ from dataclasses import dataclass
 
 #: Backends in order of preference for ``backend="auto"`` on NumPy images.
 BACKEND_MODULES: dict[str, str] = {
-    "cuda": "gpuconv._backends._cuda",
-    "numba": "gpuconv._backends._numba",
-    "numpy": "gpuconv._backends._numpy",
+    "cuda": "gpuconv._backends.cuda.backend",
+    "numba": "gpuconv._backends.numba.backend",
+    "numpy": "gpuconv._backends.numpy",
 }
 
 ENVIRONMENT_VARIABLE = "GPUCONV_BACKEND"

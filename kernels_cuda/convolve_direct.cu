@@ -9,7 +9,7 @@
 //     Acc  accumulator: int, long long (exact integer sums), float, double
 //     KH, KW  compile-time kernel size (3x3, 5x5, 7x7, 9x9), or 0, 0 for any size at run time
 //
-// Launch (gpuconv/_backends/_cuda_launch.py): block (32, 8); each block owns a 32 x 32
+// Launch (gpuconv/_backends/cuda/launch.py): block (32, 8); each block owns a 32 x 32
 // output tile of one channel (each thread 4 consecutive rows of one column: register
 // blocking); grid (ceil(W / 32), min(ceil(H / 32), 65535), min(C, 65535)), the kernel
 // striding over tile rows and channels beyond the grid. Dynamic shared memory, in Acc:

@@ -2,7 +2,7 @@
 //
 // Contents (no kernels here):
 //   GPUCONV_TILE_WIDTH, GPUCONV_BLOCK_HEIGHT, GPUCONV_ROWS_PER_THREAD  the tile geometry, which
-//       gpuconv/_backends/_cuda_launch.py repeats (tests/test_cuda_compile.py checks they agree)
+//       gpuconv/_backends/cuda/launch.py repeats (tests/test_cuda_compile.py checks they agree)
 //   GPUCONV_DYNAMIC_SHARED(type, name)  the block's dynamic shared memory as a `type*`
 //   GPUCONV_CHECK_INDEX(pointer, index) a bounds check on every global load and store
 //       (active in the CPU emulator, nothing on a real GPU)

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from support import reference
 
-import gpuconv
 from gpuconv import bench, kernels
 
 
@@ -149,9 +148,9 @@ def test_run_rejects_bad_options_with_a_message(capsys):
 
 
 def test_cuda_request_without_its_benchmark_goes_on_with_the_host(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "gpuconv._bench_cuda", None)  # import fails
+    monkeypatch.setitem(sys.modules, "gpuconv.bench._cuda", None)  # import fails
     # (doctest collection may have imported it already: the package attribute goes too)
-    monkeypatch.delattr(gpuconv, "_bench_cuda", raising=False)
+    monkeypatch.delattr(bench, "_cuda", raising=False)
     args = _arguments(
         "--backend",
         "cuda",

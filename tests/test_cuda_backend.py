@@ -19,7 +19,9 @@ import pytest
 from support import assert_contract_accuracy, reference
 
 import gpuconv
-from gpuconv._backends import _cuda, _cuda_emulator, _cuda_launch
+from gpuconv import _emulator as _cuda_emulator
+from gpuconv._backends.cuda import backend as _cuda
+from gpuconv._backends.cuda import launch as _cuda_launch
 from gpuconv._plan import SUPPORTED_DTYPES, make_plan
 from gpuconv._strategy import choose_strategy
 
@@ -381,7 +383,7 @@ def test_real_gpu_cupy_in_cupy_out(kernel, dtype, rng):
 
 
 def test_benchmark_arithmetic():
-    from gpuconv import _bench_cuda
+    from gpuconv.bench import _cuda as _bench_cuda
 
     assert _bench_cuda.bytes_moved((8192, 8192), np.uint8) == 2 * 8192**2
     assert _bench_cuda.bytes_moved((10, 10), np.uint8, np.float32) == 500
@@ -406,7 +408,7 @@ def test_benchmark_arithmetic():
 
 
 def test_benchmark_without_a_gpu_says_so(capsys):
-    from gpuconv import _bench_cuda
+    from gpuconv.bench import _cuda as _bench_cuda
 
     reason = _bench_cuda._gpu_reason()
     if reason is None:
@@ -504,7 +506,7 @@ def _fake_cupy(optin_bytes: int):
 def test_cupy_launch_code_with_a_stand_in_for_cupy(optin_bytes, monkeypatch, rng):
     import sys
 
-    from gpuconv._backends import _cuda_source
+    from gpuconv._backends.cuda import source as _cuda_source
 
     monkeypatch.delenv(_cuda.EMULATOR_VARIABLE, raising=False)
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(optin_bytes))

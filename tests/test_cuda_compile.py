@@ -21,7 +21,8 @@ import subprocess
 
 import pytest
 
-from gpuconv._backends import _cuda_launch, _cuda_source
+from gpuconv._backends.cuda import launch as _cuda_launch
+from gpuconv._backends.cuda import source as _cuda_source
 
 ARCHITECTURES = ("sm_80", "sm_90")
 

@@ -1,4 +1,4 @@
-"""The CUDA-on-CPU emulator (gpuconv/_backends/_cuda_emulator.py), on small kernels of its own.
+"""The CUDA-on-CPU emulator (gpuconv/_emulator/), on small kernels of its own.
 
 The kernels live in tests/emulator_kernels/*.cu and are plain CUDA: the same text would
 run under cupy.RawModule. Each module is compiled once per test module into a private
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpuconv._backends import _cuda_emulator as emulator
+from gpuconv import _emulator as emulator
 
 KERNELS = Path(__file__).parent / "emulator_kernels"
 
@@ -641,7 +641,7 @@ def test_available_names_a_missing_compiler(monkeypatch):
 _BUILD_SCRIPT = """
 import sys
 import numpy as np
-from gpuconv._backends import _cuda_emulator as emulator
+from gpuconv import _emulator as emulator
 module = emulator.EmulatedModule(sys.stdin.read(), name_expressions=["block_sum<float>"])
 sums = np.zeros(1, np.float32)
 module.get_function("block_sum<float>")((1,), (32,), (np.ones(32, np.float32), sums, np.int32(32)))

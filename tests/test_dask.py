@@ -150,7 +150,7 @@ def test_chunks_thinner_than_the_halo_are_merged():
 
 
 def test_use_backend_at_build_time_holds_for_the_blocks(monkeypatch, rng):
-    from gpuconv._backends import _numpy
+    from gpuconv._backends import numpy as _numpy
 
     calls = []
     real_convolve = _numpy.convolve
@@ -221,7 +221,7 @@ def test_unknown_chunk_sizes_are_refused():
 
 
 def test_cupy_chunks_use_the_cuda_backend(rng):
-    from gpuconv._backends import _cuda
+    from gpuconv._backends.cuda import backend as _cuda
 
     state = gpuconv.backends()["cuda"]
     if not state or _cuda.is_emulated():

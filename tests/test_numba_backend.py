@@ -26,7 +26,8 @@ from gpuconv._plan import make_plan
 numba = pytest.importorskip(
     "numba", reason="the numba backend needs numba: pip install 'gpuconv[numba]'"
 )
-from gpuconv._backends import _numba, _numba_kernels  # noqa: E402 (after the skip)
+from gpuconv._backends.numba import backend as _numba  # noqa: E402 (after the skip)
+from gpuconv._backends.numba import kernels as _numba_kernels  # noqa: E402
 
 
 def _plan(image, kernel, **options):
@@ -197,7 +198,7 @@ def test_numba_num_threads_is_honoured():
     result = _python(
         """
         import json, numpy as np, gpuconv, numba
-        from gpuconv._backends import _numba
+        from gpuconv._backends.numba import backend as _numba
         image = np.arange(300 * 200, dtype=np.float32).reshape(300, 200) % 251
         plan = __import__("gpuconv._plan", fromlist=["make_plan"]).make_plan(
             image, "large_blur", border="reflect", value=0.0, anchor=None, flip=False, dtype=None)[1]
@@ -232,7 +233,8 @@ def test_module_imports_and_explains_without_numba():
         """
         import sys
         sys.modules["numba"] = None
-        from gpuconv._backends import _numba, _numba_kernels  # doctest collection imports both
+        from gpuconv._backends.numba import backend as _numba  # doctest collection imports both
+        from gpuconv._backends.numba import kernels as _numba_kernels
         print(_numba.probe())
         try:
             _numba_kernels.compiled("uint8", "float32", "uint8")

@@ -1,4 +1,5 @@
-"""Packaging: environment.yml matches pyproject.toml; the wheel ships kernels_cuda/."""
+"""Packaging: environment.yml matches pyproject.toml; the wheel ships kernels_cuda/ and the
+emulator's headers."""
 
 from __future__ import annotations
 
@@ -83,5 +84,12 @@ def test_wheel_ships_the_cuda_sources(tmp_path):
     for source in sources:
         relative = source.relative_to(ROOT / "kernels_cuda").as_posix()
         assert f"gpuconv/kernels_cuda/{relative}" in shipped, relative
-    assert "gpuconv/__init__.py" in shipped and "gpuconv/_backends/_numpy.py" in shipped
+    # The emulator's C++ headers live inside the package, beside its Python side.
+    emulator = ROOT / "gpuconv" / "_emulator"
+    headers = sorted((emulator / "include").glob("*.h"))
+    assert headers
+    for source in [*headers, emulator / "README.md"]:
+        relative = source.relative_to(ROOT).as_posix()
+        assert relative in shipped, relative
+    assert "gpuconv/__init__.py" in shipped and "gpuconv/_backends/numpy.py" in shipped
     assert not any(name.startswith("tests/") for name in shipped)

@@ -9,7 +9,7 @@ import pytest
 import scipy.ndimage as ndi
 
 from gpuconv import Border
-from gpuconv._backends import _numpy
+from gpuconv._backends import numpy as _numpy
 from gpuconv._borders import source_indices
 from gpuconv._plan import make_plan
 

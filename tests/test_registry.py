@@ -129,7 +129,7 @@ def test_use_backend_rejects_unknown_names():
 
 
 def test_use_backend_routes_calls(monkeypatch):
-    from gpuconv._backends import _numpy
+    from gpuconv._backends import numpy as _numpy
 
     calls = []
     original = _numpy.convolve

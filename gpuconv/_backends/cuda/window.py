@@ -1,6 +1,6 @@
 """Launch arithmetic of the register-window kernels (``kernels_cuda/convolve_window.cu``).
 
-:func:`window_launch` returns the :class:`~gpuconv._backends._cuda_launch.Launch` of
+:func:`window_launch` returns the :class:`~gpuconv._backends.cuda.launch_base.Launch` of
 ``gpuconv_window`` (small kernels, direct or separable) or ``gpuconv_box`` (constant
 kernels on integer images, running sums) when one of them can run the plan, else None
 (the shared-memory kernels then run it). Nothing here imports CuPy.
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._plan import Border, ConvolutionPlan
-from .._strategy import Strategy
-from ._cuda_launch_base import C_TYPES, Launch, specialised
+from ..._plan import Border, ConvolutionPlan
+from ..._strategy import Strategy
+from .launch_base import C_TYPES, Launch, specialised
 
 #: Thread block of the window kernels: 32 row chunks by 4 strips.
 WINDOW_BLOCK = (32, 4, 1)

@@ -1,6 +1,6 @@
 // cuda_emulator.h: runs CUDA C++ kernels on the CPU, for tests without a GPU.
 //
-// gpuconv/_backends/_cuda_emulator.py compiles a kernel source with
+// gpuconv/_emulator/ (module.py, build.py) compiles a kernel source with
 // `g++ -include cuda_emulator.h` into a shared library and launches it through ctypes.
 // This header maps the CUDA keywords, built-in variables and the device intrinsics
 // commonly used by image kernels to host C++, and provides the launch runtime:

@@ -1,7 +1,7 @@
 """The Numba CPU backend: multi-threaded, exact where it can be, no padded image copy.
 
 This module imports without numba (the registry imports it to call
-:func:`probe`); the compiled loops live in :mod:`._numba_kernels`, imported on
+:func:`probe`); the compiled loops live in :mod:`.kernels`, imported on
 the first :func:`convolve`. The fast path (exact integer sums, separable
 passes, skipped zero taps) is chosen by :func:`gpuconv._strategy.choose_strategy`,
 and the border index tables come from :func:`gpuconv._borders.source_indices`,
@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .._borders import source_indices
-from .._plan import ConvolutionPlan
-from .._strategy import Strategy, choose_strategy
+from ..._borders import source_indices
+from ..._plan import ConvolutionPlan
+from ..._strategy import Strategy, choose_strategy
 
 _INSTALL_HINT = "pip install 'gpuconv[numba]'"
 
@@ -67,7 +67,7 @@ class Execution:
     strategy : Strategy
         The planner's decision (demoted to float64 sums for a huge constant border).
     path : int
-        ``_numba_kernels.PATH_*``: direct, separable, or fused 3 x 3 (which
+        ``kernels.PATH_*``: direct, separable, or fused 3 x 3 (which
         wins over separable for 3 x 3 kernels).
     row_index, col_index : numpy.ndarray
         int64 source row of every output row's kernel rows (``H + kh - 1``
@@ -79,7 +79,7 @@ class Execution:
         ``(indices, weights)`` of the separable factors (empty when direct).
     band_height, workers : int
     store_mode : int
-        How sums become output (``_numba_kernels.STORE_*``).
+        How sums become output (``kernels.STORE_*``).
     lowest, highest : float
         The output type's range (integer outputs).
     """
@@ -172,7 +172,7 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
     col_index = source_indices(
         np.arange(-plan.anchor_x, width - plan.anchor_x + kernel_width - 1), width, plan.border
     )
-    from . import _numba_kernels as kernels
+    from . import kernels
 
     workers = workers_for(plan, workers)
     skip = strategy.skip_zero_taps
@@ -241,7 +241,7 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
     """Run ``plan`` on ``image3d`` (any strides, read-only fine); return a new array."""
     import numba
 
-    from . import _numba_kernels as kernels
+    from . import kernels
 
     workers = numba.get_num_threads()
     run = execution_for(plan, workers)

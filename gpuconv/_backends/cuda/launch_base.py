@@ -1,7 +1,7 @@
 """What every CUDA launch shares: the :class:`Launch` record and the kernels' C types.
 
-Both :mod:`gpuconv._backends._cuda_launch` (the shared-memory kernels) and
-:mod:`gpuconv._backends._cuda_window` (the register-window kernels) build a
+Both :mod:`gpuconv._backends.cuda.launch` (the shared-memory kernels) and
+:mod:`gpuconv._backends.cuda.window` (the register-window kernels) build a
 :class:`Launch`; the real CuPy launch and the CPU emulator take it as it is.
 Nothing here imports CuPy.
 """

@@ -2,12 +2,12 @@
 
 :class:`EmulatedModule` takes the same CUDA source text and name expressions that
 the real backend hands to ``cupy.RawModule``, compiles it with g++ against
-``kernels_cuda/emulator/cuda_emulator.h`` (which maps the CUDA keywords,
+``include/cuda_emulator.h`` (which maps the CUDA keywords,
 built-in variables, barriers and intrinsics to host code and runs each block's
 threads as cooperative fibers), and launches kernels through ctypes with the
 same ``kernel(grid, block, args, shared_mem=...)`` call as ``cupy.RawKernel``.
 
-Compiling and caching the source is :mod:`gpuconv._backends._cuda_emulator_build`;
+Compiling and caching the source is :mod:`gpuconv._emulator.build`;
 this module holds what comes after: the module and kernel objects, the checks of
 each argument against its kernel parameter, and the launch.
 
@@ -35,27 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _cuda_emulator_build
-from ._cuda_emulator_build import (
-    EmulatorError,
-    _build,
-    _translate_options,
-    available,
-    header_path,
-)
-
-__all__ = ["EmulatedFunction", "EmulatedModule", "EmulatorError", "available", "header_path"]
+from .build import EmulatorError, _build, _translate_options, available
 
 _MESSAGE_CAPACITY = 4096
 _MAX_PARAMETERS = 256
-
-
-def __getattr__(name: str):
-    # compile_count changes with every build, so it is read from the build module each
-    # time rather than copied here once at import.
-    if name == "compile_count":
-        return _cuda_emulator_build.compile_count
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _itanium_name(name: str) -> str:
@@ -74,7 +57,7 @@ class EmulatedModule:
     code : str
         The CUDA C++ source, as handed to ``cupy.RawModule``.
     name_expressions : sequence of str
-        The kernels to instantiate, e.g. ``"convolve<float, 3>"``.
+        The kernels to instantiate, e.g. ``"stencil<float, 3>"``.
     options : sequence of str
         NVRTC-style options: ``-D``/``--define-macro``, ``-U``, ``-I``/``--include-path``
         and ``--std=c++NN`` are honoured, GPU-only options ignored.
@@ -143,7 +126,7 @@ class EmulatedModule:
         """A writable uint8 view of the ``__device__`` or ``__constant__`` variable ``name``.
 
         ``name`` is a namespace-scope variable with external linkage (not ``static``
-        nor ``const``), optionally qualified (``"gpuconv::weights"``).
+        nor ``const``), optionally qualified (``"stencil::weights"``).
         """
         for symbol in (name, _itanium_name(name)):
             try:

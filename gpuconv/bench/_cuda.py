@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._inputs import bench_image, bench_kernels
+
 #: Always timed on top of the requested kernels (the issue's targets name it).
 EXTRA_KERNELS = ("random21",)
 
@@ -129,7 +131,7 @@ def geometric_mean(values) -> float:
 
 
 def _gpu_reason() -> str | None:
-    from ._backends import _cuda
+    from .._backends.cuda import backend as _cuda
 
     if _cuda.is_emulated():
         return f"{_cuda.EMULATOR_VARIABLE} is set: the cuda backend is the CPU emulator"
@@ -200,15 +202,14 @@ def run_cuda_benchmark(args) -> int:
 
     import gpuconv
 
-    from . import bench
-    from ._backends import _cuda
+    from .._backends.cuda import backend as _cuda
 
     names = list(dict.fromkeys([*args.kernels, *EXTRA_KERNELS]))
-    chosen = bench.bench_kernels(names)
+    chosen = bench_kernels(names)
     rows: list[CudaMeasurement] = []
     for size in args.sizes:
         for dtype in args.dtypes:
-            image = cupy.asarray(bench.bench_image(size, dtype))
+            image = cupy.asarray(bench_image(size, dtype))
             copy_target = cupy.empty_like(image)
             copy_times = _time_ms(
                 cupy, functools.partial(cupy.copyto, copy_target, image), args.repeats, args.warmup

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import _registry
+from .. import _registry
 
 _FIRST_CALL_SCRIPT = """
 import time

@@ -9,12 +9,12 @@ The kernels (see the header comment of each ``.cu`` file):
 - ``gpuconv_global``: the fallback when a tile and halo exceed shared memory.
 
 :func:`gpuconv._strategy.choose_strategy` decides separable or not and the
-accumulator; :func:`gpuconv._backends._cuda_launch.plan_launch` turns that into
+accumulator; :func:`gpuconv._backends.cuda.launch.plan_launch` turns that into
 a launch. CuPy arrays stay on the device and run on CuPy's current stream
 (no synchronisation); NumPy arrays are copied in and out.
 
 With ``GPUCONV_CUDA_EMULATOR=1`` the same kernel source runs on the CPU through
-:mod:`gpuconv._backends._cuda_emulator` (NumPy arrays only; slow, for tests).
+:mod:`gpuconv._emulator` (NumPy arrays only; slow, for tests).
 CuPy is imported only when a GPU is used.
 """
 
@@ -25,9 +25,10 @@ import os
 
 import numpy as np
 
-from .._plan import ConvolutionPlan
-from .._strategy import choose_strategy
-from . import _cuda_launch, _cuda_source
+from ..._plan import ConvolutionPlan
+from ..._strategy import choose_strategy
+from . import launch as _cuda_launch
+from . import source as _cuda_source
 
 EMULATOR_VARIABLE = "GPUCONV_CUDA_EMULATOR"
 
@@ -49,9 +50,9 @@ def is_emulated() -> bool:
 def probe() -> str | None:
     """None when the backend can run here, else why not and what to install."""
     if is_emulated():
-        from . import _cuda_emulator
+        from ... import _emulator
 
-        reason = _cuda_emulator.available()
+        reason = _emulator.available()
         return None if reason is None else f"{EMULATOR_VARIABLE}=1 but {reason}"
     try:
         import cupy

@@ -4,7 +4,7 @@
 this module, so every published figure comes from the same code:
 
 - :func:`implementations` names what can run here (gpuconv backends and peers;
-  defined in ``gpuconv._bench_implementations``);
+  defined in ``gpuconv.bench._implementations``);
 - :func:`measure` times them *interleaved* (one call of each in turn, so a
   slow minute on a shared machine hurts every implementation alike), the
   median of ``repeats`` calls after ``warmup`` calls;
@@ -12,13 +12,15 @@ this module, so every published figure comes from the same code:
   prints them;
 - :func:`machine_facts` describes the machine and :func:`compile_times`
   measures numba's first call with a cold and a warm on-disk cache, in fresh
-  processes (both defined in ``gpuconv._bench_machine``);
+  processes (both defined in ``gpuconv.bench._machine``);
+- :func:`bench_kernels` and :func:`bench_image` make the kernels and seeded
+  images timed (defined in ``gpuconv.bench._inputs``, shared with the GPU timing);
 - :func:`add_arguments` and :func:`run` are ``gpuconv bench`` itself.
 
 Timings of host implementations use :func:`time.perf_counter` around a call
 that returns a finished NumPy array. GPU peers here take and return host
 arrays (transfers included); device-resident CUDA timing with CUDA events is
-``gpuconv._bench_cuda``'s job.
+``gpuconv.bench._cuda``'s job.
 """
 
 from __future__ import annotations
@@ -34,17 +36,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import _registry, kernels
-from ._bench_implementations import HOST_BACKENDS, implementations
-from ._bench_machine import (
+from .. import _registry, kernels
+from ._implementations import HOST_BACKENDS, implementations
+from ._inputs import bench_image, bench_kernels
+from ._machine import (
     compile_times,
     first_call_seconds,
     machine_facts,
     set_threads,
 )
 
-# The public timing API lives here, whichever module defines it: the notebook,
-# benchmarks/ and _bench_cuda call gpuconv.bench.NAME.
+# The public timing API lives here, whichever module defines it: the notebook and
+# benchmarks/ call gpuconv.bench.NAME. (bench._cuda takes its inputs from ._inputs, so
+# that this module, which imports bench._cuda, is never imported by it.)
 __all__ = [
     "DEFAULT_PEERS",
     "HOST_BACKENDS",
@@ -237,27 +241,6 @@ def summarize(measurements, peers=DEFAULT_PEERS) -> dict[tuple, tuple[float, flo
     return summary
 
 
-def bench_kernels(names) -> dict[str, np.ndarray]:
-    """Kernels by name: bank names, plus ``randomN`` (N x N, normal, seeded)."""
-    chosen = {}
-    for name in names:
-        if name.startswith("random") and name[6:].isdigit() and int(name[6:]) > 0:
-            size = int(name[6:])
-            chosen[name] = np.random.default_rng(size).standard_normal((size, size)) / size
-        else:
-            chosen[name] = kernels.get(name)
-    return chosen
-
-
-def bench_image(size: int, dtype: str) -> np.ndarray:
-    """A seeded random ``size x size`` image (uint8 levels; floats scaled to [0, 1])."""
-    levels = np.random.default_rng(size).integers(0, 256, (size, size), dtype=np.uint8)
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return (levels / 255).astype(dtype)
-    return levels.astype(dtype)
-
-
 def _comma_list(convert):
     def parse(text: str):
         try:
@@ -396,13 +379,13 @@ def run(args: argparse.Namespace) -> int:
 def _run_cuda(args) -> int | str:
     """Run the CUDA engineer's device-resident benchmark, or say why not."""
     try:
-        from . import _bench_cuda
+        from . import _cuda
     except ImportError as error:
         message = f"CUDA benchmark unavailable ({error}); timing host backends only"
         print(message)
         return message
     try:
-        return _bench_cuda.run_cuda_benchmark(args)
+        return _cuda.run_cuda_benchmark(args)
     except Exception as error:  # noqa: BLE001 (no GPU, no driver: the host part still runs)
         message = (
             f"CUDA benchmark failed ({type(error).__name__}: {error}); timing host backends only"

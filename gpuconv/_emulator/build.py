@@ -1,9 +1,10 @@
 """Compile CUDA C++ source for the CPU emulator and cache the shared libraries it makes.
 
-The build half of :mod:`gpuconv._backends._cuda_emulator`: whether a compiler is
-here (:func:`available`), NVRTC options translated to g++ flags, the generated
-C++ file that gives each name expression a launcher callable through ctypes, the
-compiler invocation, and :func:`_build`, which returns the loaded library.
+The build half of the emulator (:mod:`gpuconv._emulator.module` is the other):
+whether a compiler is here (:func:`available`), NVRTC options translated to g++
+flags, the generated C++ file that gives each name expression a launcher callable
+through ctypes, the compiler invocation, and :func:`_build`, which returns the
+loaded library.
 
 Builds are cached on disk (``$GPUCONV_CACHE_DIR/emulator``, default
 ``~/.cache/gpuconv/emulator``) keyed by the source, the name expressions, the
@@ -47,19 +48,14 @@ _loaded: dict[str, ctypes.CDLL] = {}
 
 
 # Defined here, where a failed compile first raises it, so that this module needs nothing
-# from _cuda_emulator; that module re-exports it as part of its public API.
+# from .module; the package re-exports it as part of its public API.
 class EmulatorError(RuntimeError):
     """A kernel could not be compiled or launched, or did something a GPU would not allow."""
 
 
 def header_path() -> Path:
-    """Path of ``cuda_emulator.h``: in the installed wheel or in the source checkout."""
-    package = Path(__file__).resolve().parents[1]
-    for root in (package / "kernels_cuda", package.parent / "kernels_cuda"):
-        candidate = root / "emulator" / "cuda_emulator.h"
-        if candidate.is_file():
-            return candidate
-    return package.parent / "kernels_cuda" / "emulator" / "cuda_emulator.h"
+    """Path of ``cuda_emulator.h``, in ``include/`` beside this module."""
+    return Path(__file__).resolve().parent / "include" / "cuda_emulator.h"
 
 
 def _compiler() -> list[str]:

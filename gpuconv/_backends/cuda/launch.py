@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._plan import ConvolutionPlan
-from .._strategy import Strategy
-from ._cuda_launch_base import C_TYPES, Launch, specialised
-from ._cuda_window import window_launch, window_name_expressions
+from ..._plan import ConvolutionPlan
+from ..._strategy import Strategy
+from .launch_base import C_TYPES, Launch, specialised
+from .window import window_launch, window_name_expressions
 
 TILE_WIDTH = 32  #: output columns per block (= threads per block row)
 BLOCK_HEIGHT = 8  #: thread rows per block
@@ -96,7 +96,7 @@ def plan_launch(
     """Choose the kernel and compute its launch for ``plan`` run as ``strategy`` says.
 
     With ``window`` (the default), the register-window kernels of
-    :mod:`gpuconv._backends._cuda_window` run what they can (small kernels with the
+    :mod:`gpuconv._backends.cuda.window` run what they can (small kernels with the
     default column anchor, 1, 3 or 4 channels). Otherwise the shared-memory kernels:
     the separable kernel runs rank-1 kernels, the direct kernel the rest; either
     falls back to the global-memory kernel when its tile and halo would not fit
@@ -202,7 +202,7 @@ def every_name_expression() -> dict[str, list[str]]:
 
     Used by the compile checks: each must compile through NVRTC.
     """
-    from .._plan import SUPPORTED_DTYPES
+    from ..._plan import SUPPORTED_DTYPES
 
     expressions: dict[str, list[str]] = {name: [] for name in SOURCE_FILES.values()}
     for input_dtype in SUPPORTED_DTYPES:

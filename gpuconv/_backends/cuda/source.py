@@ -30,7 +30,7 @@ _INCLUDE = re.compile(r'^#include "([^"]+)"\s*$', re.MULTILINE)
 
 def kernels_directory() -> Path:
     """The directory holding the ``.cu`` files (installed wheel or source checkout)."""
-    package = Path(__file__).resolve().parent.parent
+    package = Path(__file__).resolve().parents[2]
     for candidate in (package / "kernels_cuda", package.parent / "kernels_cuda"):
         if (candidate / COMMON_HEADER).is_file():
             return candidate
@@ -80,7 +80,7 @@ def cupy_function(file_name: str, name_expression: str):
 
 @functools.cache
 def _emulated_module(file_name: str, name_expression: str):
-    from ._cuda_emulator import EmulatedModule
+    from ..._emulator import EmulatedModule
 
     return EmulatedModule(
         source(file_name),

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import _registry
+from .. import _registry
 
 #: Backends that run on host images (the CUDA benchmark is separate).
 HOST_BACKENDS = ("numba", "numpy")
