@@ -32,6 +32,9 @@ WINDOW_SEPARABLE_SIZES = (3, 5, 7)
 #: and in colour, the shared-memory separable kernel measured faster on an H100 (0.81
 #: against 0.89 ms at 8192 x 8192 uint8; 1.49 against 1.82 ms for 7 x 7 RGB).
 BOX_WIDTHS = (3, 5, 7, 9)
+#: Channel counts of the separable window kernel: in colour, 7 x 7 measured slower than
+#: the shared-memory kernel (2.50 against 1.47 ms, 8192 x 8192 x 3 uint8, H100).
+WINDOW_SEPARABLE_CHANNELS = (1,)
 BOX_CHANNELS = (1,)
 #: Accumulator registers a thread may hold for its ring (KH x V), in 4-byte words: uint8
 #: 3 x 3 ran as fast with V = 8 as with 16, without the register pressure (H100).
@@ -77,7 +80,8 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
     types = ", ".join(C_TYPES[np.dtype(t)] for t in (input_dtype, output_dtype, accumulator))
     expressions = []
     for channels in WINDOW_CHANNELS:
-        for separable, sizes in ((False, WINDOW_DIRECT_SIZES), (True, WINDOW_SEPARABLE_SIZES)):
+        separable_sizes = WINDOW_SEPARABLE_SIZES if channels in WINDOW_SEPARABLE_CHANNELS else ()
+        for separable, sizes in ((False, WINDOW_DIRECT_SIZES), (True, separable_sizes)):
             for size in sizes:
                 vector = elements_per_thread(input_dtype, size, accumulator, channels)
                 expressions.append(
@@ -147,7 +151,12 @@ def window_launch(plan: ConvolutionPlan, strategy: Strategy) -> Launch | None:
         weights = np.array([plan.kernel.flat[0]])
     else:
         square = kernel_height == kernel_width
-        if strategy.separable and square and kernel_width in WINDOW_SEPARABLE_SIZES:
+        if (
+            strategy.separable
+            and square
+            and kernel_width in WINDOW_SEPARABLE_SIZES
+            and channels in WINDOW_SEPARABLE_CHANNELS
+        ):
             separable = True
             weights = np.concatenate([strategy.column, strategy.row])
         elif not strategy.separable and square and kernel_width in WINDOW_DIRECT_SIZES:
