@@ -1,7 +1,8 @@
 """The cuda backend beyond the shared contract suite.
 
 - the launch arithmetic (plain Python, no GPU needed);
-- every kernel template (direct with compile-time and run-time sizes, fused
+- every kernel template (the register-window kernels: direct, separable, box; the
+  shared-memory kernels: direct with compile-time and run-time sizes, fused
   separable, global-memory fallback) against the reference, run on the CPU
   through the emulator with bounds checks on: odd sizes, every border, every
   dtype, kernels larger than the image, 1-pixel axes, colour, grids smaller
@@ -22,6 +23,7 @@ import gpuconv
 from gpuconv import _emulator as _cuda_emulator
 from gpuconv._backends.cuda import backend as _cuda
 from gpuconv._backends.cuda import launch as _cuda_launch
+from gpuconv._backends.cuda import source as _cuda_source
 from gpuconv._plan import SUPPORTED_DTYPES, make_plan
 from gpuconv._strategy import choose_strategy
 
@@ -241,11 +243,12 @@ def test_each_template_and_border_matches_the_reference(kernel_name, template, b
 @pytest.mark.parametrize("input_dtype", SUPPORTED_DTYPES)
 @pytest.mark.parametrize("output_dtype", [None, np.float32])
 @pytest.mark.parametrize("kernel_name", ["sharpen", "random5x5"])
-def test_every_dtype_matches_the_reference(input_dtype, output_dtype, kernel_name, rng):
+@pytest.mark.parametrize("window", [False, True], ids=["shared", "window"])
+def test_every_dtype_matches_the_reference(window, input_dtype, output_dtype, kernel_name, rng):
     kernel = rng.normal(size=(5, 5)) if kernel_name == "random5x5" else kernel_name
     image = random_image(rng, (23, 19), input_dtype)
     options = dict(border="reflect", dtype=output_dtype)
-    actual, _ = emulated(image, kernel, **options)
+    actual, _ = emulated(image, kernel, window=window, **options)
     expected = reference(image, kernel, **options)
     exact = kernel_name == "sharpen" and np.dtype(input_dtype).kind in "ui"
     assert_contract_accuracy(actual, expected, exact=exact)
@@ -264,11 +267,19 @@ def test_uncommon_output_types_match_the_reference(input_dtype, rng):
 @needs_emulator
 @pytest.mark.parametrize("border", BORDERS)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (2, 3)])
-def test_kernels_larger_than_the_image_and_one_pixel_axes(shape, border, rng):
+@pytest.mark.parametrize("window", [False, True], ids=["shared", "window"])
+def test_kernels_larger_than_the_image_and_one_pixel_axes(window, shape, border, rng):
     image = random_image(rng, shape, np.float32)
-    for kernel in (rng.normal(size=(9, 8)), np.ones((11, 5))):
-        options = dict(border=border, value=-2.5, anchor=(0, 7))
-        actual, _ = emulated(image, kernel, **options)
+    for kernel in (
+        rng.normal(size=(9, 8)),
+        np.ones((11, 5)),
+        rng.normal(size=(7, 7)),
+        np.ones((5, 5)),
+    ):
+        # window kernels need the default column anchor
+        anchor = (kernel.shape[1] // 2, kernel.shape[0] - 1) if window else (0, kernel.shape[0] - 1)
+        options = dict(border=border, value=-2.5, anchor=anchor)
+        actual, _ = emulated(image, kernel, window=window, **options)
         assert_contract_accuracy(actual, reference(image, kernel, **options))
 
 
@@ -285,7 +296,8 @@ def test_global_memory_fallback_matches_the_reference(border, rng):
 
 @needs_emulator
 @pytest.mark.parametrize("kernel", ["sharpen", "large_blur", "random3x4", "huge"])
-def test_colour_images_and_grids_smaller_than_the_image(kernel, rng):
+@pytest.mark.parametrize("window", [False, True], ids=["shared", "window"])
+def test_colour_images_and_grids_smaller_than_the_image(window, kernel, rng):
     shape = (12, 20, 3) if kernel == "huge" else (70, 40, 3)  # the fallback is slow here
     kernel = {
         "random3x4": rng.normal(size=(3, 4)),
@@ -295,8 +307,8 @@ def test_colour_images_and_grids_smaller_than_the_image(kernel, rng):
     expected = reference(image, kernel, border="wrap")
     # A single block row and channel: the kernels must stride over the other tile
     # rows and channels themselves (as on a GPU for images beyond gridDim's limits).
-    full, launch = emulated(image, kernel, border="wrap")
-    strided, _ = emulated(image, kernel, border="wrap", grid=(launch.grid[0], 1, 1))
+    full, launch = emulated(image, kernel, border="wrap", window=window)
+    strided, _ = emulated(image, kernel, border="wrap", grid=(launch.grid[0], 1, 1), window=window)
     for actual in (full, strided):
         assert_contract_accuracy(
             actual, expected, exact=isinstance(kernel, str) and kernel == "sharpen"
@@ -304,7 +316,8 @@ def test_colour_images_and_grids_smaller_than_the_image(kernel, rng):
 
 
 @needs_emulator
-def test_nan_and_inf_propagate_through_every_template(rng):
+@pytest.mark.parametrize("window", [False, True], ids=["shared", "window"])
+def test_nan_and_inf_propagate_through_every_template(window, rng):
     image = rng.normal(size=(20, 30)).astype(np.float32)
     image[5, 7], image[12, 20] = np.nan, np.inf
     kernels = [
@@ -313,9 +326,11 @@ def test_nan_and_inf_propagate_through_every_template(rng):
         rng.normal(size=(4, 3)),
         np.ones((3, 17)),
         rng.normal(size=(130, 2)),
+        rng.normal(size=(3, 3)),
+        rng.normal(size=(5, 1)) * rng.normal(size=(1, 5)),
     ]
     for kernel in kernels:
-        actual, _ = emulated(image, kernel)
+        actual, _ = emulated(image, kernel, window=window)
         assert_contract_accuracy(actual, reference(image, kernel))
 
 
@@ -536,3 +551,130 @@ def test_cupy_launch_code_with_a_stand_in_for_cupy(optin_bytes, monkeypatch, rng
     finally:
         _cuda._device_limits.cache_clear()
         _cuda._device_weights.cache_clear()
+
+
+# --- the register-window kernels (kernels_cuda/convolve_window.cu) ----------------------
+
+WINDOW_CASES = [
+    # (kernel, input dtype, template on grey images, on colour images)
+    ("laplacian", np.uint8, "gpuconv_window", "gpuconv_window"),  # direct 3x3, exact
+    ("sobel_x", np.int16, "gpuconv_window", "gpuconv_separable"),  # separable 3x3, exact
+    ("random5x5", np.float32, "gpuconv_window", "gpuconv_window"),  # direct 5x5
+    ("gaussian5", np.uint8, "gpuconv_window", "gpuconv_separable"),  # separable 5x5, rounded
+    ("random7x7", np.uint8, "gpuconv_window", "gpuconv_window"),  # direct 7x7, rounded
+    ("small_blur", np.uint8, "gpuconv_box", "gpuconv_separable"),  # running sums, 7 wide
+    ("box9x3", np.uint8, "gpuconv_box", "gpuconv_separable"),  # running sums, 9 x 3
+    ("ones5", np.uint16, "gpuconv_box", "gpuconv_separable"),  # integer box: exact sums
+]
+
+
+def _window_kernel(name, rng):
+    return {
+        "random5x5": rng.normal(size=(5, 5)),
+        "random7x7": rng.normal(size=(7, 7)) / 7,
+        "gaussian5": gpuconv.kernels.gaussian(5, 1.1),
+        "box9x3": np.full((3, 9), 1 / 27),
+        "ones5": np.ones((5, 5)),
+    }.get(name, name)
+
+
+@needs_emulator
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize(("kernel_name", "dtype", "grey", "colour"), WINDOW_CASES)
+def test_window_kernels_match_the_reference(
+    kernel_name, dtype, grey, colour, channels, border, rng
+):
+    kernel = _window_kernel(kernel_name, rng)
+    anchor = (4, 0) if kernel_name == "box9x3" else None
+    # 37 x 45: odd widths, so rows are not 16-byte aligned (the element-by-element path);
+    # 20 x 64 (x channels): aligned rows, so the vector loads and stores run.
+    for shape in ((37, 45), (20, 64)):
+        image = random_image(rng, (*shape, channels) if channels > 1 else shape, dtype)
+        options = dict(border=border, value=9.0, anchor=anchor)
+        actual, launch = emulated(image, kernel, window=True, **options)
+        assert launch.template == (grey if channels == 1 else colour), launch.name_expression
+        exact = np.dtype(dtype).kind in "ui" and kernel_name in ("laplacian", "sobel_x", "ones5")
+        assert_contract_accuracy(actual, reference(image, kernel, **options), exact=exact)
+
+
+@needs_emulator
+@pytest.mark.parametrize("anchor_y", [0, 1, 4, 6])
+def test_window_kernels_take_any_row_anchor(anchor_y, rng):
+    image = random_image(rng, (29, 48), np.float32)
+    for kernel in (rng.normal(size=(7, 7)), np.full((7, 7), 0.5)):
+        options = dict(border="reflect", anchor=(3, anchor_y))
+        actual, launch = emulated(image, kernel, window=True, **options)
+        assert launch.template == "gpuconv_window"
+        assert_contract_accuracy(actual, reference(image, kernel, **options))
+    integer = random_image(rng, (29, 48), np.uint8)
+    options = dict(border="replicate", anchor=(3, anchor_y))
+    actual, launch = emulated(integer, np.ones((7, 7)) / 49, window=True, **options)
+    assert launch.template == "gpuconv_box"
+    assert_contract_accuracy(actual, reference(integer, np.ones((7, 7)) / 49, **options))
+
+
+def test_window_kernels_need_the_default_column_anchor():
+    image = np.zeros((16, 64), np.uint8)
+    _, centred = launch_for(image, "sharpen", window=True)
+    _, shifted = launch_for(image, "sharpen", window=True, anchor=(0, 1))
+    assert centred.template == "gpuconv_window"
+    assert shifted.template == "gpuconv_direct"
+
+
+def test_window_launch_arithmetic_covers_every_element_and_row():
+    for shape, dtype in (((100, 70), np.uint8), ((33, 65, 3), np.float32), ((5, 9, 4), np.uint16)):
+        image = np.zeros(shape, dtype)
+        plan, launch = launch_for(image, "laplacian", window=True)
+        height, width, channels = plan.shape
+        vector = int(launch.name_expression.split(", ")[-2])
+        rows = int(launch.scalars[-1])
+        assert launch.block == (32, 4, 1) and launch.shared_bytes == 0
+        chunks = launch.grid[0] * launch.block[0]
+        assert chunks * vector >= width * channels > (chunks - launch.block[0]) * vector
+        assert launch.grid[1] * launch.block[1] * rows >= height
+        assert 16 % (vector * np.dtype(dtype).itemsize) == 0  # one vector load
+
+
+def test_vector_loads_only_where_rows_and_pointers_are_aligned():
+    aligned = np.zeros((8, 64), np.uint8)
+    _, launch = launch_for(aligned, "laplacian", window=True)
+    output = np.zeros_like(aligned)
+    weights = launch.weights
+    assert launch.arguments(aligned, output, weights)[-1] == 1
+    offset = np.zeros(8 * 64 + 1, np.uint8)[1:].reshape(8, 64)  # misaligned by one byte
+    assert launch.arguments(offset, output, weights)[-1] == 0
+    _, odd = launch_for(np.zeros((8, 65), np.uint8), "laplacian", window=True)
+    assert odd.vector_pitch_aligned is False
+    assert odd.arguments(np.zeros((8, 65), np.uint8), np.zeros((8, 65), np.uint8), weights)[-1] == 0
+
+
+@needs_emulator
+def test_window_kernels_on_a_misaligned_view(rng):
+    # The backend copies views to contiguous arrays, so a misaligned pointer only comes
+    # from the launch itself here: run the kernel on arrays that start one byte in.
+    image = random_image(rng, (24, 64), np.uint8)
+    storage = np.zeros(image.size + 1, np.uint8)
+    shifted = storage[1:].reshape(image.shape)
+    shifted[...] = image
+    image3d, plan, _ = plan_for(shifted, "sharpen")
+    launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), DEFAULT_LIMITS)
+    assert launch.arguments(image3d, np.empty(plan.shape, np.uint8), launch.weights)[-1] == 0
+    output = np.empty(plan.shape, np.uint8)
+    kernel = _cuda_source.emulated_function(launch.source_file, launch.name_expression)
+    kernel(launch.grid, launch.block, launch.arguments(image3d, output, launch.weights))
+    np.testing.assert_array_equal(output[:, :, 0], reference(image, "sharpen"))
+
+
+def test_box_kernel_only_where_its_integer_sums_are_exact():
+    image = np.zeros((16, 64), np.uint8)
+    _, launch = launch_for(image, np.ones((7, 7)) / 49, window=True)
+    assert launch.template == "gpuconv_box"
+    _, fractional = launch_for(
+        image, np.ones((7, 7)) / 49, window=True, border="constant", value=0.5
+    )
+    assert fractional.template != "gpuconv_box"  # 0.5 is no integer
+    _, wide = launch_for(image, np.ones((3, 21)) / 63, window=True)
+    assert wide.template != "gpuconv_box"  # no compile-time width 21
+    _, float_image = launch_for(image.astype(np.float32), np.ones((7, 7)) / 49, window=True)
+    assert float_image.template == "gpuconv_window"  # float sums: the separable window
