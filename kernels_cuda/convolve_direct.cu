@@ -50,10 +50,13 @@ gpuconv_direct(const In* __restrict__ image, Out* __restrict__ output,
             for (int r = 0; r < GPUCONV_ROWS_PER_THREAD; ++r) sums[r] = Acc(0);
             if (KH > 0 && KW > 0) {
                 // Each tile value read once per thread feeds every output row it touches.
+                // (The weights are uniform broadcasts the compiler loads once per tile: the
+                // memory trace leaves them out.)
 #pragma unroll
                 for (int s = 0; s < GPUCONV_ROWS_PER_THREAD + KH - 1; ++s) {
 #pragma unroll
                     for (int j = 0; j < KW; ++j) {
+                        GPUCONV_TRACE_LOAD(tile + (first_row + s) * halo_width + threadIdx.x + j);
                         const Acc value = tile[(first_row + s) * halo_width + threadIdx.x + j];
 #pragma unroll
                         for (int r = 0; r < GPUCONV_ROWS_PER_THREAD; ++r) {
@@ -70,8 +73,10 @@ gpuconv_direct(const In* __restrict__ image, Out* __restrict__ output,
                         if (skip_zero_taps && weight == Acc(0)) continue;
                         const Acc* column = tile + (first_row + i) * halo_width + threadIdx.x + j;
 #pragma unroll
-                        for (int r = 0; r < GPUCONV_ROWS_PER_THREAD; ++r)
+                        for (int r = 0; r < GPUCONV_ROWS_PER_THREAD; ++r) {
+                            GPUCONV_TRACE_LOAD(column + r * halo_width);
                             sums[r] += weight * column[r * halo_width];
+                        }
                     }
                 }
             }
@@ -83,6 +88,7 @@ gpuconv_direct(const In* __restrict__ image, Out* __restrict__ output,
                     if (y < height) {
                         const long long index = ((long long)y * width + x) * channels + channel;
                         GPUCONV_CHECK_INDEX(output, index);
+                        GPUCONV_TRACE_STORE(output + index);
                         output[index] = gpuconv_store<Out>(sums[r]);
                     }
                 }

@@ -33,6 +33,7 @@ gpuconv_global(const In* __restrict__ image, Out* __restrict__ output,
                 for (int j = 0; j < kernel_width; ++j) {
                     const long long weight_index = (long long)i * kernel_width + j;
                     GPUCONV_CHECK_INDEX(weights, weight_index);
+                    GPUCONV_TRACE_LOAD(weights + weight_index);
                     const Acc weight = __ldg(weights + weight_index);
                     // Only integer images skip zeros: 0 * NaN must stay NaN.
                     if (skip_zero_taps && weight == Acc(0)) continue;
@@ -42,6 +43,7 @@ gpuconv_global(const In* __restrict__ image, Out* __restrict__ output,
                         const long long index =
                             source_row * row_pitch + (long long)source_col * channels + channel;
                         GPUCONV_CHECK_INDEX(image, index);
+                        GPUCONV_TRACE_LOAD(image + index);
                         value = gpuconv_to_acc<Acc>(__ldg(image + index));
                     }
                     sum += weight * value;
@@ -49,6 +51,7 @@ gpuconv_global(const In* __restrict__ image, Out* __restrict__ output,
             }
             const long long index = ((long long)y * width + x) * channels + channel;
             GPUCONV_CHECK_INDEX(output, index);
+            GPUCONV_TRACE_STORE(output + index);
             output[index] = gpuconv_store<Out>(sum);
         }
     }

@@ -50,15 +50,20 @@ gpuconv_separable(const In* __restrict__ image, Out* __restrict__ output,
                 Acc sum = Acc(0);
                 if (KW > 0) {
 #pragma unroll
-                    for (int j = 0; j < KW; ++j) sum += row_factor[j] * source[j];
+                    for (int j = 0; j < KW; ++j) {
+                        GPUCONV_TRACE_LOAD(source + j);  // the factors: uniform broadcasts
+                        sum += row_factor[j] * source[j];
+                    }
                 } else {
                     for (int j = 0; j < kw; ++j) {
                         const Acc weight = row_factor[j];
                         // Only integer images skip zeros: 0 * NaN must stay NaN.
                         if (skip_zero_taps && weight == Acc(0)) continue;
+                        GPUCONV_TRACE_LOAD(source + j);
                         sum += weight * source[j];
                     }
                 }
+                GPUCONV_TRACE_STORE(row_pass + r * GPUCONV_TILE_WIDTH + threadIdx.x);
                 row_pass[r * GPUCONV_TILE_WIDTH + threadIdx.x] = sum;
             }
             __syncthreads();
@@ -71,6 +76,7 @@ gpuconv_separable(const In* __restrict__ image, Out* __restrict__ output,
             if (KH > 0) {
 #pragma unroll
                 for (int s = 0; s < GPUCONV_ROWS_PER_THREAD + KH - 1; ++s) {
+                    GPUCONV_TRACE_LOAD(column + s * GPUCONV_TILE_WIDTH);
                     const Acc value = column[s * GPUCONV_TILE_WIDTH];
 #pragma unroll
                     for (int r = 0; r < GPUCONV_ROWS_PER_THREAD; ++r) {
@@ -83,8 +89,10 @@ gpuconv_separable(const In* __restrict__ image, Out* __restrict__ output,
                     const Acc weight = column_factor[i];
                     if (skip_zero_taps && weight == Acc(0)) continue;
 #pragma unroll
-                    for (int r = 0; r < GPUCONV_ROWS_PER_THREAD; ++r)
+                    for (int r = 0; r < GPUCONV_ROWS_PER_THREAD; ++r) {
+                        GPUCONV_TRACE_LOAD(column + (r + i) * GPUCONV_TILE_WIDTH);
                         sums[r] += weight * column[(r + i) * GPUCONV_TILE_WIDTH];
+                    }
                 }
             }
 
@@ -95,6 +103,7 @@ gpuconv_separable(const In* __restrict__ image, Out* __restrict__ output,
                     if (y < height) {
                         const long long index = ((long long)y * width + x) * channels + channel;
                         GPUCONV_CHECK_INDEX(output, index);
+                        GPUCONV_TRACE_STORE(output + index);
                         output[index] = gpuconv_store<Out>(sums[r]);
                     }
                 }

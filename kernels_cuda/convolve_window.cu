@@ -47,7 +47,9 @@ __device__ __forceinline__ void gpuconv_store_vector(T* target, const T (&values
         gpuconv_vector<T, PIECE> piece;
 #pragma unroll
         for (int p = 0; p < PIECE; ++p) piece.v[p] = values[k * PIECE + p];
-        reinterpret_cast<gpuconv_vector<T, PIECE>*>(target)[k] = piece;
+        gpuconv_vector<T, PIECE>* pieces = reinterpret_cast<gpuconv_vector<T, PIECE>*>(target);
+        GPUCONV_TRACE_STORE(pieces + k);
+        pieces[k] = piece;
     }
 }
 
@@ -83,12 +85,21 @@ struct gpuconv_raw_row {
         const gpuconv_vector<In, V>* start =
             reinterpret_cast<const gpuconv_vector<In, V>*>(row + e0) - LEFT_VECTORS;
 #pragma unroll
-        for (int k = 0; k < VECTORS; ++k) vectors[k] = start[k];
+        for (int k = 0; k < VECTORS; ++k) {
+            GPUCONV_TRACE_LOAD(start + k);
+            vectors[k] = start[k];
+        }
         if (SCALAR_HALO) {
 #pragma unroll
-            for (int t = 0; t < LEFT; ++t) left[t] = row[e0 - LEFT + t];
+            for (int t = 0; t < LEFT; ++t) {
+                GPUCONV_TRACE_LOAD(row + e0 - LEFT + t);
+                left[t] = row[e0 - LEFT + t];
+            }
 #pragma unroll
-            for (int t = 0; t < RIGHT; ++t) right[t] = row[e0 + V + t];
+            for (int t = 0; t < RIGHT; ++t) {
+                GPUCONV_TRACE_LOAD(row + e0 + V + t);
+                right[t] = row[e0 + V + t];
+            }
         }
     }
 
@@ -128,6 +139,7 @@ __device__ __forceinline__ void gpuconv_window_of(
             Acc value = border_value;
             if (source >= 0) {
                 GPUCONV_CHECK_INDEX(row, source * C + channel);
+                GPUCONV_TRACE_LOAD(row + source * C + channel);
                 value = gpuconv_to_acc<Acc>(row[source * C + channel]);
             }
             window[t] = value;
@@ -150,6 +162,7 @@ __device__ __forceinline__ void gpuconv_store_row(Out* __restrict__ output, int 
         for (int v = 0; v < V; ++v) {
             if (e0 + v < row_elements) {
                 GPUCONV_CHECK_INDEX(output, offset + v);
+                GPUCONV_TRACE_STORE(output + offset + v);
                 output[offset + v] = values[v];
             }
         }
@@ -200,6 +213,7 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
 #pragma unroll
     for (int k = 0; k < TAPS; ++k) {
         GPUCONV_CHECK_INDEX(weights, k);
+        GPUCONV_TRACE_LOAD(weights + k);
         taps[k] = weights[k];
     }
 
@@ -297,8 +311,16 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
 //   run-time values; KW is compile-time (the window lives in registers) with the column
 //   anchor KW / 2. Launch as gpuconv_window. plan_launch takes this path only when every
 //   window sum fits in int and border_value is an integer.
+// GPUCONV_BOX_MIN_BLOCKS (undefined by default) sets the box kernel's second launch bound,
+// as it was when the calibration data of gpuconv/_gpumodel was measured (4).
+#ifdef GPUCONV_BOX_MIN_BLOCKS
+#define GPUCONV_BOX_LAUNCH_BOUNDS \
+    __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y, GPUCONV_BOX_MIN_BLOCKS)
+#else
+#define GPUCONV_BOX_LAUNCH_BOUNDS __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y)
+#endif
 template <typename In, typename Out, typename Acc, int KW, int C, int V>
-__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y)
+__global__ void GPUCONV_BOX_LAUNCH_BOUNDS
 gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
             const Acc* __restrict__ weights, int height, int width, int kernel_height,
             int anchor_y, int border, int border_value, int rows_per_strip, int vector_ok) {
@@ -312,6 +334,7 @@ gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
         vector_ok && e0 - Raw::REACH_LEFT >= 0 && e0 + V + Raw::REACH_RIGHT <= row_elements;
     const bool full_store = vector_ok && e0 + V <= row_elements;
     GPUCONV_CHECK_INDEX(weights, 0);
+    GPUCONV_TRACE_LOAD(weights);
     const Acc scale = weights[0];
 
     const int strips = (height + rows_per_strip - 1) / rows_per_strip;

@@ -6,6 +6,9 @@
 //   GPUCONV_DYNAMIC_SHARED(type, name)  the block's dynamic shared memory as a `type*`
 //   GPUCONV_CHECK_INDEX(pointer, index) a bounds check on every global load and store
 //       (active in the CPU emulator, nothing on a real GPU)
+//   GPUCONV_TRACE_LOAD(address), GPUCONV_TRACE_STORE(address)  one thread's access of
+//       sizeof(*address) bytes, global or shared, for the emulator's memory counters
+//       (the GPU performance model, gpuconv/_gpumodel/, reads them); nothing on a real GPU
 //   gpuconv_source_index()              the border rule: gpuconv/_borders.py source_indices, exactly
 //   gpuconv_store<Out, Acc>()           saturate_cast: round half to even, clamp, NaN -> 0
 //   gpuconv_to_acc<Acc, In>()           pixel to accumulator conversion
@@ -38,12 +41,18 @@
 #define GPUCONV_CHECK_INDEX(pointer, index)                                                   \
     gpuconv_emu::check_global_index((const void*)(pointer), (long long)(index),              \
                                     (unsigned long long)sizeof(*(pointer)), __FILE__, __LINE__)
+#define GPUCONV_TRACE_LOAD(address)                                                           \
+    gpuconv_emu::trace_access((const void*)(address), sizeof(*(address)), 0, __FILE__, __LINE__)
+#define GPUCONV_TRACE_STORE(address)                                                          \
+    gpuconv_emu::trace_access((const void*)(address), sizeof(*(address)), 1, __FILE__, __LINE__)
 #else
 // One block-wide buffer; each kernel carves it up (weights first, then tiles).
 #define GPUCONV_DYNAMIC_SHARED(type, name)                          \
     extern __shared__ __align__(16) unsigned char gpuconv_shared_bytes[]; \
     type* name = reinterpret_cast<type*>(gpuconv_shared_bytes)
 #define GPUCONV_CHECK_INDEX(pointer, index) ((void)0)
+#define GPUCONV_TRACE_LOAD(address) ((void)0)
+#define GPUCONV_TRACE_STORE(address) ((void)0)
 #endif
 
 // Floor modulo: the result is in [0, period) also for negative positions. Positions are
@@ -148,6 +157,8 @@ __device__ __forceinline__ void gpuconv_load_tile(
             for (int c = threadIdx.x; c < halo_width; c += GPUCONV_TILE_WIDTH) {
                 const long long index = row_start + (long long)c * channels;
                 GPUCONV_CHECK_INDEX(image, index);
+                GPUCONV_TRACE_LOAD(image + index);
+                GPUCONV_TRACE_STORE(tile + r * halo_width + c);
                 tile[r * halo_width + c] = gpuconv_to_acc<Acc>(__ldg(image + index));
             }
         }
@@ -162,8 +173,10 @@ __device__ __forceinline__ void gpuconv_load_tile(
                 const long long index =
                     source_row * row_pitch + (long long)source_col * channels + channel;
                 GPUCONV_CHECK_INDEX(image, index);
+                GPUCONV_TRACE_LOAD(image + index);
                 value = gpuconv_to_acc<Acc>(__ldg(image + index));
             }
+            GPUCONV_TRACE_STORE(tile + r * halo_width + c);
             tile[r * halo_width + c] = value;
         }
     }
@@ -176,6 +189,8 @@ __device__ __forceinline__ void gpuconv_load_weights(const Acc* __restrict__ wei
     const int thread = threadIdx.y * GPUCONV_TILE_WIDTH + threadIdx.x;
     for (int k = thread; k < count; k += GPUCONV_THREADS) {
         GPUCONV_CHECK_INDEX(weights, k);
+        GPUCONV_TRACE_LOAD(weights + k);
+        GPUCONV_TRACE_STORE(shared_weights + k);
         shared_weights[k] = weights[k];
     }
 }

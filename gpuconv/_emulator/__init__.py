@@ -12,9 +12,17 @@ nothing of the kernels it runs. Its users call :class:`EmulatedModule` as they w
 
 from . import build
 from .build import EmulatorError, available, header_path
-from .module import EmulatedFunction, EmulatedModule
+from .module import AccessCounters, EmulatedFunction, EmulatedModule, LaunchCounters
 
-__all__ = ["EmulatedFunction", "EmulatedModule", "EmulatorError", "available", "header_path"]
+__all__ = [
+    "AccessCounters",
+    "EmulatedFunction",
+    "EmulatedModule",
+    "EmulatorError",
+    "LaunchCounters",
+    "available",
+    "header_path",
+]
 
 
 def __getattr__(name: str):

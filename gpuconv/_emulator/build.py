@@ -155,12 +155,16 @@ def _generated_source(code_path: Path, name_expressions: Sequence[str]) -> str:
         " unsigned long long shared_bytes, void** args, const unsigned long long* allocations,"
         " int allocation_count, int workers, int schedule, unsigned long long seed,"
         " double timeout_seconds, char* message,"
-        " unsigned long long capacity) {"
+        " unsigned long long capacity, int trace, const unsigned* blocks,"
+        " unsigned long long block_count, unsigned long long* totals,"
+        " unsigned long long* sectors, unsigned long long sector_capacity,"
+        " unsigned long long* sector_offsets) {"
     )
     lines.append(
         "    return ::gpuconv_emu::launch(gpuconv_emu_thunks[kernel], grid, block, shared_bytes,"
         " args, allocations, allocation_count, workers, schedule, seed, timeout_seconds,"
-        " message, capacity);"
+        " message, capacity, trace, blocks, block_count, totals, sectors, sector_capacity,"
+        " sector_offsets);"
     )
     lines.append("}")
     lines.append(

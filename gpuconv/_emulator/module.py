@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,50 @@ from .build import EmulatorError, _build, _translate_options, available
 
 _MESSAGE_CAPACITY = 4096
 _MAX_PARAMETERS = 256
+_SECTOR_CAPACITY = 1 << 21
+
+
+@dataclass(frozen=True)
+class AccessCounters:
+    """One kind of memory access over a launch (or its listed blocks).
+
+    ``requests``: warp requests (the k-th access of each thread of a warp at one call
+    site); ``accesses``: thread accesses; ``bytes``: bytes the threads asked for;
+    ``sectors``: 32-byte sectors the requests touched (global memory); ``wavefronts``:
+    shared-memory wavefronts (the most distinct 4-byte words in one bank, per request).
+    """
+
+    requests: int = 0
+    accesses: int = 0
+    bytes: int = 0
+    sectors: int = 0
+    wavefronts: int = 0
+
+    @property
+    def sectors_per_request(self) -> float:
+        return self.sectors / self.requests if self.requests else 0.0
+
+    @property
+    def wavefronts_per_request(self) -> float:
+        return self.wavefronts / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class LaunchCounters:
+    """What ``EmulatedFunction(..., counters=True)`` returns.
+
+    ``loaded_sectors`` / ``stored_sectors``: for each block of ``blocks`` (only when the
+    launch listed its blocks), the distinct global sectors (byte address // 32) it read or
+    wrote, sorted.
+    """
+
+    global_load: AccessCounters
+    global_store: AccessCounters
+    shared_load: AccessCounters
+    shared_store: AccessCounters
+    blocks: tuple[tuple[int, int, int], ...] = ()
+    loaded_sectors: dict = field(default_factory=dict)
+    stored_sectors: dict = field(default_factory=dict)
 
 
 def _itanium_name(name: str) -> str:
@@ -297,7 +342,9 @@ class EmulatedFunction:
                 f"{size}-byte {_KIND_NAMES[kind]}s, but got an array of {dtype}"
             )
 
-    def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
+    def __call__(
+        self, grid, block, args, shared_mem: int = 0, *, counters: bool = False, blocks=None
+    ) -> LaunchCounters | None:
         """Launch the kernel on ``grid`` x ``block`` threads; returns when it has finished.
 
         Parameters
@@ -308,6 +355,13 @@ class EmulatedFunction:
             C values of exactly their type). Python ints and floats are refused.
         shared_mem : int
             Bytes of dynamic shared memory.
+        counters : bool
+            Not in ``cupy.RawKernel``: count the memory accesses that the kernel source
+            declares with ``gpuconv_emu::trace_access`` (warp requests, sectors, shared
+            wavefronts) and return them as :class:`LaunchCounters`.
+        blocks : sequence of (x, y, z), optional
+            Not in ``cupy.RawKernel``: run only these blocks of the grid (a sample, e.g.
+            for the counters); by default every block.
 
         Raises
         ------
@@ -326,6 +380,14 @@ class EmulatedFunction:
         keep_alive, pointers, allocations, allocation_count = self._marshal(args)
         schedule, seed = _schedule()
         message = ctypes.create_string_buffer(_MESSAGE_CAPACITY)
+        listed = [] if blocks is None else [_dimensions(tuple(b), "block index") for b in blocks]
+        if blocks is not None and not listed:
+            raise ValueError("blocks must name at least one block of the grid")
+        block_array = (ctypes.c_uint * max(3, 3 * len(listed)))(*[v for b in listed for v in b])
+        totals = (ctypes.c_ulonglong * 20)()
+        capacity = _SECTOR_CAPACITY if counters and listed else 0
+        sectors = (ctypes.c_ulonglong * max(1, capacity))()
+        offsets = (ctypes.c_ulonglong * (2 * len(listed) + 1))()
         status = self.module._library.gpuconv_emu_launch(
             ctypes.c_int(self.index),
             (ctypes.c_uint * 3)(*grid3),
@@ -340,7 +402,25 @@ class EmulatedFunction:
             ctypes.c_double(_timeout_seconds()),
             message,
             ctypes.c_ulonglong(_MESSAGE_CAPACITY),
+            ctypes.c_int(1 if counters else 0),
+            block_array,
+            ctypes.c_ulonglong(len(listed)),
+            totals,
+            sectors,
+            ctypes.c_ulonglong(capacity),
+            offsets,
         )
         del keep_alive
         if status != 0:
             raise EmulatorError(f"{self.name_expression}: {message.value.decode(errors='replace')}")
+        if not counters:
+            return None
+        kinds = [AccessCounters(*totals[5 * kind : 5 * kind + 5]) for kind in range(4)]
+        found = np.ctypeslib.as_array(sectors)
+        loaded, stored = {}, {}
+        if capacity:
+            for slot, index in enumerate(listed):
+                start, middle, end = offsets[2 * slot], offsets[2 * slot + 1], offsets[2 * slot + 2]
+                loaded[index] = found[start:middle].copy()
+                stored[index] = found[middle:end].copy()
+        return LaunchCounters(*kinds, tuple(listed), loaded, stored)

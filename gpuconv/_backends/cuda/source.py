@@ -7,7 +7,8 @@
 - :func:`cupy_function` and :func:`emulated_function` compile one template
   instantiation once per device (memoised) and return the callable kernel.
 - :class:`Nvrtc` is a small ctypes binding to NVRTC, which compiles without a
-  GPU or driver; the compile checks in CI use it through :func:`nvrtc_compile`.
+  GPU or driver; the compile checks in CI use it through :func:`nvrtc_compile`,
+  the GPU performance model (:mod:`gpuconv._gpumodel`) through :func:`nvrtc_cubin`.
 """
 
 from __future__ import annotations
@@ -153,6 +154,20 @@ class Nvrtc:
 
     def compile(self, code: str, name_expressions, options) -> tuple[str, dict[str, str]]:
         """Compile ``code``; return ``(log, {name expression: lowered name})``."""
+        log, lowered, _ = self._compile(code, name_expressions, options, cubin=False)
+        return log, lowered
+
+    def compile_cubin(
+        self, code: str, name_expressions, options
+    ) -> tuple[str, dict[str, str], bytes]:
+        """Compile ``code`` to machine code; return ``(log, lowered names, cubin)``.
+
+        ``options`` must name a real architecture (``--gpu-architecture=sm_90``), not a
+        virtual one (``compute_90``): only then does NVRTC run ptxas and keep a CUBIN.
+        """
+        return self._compile(code, name_expressions, options, cubin=True)
+
+    def _compile(self, code: str, name_expressions, options, cubin: bool):
         lib = self._library
         program = ctypes.c_void_p()
         self._check(
@@ -179,7 +194,19 @@ class Nvrtc:
                     lib.nvrtcGetLoweredName(program, expression.encode(), ctypes.byref(name))
                 )
                 lowered[expression] = name.value.decode()
-            return log, lowered
+            binary = b""
+            if cubin:
+                size = ctypes.c_size_t()
+                self._check(lib.nvrtcGetCUBINSize(program, ctypes.byref(size)))
+                if size.value == 0:
+                    raise NvrtcError(
+                        "NVRTC produced no CUBIN: compile for a real architecture "
+                        "(--gpu-architecture=sm_XX), not a virtual one"
+                    )
+                buffer = ctypes.create_string_buffer(size.value)
+                self._check(lib.nvrtcGetCUBIN(program, buffer))
+                binary = buffer.raw[: size.value]
+            return log, lowered, binary
         finally:
             lib.nvrtcDestroyProgram(ctypes.byref(program))
 
@@ -191,6 +218,16 @@ def nvrtc_compile(file_name: str, name_expressions, architecture: str, extra_opt
     """
     options = (*COMPILE_OPTIONS, f"--gpu-architecture={architecture}", *extra_options)
     return Nvrtc().compile(source(file_name), list(name_expressions), options)
+
+
+def nvrtc_cubin(file_name: str, name_expressions, architecture: str = "sm_90", extra_options=()):
+    """Machine code of instantiations of ``kernels_cuda/<file_name>`` for ``architecture``.
+
+    The production options plus ``extra_options`` (e.g. ``-DGPUCONV_MODEL_INTERIOR``);
+    returns ``(log, lowered names, cubin bytes)``; raises :class:`NvrtcError` with the log.
+    """
+    options = (*COMPILE_OPTIONS, f"--gpu-architecture={architecture}", *extra_options)
+    return Nvrtc().compile_cubin(source(file_name), list(name_expressions), options)
 
 
 # --------------------------------------------------------------------------- resource reports

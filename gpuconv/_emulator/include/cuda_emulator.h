@@ -47,7 +47,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <mutex>
+#include <set>
+#include <tuple>
 #include <string>
 #include <thread>
 #include <type_traits>

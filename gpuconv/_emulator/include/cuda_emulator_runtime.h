@@ -13,6 +13,29 @@ namespace gpuconv_emu {
 constexpr unsigned kMaxThreadsPerBlock = 1024;
 constexpr unsigned long long kMaxSharedBytes = 228ull * 1024;
 
+// ---------------------------------------------------------------- memory counters
+// With counters on (a launch's `trace`), every trace_access() of a thread is recorded; when
+// its block ends, the k-th access of each thread of a warp at one call site (file, line,
+// load or store) forms one warp request, as a GPU coalesces the lanes of one instruction.
+// Global requests count 32-byte sectors, shared ones wavefronts (the most distinct 4-byte
+// words that fall into one of the 32 banks).
+struct TraceEvent {
+    const char* file;
+    int line;
+    int store;
+    std::uintptr_t address;
+    unsigned long long bytes;
+};
+
+enum TraceKind { global_load = 0, global_store = 1, shared_load = 2, shared_store = 3 };
+enum TraceField { field_requests = 0, field_accesses = 1, field_bytes = 2, field_sectors = 3,
+                  field_wavefronts = 4 };
+constexpr int kTraceKinds = 4, kTraceFields = 5;
+
+struct TraceTotals {
+    unsigned long long value[kTraceKinds][kTraceFields] = {};
+};
+
 // ---------------------------------------------------------------- launch state
 struct Allocation {
     std::uintptr_t begin, end;
@@ -37,6 +60,13 @@ struct Launch {
     std::mutex workers_mutex;
     std::vector<pthread_t> worker_threads;
     bool timed_out = false;
+    // Memory counters (opt-in), and the blocks to run when not the whole grid.
+    bool trace = false;
+    std::vector<uint3> only_blocks;
+    std::mutex trace_mutex;
+    TraceTotals totals;
+    // Per entry of only_blocks: the distinct global sectors (address / 32) loaded, stored.
+    std::vector<std::vector<unsigned long long>> loaded_sectors, stored_sectors;
 };
 
 enum class FiberState { ready, at_barrier, finished, aborted };
@@ -64,6 +94,7 @@ struct WorkerState {
     void* dynamic_shared = nullptr;
     int barrier_result = 0;
     bool in_fiber = false;  // a fiber (kernel code), not the scheduler, is running
+    std::vector<std::vector<TraceEvent>>* trace_events = nullptr;  // per thread of the block
 };
 
 inline thread_local WorkerState worker;
@@ -198,6 +229,76 @@ inline void check_global_index(const void* pointer, long long index,
 inline void check_global_index(const void*, long long, unsigned long long, const char*, int) {}
 #endif
 
+// One thread's access of `bytes` bytes at `address` (a global or shared load or store), for
+// the memory counters; nothing unless the launch asked for counters.
+inline void trace_access(const void* address, unsigned long long bytes, int store,
+                         const char* file, int line) {
+    if (!worker.in_fiber || worker.trace_events == nullptr) return;
+    (*worker.trace_events)[worker.current].push_back(
+        TraceEvent{file, line, store, reinterpret_cast<std::uintptr_t>(address), bytes});
+}
+
+// Turns the block's recorded accesses into warp requests and adds them to the launch's
+// totals (and, for a listed block, its distinct global sectors to slot `slot`).
+inline void aggregate_trace(std::vector<std::vector<TraceEvent>>& events, long long slot) {
+    Launch& launch = *worker.launch;
+    const std::uintptr_t shared = reinterpret_cast<std::uintptr_t>(worker.dynamic_shared);
+    const std::uintptr_t shared_end = shared + launch.shared_bytes;
+    using Site = std::tuple<const char*, int, int>;
+    // (warp, site, occurrence) -> the lanes' (address, bytes)
+    std::map<std::tuple<std::size_t, Site, unsigned>,
+             std::vector<std::pair<std::uintptr_t, unsigned long long>>> grouped;
+    for (std::size_t thread = 0; thread < events.size(); ++thread) {
+        std::map<Site, unsigned> occurrences;
+        for (const TraceEvent& event : events[thread]) {
+            const Site site{event.file, event.line, event.store};
+            const unsigned occurrence = occurrences[site]++;
+            grouped[{thread / 32, site, occurrence}].emplace_back(event.address, event.bytes);
+        }
+        events[thread].clear();
+    }
+    TraceTotals totals;
+    std::set<unsigned long long> loaded, stored;
+    for (const auto& [key, lanes] : grouped) {
+        const int store = std::get<2>(std::get<1>(key));
+        const bool in_shared = lanes.front().first >= shared && lanes.front().first < shared_end;
+        const int kind = in_shared ? (store ? shared_store : shared_load)
+                                   : (store ? global_store : global_load);
+        unsigned long long* value = totals.value[kind];
+        value[field_requests] += 1;
+        value[field_accesses] += lanes.size();
+        if (in_shared) {
+            std::map<unsigned, std::set<std::uintptr_t>> banks;
+            for (const auto& [address, bytes] : lanes) {
+                value[field_bytes] += bytes;
+                for (std::uintptr_t word = address / 4; word <= (address + bytes - 1) / 4; ++word)
+                    banks[static_cast<unsigned>(word % 32)].insert(word);
+            }
+            std::size_t most = 0;
+            for (const auto& bank : banks) most = std::max(most, bank.second.size());
+            value[field_wavefronts] += most;
+        } else {
+            std::set<unsigned long long> touched;
+            for (const auto& [address, bytes] : lanes) {
+                value[field_bytes] += bytes;
+                for (std::uintptr_t sector = address / 32; sector <= (address + bytes - 1) / 32;
+                     ++sector)
+                    touched.insert(sector);
+            }
+            value[field_sectors] += touched.size();
+            if (slot >= 0) (store ? stored : loaded).insert(touched.begin(), touched.end());
+        }
+    }
+    std::lock_guard<std::mutex> lock(launch.trace_mutex);
+    for (int kind = 0; kind < kTraceKinds; ++kind)
+        for (int field = 0; field < kTraceFields; ++field)
+            launch.totals.value[kind][field] += totals.value[kind][field];
+    if (slot >= 0) {
+        launch.loaded_sectors[slot].assign(loaded.begin(), loaded.end());
+        launch.stored_sectors[slot].assign(stored.begin(), stored.end());
+    }
+}
+
 // `pointer[index]`, bounds-checked in debug builds.
 template <class T>
 inline T& checked_element(T* pointer, long long index, const char* file, int line) {
@@ -329,20 +430,33 @@ inline void run_worker(Launch* launch) {
     void* shared = std::aligned_alloc(16, (launch->shared_bytes + 15) / 16 * 16 + 16);
     state.fibers = &fibers;
     state.dynamic_shared = shared;
+    std::vector<std::vector<TraceEvent>> trace_events(fibers.size());
+    if (launch->trace) state.trace_events = &trace_events;
     if (!have_stacks || shared == nullptr) {
         record_error("out of memory for fiber stacks or dynamic shared memory");
     } else {
         const unsigned long long blocks_per_plane =
             static_cast<unsigned long long>(launch->grid.x) * launch->grid.y;
-        const unsigned long long total = blocks_per_plane * launch->grid.z;
+        const bool listed = !launch->only_blocks.empty();
+        const unsigned long long total =
+            listed ? launch->only_blocks.size() : blocks_per_plane * launch->grid.z;
         while (!launch->failed.load()) {
-            const unsigned long long linear = launch->next_block.fetch_add(1);
-            if (linear >= total) break;
-            state.block_linear = linear;
-            state.block_index = uint3{static_cast<unsigned>(linear % launch->grid.x),
-                                      static_cast<unsigned>(linear / launch->grid.x % launch->grid.y),
-                                      static_cast<unsigned>(linear / blocks_per_plane)};
+            const unsigned long long next = launch->next_block.fetch_add(1);
+            if (next >= total) break;
+            if (listed) {
+                const uint3 b = launch->only_blocks[next];
+                state.block_index = b;
+                state.block_linear = b.x + static_cast<unsigned long long>(b.y) * launch->grid.x +
+                                     b.z * blocks_per_plane;
+            } else {
+                state.block_linear = next;
+                state.block_index =
+                    uint3{static_cast<unsigned>(next % launch->grid.x),
+                          static_cast<unsigned>(next / launch->grid.x % launch->grid.y),
+                          static_cast<unsigned>(next / blocks_per_plane)};
+            }
             if (!run_block(fibers)) break;
+            if (launch->trace) aggregate_trace(trace_events, listed ? (long long)next : -1);
         }
     }
     {
@@ -384,7 +498,11 @@ inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* b
                   unsigned long long shared_bytes, void** args,
                   const unsigned long long* allocations, int allocation_count, int workers,
                   int schedule, unsigned long long seed, double timeout_seconds,
-                  char* message, unsigned long long message_capacity) {
+                  char* message, unsigned long long message_capacity, int trace = 0,
+                  const unsigned* blocks = nullptr, unsigned long long block_count = 0,
+                  unsigned long long* totals = nullptr, unsigned long long* sectors = nullptr,
+                  unsigned long long sector_capacity = 0,
+                  unsigned long long* sector_offsets = nullptr) {
     Launch state;
     state.thunk = thunk;
     state.args = args;
@@ -397,10 +515,20 @@ inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* b
     for (int i = 0; i < allocation_count; ++i)
         state.allocations.push_back(Allocation{allocations[3 * i], allocations[3 * i + 1],
                                                static_cast<int>(allocations[3 * i + 2])});
+    state.trace = trace != 0;
+    for (unsigned long long i = 0; i < block_count; ++i)
+        state.only_blocks.push_back(uint3{blocks[3 * i], blocks[3 * i + 1], blocks[3 * i + 2]});
+    state.loaded_sectors.resize(block_count);
+    state.stored_sectors.resize(block_count);
     std::string error = check_dimensions(state.grid, state.block, shared_bytes);
+    for (const uint3& b : state.only_blocks)
+        if (error.empty() && (b.x >= state.grid.x || b.y >= state.grid.y || b.z >= state.grid.z))
+            error = format("invalid launch: block (%u, %u, %u) lies outside the grid", b.x, b.y,
+                           b.z);
     if (error.empty()) {
         const unsigned long long total =
-            static_cast<unsigned long long>(state.grid.x) * state.grid.y * state.grid.z;
+            block_count ? block_count
+                        : static_cast<unsigned long long>(state.grid.x) * state.grid.y * state.grid.z;
         const unsigned long long count =
             std::max(1ull, std::min<unsigned long long>(workers > 0 ? workers : 1, total));
         install_fault_handlers();
@@ -425,6 +553,25 @@ inline int launch(void (*thunk)(void**), const unsigned* grid, const unsigned* b
         if (watchdog.joinable()) watchdog.join();
         remove_fault_handlers();
         error = state.error;
+    }
+    if (error.empty() && state.trace && totals != nullptr) {
+        for (int kind = 0; kind < kTraceKinds; ++kind)
+            for (int field = 0; field < kTraceFields; ++field)
+                totals[kind * kTraceFields + field] = state.totals.value[kind][field];
+        unsigned long long used = 0;
+        for (unsigned long long i = 0; i < block_count && error.empty(); ++i) {
+            for (int list = 0; list < 2; ++list) {
+                const auto& found = list ? state.stored_sectors[i] : state.loaded_sectors[i];
+                sector_offsets[2 * i + list] = used;
+                if (used + found.size() > sector_capacity) {
+                    error = "the memory counters' sector buffer is too small";
+                    break;
+                }
+                std::copy(found.begin(), found.end(), sectors + used);
+                used += found.size();
+            }
+        }
+        if (error.empty()) sector_offsets[2 * block_count] = used;
     }
     if (error.empty()) return 0;
     if (message_capacity > 0) {

@@ -1,0 +1,199 @@
+"""The model's cases: a tutorial-bank kernel on an image, predicted as the issue asks.
+
+:func:`predict` plans the launch gpuconv really makes
+(``plan_launch(plan, choose_strategy(plan), DeviceLimits(227 * 1024))``, or the
+shared-memory kernels with ``window=False``), counts its warp instructions from the SASS
+(:mod:`.instructions`) and its memory traffic in the emulator (:mod:`.memory`), and turns
+both into a time on an H100 SXM (:mod:`.machine`). Results are cached per launch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._backends.cuda import launch as _cuda_launch
+from .._backends.cuda.launch_base import Launch
+from .._plan import make_plan
+from .._strategy import choose_strategy
+from ..kernels import TUTORIAL_BANK
+from . import instructions, machine, memory
+
+#: The opt-in shared memory of an H100 (what the backend asks the device for).
+H100_LIMITS = _cuda_launch.DeviceLimits(227 * 1024)
+#: (dtype, channels) of the issue's cases.
+IMAGES = (("uint8", 1), ("float32", 1), ("uint8", 3))
+SIZE = 8192
+
+
+@dataclass(frozen=True)
+class Case:
+    kernel: str
+    dtype: str
+    channels: int
+    size: int = SIZE
+    window: bool = True  # False: the shared-memory kernels (plan_launch(window=False))
+
+    @property
+    def name(self) -> str:
+        colour = (
+            "rgb" if self.channels == 3 else f"c{self.channels}" if self.channels > 1 else "grey"
+        )
+        family = "" if self.window else "-shared"
+        return f"{self.kernel}-{self.dtype}-{colour}{family}"
+
+
+def cases(window: bool = True, size: int = SIZE) -> list[Case]:
+    """The tutorial bank on 8192 x 8192 uint8 grey, float32 grey and uint8 RGB."""
+    return [
+        Case(kernel, dtype, channels, size, window)
+        for dtype, channels in IMAGES
+        for kernel in TUTORIAL_BANK
+    ]
+
+
+def plan_and_launch(case: Case, overrides: dict | None = None):
+    """The plan and the launch gpuconv makes for ``case`` (``overrides`` replace fields of
+    the launch: ``name_expression``, ``grid``, ``rows_per_strip``, for calibration data
+    measured on an older configuration)."""
+    shape = (case.size, case.size, case.channels) if case.channels > 1 else (case.size,) * 2
+    image = np.lib.stride_tricks.as_strided(np.zeros(1, case.dtype), shape, (0,) * len(shape))
+    _, plan, _ = make_plan(
+        image, case.kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+    )
+    launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), H100_LIMITS, window=case.window)
+    overrides = dict(overrides or {})
+    if "rows_per_strip" in overrides:
+        rows = overrides.pop("rows_per_strip")
+        if rows is not None:
+            overrides["scalars"] = (*launch.scalars[:-1], np.int32(rows))
+    if "grid" in overrides:
+        overrides["grid"] = tuple(overrides["grid"])
+    return plan, dataclasses.replace(launch, **overrides) if overrides else launch
+
+
+_INSTRUCTIONS: dict = {}
+_MEMORY: dict = {}
+
+
+def _key(launch: Launch, *more) -> tuple:
+    """A hashable identity of a launch (its weights are an array)."""
+    return (
+        launch.source_file,
+        launch.name_expression,
+        launch.grid,
+        launch.block,
+        launch.shared_bytes,
+        tuple(s.item() for s in launch.scalars),
+        launch.weights.tobytes(),
+        launch.vector_pitch_aligned,
+        *more,
+    )
+
+
+def count_instructions(plan, launch: Launch, options: tuple[str, ...] = ()):
+    """(compiled kernel, :class:`~.instructions.LaunchCount`), cached per launch."""
+    kernel = instructions.compiled(launch.source_file, launch.name_expression, tuple(options))
+    key = _key(launch, tuple(options), plan.shape, plan.input_dtype)
+    if key not in _INSTRUCTIONS:
+        _INSTRUCTIONS[key] = instructions.launch_instructions(
+            kernel, launch, plan.shape, plan.input_dtype
+        )
+    return kernel, _INSTRUCTIONS[key]
+
+
+def count_memory(plan, launch: Launch) -> memory.MemoryCount:
+    """:class:`~.memory.MemoryCount`, cached per launch."""
+    key = _key(launch, plan.shape, plan.input_dtype, plan.output_dtype)
+    if key not in _MEMORY:
+        _MEMORY[key] = memory.launch_memory(launch, plan.shape, plan.input_dtype, plan.output_dtype)
+    return _MEMORY[key]
+
+
+def predict(case: Case) -> dict:
+    """One row of ``gpu_model.py --json``: the issue's fields, then a few more."""
+    plan, launch = plan_and_launch(case)
+    kernel, count = count_instructions(plan, launch)
+    traffic = count_memory(plan, launch)
+    seconds = machine.predicted_seconds(traffic.dram_bytes, count.warp_instructions)
+    copy = machine.copy_seconds(traffic.ideal_dram_bytes)
+    threads = launch.block[0] * launch.block[1] * launch.block[2]
+    return {
+        "name": case.name,
+        "kernel": case.kernel,
+        "dtype": case.dtype,
+        "channels": case.channels,
+        "size": case.size,
+        "path": launch.name_expression,
+        "warp_instructions_per_pixel": round(count.per_pixel, 4),
+        "dram_bytes": int(traffic.dram_bytes),
+        "ideal_dram_bytes": traffic.ideal_dram_bytes,
+        "sectors_per_request": round(traffic.sectors_per_request, 3),
+        "predicted_ms": round(seconds * 1e3, 4),
+        "copy_ms": round(copy * 1e3, 4),
+        "fraction_of_copy": round(copy / seconds, 4),
+        # beyond the issue's fields
+        "warp_instructions": int(count.warp_instructions),
+        "bound": "dram"
+        if traffic.dram_bytes / machine.DRAM_BYTES_PER_SECOND
+        >= count.warp_instructions / machine.issue_rate()
+        else "issue",
+        "store_sectors_per_request": round(traffic.global_store.sectors_per_request, 3),
+        "shared_wavefronts_per_request": round(
+            (traffic.shared_load.wavefronts + traffic.shared_store.wavefronts)
+            / max(1, traffic.shared_load.requests + traffic.shared_store.requests),
+            3,
+        ),
+        "registers": kernel.registers,
+        "occupancy": round(machine.occupancy(kernel.registers, threads, launch.shared_bytes), 3),
+        "grid": list(launch.grid),
+        "block": list(launch.block),
+    }
+
+
+# ------------------------------------------------------------------ ncu calibration
+
+CALIBRATION = (
+    Path(__file__).resolve().parents[2]
+    / "benchmarks"
+    / "results"
+    / "gpu-model"
+    / "ncu-h100-2026-11-25.json"
+)
+
+
+def calibration(path: Path = CALIBRATION) -> dict:
+    """The measured H100 instruction counts (``smsp__inst_executed.sum``) the model checks."""
+    return json.loads(Path(path).read_text())
+
+
+def calibrate(entry: dict) -> dict:
+    """Predicted against measured warp instructions for one calibration entry."""
+    case = Case(entry["kernel"], entry["dtype"], entry["channels"], SIZE, entry["window"])
+    plan, launch = plan_and_launch(
+        case,
+        {
+            "name_expression": entry["name_expression"],
+            "grid": entry["grid"],
+            **(
+                {"rows_per_strip": entry["rows_per_strip"]}
+                if entry["rows_per_strip"] is not None
+                else {}
+            ),
+        },
+    )
+    _, count = count_instructions(plan, launch, tuple(entry["options"]))
+    return {
+        "path": entry["name_expression"],
+        "options": entry["options"],
+        "kernel": entry["kernel"],
+        "dtype": entry["dtype"],
+        "channels": entry["channels"],
+        "predicted": int(count.warp_instructions),
+        "measured": entry["measured"],
+        "ratio": count.warp_instructions / entry["measured"],
+    }
