@@ -527,6 +527,7 @@ def test_cupy_launch_code_with_a_stand_in_for_cupy(optin_bytes, monkeypatch, rng
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(optin_bytes))
     _cuda._device_limits.cache_clear()
     _cuda._device_weights.cache_clear()
+    _cuda.clear_launch_cache()
     kernels = {}
 
     def fake_function(file_name, expression):
@@ -546,11 +547,43 @@ def test_cupy_launch_code_with_a_stand_in_for_cupy(optin_bytes, monkeypatch, rng
             assert used.max_dynamic_shared_size_bytes == shared > 48 * 1024  # opted in
         else:
             assert shared == 0  # the global-memory fallback
-        _cuda.convolve(image3d, plan, "cupy")
-        assert _cuda._device_weights.cache_info().hits == 1  # weights uploaded once
+        again = _cuda.convolve(image3d, plan, "cupy")
+        np.testing.assert_array_equal(again, result)
+        # The second call reused the prepared launch: nothing planned or uploaded again.
+        assert _cuda._device_weights.cache_info().misses == 1
+        assert _cuda._device_weights.cache_info().hits == 0
+        assert len(kernels) == 1
     finally:
         _cuda._device_limits.cache_clear()
         _cuda._device_weights.cache_clear()
+        _cuda.clear_launch_cache()
+
+
+def test_prepared_launches_are_keyed_on_what_the_launch_depends_on(monkeypatch):
+    _cuda.clear_launch_cache()
+    monkeypatch.setattr(_cuda, "_device_limits", lambda device: DEFAULT_LIMITS)
+    monkeypatch.setattr(_cuda, "_device_weights", lambda *args: ("weights", args))
+    monkeypatch.setattr(_cuda._cuda_source, "cupy_function", lambda *args: _FakeKernel(None))
+    try:
+        image = np.zeros((16, 32), np.uint8)
+        base = plan_for(image, "sharpen")[1]
+        first = _cuda.prepared_launch(base, 0)
+        assert _cuda.prepared_launch(plan_for(image.copy(), "sharpen")[1], 0) is first
+        different = [
+            plan_for(image, "laplacian")[1],
+            plan_for(image, "sharpen", border="wrap")[1],
+            plan_for(image, "sharpen", border="constant", value=3.0)[1],
+            plan_for(image, "sharpen", anchor=(1, 0))[1],
+            plan_for(image, "sharpen", dtype=np.float32)[1],
+            plan_for(np.zeros((16, 33), np.uint8), "sharpen")[1],
+            plan_for(image.astype(np.uint16), "sharpen")[1],
+        ]
+        prepared = [_cuda.prepared_launch(plan, 0) for plan in different]
+        assert all(p is not first for p in prepared)
+        assert len({id(p) for p in prepared}) == len(prepared)
+        assert _cuda.prepared_launch(base, 1) is not first  # another device
+    finally:
+        _cuda.clear_launch_cache()
 
 
 # --- the register-window kernels (kernels_cuda/convolve_window.cu) ----------------------

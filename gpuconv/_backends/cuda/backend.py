@@ -20,8 +20,11 @@ CuPy is imported only when a GPU is used.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 import os
+import threading
 
 import numpy as np
 
@@ -123,33 +126,95 @@ def _device_weights(weights: bytes, dtype: str, device_id: int):
         return uploaded
 
 
+@dataclasses.dataclass(frozen=True)
+class PreparedLaunch:
+    """Everything a repeated call needs: the launch, the compiled kernel, device weights."""
+
+    launch: _cuda_launch.Launch
+    function: object  # cupy.RawKernel (or a stand-in)
+    weights: object  # device array
+
+    def __call__(self, device_image, output) -> None:
+        launch = self.launch
+        self.function(
+            launch.grid,
+            launch.block,
+            launch.arguments(device_image, output, self.weights),
+            shared_mem=launch.shared_bytes,
+        )
+
+
+def plan_key(plan: ConvolutionPlan) -> tuple:
+    """What a launch depends on in a plan (the kernel's taps by value)."""
+    kernel = plan.kernel
+    return (
+        kernel.tobytes(),
+        kernel.shape,
+        plan.anchor_y,
+        plan.anchor_x,
+        int(plan.border),
+        plan.border_value,
+        plan.input_dtype.str,
+        plan.output_dtype.str,
+        plan.shape,
+        plan.integer_kernel,
+    )
+
+
+_LAUNCHES: collections.OrderedDict = collections.OrderedDict()
+_LAUNCHES_LOCK = threading.Lock()
+#: Prepared launches kept (least recently used dropped first).
+LAUNCH_CACHE_SIZE = 256
+
+
+def prepared_launch(plan: ConvolutionPlan, device_id: int) -> PreparedLaunch:
+    """The prepared launch of ``plan`` on ``device_id``, planned and uploaded once.
+
+    Repeated calls with the same shape, dtypes, kernel, border, value and anchor on the
+    same device skip the strategy, the launch arithmetic, the weight upload and the
+    kernel lookup. Thread-safe; bounded (:data:`LAUNCH_CACHE_SIZE`).
+    """
+    key = (plan_key(plan), device_id)
+    with _LAUNCHES_LOCK:
+        prepared = _LAUNCHES.get(key)
+        if prepared is not None:
+            _LAUNCHES.move_to_end(key)
+            return prepared
+    launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), _device_limits(device_id))
+    weights = _device_weights(launch.weights.tobytes(), launch.weights.dtype.str, device_id)
+    function = _cuda_source.cupy_function(launch.source_file, launch.name_expression)
+    if launch.shared_bytes > _DEFAULT_SHARED_BYTES and (
+        function.max_dynamic_shared_size_bytes < launch.shared_bytes
+    ):
+        # Beyond 48 KiB a kernel must opt in (cudaFuncSetAttribute), once per function.
+        function.max_dynamic_shared_size_bytes = launch.shared_bytes
+    prepared = PreparedLaunch(launch, function, weights)
+    with _LAUNCHES_LOCK:
+        _LAUNCHES[key] = prepared
+        while len(_LAUNCHES) > LAUNCH_CACHE_SIZE:
+            _LAUNCHES.popitem(last=False)
+    return prepared
+
+
+def clear_launch_cache() -> None:
+    """Forget every prepared launch (tests; a device reset)."""
+    with _LAUNCHES_LOCK:
+        _LAUNCHES.clear()
+
+
 def convolve(image3d, plan: ConvolutionPlan, library: str = "numpy"):
     """Run ``plan`` on ``image3d`` (H, W, C); return a new array in the same library."""
-    strategy = choose_strategy(plan)
     if is_emulated():
-        launch = _cuda_launch.plan_launch(plan, strategy)
+        launch = _cuda_launch.plan_launch(plan, choose_strategy(plan))
         return _run_emulated(image3d, plan, launch)
     import cupy
 
-    device_id = cupy.cuda.runtime.getDevice()
-    launch = _cuda_launch.plan_launch(plan, strategy, _device_limits(device_id))
+    prepared = prepared_launch(plan, cupy.cuda.runtime.getDevice())
     # asarray copies a NumPy image in; ascontiguousarray copies a CuPy view only
     # when it is not C-contiguous. Neither writes to the caller's array.
     device_image = cupy.ascontiguousarray(cupy.asarray(image3d))
     output = cupy.empty(plan.shape, dtype=plan.output_dtype)
-    weights = _device_weights(launch.weights.tobytes(), launch.weights.dtype.str, device_id)
-    kernel = _cuda_source.cupy_function(launch.source_file, launch.name_expression)
-    if launch.shared_bytes > _DEFAULT_SHARED_BYTES and (
-        kernel.max_dynamic_shared_size_bytes < launch.shared_bytes
-    ):
-        # Beyond 48 KiB a kernel must opt in (cudaFuncSetAttribute), once per function.
-        kernel.max_dynamic_shared_size_bytes = launch.shared_bytes
-    kernel(
-        launch.grid,
-        launch.block,
-        launch.arguments(device_image, output, weights),
-        shared_mem=launch.shared_bytes,
-    )
+    prepared(device_image, output)
     return output if library == "cupy" else cupy.asnumpy(output)
 
 

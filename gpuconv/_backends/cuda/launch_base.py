@@ -91,5 +91,8 @@ class Launch:
 
 def _address(array) -> int:
     """The first byte of a NumPy or CuPy array (CuPy is not imported)."""
+    pointer = getattr(getattr(array, "data", None), "ptr", None)  # CuPy: cheap
+    if pointer is not None:
+        return int(pointer)
     interface = getattr(array, "__cuda_array_interface__", None) or array.__array_interface__
     return int(interface["data"][0])

@@ -23,11 +23,15 @@ from .launch_base import C_TYPES, Launch, specialised
 WINDOW_BLOCK = (32, 4, 1)
 #: Channel counts with a specialisation (a tap steps C elements along a row).
 WINDOW_CHANNELS = (1, 3, 4)
-#: Square kernel sizes of the direct (non-separable) window kernel.
-WINDOW_DIRECT_SIZES = (3, 5, 7)
+#: Square kernel sizes of the direct (non-separable) window kernel; in colour 3 x 3 only.
+#: At 7 x 7 float32 it needs more than 128 registers (spills under the 4-blocks-per-SM cap)
+#: and measured no faster than the shared-memory kernel (0.60 against 0.63 ms, H100).
+WINDOW_DIRECT_SIZES = (3, 5)
+WINDOW_COLOUR_DIRECT_SIZES = (3,)
 #: Square kernel sizes of the separable window kernel. Larger separable kernels run the
-#: shared-memory kernel, which measured faster from 9 x 9 on (KH x V accumulators).
-WINDOW_SEPARABLE_SIZES = (3, 5, 7)
+#: shared-memory kernel: 7 x 7 float32 measured the same (0.48 ms) and spills, 21 x 21
+#: twice as slow (KH x V accumulators).
+WINDOW_SEPARABLE_SIZES = (3, 5)
 #: Widths of the box kernel (its height is a run-time value), grey images only. At 21,
 #: and in colour, the shared-memory separable kernel measured faster on an H100 (0.81
 #: against 0.89 ms at 8192 x 8192 uint8; 1.49 against 1.82 ms for 7 x 7 RGB).
@@ -81,7 +85,8 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
     expressions = []
     for channels in WINDOW_CHANNELS:
         separable_sizes = WINDOW_SEPARABLE_SIZES if channels in WINDOW_SEPARABLE_CHANNELS else ()
-        for separable, sizes in ((False, WINDOW_DIRECT_SIZES), (True, separable_sizes)):
+        direct_sizes = WINDOW_DIRECT_SIZES if channels == 1 else WINDOW_COLOUR_DIRECT_SIZES
+        for separable, sizes in ((False, direct_sizes), (True, separable_sizes)):
             for size in sizes:
                 vector = elements_per_thread(input_dtype, size, accumulator, channels)
                 expressions.append(
@@ -159,7 +164,12 @@ def window_launch(plan: ConvolutionPlan, strategy: Strategy) -> Launch | None:
         ):
             separable = True
             weights = np.concatenate([strategy.column, strategy.row])
-        elif not strategy.separable and square and kernel_width in WINDOW_DIRECT_SIZES:
+        elif (
+            not strategy.separable
+            and square
+            and kernel_width
+            in (WINDOW_DIRECT_SIZES if channels == 1 else WINDOW_COLOUR_DIRECT_SIZES)
+        ):
             separable = False
             weights = plan.kernel.ravel()
         else:
