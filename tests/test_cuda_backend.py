@@ -422,6 +422,38 @@ def test_benchmark_arithmetic():
     assert "50%" in table
 
 
+def test_benchmark_times_batches_of_back_to_back_calls():
+    """The events enclose ``batch`` calls; the time per call is the batch's over ``batch``."""
+    import types
+
+    from gpuconv.bench import _cuda as _bench_cuda
+
+    clock = {"now": 0.0, "calls": 0}
+
+    class Event:
+        def record(self):
+            self.at = clock["now"]
+
+        def synchronize(self):
+            pass
+
+    def call():
+        clock["calls"] += 1
+        clock["now"] += 2.0  # each call takes 2 ms of device time
+
+    stream = types.SimpleNamespace(synchronize=lambda: None)
+    cupy = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(
+            Event=Event,
+            get_elapsed_time=lambda start, end: end.at - start.at,
+            get_current_stream=lambda: stream,
+        )
+    )
+    times = _bench_cuda._time_ms(cupy, call, repeats=3, warmup=2, batch=5)
+    assert times == [2.0, 2.0, 2.0]
+    assert clock["calls"] == 2 + 3 * 5
+
+
 def test_benchmark_without_a_gpu_says_so(capsys):
     from gpuconv.bench import _cuda as _bench_cuda
 
