@@ -728,3 +728,48 @@ def test_an_unusable_cache_directory_falls_back_to_a_temporary_one(tmp_path, mon
     out = np.zeros(1, np.int32)
     module.get_function("eight")((1,), (1,), (out,))
     assert out[0] == 8
+
+
+# ---------------------------------------------------------------- memory counters
+
+COUNTED = r"""
+extern "C" __global__ void counted(const float* source, float* target, int stride) {
+    float* shared = static_cast<float*>(gpuconv_emu::dynamic_shared_memory());
+    const int t = threadIdx.x;
+    gpuconv_emu::trace_access(source + t * stride, 4, 0, __FILE__, __LINE__);
+    const float value = source[t * stride];
+    gpuconv_emu::trace_access(shared + t * stride, 4, 1, __FILE__, __LINE__);
+    shared[t * stride] = value;
+    __syncthreads();
+    gpuconv_emu::trace_access(target + blockIdx.x * 32 + t, 4, 1, __FILE__, __LINE__);
+    target[blockIdx.x * 32 + t] = shared[t * stride];
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "stride, sectors, wavefronts", [(1, 4, 1), (2, 8, 2), (8, 32, 8), (32, 32, 32)]
+)
+def test_counters_group_warp_requests_into_sectors_and_bank_wavefronts(stride, sectors, wavefronts):
+    module = emulator.EmulatedModule(COUNTED, name_expressions=["counted"])
+    kernel = module.get_function("counted")
+    buffer = np.zeros(32 * 32 + 64, np.float32)
+    source = buffer[(-buffer.ctypes.data // 4) % 32 :][: 32 * 32]  # 128-byte aligned
+    target = np.zeros(4 * 32, np.float32)
+    counters = kernel(
+        (4,),
+        (32,),
+        (source, target, np.int32(stride)),
+        shared_mem=32 * 32 * 4,
+        counters=True,
+        blocks=[(1, 0, 0), (3, 0, 0)],
+    )
+    assert counters.global_load.requests == 2 and counters.global_load.accesses == 64
+    assert counters.global_load.sectors_per_request == sectors
+    assert counters.shared_store.wavefronts_per_request == wavefronts
+    assert counters.global_store.sectors_per_request == 4
+    assert counters.blocks == ((1, 0, 0), (3, 0, 0))
+    stored = counters.stored_sectors[(3, 0, 0)]
+    assert list(stored - stored[0]) == [0, 1, 2, 3]
+    assert target[:32].sum() == 0  # only the listed blocks ran
+    assert kernel((4,), (32,), (source, target, np.int32(stride)), shared_mem=4096) is None

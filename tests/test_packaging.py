@@ -19,6 +19,8 @@ CONDA_NAME = {
     "opencv-python-headless": "py-opencv",
     "matplotlib": "matplotlib-base",
     "nvidia-cuda-nvrtc-cu12": "cuda-nvrtc",
+    "nvidia-cuda-nvdisasm": "cuda-nvdisasm",
+    "nvidia-cuda-cuobjdump": "cuda-cuobjdump",
 }
 # Extras that environment.yml does not carry, and why.
 NOT_IN_CONDA_ENV = {"cupy-cuda12x", "cupy-cuda13x"}  # GPU wheels: `conda install cupy` instead

@@ -65,15 +65,62 @@ def plan_and_launch(case: Case, overrides: dict | None = None):
     _, plan, _ = make_plan(
         image, case.kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
     )
-    launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), H100_LIMITS, window=case.window)
+    strategy = choose_strategy(plan)
+    launch = _cuda_launch.plan_launch(plan, strategy, H100_LIMITS, window=case.window)
     overrides = dict(overrides or {})
+    template = overrides.get("name_expression", launch.name_expression).split("<")[0]
+    if template != launch.template and template in instructions.WINDOW_TEMPLATES:
+        launch = _window_launch(plan, strategy, template)
     if "rows_per_strip" in overrides:
         rows = overrides.pop("rows_per_strip")
         if rows is not None:
             overrides["scalars"] = (*launch.scalars[:-1], np.int32(rows))
+    if "name_expression" in overrides:
+        template = overrides["name_expression"].split("<")[0]
+        overrides["template"] = template
+        overrides["source_file"] = _cuda_launch.SOURCE_FILES[template]
     if "grid" in overrides:
         overrides["grid"] = tuple(overrides["grid"])
     return plan, dataclasses.replace(launch, **overrides) if overrides else launch
+
+
+def _window_launch(plan, strategy, template: str) -> Launch:
+    """A window or box launch for a plan that today runs another kernel (calibration data
+    measured when it ran this one): ``window.window_launch``'s argument layout, with the
+    grid, rows and instantiation that the caller overrides."""
+    height, width, _ = plan.shape
+    accumulator = np.dtype(strategy.accumulator)
+    border = np.int32(int(plan.border))
+    if template == "gpuconv_box":
+        weights = np.array([plan.kernel.flat[0]], dtype=accumulator)
+        scalars = (
+            np.int32(height),
+            np.int32(width),
+            np.int32(plan.kernel.shape[0]),
+            np.int32(plan.anchor_y),
+            border,
+            np.int32(0),
+            np.int32(0),
+        )
+    else:
+        if strategy.separable:
+            weights = np.concatenate([strategy.column, strategy.row]).astype(accumulator)
+        else:
+            weights = plan.kernel.ravel().astype(accumulator)
+        value = accumulator.type(plan.border_value)
+        scalars = (np.int32(height), np.int32(width), np.int32(plan.anchor_y), border, value)
+        scalars += (np.int32(0),)
+    return Launch(
+        template=template,
+        name_expression=template,
+        source_file=_cuda_launch.SOURCE_FILES[template],
+        grid=(1, 1, 1),
+        block=(32, 4, 1),
+        shared_bytes=0,
+        weights=weights,
+        scalars=scalars,
+        vector_pitch_aligned=True,
+    )
 
 
 _INSTRUCTIONS: dict = {}

@@ -1,0 +1,151 @@
+"""Predicted H100 times of gpuconv's CUDA kernels, on a machine without a GPU (issue 10).
+
+    python benchmarks/gpu_model.py --json m.json            # today's kernels
+    python benchmarks/gpu_model.py --shared --json old.json # the shared-memory kernels
+    python benchmarks/gpu_model.py --calibration            # predicted vs ncu instructions
+    python benchmarks/gpu_model.py --markdown benchmarks/results/GPU-model.md
+
+Every figure is a PREDICTION of gpuconv._gpumodel (constants: gpuconv/_gpumodel/machine.py):
+warp instructions from the SASS of the NVRTC-compiled CUBIN (needs NVRTC and nvdisasm/
+cuobjdump: pip install -e ".[test]"), memory traffic from the CPU emulator's counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GPUCONV_CUDA_EMULATOR", "1")
+
+from gpuconv._gpumodel import machine, model  # noqa: E402
+
+MEASURED_TIMES = ROOT / "benchmarks/results/gpu-window-h100-2026-11-25/kernel_times.log"
+MEASURED_BASELINE = ROOT / "benchmarks/results/gpu-baseline-h100-2026-11-25/kernel_times.log"
+_TIME_LINE = re.compile(r"^(\w+) (\w+) C=(\d+): ([\d.]+) ms, copy ([\d.]+) ms$")
+
+
+def measured_times(path: Path) -> dict:
+    """(kernel, dtype, channels) -> (kernel ms, copy ms), from a kernel_times.log."""
+    found = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            match = _TIME_LINE.match(line.strip())
+            if match:
+                kernel, dtype, channels, ms, copy = match.groups()
+                found[(kernel, dtype, int(channels))] = (float(ms), float(copy))
+    return found
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| case | path | warp inst/px | DRAM / ideal | sectors/req (ld, st) | "
+        "predicted ms | copy ms | of copy | bound | regs | occupancy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | `{r['path']}` | {r['warp_instructions_per_pixel']:.3f} | "
+            f"{r['dram_bytes'] / r['ideal_dram_bytes']:.2f} | "
+            f"{r['sectors_per_request']:.2f}, {r['store_sectors_per_request']:.2f} | "
+            f"{r['predicted_ms']:.3f} | {r['copy_ms']:.3f} | {r['fraction_of_copy']:.0%} | "
+            f"{r['bound']} | {r['registers']} | {r['occupancy']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def side_by_side(today: list[dict], shared: list[dict]) -> str:
+    now, before = measured_times(MEASURED_TIMES), measured_times(MEASURED_BASELINE)
+    lines = [
+        "| case | today: predicted of copy | today: measured of copy | shared-memory kernels: "
+        "predicted of copy | shared-memory kernels: measured of copy |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for new, old in zip(today, shared):
+        key = (new["kernel"], new["dtype"], new["channels"])
+
+        def measured(times, key=key):
+            if key not in times:
+                return "-"
+            ms, copy = times[key]
+            return f"{copy / ms:.0%} ({ms:.3f} ms)"
+
+        lines.append(
+            f"| {new['name']} | {new['fraction_of_copy']:.0%} ({new['predicted_ms']:.3f} ms) | "
+            f"{measured(now)} | {old['fraction_of_copy']:.0%} ({old['predicted_ms']:.3f} ms) | "
+            f"{measured(before)} |"
+        )
+    return "\n".join(lines)
+
+
+def calibration_table(rows: list[dict]) -> str:
+    lines = [
+        "| path (as measured) | options | case | predicted | measured (ncu) | ratio |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        options = " ".join(r["options"]) or "-"
+        lines.append(
+            f"| `{r['path']}` | {options} | {r['kernel']} {r['dtype']} C={r['channels']} | "
+            f"{r['predicted']:,} | {r['measured']:,} | {r['ratio']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the cases as JSON here")
+    parser.add_argument("--size", type=int, default=model.SIZE)
+    parser.add_argument(
+        "--shared",
+        action="store_true",
+        help="the shared-memory kernels (plan_launch(window=False))",
+    )
+    parser.add_argument("--calibration", action="store_true", help="predicted vs ncu instructions")
+    parser.add_argument("--markdown", help="write GPU-model.md (both families, calibration) here")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    if args.markdown:
+        today = [model.predict(c) for c in model.cases(True, args.size)]
+        shared = [model.predict(c) for c in model.cases(False, args.size)]
+        calibrated = [model.calibrate(e) for e in model.calibration()["cases"]]
+        Path(args.markdown).write_text(markdown(today, shared, calibrated))
+        print(f"wrote {args.markdown} in {time.perf_counter() - started:.0f} s")
+        return 0
+    if args.calibration:
+        print(calibration_table([model.calibrate(e) for e in model.calibration()["cases"]]))
+        return 0
+    rows = [model.predict(c) for c in model.cases(not args.shared, args.size)]
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cases": rows}, indent=1) + "\n")
+    print("PREDICTED (gpuconv._gpumodel, H100 SXM model; no GPU was used)")
+    print(table(rows))
+    print(f"({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+def markdown(today: list[dict], shared: list[dict], calibrated: list[dict]) -> str:
+    constants = (
+        f"DRAM {machine.DRAM_BYTES_PER_SECOND / 1e12:.1f} TB/s; issue {machine.SMS} SMs x "
+        f"{machine.ISSUE_PER_CLOCK}/clock x {machine.CLOCK_HZ / 1e9:.2f} GHz x "
+        f"{machine.ISSUE_EFFICIENCY} = {machine.issue_rate() / 1e12:.3f}e12 warp instructions/s"
+    )
+    template = (ROOT / "benchmarks/results/gpu-model/GPU-model.template.md").read_text()
+    return template.format(
+        constants=constants,
+        today=table(today),
+        shared=table(shared),
+        side_by_side=side_by_side(today, shared),
+        calibration=calibration_table(calibrated),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
