@@ -5,6 +5,10 @@
 # (the device machines' image has them; nothing is installed):
 #     OUT=/some/dir bash benchmarks/gpu_check.sh
 #     STEPS="kernel-times memcheck" OUT=... bash benchmarks/gpu_check.sh   # only these steps
+#     OUT=... bash benchmarks/gpu_check.sh --dry-run   # no GPU: CI runs this (tests/test_gpu_check.py)
+# --dry-run runs, for every step, what needs no GPU: the Python entry points plan every case
+# (their --dry-run), pytest collects, the benchmark parses its arguments, and the output
+# layout below is written; the GPU tools are only named.
 # Steps, in this order (each time-limited; a failing step does not stop the others):
 #   nvidia-smi     the device, driver, clocks, and gpuconv.backends()
 #   kernel-times   benchmarks/gpu_kernel_times.py: kernel-only times of the model's cases
@@ -18,6 +22,8 @@
 # Everything lands in $OUT/gpu_check_logs.tar.gz, beside $OUT/summary.txt (the device tool
 # returns at most 8 files).
 set -u
+DRY_RUN=0
+if [[ "${1:-}" == "--dry-run" ]]; then DRY_RUN=1; fi
 OUT="${OUT:-$PWD/gpu_check_out}"
 mkdir -p "$OUT"
 LOGS="$(mktemp -d)"
@@ -27,30 +33,44 @@ unset GPUCONV_CUDA_EMULATOR
 PYTHON="${PYTHON:-python3}"
 SUMMARY="$OUT/summary.txt"
 : >"$SUMMARY"
+FAILED=0
 
 want() { [[ -z "${STEPS:-}" || " $STEPS " == *" $1 "* ]]; }
 
-step() {  # step NAME LIMIT_SECONDS COMMAND...  (log: $LOGS/NAME.log)
-    local name="$1" limit="$2"
-    shift 2
+# step NAME LIMIT_SECONDS DRY_COMMAND -- COMMAND...   (log: $LOGS/NAME.log)
+# DRY_COMMAND (a bash command line) replaces COMMAND under --dry-run.
+step() {
+    local name="$1" limit="$2" dry="$3"
+    shift 4
     want "$name" || return 0
     local started=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" >"$LOGS/$name.log" 2>&1
+    if ((DRY_RUN)); then
+        { echo "dry run; on a GPU: $*"; bash -c "$dry"; } >"$LOGS/$name.log" 2>&1
+    else
+        timeout --kill-after=10 "$limit" "$@" >"$LOGS/$name.log" 2>&1
+    fi
     local code=$?
+    ((code == 0)) || FAILED=$((FAILED + 1))
     echo "$name: exit $code after $((SECONDS - started)) s (limit $limit s)" | tee -a "$SUMMARY"
 }
 
-step nvidia-smi 60 bash -c 'nvidia-smi; nvidia-smi --format=csv \
+BACKENDS="\"$PYTHON\" -c 'import gpuconv; print(gpuconv.backends())'"
+step nvidia-smi 60 "$BACKENDS" -- bash -c 'nvidia-smi; nvidia-smi --format=csv \
     --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem; \
     "$0" -c "import gpuconv; print(gpuconv.backends())"' "$PYTHON"
 
-step kernel-times 200 "$PYTHON" benchmarks/gpu_kernel_times.py --size 8192 --legacy --json "$LOGS/kernel_times.json"
+TIMES=(benchmarks/gpu_kernel_times.py --size 8192 --legacy --json "$LOGS/kernel_times.json")
+step kernel-times 200 "\"$PYTHON\" ${TIMES[*]} --dry-run" -- "$PYTHON" "${TIMES[@]}"
 
 SANITIZE=benchmarks/gpu_sanitize_cases.py
-if command -v compute-sanitizer >/dev/null; then
-    step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$PYTHON" "$SANITIZE"
-    step racecheck 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$PYTHON" "$SANITIZE" --quick
-    step synccheck 60 compute-sanitizer --tool synccheck --error-exitcode 9 "$PYTHON" "$SANITIZE" --quick
+SANITIZER=(compute-sanitizer --error-exitcode 9 --tool)
+if command -v compute-sanitizer >/dev/null || ((DRY_RUN)); then
+    step memcheck 90 "\"$PYTHON\" $SANITIZE --dry-run" -- \
+        "${SANITIZER[@]}" memcheck "$PYTHON" "$SANITIZE"
+    step racecheck 60 "\"$PYTHON\" $SANITIZE --quick --dry-run" -- \
+        "${SANITIZER[@]}" racecheck "$PYTHON" "$SANITIZE" --quick
+    step synccheck 60 "\"$PYTHON\" $SANITIZE --quick --dry-run" -- \
+        "${SANITIZER[@]}" synccheck "$PYTHON" "$SANITIZE" --quick
 else
     echo "compute-sanitizer: not found, memcheck/racecheck/synccheck not run" | tee -a "$SUMMARY"
 fi
@@ -58,20 +78,26 @@ fi
 PARALLEL=()
 if "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n 16); fi
 # -p no:benchmark: the image's pytest-benchmark warns under xdist, an error with our filters.
-step pytest 240 "$PYTHON" -m pytest tests -v -ra -p no:cacheprovider -p no:benchmark "${PARALLEL[@]}"
+PYTEST=(-m pytest tests -v -ra -p no:cacheprovider -p no:benchmark)
+step pytest 240 "\"$PYTHON\" ${PYTEST[*]} --collect-only -q" -- \
+    "$PYTHON" "${PYTEST[@]}" "${PARALLEL[@]}"
 
-step bench 60 "$PYTHON" -m gpuconv bench --backend cuda --sizes 8192 --dtypes uint8,float32 \
-    --repeats 10 --warmup 2 --no-peers --no-compile-times --json "$LOGS/bench.json"
+BENCH=(-m gpuconv bench --backend cuda --sizes 8192 --dtypes uint8,float32 --repeats 10
+    --warmup 2 --no-peers --no-compile-times --json "$LOGS/bench.json")
+step bench 60 "\"$PYTHON\" ${BENCH[*]} --help" -- "$PYTHON" "${BENCH[@]}"
 
-if command -v ncu >/dev/null; then
-    step ncu 45 ncu --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,smsp__inst_executed.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,sm__warps_active.avg.pct_of_peak_sustained_active \
-        -k regex:gpuconv --launch-skip 0 --launch-count 40 \
-        "$PYTHON" benchmarks/gpu_kernel_times.py --size 8192 --launches 1 --rounds 1
+if command -v ncu >/dev/null || ((DRY_RUN)); then
+    NCU_TIMES=(benchmarks/gpu_kernel_times.py --size 8192 --launches 1 --rounds 1)
+    step ncu 45 "\"$PYTHON\" ${NCU_TIMES[*]} --dry-run" -- \
+        ncu --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,smsp__inst_executed.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,sm__warps_active.avg.pct_of_peak_sustained_active \
+        -k regex:gpuconv --launch-skip 0 --launch-count 40 "$PYTHON" "${NCU_TIMES[@]}"
 fi
 
 echo "--- summary"
 cat "$SUMMARY"
-for name in kernel-times memcheck racecheck synccheck pytest bench; do
+for name in kernel-times memcheck racecheck synccheck pytest bench ncu; do
     [[ -f "$LOGS/$name.log" ]] && { echo "--- $name (tail)"; tail -n 30 "$LOGS/$name.log"; }
 done
 tar czf "$OUT/gpu_check_logs.tar.gz" -C "$LOGS" .
+echo "$FAILED step(s) failed" | tee -a "$SUMMARY"
+((FAILED == 0))

@@ -90,6 +90,37 @@ def prepared(image, kernel, legacy=False):
     return launch_once, launch.name_expression
 
 
+def _dry_run(args) -> int:
+    """Everything but the GPU: each case's image, plan and launches (window and legacy)."""
+    from gpuconv import bench
+    from gpuconv._backends.cuda import launch as _cuda_launch
+    from gpuconv._plan import make_plan
+    from gpuconv._strategy import choose_strategy
+
+    planned = []
+    for kernel_name, dtype, channels in CASES:
+        kernel = bench.bench_kernels([kernel_name])[kernel_name]
+        shape = (args.size, args.size) + ((channels,) if channels > 1 else ())
+        image = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, (0,) * len(shape))
+        _, plan, _ = make_plan(
+            image, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+        )
+        limits = _cuda_launch.DeviceLimits(227 * 1024)
+        strategy = choose_strategy(plan)
+        launches = [_cuda_launch.plan_launch(plan, strategy, limits)]
+        if args.legacy:
+            launches.append(_cuda_launch.plan_launch(plan, strategy, limits, window=False))
+        names = [launch.name_expression for launch in launches]
+        planned.append(
+            {"kernel": kernel_name, "dtype": dtype, "channels": channels, "paths": names}
+        )
+        print(f"{kernel_name} {dtype} C={channels}: " + " | ".join(names))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"device": None, "dry_run": True, "cases": planned}, handle, indent=1)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8192)
@@ -98,11 +129,18 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None)
     parser.add_argument("--legacy", action="store_true", help="also time the shared-memory kernels")
     parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="no GPU: plan every case's launch (and the legacy one) and print them",
+    )
+    parser.add_argument(
         "--target-threads",
         default="",
         help="comma list: also time the window kernels with these thread targets (rows per strip)",
     )
     args = parser.parse_args(argv)
+    if args.dry_run:
+        return _dry_run(args)
 
     import cupy
 

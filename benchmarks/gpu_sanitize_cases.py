@@ -23,9 +23,10 @@ def cases(rng):
         ("window direct 3x3", np.uint8, "laplacian"),
         ("window direct 5x5 float", np.float32, rng.normal(size=(5, 5))),
         ("window separable 3x3", np.uint8, "sobel_x"),
-        ("window separable 21x21", np.float32, "large_blur"),
-        ("box 21", np.uint8, "large_blur"),
-        ("box 7 uint16", np.uint16, "small_blur"),
+        ("window separable 5x5", np.float32, "gaussian5"),
+        ("box 7", np.uint8, "small_blur"),
+        ("shared-memory separable 21x21", np.float32, "large_blur"),
+        ("separable 7x7, float64 sums for uint16", np.uint16, "small_blur"),
         ("direct run-time size", np.float32, rng.normal(size=(4, 6))),
         ("direct off-centre anchor", np.uint8, "sharpen"),
         ("separable run-time size", np.float64, np.ones((11, 11)) / 121),
@@ -34,10 +35,43 @@ def cases(rng):
     ]
 
 
+def _dry_run() -> int:
+    """Plan every case (grey and colour): the launches the sanitizers would see."""
+    from gpuconv._backends.cuda import launch as _cuda_launch
+    from gpuconv._plan import make_plan
+    from gpuconv._strategy import choose_strategy
+
+    rng = np.random.default_rng(4)
+    for label, dtype, kernel in cases(rng):
+        anchor = (0, 0) if "anchor" in label else None
+        names = []
+        for shape in ((37, 45), (40, 32, 4)):
+            _, plan, _ = make_plan(
+                np.zeros(shape, dtype),
+                kernel,
+                border="wrap",
+                value=0.0,
+                anchor=anchor,
+                flip=False,
+                dtype=None,
+            )
+            limits = _cuda_launch.DeviceLimits(227 * 1024)
+            names.append(
+                _cuda_launch.plan_launch(plan, choose_strategy(plan), limits).name_expression
+            )
+        print(f"{label}: " + " | ".join(names))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="no GPU: print the launch of every case"
+    )
     args = parser.parse_args(argv)
+    if args.dry_run:
+        return _dry_run()
 
     import cupy
 
