@@ -13,6 +13,11 @@
 //     V          consecutive row elements per thread (V * sizeof(In) <= 16: one vector load)
 //     SEPARABLE  weights are kh column factors then kw row factors (numpy.outer == kernel);
 //                else the kh * kw taps, row-major
+//   gpuconv_box<In, Out, Acc, KW, C, V>(image, output, weights, height, width, kernel_height,
+//                                       anchor_y, border, border_value, rows_per_strip,
+//                                       vector_ok)
+//     a kernel whose taps all equal weights[0] on an integer image: exact running sums in
+//     int, any run-time height, compile-time width KW (see the comment above the kernel)
 //
 // Each thread owns V consecutive elements of a row (pixels x channels, flattened) and walks
 // down `rows_per_strip` output rows. Every input row is read once per thread, as aligned
@@ -24,7 +29,7 @@
 // The border rule is applied once per loaded element, and only by threads whose window
 // crosses the image edge (or when vector_ok is 0: pitch or pointer not 16-byte aligned).
 //
-// Launch (gpuconv/_backends/_cuda_launch.py, window_launch): block (32, 4); thread
+// Launch (gpuconv/_backends/cuda/window.py, window_launch): block (32, 4); thread
 // (x, y) takes chunk blockIdx.x * 32 + x of every row and strip blockIdx.y * 4 + y, the
 // kernel striding over strips beyond the grid. No shared memory. 64-bit row offsets.
 #include "gpuconv_common.cuh"
