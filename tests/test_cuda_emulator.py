@@ -755,7 +755,8 @@ def test_counters_group_warp_requests_into_sectors_and_bank_wavefronts(stride, s
     kernel = module.get_function("counted")
     buffer = np.zeros(32 * 32 + 64, np.float32)
     source = buffer[(-buffer.ctypes.data // 4) % 32 :][: 32 * 32]  # 128-byte aligned
-    target = np.zeros(4 * 32, np.float32)
+    spare = np.zeros(4 * 32 + 64, np.float32)
+    target = spare[(-spare.ctypes.data // 4) % 32 :][: 4 * 32]
     counters = kernel(
         (4,),
         (32,),
