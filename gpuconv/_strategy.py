@@ -109,8 +109,10 @@ def _float32_typical_error(plan: ConvolutionPlan) -> float:
     ``sqrt(taps) * 2**-24 * sum|k| * largest pixel``: a random walk of one
     half-ulp rounding per tap on the scale of the largest partial sum.
     """
-    taps = plan.kernel.size
-    return np.sqrt(taps) * 2.0**-24 * float(np.abs(plan.kernel).sum()) * _largest_magnitude(plan)
+    tap_sum = float(np.abs(plan.kernel).sum())
+    if tap_sum == 0.0:
+        return 0.0  # an all-zero kernel sums exactly (and 0 * inf would be NaN)
+    return np.sqrt(plan.kernel.size) * 2.0**-24 * tap_sum * _largest_magnitude(plan)
 
 
 def choose_strategy(plan: ConvolutionPlan, allow_separable: bool = True) -> Strategy:

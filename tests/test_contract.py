@@ -340,3 +340,17 @@ def test_big_endian_images_are_accepted(backend, rng):
     out = backend.convolve(image, "sharpen")
     assert out.dtype == np.uint16 and out.dtype.isnative
     np.testing.assert_array_equal(out, cv2.filter2D(image.astype(np.uint16), -1, kernels.sharpen))
+
+
+@pytest.mark.parametrize("image_dtype", [np.float32, np.float64, np.uint8])
+@pytest.mark.parametrize("out_dtype", [np.uint8, np.int16, np.float32])
+def test_valid_input_never_warns_even_an_all_zero_kernel(backend, image_dtype, out_dtype):
+    # Valid input must not warn: under `python -W error` a warning is a failed call.
+    # (0 * inf in the planner's error estimate once warned for a float image.)
+    import warnings
+
+    image = np.ones((8, 8), image_dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = backend.convolve(image, np.zeros((3, 3)), dtype=out_dtype)
+    np.testing.assert_array_equal(result, np.zeros((8, 8), out_dtype))
