@@ -176,8 +176,9 @@ __device__ __forceinline__ void gpuconv_store_row(Out* __restrict__ output, int 
 
 // Tuned on an H100 (benchmarks/results/gpu-window-variants*-h100-2026-11-25.log), all
 // without spills: 32-bit pixels run best with the loads of 4 rows issued together and at
-// most 128 registers (4 blocks per SM); 8- and 16-bit grey images with each row loaded just
-// before its use (fewer registers, more warps); colour ones with KH rows loaded together.
+// most 128 registers (4 blocks per SM; in colour that cap spilled, so none); 8- and 16-bit
+// grey images with each row loaded just before its use (fewer registers, more warps);
+// colour ones with KH rows loaded together.
 // The macros override, for tuning sweeps.
 template <typename In, int C>
 struct gpuconv_window_tuning {
@@ -189,7 +190,7 @@ struct gpuconv_window_tuning {
 #ifdef GPUCONV_WINDOW_MIN_BLOCKS
     static constexpr int min_blocks = GPUCONV_WINDOW_MIN_BLOCKS;
 #else
-    static constexpr int min_blocks = sizeof(In) >= 4 ? 4 : 1;
+    static constexpr int min_blocks = sizeof(In) >= 4 && C == 1 ? 4 : 1;
 #endif
 };
 
@@ -322,7 +323,10 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
 #define GPUCONV_BOX_LAUNCH_BOUNDS \
     __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y, GPUCONV_BOX_MIN_BLOCKS)
 #else
-#define GPUCONV_BOX_LAUNCH_BOUNDS __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y)
+// The explicit 1: with the block size alone ptxas capped the box kernel at 128 registers
+// and spilled (sm_80, sm_90 16-bit); it needs up to ~170.
+#define GPUCONV_BOX_LAUNCH_BOUNDS \
+    __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y, 1)
 #endif
 template <typename In, typename Out, typename Acc, int KW, int C, int V>
 __global__ void GPUCONV_BOX_LAUNCH_BOUNDS
