@@ -69,7 +69,7 @@ def prepared(image, kernel, legacy=False):
     device_id = cupy.cuda.runtime.getDevice()
     window_launch = _cuda_launch.window_launch
     if legacy:
-        _cuda_launch.window_launch = lambda plan, strategy: None
+        _cuda_launch.window_launch = lambda plan, strategy, limits=None: None
     try:
         launch = _cuda_launch.plan_launch(
             plan, choose_strategy(plan), _cuda._device_limits(device_id)

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         copy_target = cupy.empty_like(image)
         copy_ms = _events_ms(cupy, lambda t=copy_target, i=image: cupy.copyto(t, i))
         saved = _cuda_launch.window_launch
-        _cuda_launch.window_launch = lambda plan, strategy: None
+        _cuda_launch.window_launch = lambda plan, strategy, limits=None: None
         legacy = _cuda_launch.plan_launch(plan, strategy, _cuda_launch.DeviceLimits(227 * 1024))
         _cuda_launch.window_launch = saved
         reference = cupy.empty(plan.shape, plan.output_dtype)

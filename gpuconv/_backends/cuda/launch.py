@@ -13,13 +13,11 @@ The tile geometry repeats ``kernels_cuda/gpuconv_common.cuh``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..._plan import ConvolutionPlan
 from ..._strategy import Strategy
-from .launch_base import C_TYPES, Launch, specialised
+from .launch_base import C_TYPES, DEFAULT_LIMITS, DeviceLimits, Launch, specialised
 from .window import window_launch, window_name_expressions
 
 TILE_WIDTH = 32  #: output columns per block (= threads per block row)
@@ -46,20 +44,7 @@ SOURCE_FILES = {
 }
 
 # CUDA's limits on gridDim.y and gridDim.z; the kernels stride over what is left.
-_MAX_GRID_Y = 65535
-_MAX_GRID_Z = 65535
 _MAX_GRID_X = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class DeviceLimits:
-    """What the launch depends on in the device.
-
-    ``shared_bytes_per_block`` is the default dynamic limit (48 KiB on every
-    GPU since Kepler); the kernels never ask for the opt-in larger carve-out.
-    """
-
-    shared_bytes_per_block: int = 48 * 1024
 
 
 def _ceil_div(numerator: int, denominator: int) -> int:
@@ -89,7 +74,7 @@ def name_expression(template: str, input_dtype, output_dtype, accumulator, size=
 def plan_launch(
     plan: ConvolutionPlan,
     strategy: Strategy,
-    limits: DeviceLimits = DeviceLimits(),
+    limits: DeviceLimits = DEFAULT_LIMITS,
     *,
     window: bool = True,
 ) -> Launch:
@@ -128,7 +113,7 @@ def plan_launch(
             f"backend takes axes (plus the kernel) below {MAX_AXIS} pixels"
         )
     if window:
-        launch = window_launch(plan, strategy)
+        launch = window_launch(plan, strategy, limits)
         if launch is not None:
             return launch
     accumulator = np.dtype(strategy.accumulator)
@@ -146,15 +131,15 @@ def plan_launch(
         weights = plan.kernel.ravel()
         grid = (
             _ceil_div(width, TILE_WIDTH),
-            min(_ceil_div(height, BLOCK_HEIGHT), _MAX_GRID_Y),
-            min(channels, _MAX_GRID_Z),
+            min(_ceil_div(height, BLOCK_HEIGHT), limits.max_grid_y),
+            min(channels, limits.max_grid_z),
         )
         expression = name_expression(template, plan.input_dtype, plan.output_dtype, accumulator)
     else:
         grid = (
             _ceil_div(width, TILE_WIDTH),
-            min(_ceil_div(height, TILE_HEIGHT), _MAX_GRID_Y),
-            min(channels, _MAX_GRID_Z),
+            min(_ceil_div(height, TILE_HEIGHT), limits.max_grid_y),
+            min(channels, limits.max_grid_z),
         )
         fixed = plan.kernel.shape in sizes and specialised(
             plan.input_dtype, plan.output_dtype, accumulator

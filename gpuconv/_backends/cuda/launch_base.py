@@ -43,6 +43,26 @@ def specialised(input_dtype, output_dtype, accumulator) -> bool:
 
 
 @dataclass(frozen=True)
+class DeviceLimits:
+    """What the launch depends on in the device.
+
+    ``shared_bytes_per_block``: dynamic shared memory a block may use (48 KiB without
+    opting in; the backend passes the device's opt-in limit, 227 KiB on an H100).
+    ``max_grid_y``, ``max_grid_z``: CUDA's limits on gridDim.y and gridDim.z; the kernels
+    stride over the tile rows and channels beyond them. Tests set them small, so that
+    every block loops over several tiles and channels (barrier and reuse checks).
+    """
+
+    shared_bytes_per_block: int = 48 * 1024
+    max_grid_y: int = 65535
+    max_grid_z: int = 65535
+
+
+#: The limits of every GPU since Kepler, without the shared-memory opt-in.
+DEFAULT_LIMITS = DeviceLimits()
+
+
+@dataclass(frozen=True)
 class Launch:
     """One kernel launch, ready for ``cupy.RawKernel`` or the emulator.
 

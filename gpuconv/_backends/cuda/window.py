@@ -17,7 +17,7 @@ import numpy as np
 
 from ..._plan import Border, ConvolutionPlan
 from ..._strategy import Strategy
-from .launch_base import C_TYPES, Launch, specialised
+from .launch_base import C_TYPES, DEFAULT_LIMITS, DeviceLimits, Launch, specialised
 
 #: Thread block of the window kernels: 32 row chunks by 4 strips.
 WINDOW_BLOCK = (32, 4, 1)
@@ -49,7 +49,6 @@ _BOX_WINDOW_WORDS = 80
 #: the kernels measured on an H100, so many threads in flight paid; 8- and 16-bit images
 #: ran best with fewer, longer strips (32 rows), 32-bit ones with 16-row strips.
 _TARGET_THREADS = {1: 2**18, 2: 2**18, 4: 2**20, 8: 2**20}
-_MAX_GRID_Y = 65535
 _MAX_GRID_X = 2**31 - 1
 _INT32_LIMIT = 2**31 - 1
 
@@ -125,7 +124,9 @@ def _box_sums_fit_int32(plan: ConvolutionPlan) -> bool:
     return largest * plan.kernel.size <= _INT32_LIMIT
 
 
-def window_launch(plan: ConvolutionPlan, strategy: Strategy) -> Launch | None:
+def window_launch(
+    plan: ConvolutionPlan, strategy: Strategy, limits: DeviceLimits = DEFAULT_LIMITS
+) -> Launch | None:
     """The window or box kernel's launch for ``plan``, or None where neither applies."""
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
@@ -186,7 +187,7 @@ def window_launch(plan: ConvolutionPlan, strategy: Strategy) -> Launch | None:
     strips = _ceil_div(height, rows)
     grid = (
         _ceil_div(chunks, WINDOW_BLOCK[0]),
-        min(_ceil_div(strips, WINDOW_BLOCK[1]), _MAX_GRID_Y),
+        min(_ceil_div(strips, WINDOW_BLOCK[1]), limits.max_grid_y),
         1,
     )
     if grid[0] > _MAX_GRID_X:
