@@ -774,3 +774,18 @@ def test_counters_group_warp_requests_into_sectors_and_bank_wavefronts(stride, s
     assert list(stored - stored[0]) == [0, 1, 2, 3]
     assert target[:32].sum() == 0  # only the listed blocks ran
     assert kernel((4,), (32,), (source, target, np.int32(stride)), shared_mem=4096) is None
+
+
+@pytest.mark.parametrize("setting", ["", "  "])
+def test_an_empty_schedule_means_the_default(fault_module, monkeypatch, setting):
+    # `GPUCONV_EMULATOR_SCHEDULE= pytest ...` must not fail: it is the forward order.
+    values = np.arange(64, dtype=np.float32)
+    expected = np.zeros_like(values)
+    monkeypatch.setenv("GPUCONV_EMULATOR_SCHEDULE", "forward")
+    # Twice: the kernel reads stale shared memory, which the first run leaves in a known state.
+    for _ in range(2):
+        fault_module.get_function("missing_barrier")((1,), (64,), (values, expected))
+    monkeypatch.setenv("GPUCONV_EMULATOR_SCHEDULE", setting)
+    output = np.zeros_like(values)
+    fault_module.get_function("missing_barrier")((1,), (64,), (values, output))
+    np.testing.assert_array_equal(output, expected)

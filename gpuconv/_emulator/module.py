@@ -237,7 +237,8 @@ _SCHEDULES = {"forward": 0, "reverse": 1, "shuffle": 2}
 
 def _schedule() -> tuple[int, int]:
     """``GPUCONV_EMULATOR_SCHEDULE``: ``forward`` (default), ``reverse`` or ``shuffle[:seed]``."""
-    configured = os.environ.get("GPUCONV_EMULATOR_SCHEDULE", "forward").strip().lower()
+    # Unset or empty: the default.
+    configured = os.environ.get("GPUCONV_EMULATOR_SCHEDULE", "").strip().lower() or "forward"
     name, _, seed = configured.partition(":")
     if name not in _SCHEDULES or (seed and not seed.isdigit()) or (seed and name != "shuffle"):
         raise ValueError(
