@@ -31,19 +31,11 @@ VARIANTS = {
 }
 
 
-def _events_ms(cupy, function, launches=20, rounds=5):
-    function()
-    cupy.cuda.get_current_stream().synchronize()
-    start, end = cupy.cuda.Event(), cupy.cuda.Event()
-    times = []
-    for _ in range(rounds):
-        start.record()
-        for _ in range(launches):
-            function()
-        end.record()
-        end.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, end) / launches)
-    return statistics.median(times)
+def _events_ms(cupy, function, launches=20, rounds=5) -> float:
+    """Median over ``rounds`` of the per-launch time of ``launches`` back-to-back calls."""
+    from gpuconv.bench._cuda import _time_ms  # the one event-timing loop
+
+    return statistics.median(_time_ms(cupy, function, rounds, warmup=1, batch=launches))
 
 
 def main(argv=None) -> int:
