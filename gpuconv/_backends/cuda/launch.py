@@ -97,7 +97,7 @@ def plan_launch(
     ...                        anchor=None, flip=False, dtype=None)
     >>> launch = plan_launch(plan, choose_strategy(plan))
     >>> launch.name_expression, launch.grid, launch.block
-    ('gpuconv_window<unsigned char, unsigned char, int, 3, 3, 1, 16, false>', (1, 2, 1), (32, 4, 1))
+    ('gpuconv_window<unsigned char, unsigned char, int, 3, 3, 1, 8, false>', (1, 2, 1), (32, 4, 1))
     >>> launch = plan_launch(plan, choose_strategy(plan), window=False)
     >>> launch.name_expression, launch.grid, launch.block
     ('gpuconv_direct<unsigned char, unsigned char, int, 3, 3>', (3, 4, 1), (32, 8, 1))
