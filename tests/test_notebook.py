@@ -30,6 +30,7 @@ SMALL_PARAMETERS = {
     "GPUCONV_NB_REPEATS": "2",
     "GPUCONV_NB_WARMUP": "1",
     "GPUCONV_NB_MAX_SECONDS_PER_CALL": "30",
+    "GPUCONV_NB_DTYPES": "uint8,float32",
 }
 # Appended to the executed notebook: its results, machine-readable.
 DUMP_RESULTS = """
@@ -132,6 +133,7 @@ def test_every_implementation_is_timed_on_every_kernel_and_size(executed):
     sides = {row["shape"][0] for row in results["sweep"]}
     expected = {int(side) for side in SMALL_PARAMETERS["GPUCONV_NB_SIZES"].split(",")}
     assert sides == expected
+    assert {row["dtype"] for row in results["sweep"]} == {"uint8", "float32"}
 
 
 @pytest.mark.slow
@@ -150,6 +152,20 @@ def test_conclusion_recommends_what_the_measurements_show(executed):
     assert f"on {max(wins.values())} of {len(kernels.TUTORIAL_BANK)} kernels" in conclusion
     if not results["have_gpu"]:
         assert results["gpu_skip_reason"] in conclusion
+    # Every size and dtype the sweep measured: its line names the fastest per kernel.
+    cells = {}
+    for row in results["sweep"]:
+        cells.setdefault((row["shape"][0], row["dtype"]), {}).setdefault(row["kernel"], []).append(
+            row
+        )
+    for (side, dtype), by_kernel in cells.items():
+        (line,) = [
+            text for text in results["conclusion"] if text.startswith(f"- {side} x {side} {dtype}:")
+        ]
+        for kernel, rows in by_kernel.items():
+            fastest = min(rows, key=lambda row: row["median_ms"])["implementation"]
+            assert f"{kernel}: {fastest}" in line, (line, kernel, fastest)
+        assert f"{best} vs cv2:" in line
     # The conclusion is displayed as Markdown, not only kept in a variable.
     shown = [
         output["data"]["text/markdown"]
