@@ -8,9 +8,11 @@ a 3-D channels-last view ``(H, W, C)``; a 2-D image is given ``C == 1``.
 
 from __future__ import annotations
 
+import collections
 import enum
 import numbers
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -229,9 +231,82 @@ def make_plan(image, kernel, *, border, value, anchor, flip, dtype):
     """Validate and normalise; return ``(image3d, plan, library)``.
 
     ``image3d`` is a view of the caller's array with shape ``(H, W, C)``; it
-    is never written to.
+    is never written to. Repeated calls with the same image shape and dtype, kernel
+    (a bank name, or an array's values), border, value, anchor, flip and dtype reuse
+    the plan: only the image is checked again. The cache is bounded and thread-safe.
     """
     image, library = as_image_array(image)
+    image3d = image if image.ndim == 3 else image[:, :, None]
+    key = _plan_key(image3d, kernel, border, value, anchor, flip, dtype)
+    if key is not None:
+        with _PLANS_LOCK:
+            plan = _PLANS.get(key)
+            if plan is not None:
+                _PLANS.move_to_end(key)
+                return image3d, plan, library
+    plan = _new_plan(image3d, kernel, border, value, anchor, flip, dtype)
+    if key is not None:
+        with _PLANS_LOCK:
+            _PLANS[key] = plan
+            while len(_PLANS) > PLAN_CACHE_SIZE:
+                _PLANS.popitem(last=False)
+    return image3d, plan, library
+
+
+#: Plans kept for repeated calls (least recently used dropped first).
+PLAN_CACHE_SIZE = 256
+_PLANS: collections.OrderedDict = collections.OrderedDict()
+_PLANS_LOCK = threading.Lock()
+#: Kernels up to this many taps are keyed by value (their bytes); larger ones are planned anew.
+_KEYED_KERNEL_TAPS = 4096
+
+
+def _typed(value):
+    """A cache-key part that tells 1 from 1.0 from True (validation treats them differently)."""
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_typed(item) for item in value))
+    return (type(value), value)
+
+
+def _plan_key(image3d, kernel, border, value, anchor, flip, dtype):
+    """What a plan depends on, hashable; None where a call must be planned anew."""
+    if isinstance(kernel, str):
+        kernel_key = ("name", kernel)
+    elif (
+        type(kernel) is np.ndarray
+        and kernel.dtype.kind in "biuf"
+        and kernel.ndim == 2
+        and 0 < kernel.size <= _KEYED_KERNEL_TAPS
+    ):
+        # The bytes (not the object): a caller may change an array between calls.
+        kernel_key = ("array", kernel.dtype.str, kernel.shape, kernel.tobytes())
+    else:
+        return None
+    key = (
+        kernel_key,
+        image3d.dtype.str,
+        image3d.shape,
+        _typed(border),
+        _typed(value),
+        _typed(anchor),
+        _typed(flip),
+        _typed(dtype),
+    )
+    try:
+        hash(key)
+    except TypeError:  # an unhashable argument: validation will say what is wrong with it
+        return None
+    return key
+
+
+def clear_plan_cache() -> None:
+    """Forget every cached plan (tests)."""
+    with _PLANS_LOCK:
+        _PLANS.clear()
+
+
+def _new_plan(image3d, kernel, border, value, anchor, flip, dtype) -> ConvolutionPlan:
+    """Validate and normalise everything but the image (already checked)."""
     kernel_array = as_kernel_array(kernel)
     kernel_height, kernel_width = kernel_array.shape
     anchor_x, anchor_y = _parse_anchor(anchor, kernel_height, kernel_width)
@@ -249,12 +324,11 @@ def make_plan(image, kernel, *, border, value, anchor, flip, dtype):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"value (the constant border) must be a real number, got {value!r}")
     border_value = float(value)
-    input_dtype = image.dtype
+    input_dtype = image3d.dtype
     output_dtype = input_dtype if dtype is None else parse_dtype(dtype, "output dtype")
     if not np.isfinite(border_value) and input_dtype.kind != "f":
         raise ValueError(f"value must be finite for an integer image, got {value!r}")
 
-    image3d = image if image.ndim == 3 else image[:, :, None]
     # Integer sums stay exact in int64 and in float64 while they are below 2**53;
     # bounding the absolute kernel sum by 2**31 keeps any uint16 image far inside.
     integer_kernel = bool(
@@ -271,4 +345,4 @@ def make_plan(image, kernel, *, border, value, anchor, flip, dtype):
         shape=tuple(int(n) for n in image3d.shape),
         integer_kernel=integer_kernel,
     )
-    return image3d, plan, library
+    return plan

@@ -1,0 +1,117 @@
+"""The plan cache: a repeated call is planned once, and the cache never changes an answer."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import gpuconv
+from gpuconv._plan import clear_plan_cache, make_plan
+
+OPTIONS = dict(border="reflect101", value=0.0, anchor=None, flip=False, dtype=None)
+
+
+def plan_of(image, kernel, **options):
+    settings = dict(OPTIONS)
+    settings.update(options)
+    return make_plan(image, kernel, **settings)[1]
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    clear_plan_cache()
+    yield
+    clear_plan_cache()
+
+
+def test_a_repeated_call_reuses_its_plan():
+    image = np.zeros((20, 30), np.uint8)
+    first = plan_of(image, "sharpen")
+    assert plan_of(image.copy(), "sharpen") is first  # same shape and dtype, another array
+    assert plan_of(image, np.asarray(gpuconv.kernels.get("sharpen"))) is not first  # by value
+    assert plan_of(image, np.array(gpuconv.kernels.get("sharpen"))) is plan_of(
+        image, np.array(gpuconv.kernels.get("sharpen"))
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(border="wrap"),
+        dict(value=3.0),
+        dict(anchor=(0, 0)),
+        dict(flip=True),
+        dict(dtype=np.float32),
+    ],
+)
+def test_every_argument_is_part_of_the_key(change):
+    image = np.zeros((20, 30), np.uint8)
+    kernel = np.arange(9.0).reshape(3, 3)
+    base = plan_of(image, kernel)
+    changed = plan_of(image, kernel, **change)
+    assert changed is not base
+    assert plan_of(np.zeros((20, 31), np.uint8), kernel).shape == (20, 31, 1)
+    assert plan_of(np.zeros((20, 30), np.uint16), kernel).input_dtype == np.uint16
+    assert plan_of(np.zeros((20, 30, 3), np.uint8), kernel).shape == (20, 30, 3)
+
+
+def test_a_kernel_changed_in_place_is_planned_anew(rng):
+    image = rng.integers(0, 256, (16, 16)).astype(np.uint8)
+    kernel = np.ones((3, 3)) / 9
+    before = gpuconv.convolve(image, kernel, backend="numpy")
+    kernel[1, 1] = 0.5  # same object, other values
+    after = gpuconv.convolve(image, kernel, backend="numpy")
+    np.testing.assert_array_equal(after, gpuconv.convolve(image, kernel.copy(), backend="numpy"))
+    assert not np.array_equal(before, after)
+    assert kernel.flags.writeable  # the caller's kernel is never made read-only
+
+
+@pytest.mark.parametrize(
+    ("good", "bad", "error"),
+    [
+        (dict(value=1), dict(value=True), TypeError),  # 1 == True, but True is no number here
+        (dict(flip=False), dict(flip=0), TypeError),  # 0 == False, but flip must be a bool
+        (dict(anchor=(1, 1)), dict(anchor=(True, True)), TypeError),
+        (dict(border=4), dict(border=4.0), ValueError),  # 4.0 == 4, but no border code
+    ],
+)
+def test_a_cached_plan_never_lets_an_invalid_argument_through(good, bad, error):
+    image = np.zeros((8, 8), np.uint8)
+    plan_of(image, "sharpen", **good)  # cached
+    with pytest.raises(error):
+        plan_of(image, "sharpen", **bad)
+
+
+def test_the_image_is_checked_on_every_call():
+    plan_of(np.zeros((8, 8), np.uint8), "sharpen")
+    with pytest.raises(ValueError, match="empty"):
+        plan_of(np.zeros((0, 8), np.uint8), "sharpen")
+    with pytest.raises(TypeError, match="unsupported image dtype"):
+        plan_of(np.zeros((8, 8), np.int64), "sharpen")
+
+
+def test_the_cache_is_bounded_and_thread_safe(monkeypatch, rng):
+    from gpuconv import _plan
+
+    monkeypatch.setattr(_plan, "PLAN_CACHE_SIZE", 8)
+    image = rng.integers(0, 256, (12, 12)).astype(np.uint8)
+    kernels = [rng.integers(-3, 4, (3, 3)).astype(float) for _ in range(20)]
+    expected = [gpuconv.convolve(image, k.copy(), backend="numpy") for k in kernels]
+    failures = []
+
+    def worker(offset):
+        for round_ in range(30):
+            index = (offset + round_) % len(kernels)
+            result = gpuconv.convolve(image, kernels[index], backend="numpy")
+            if not np.array_equal(result, expected[index]):
+                failures.append(index)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert len(_plan._PLANS) <= 8
