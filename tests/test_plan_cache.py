@@ -115,3 +115,20 @@ def test_the_cache_is_bounded_and_thread_safe(monkeypatch, rng):
         thread.join()
     assert not failures
     assert len(_plan._PLANS) <= 8
+
+
+def test_the_numba_backend_reuses_its_execution_for_a_cached_plan(rng):
+    pytest.importorskip("numba", reason="the numba backend needs numba")
+    from gpuconv._backends.numba import backend as numba_backend
+
+    image = rng.integers(0, 256, (16, 24)).astype(np.uint8)
+    first = numba_backend.cached_execution(plan_of(image, "small_blur"), 2)
+    assert numba_backend.cached_execution(plan_of(image, "small_blur"), 2) is first
+    assert numba_backend.cached_execution(plan_of(image, "small_blur"), 1) is not first
+    assert numba_backend.cached_execution(plan_of(image, "sharpen"), 2) is not first
+    # and the cached execution still computes the right thing
+    for _ in range(2):
+        np.testing.assert_array_equal(
+            gpuconv.convolve(image, "small_blur", backend="numba", border="wrap"),
+            gpuconv.convolve(image, "small_blur", backend="numpy", border="wrap"),
+        )

@@ -13,6 +13,7 @@ or fewer with ``numba.set_num_threads``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 from dataclasses import dataclass, replace
@@ -223,6 +224,30 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
     )
 
 
+#: Executions kept for repeated calls: plans are cached objects (gpuconv._plan), so a
+#: repeated call finds its border tables, taps and band height here by the plan's identity.
+EXECUTION_CACHE_SIZE = 128
+_EXECUTIONS: collections.OrderedDict = collections.OrderedDict()
+_EXECUTIONS_LOCK = threading.Lock()
+
+
+def cached_execution(plan: ConvolutionPlan, workers: int) -> Execution:
+    """:func:`execution_for`, computed once per (plan object, thread count)."""
+    key = (id(plan), workers)
+    with _EXECUTIONS_LOCK:
+        entry = _EXECUTIONS.get(key)
+        # The entry holds its plan, so an id cannot be reused while the entry lives.
+        if entry is not None and entry[0] is plan:
+            _EXECUTIONS.move_to_end(key)
+            return entry[1]
+    run = execution_for(plan, workers)
+    with _EXECUTIONS_LOCK:
+        _EXECUTIONS[key] = (plan, run)
+        while len(_EXECUTIONS) > EXECUTION_CACHE_SIZE:
+            _EXECUTIONS.popitem(last=False)
+    return run
+
+
 # numba's fallback "workqueue" threading layer aborts the process when two threads
 # launch parallel kernels at once (Dask's threaded scheduler does); omp and tbb do not.
 _WORKQUEUE_LOCK = threading.Lock()
@@ -244,7 +269,7 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
     from . import kernels
 
     workers = numba.get_num_threads()
-    run = execution_for(plan, workers)
+    run = cached_execution(plan, workers)
     height, width, channels = plan.shape
     output = np.empty(plan.shape, dtype=plan.output_dtype)
     accumulator = run.accumulator
