@@ -1,6 +1,7 @@
 """Host time of a cached cuda-backend call before its kernel launch (no GPU needed).
 
     python benchmarks/host_overhead.py [--repeats 2000]
+    python benchmarks/host_overhead.py --numba     # a whole cached 1 x 1 call on numba
 
 CuPy is replaced by a stand-in whose arrays are NumPy arrays and whose kernel launch only
 records the clock, so the figure is the Python work ``gpuconv.convolve`` does before the
@@ -86,10 +87,35 @@ def measure(repeats: int, shape=(2048, 2048), kernel="sharpen") -> dict[str, lis
     return stages
 
 
+def numba_small_call(repeats: int) -> list[float]:
+    """Microseconds of a repeated ``convolve`` of a 1 x 1 uint8 image on the numba backend."""
+    import gpuconv
+
+    image = np.zeros((1, 1), np.uint8)
+    gpuconv.convolve(image, "sharpen", backend="numba")  # compile, plan, cache
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        gpuconv.convolve(image, "sharpen", backend="numba")
+        times.append((time.perf_counter() - began) * 1e6)
+    return times
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2000)
+    parser.add_argument(
+        "--numba", action="store_true", help="instead: a whole 1 x 1 call on the numba backend"
+    )
     args = parser.parse_args(argv)
+    if args.numba:
+        values = sorted(numba_small_call(args.repeats))
+        p90 = values[int(0.9 * (len(values) - 1))]
+        print(
+            f"numba, 1 x 1 uint8, sharpen, cached call: median {statistics.median(values):.1f} us, "
+            f"p90 {p90:.1f} us ({args.repeats} calls)"
+        )
+        return 0
     import os
 
     os.environ.pop("GPUCONV_CUDA_EMULATOR", None)

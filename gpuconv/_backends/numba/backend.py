@@ -279,9 +279,12 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
     else:
         constant = scalar(int(plan.border_value)) if np.isfinite(plan.border_value) else scalar(0)
     function = kernels.compiled(plan.input_dtype, accumulator, plan.output_dtype)
-    previous_threads = numba.get_num_threads()
-    numba.set_num_threads(run.workers)  # thread-local; restored below
-    previous_chunk_size = numba.set_parallel_chunksize(1)  # bands dealt out dynamically
+    # Thread settings are thread-local and cost microseconds each: changed only when needed
+    # (a small call runs on the calling thread, where the chunk size does not matter).
+    parallel = run.workers > 1
+    if run.workers != workers:
+        numba.set_num_threads(run.workers)
+    previous_chunk_size = numba.set_parallel_chunksize(1) if parallel else None  # dynamic bands
     try:
         with _serialised_if_not_threadsafe(numba):
             function(
@@ -304,6 +307,8 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
                 scalar(run.highest) if accumulator.kind == "f" else scalar(int(run.highest)),
             )
     finally:
-        numba.set_parallel_chunksize(previous_chunk_size)
-        numba.set_num_threads(previous_threads)
+        if parallel:
+            numba.set_parallel_chunksize(previous_chunk_size)
+        if run.workers != workers:
+            numba.set_num_threads(workers)
     return output
