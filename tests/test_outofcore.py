@@ -53,11 +53,13 @@ def _read(path) -> np.ndarray:
     return zarr.open_array(str(path), mode="r")[:]
 
 
-def _in_memory_chain(image, kernels, *, dtype=None, **options):
-    """What ``gpuconv apply`` computes in memory: dtype applies to the last kernel."""
+def _in_memory_chain(image, kernels, *, dtype=None, intermediate=np.float64, **options):
+    """What ``gpuconv apply`` computes in memory: float64 between kernels (``intermediate``,
+    None: the image's type), ``dtype`` (None: the image's) for the last."""
+    final = image.dtype if dtype is None else dtype
     for index, kernel in enumerate(kernels):
         last = index == len(kernels) - 1
-        image = gpuconv.convolve(image, kernel, dtype=dtype if last else None, **options)
+        image = gpuconv.convolve(image, kernel, dtype=final if last else intermediate, **options)
     return image
 
 
@@ -87,6 +89,7 @@ def test_colour_kernel_larger_than_the_image_and_flip(suffix, tmp_path, rng):
     options = dict(border="wrap", value=0.0, anchor=(1, 0), flip=True, backend="numpy")
     source = _write(tmp_path / "in", image, suffix.lstrip("."))
     target = tmp_path / f"deeper/out{suffix}"
+    target.parent.mkdir()  # apply_file creates no directories (a missing one is an error)
     apply_file(source, target, kernels, dtype=None, rows_per_chunk=1, progress=False, **options)
     np.testing.assert_array_equal(_read(target), _in_memory_chain(image, kernels, **options))
 
@@ -247,10 +250,13 @@ def test_is_out_of_core_path():
 
 
 def test_errors_are_raised_before_any_output_is_written(tmp_path):
+    from gpuconv._atomic import OutputError
+    from gpuconv._image_files import FormatError, ImageFileError
+
     source = tmp_path / "in.npy"
     np.save(source, np.zeros((4, 4), dtype=np.int64))
     target = tmp_path / "out.npy"
-    with pytest.raises(TypeError, match="unsupported image dtype int64"):
+    with pytest.raises(ImageFileError, match="in.npy: unsupported image dtype int64"):
         apply_file(source, target, ["sharpen"], progress=False)
     np.save(source, np.zeros((4, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="unknown border"):
@@ -261,13 +267,17 @@ def test_errors_are_raised_before_any_output_is_written(tmp_path):
         apply_file(source, target, [], progress=False)
     with pytest.raises(ValueError, match="rows_per_chunk"):
         apply_file(source, target, ["sharpen"], rows_per_chunk=0, progress=False)
-    with pytest.raises(ValueError, match="must differ"):
+    with pytest.raises(ValueError, match="is the input"):
         apply_file(source, source, ["sharpen"], progress=False)
-    with pytest.raises(ValueError, match="must end in"):
-        apply_file(source, tmp_path / "out.png", ["sharpen"], progress=False)
+    with pytest.raises(FormatError, match="unknown output format '.xyz'"):
+        apply_file(source, tmp_path / "out.xyz", ["sharpen"], progress=False)
+    with pytest.raises(FormatError, match="PNG cannot hold float32 .* .tif, .tiff, .npy, .zarr"):
+        apply_file(source, tmp_path / "out.png", ["sharpen"], dtype="float32", progress=False)
     with pytest.raises(FileNotFoundError):
         apply_file(tmp_path / "missing.npy", target, ["sharpen"], progress=False)
-    assert not target.exists()
+    with pytest.raises(OutputError, match="directory .*missing_dir does not exist"):
+        apply_file(source, tmp_path / "missing_dir" / "out.npy", ["sharpen"], progress=False)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.npy"]
 
 
 def test_multi_page_tiff_is_refused(tmp_path):
