@@ -38,6 +38,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -591,19 +593,39 @@ def _open_zarr(path: Path):
 
 @contextlib.contextmanager
 def _opencv_quiet():
-    """OpenCV's own log (decoder warnings and errors on stderr) off for the block."""
+    """OpenCV's log and its codecs' messages (libpng writes to stderr itself) kept off stderr.
+
+    Yields a list that receives, at the end of the block, what the codecs
+    wrote, so that an error can quote it on its one line. The process's
+    file descriptor 2 points to a temporary file meanwhile.
+    """
     import cv2
 
     logging_module = getattr(getattr(cv2, "utils", None), "logging", None)
-    if logging_module is None:  # pragma: no cover - builds without cv2.utils.logging
-        yield
-        return
-    previous = logging_module.getLogLevel()
-    logging_module.setLogLevel(logging_module.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        logging_module.setLogLevel(previous)
+    previous = None
+    if logging_module is not None:
+        previous = logging_module.getLogLevel()
+        logging_module.setLogLevel(logging_module.LOG_LEVEL_SILENT)
+    messages: list[str] = []
+    with contextlib.ExitStack() as stack:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            capture = stack.enter_context(tempfile.TemporaryFile())
+            os.dup2(capture.fileno(), 2)
+        except (OSError, ValueError):  # no file descriptor 2 (embedded interpreters)
+            saved = capture = None
+        try:
+            yield messages
+        finally:
+            if capture is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+                capture.seek(0)
+                text = capture.read().decode(errors="replace")
+                messages.extend(line.strip() for line in text.splitlines() if line.strip())
+            if previous is not None:
+                logging_module.setLogLevel(previous)
 
 
 def from_opencv(image: np.ndarray) -> np.ndarray:
@@ -630,15 +652,16 @@ def _open_encoded(path: Path):
     data = path.read_bytes()
     if not data:
         raise ImageFileError(f"cannot read {path}: the file is empty")
-    with _opencv_quiet():
+    with _opencv_quiet() as messages:
         try:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         except cv2.error:
             image = None
     if image is None:
+        detail = f" ({messages[-1]})" if messages else ""
         raise ImageFileError(
             f"cannot read {path}: OpenCV does not recognise it as an image, or it is corrupt "
-            "or truncated"
+            f"or truncated{detail}"
         )
     return _ArrayRows(from_opencv(image), in_memory=True)
 
@@ -850,15 +873,17 @@ class _EncodedWriter(_Writer):
     def _finish(self) -> None:
         import cv2
 
-        with _opencv_quiet():
+        with _opencv_quiet() as messages:
             try:
                 written, encoded = cv2.imencode(self.path.suffix, to_opencv(self.pixels))
             except cv2.error as error:
-                written, encoded = False, str(error).strip().splitlines()[-1:]
+                written = False
+                messages.append(str(error).strip().splitlines()[-1])
         if not written:
+            detail = f" ({messages[-1]})" if messages else ""
             raise OutputError(
                 f"cannot write {self.path}: OpenCV could not encode {self.dtype} "
-                f"{self.shape} as {self.path.suffix} {encoded or ''}".rstrip()
+                f"{self.shape} as {self.path.suffix}{detail}"
             )
         data = memoryview(encoded.reshape(-1))
         descriptor = os.open(self.output.temporary, os.O_WRONLY | os.O_TRUNC)

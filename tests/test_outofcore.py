@@ -313,3 +313,76 @@ def test_cli_apply_streams_out_of_core_files(tmp_path, capsys, rng):
     assert "wrote" in capsys.readouterr().out
     expected = _in_memory_chain(image, ["sharpen", "sobel_x"], border="wrap", dtype=np.float32)
     np.testing.assert_array_equal(_read(target), expected)
+
+
+def _tiff_layouts():
+    """(id, image, tifffile.imwrite options) for TIFFs that are read strip by strip."""
+    rng = np.random.default_rng(7)
+    grey16 = rng.integers(0, 65536, (53, 37), dtype=np.uint16)
+    rgb8 = rng.integers(0, 256, (53, 37, 3), dtype=np.uint8)
+    return [
+        ("lzw-strips-grey", grey16, dict(compression="lzw", rowsperstrip=5)),
+        ("zlib-tiles-rgb", rgb8, dict(compression="zlib", tile=(16, 16), photometric="rgb")),
+        (
+            "lzw-planar-rgb",
+            np.moveaxis(rgb8, -1, 0),  # tifffile takes separate planes first
+            dict(compression="lzw", photometric="rgb", planarconfig="separate", rowsperstrip=4),
+        ),
+        (
+            "zstd-predictor-float32",
+            rng.normal(size=(53, 37)).astype(np.float32),
+            dict(compression="zstd", predictor=True, rowsperstrip=7),
+        ),
+        ("packbits-big-endian", grey16, dict(compression="packbits", byteorder=">")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "image, options", [case[1:] for case in _tiff_layouts()], ids=[c[0] for c in _tiff_layouts()]
+)
+def test_compressed_tiled_and_planar_tiffs_are_read_by_strips(image, options, tmp_path):
+    """Issue 13, item 2: LZW (and every other codec, tiles, planes) through tifffile alone."""
+    tifffile = pytest.importorskip("tifffile", reason="tifffile is not installed")
+    from gpuconv._image_files import open_reader
+
+    path = tmp_path / "in.tif"
+    tifffile.imwrite(path, image, **options)
+    whole = tifffile.imread(path)
+    if options.get("planarconfig") == "separate":
+        whole = np.moveaxis(whole, 0, -1)
+    reader = open_reader(path)
+    try:
+        assert type(reader).__name__ == "_TiffSegments"  # strip by strip, not whole, no Zarr
+        assert reader.shape == whole.shape and reader.dtype == whole.dtype.newbyteorder("=")
+        for start, stop in [(0, 53), (3, 21), (52, 53), (16, 32)]:
+            np.testing.assert_array_equal(reader.read(start, stop), whole[start:stop])
+    finally:
+        reader.close()
+    target = tmp_path / "out.tif"
+    apply_file(path, target, ["sharpen", "box3"], rows_per_chunk=6, backend="numpy", progress=False)
+    expected = _in_memory_chain(whole, ["sharpen", "box3"], backend="numpy")
+    np.testing.assert_array_equal(_read(target), expected)
+
+
+def test_a_missing_output_directory_is_not_created(tmp_path, rng):
+    from gpuconv._atomic import OutputError
+
+    source = _write(tmp_path / "in", rng.integers(0, 256, (12, 10), dtype=np.uint8), "npy")
+    with pytest.raises(OutputError, match="does not exist"):
+        apply_file(source, tmp_path / "a" / "b" / "out.npy", ["sharpen"], progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+
+
+def test_intermediate_dtype_none_rounds_after_every_kernel(tmp_path, rng):
+    image = rng.integers(0, 256, (30, 20), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    chain = ["sobel_x", "sobel_x"]
+    apply_file(source, tmp_path / "f.npy", chain, dtype="int16", progress=False)
+    apply_file(
+        source, tmp_path / "r.npy", chain, dtype="int16", intermediate_dtype=None, progress=False
+    )
+    floated = _in_memory_chain(image, chain, dtype=np.int16)
+    rounded = _in_memory_chain(image, chain, dtype=np.int16, intermediate=None)
+    np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), floated)
+    np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), rounded)
+    assert floated.min() < rounded.min()  # the per-kernel rounding clipped negative responses
