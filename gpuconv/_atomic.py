@@ -109,7 +109,9 @@ def signals_held():
     ):
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    held = {
+        getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+    }
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield

@@ -183,6 +183,16 @@ def _border_argument(text: str):
     return int(stripped) if stripped.lstrip("+-").isdigit() else text
 
 
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return number
+
+
 def _colour_name(shape) -> str:
     if len(shape) == 2:
         return "grey"
@@ -454,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     apply.add_argument(
         "--band-rows",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help="output rows per band for .npy/.tif/.zarr (default: about 32 MiB of input rows)",
@@ -548,7 +558,9 @@ def _signals_raise():
     def terminate(number, frame):
         raise _Terminated(number)
 
-    wanted = {signal.SIGTERM: terminate, signal.SIGHUP: terminate}
+    wanted = {signal.SIGTERM: terminate}
+    if hasattr(signal, "SIGHUP"):  # POSIX
+        wanted[signal.SIGHUP] = terminate
     if hasattr(signal, "SIGXFSZ"):
         wanted[signal.SIGXFSZ] = signal.SIG_IGN
     previous = {number: signal.signal(number, handler) for number, handler in wanted.items()}

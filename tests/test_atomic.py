@@ -134,3 +134,30 @@ def test_readers_give_rgb_and_writers_take_it(tmp_path, rng):
     reader = open_reader(tmp_path / "c.png")
     assert reader.in_memory and reader.shape == (6, 7, 4)
     reader.close()
+
+
+def test_a_full_disk_mid_write_leaves_the_previous_file(tmp_path, monkeypatch, rng):
+    """ENOSPC on the third band (a sparse .npy fills up as it is written): one OutputError
+    naming the output, the temporary removed, the previous file kept byte for byte."""
+    import errno
+    import os
+
+    from gpuconv import apply_file
+
+    source, target = tmp_path / "in.npy", tmp_path / "out.npy"
+    np.save(source, rng.integers(0, 256, (100, 50), dtype=np.uint8))
+    np.save(target, np.arange(5))
+    before = target.read_bytes()
+    real_pwrite, calls = os.pwrite, []
+
+    def pwrite(descriptor, data, position):
+        calls.append(position)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(descriptor, data, position)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    with pytest.raises(OutputError, match=r"cannot write .*out\.npy: no space left on device$"):
+        apply_file(source, target, ["sharpen"], rows_per_chunk=10, progress=False)
+    assert len(calls) == 3
+    assert target.read_bytes() == before and _names(tmp_path) == ["in.npy", "out.npy"]
