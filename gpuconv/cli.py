@@ -40,7 +40,14 @@ import numpy as np
 from . import __version__, _registry, kernels
 from ._atomic import OutputError
 from ._convolve import convolve
-from ._image_files import FORMATS, FormatError, ImageFileError, read_image, write_image
+from ._image_files import (
+    FORMATS,
+    FormatError,
+    ImageFileError,
+    check_image,
+    read_image,
+    write_image,
+)
 from ._plan import BORDER_NAMES, SUPPORTED_DTYPES, Border, as_kernel_array, make_plan, parse_border
 
 EXIT_OK = 0
@@ -165,8 +172,10 @@ def _load_kernel(spec: str) -> tuple[str, np.ndarray]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """Any image gpuconv reads, channels last in RGB(A) order."""
-    return read_image(path)
+    """Any image gpuconv reads and filters (checked), channels last in RGB(A) order."""
+    image = read_image(path)
+    check_image(path, image.shape, image.dtype)
+    return image
 
 
 def _write_image(path: Path, image: np.ndarray) -> None:
