@@ -6,6 +6,8 @@ handed to it whole instead; it calls back here for each piece.
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _adapters, _registry
 from ._plan import array_library, make_plan
 
@@ -30,7 +32,8 @@ def convolve(
     ----------
     image : array, shape (H, W) or (H, W, C)
         NumPy or CuPy array (views, strided and read-only arrays are fine),
-        or a Dask array (see Returns). dtype uint8, uint16, int16, float32 or
+        a Dask array (see Returns), or anything :func:`numpy.asarray` takes
+        (nested lists, a PIL image: NumPy out). dtype uint8, uint16, int16, float32 or
         float64. Colour images are channels-last; every channel is filtered
         with the same kernel. Never modified.
     kernel : array_like, shape (kh, kw), or str
@@ -98,7 +101,14 @@ def convolve(
            [4., 8., 8., 4.],
            [4., 8., 8., 4.]], dtype=float32)
     """
-    adapter = _adapters.adapter_for(array_library(image))
+    library = array_library(image)
+    if (
+        library == "numpy"
+        and not isinstance(image, np.ndarray)
+        and not hasattr(image, "__cuda_array_interface__")
+    ):
+        image = np.asarray(image)  # nested lists, PIL images, anything with __array__
+    adapter = _adapters.adapter_for(library)
     if adapter is not None:
         return adapter(
             image,

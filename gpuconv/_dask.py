@@ -37,6 +37,7 @@ block around the call that builds the graph applies to every block of it.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -287,9 +288,12 @@ def write_dask(array, path, *, compute: bool = True):
     """Compute a Dask array band by band into a new ``.npy``, ``.tif``/``.tiff`` or ``.zarr``.
 
     Blocks are written as they are computed (``dask.array.store``), so the
-    result never has to fit in memory; a file at ``path`` is overwritten.
-    The array is rechunked to bands of whole rows first (as many rows as its
-    first chunk), which a Zarr output also uses as its chunks.
+    result never has to fit in memory. They go to a temporary beside
+    ``path``, renamed into place once every block is written and flushed: a
+    failure or an interrupt leaves ``path`` as it was (a file there is
+    replaced only by a complete result). The array is rechunked to bands of
+    whole rows first (as many rows as its first chunk), which a Zarr output
+    also uses as its chunks.
 
     Parameters
     ----------
@@ -298,8 +302,10 @@ def write_dask(array, path, *, compute: bool = True):
     path : str or path
         ``.npy``, ``.tif``/``.tiff`` or ``.zarr``; the suffix picks the format.
     compute : bool, default True
-        False creates the file and returns the ``dask.delayed`` store
-        instead of running it (e.g. for ``client.compute(...).result(timeout)``).
+        False creates the temporary and returns a ``dask.delayed`` that
+        stores the blocks and then renames the result into place (e.g. for
+        ``client.compute(...).result(timeout)``). A failed or never computed
+        delayed leaves the temporary ``.<name>.gpuconv-*.tmp`` beside ``path``.
 
     Examples
     --------
@@ -309,17 +315,31 @@ def write_dask(array, path, *, compute: bool = True):
     >>> np.load(path).sum()
     np.uint64(20)
     """
+    import dask
     import dask.array as da
 
-    from ._outofcore import open_writer
+    from ._outofcore import OUT_OF_CORE_SUFFIXES, open_writer
 
+    if Path(path).suffix.lower() not in OUT_OF_CORE_SUFFIXES:
+        raise ValueError(
+            f"{path}: write_dask writes {', '.join(OUT_OF_CORE_SUFFIXES)} band by band; for "
+            "other formats compute the array and use gpuconv.apply_file or an image library"
+        )
     rows = int(array.chunks[0][0])
     bands = array.rechunk({0: rows, **{axis: -1 for axis in range(1, array.ndim)}})
     writer = open_writer(path, array.shape, array.dtype, rows)
     if not compute:
-        return da.store(bands, writer, lock=False, compute=False)
-    try:
+        stored = da.store(bands, writer, lock=False, compute=False)
+        # The delayed owns the temporary now: it renames it into place when
+        # computed (in this process or on a worker); one never computed
+        # leaves its ``.<name>.gpuconv-*.tmp`` beside ``path``.
+        writer.owner = False
+        return dask.delayed(_close_after, pure=False)(stored, writer)
+    with writer:  # renamed into place at the end; removed on any failure
         da.store(bands, writer, lock=False)
-    finally:
-        writer.close()
     return None
+
+
+def _close_after(_stored, writer) -> None:
+    """Rename a writer's temporary into place once ``_stored`` (every block) is done."""
+    writer.close()

@@ -1,30 +1,41 @@
-"""Out-of-core files: filter an image too large for memory, one band of rows at a time.
+"""Image files to image files, one band of rows at a time: :func:`apply_file`.
 
-:func:`apply_file` reads a ``.npy``, ``.tif``/``.tiff`` or ``.zarr`` image in
-bands of rows, applies a sequence of kernels to each band, and writes the
-result to a file of the kind the output path names. Only a band is in memory:
-``rows_per_chunk`` output rows plus the halo the kernels read (``kh - 1``
-rows per kernel). The band defaults to about 32 MiB of input rows, and a run
-needs a few times that on top of the interpreter: the band as read, the
-filtered band, and the backend's temporaries. Measured on a 32768 x 32768
-uint8 ``.npy`` (``benchmarks/outofcore_bench.py``): 100 MiB above an idle
-interpreter, against 2 GiB for the in-memory call. That holds whatever the
-image's height; it grows with its width.
+:func:`apply_file` reads an image file in bands of rows, applies a sequence
+of kernels to each band, and writes the result to a file of the kind the
+output path names: ``gpuconv apply`` is this function. Any format
+:mod:`gpuconv._image_files` reads can go to any format it writes that holds
+the result's dtype and channels. Only a band is in memory when both files
+are ``.npy``, ``.tif``/``.tiff`` or ``.zarr``: ``rows_per_chunk`` output rows
+plus the halo the kernels read (``kh - 1`` rows per kernel). The band
+defaults to about 32 MiB of input rows (of the widest type a band holds),
+and a run needs a few times that on top of the interpreter: the band as
+read, the filtered band, and the backend's temporaries. Measured on a
+32768 x 32768 uint8 ``.npy`` (``benchmarks/outofcore_bench.py``): 100 MiB
+above an idle interpreter, against 2 GiB for the in-memory call. That holds
+whatever the image's height; it grows with its width. PNG, JPEG and the
+other OpenCV formats are decoded or encoded whole, so with one of them on
+either side the image is in memory, in one band.
 
-Files are read and written through the row readers and writers of
-:mod:`gpuconv._image_files`, which keep pages of the file out of the
-process's resident memory.
+Nothing is written before the input has been checked (readable, not
+truncated, 2-D or 3-D, not empty, a supported dtype), the kernels and
+options validated, and the output format found to hold the result; the
+result goes to a temporary beside the output that is renamed into place
+only once complete and flushed (:mod:`gpuconv._atomic`).
 
 The result equals, bit for bit, the in-memory calls
-``convolve(convolve(image, k1), k2)...`` (``dtype`` applies to the last
-kernel; intermediate results keep the image's type, like ``gpuconv apply``):
-each band is computed from exactly the rows the border mode maps to
-(:func:`gpuconv._borders.source_indices`), fetched as contiguous runs, so even
-``wrap`` reads just a few rows from the far end of the image.
+``convolve(convolve(image, k1, dtype=float64), k2, dtype=dtype)...``:
+between kernels the values stay in ``intermediate_dtype`` (float64 by
+default), so a chain is rounded once, at the end; ``intermediate_dtype=None``
+rounds to the image's type after every kernel instead, as repeated
+``cv2.filter2D(image, -1, k)`` calls do. Each band is computed from exactly
+the rows the border mode maps to (:func:`gpuconv._borders.source_indices`),
+fetched as contiguous runs, so even ``wrap`` reads just a few rows from the
+far end of the image.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -34,18 +45,26 @@ import numpy as np
 
 from ._borders import source_indices
 from ._convolve import convolve
-from ._image_files import open_reader, open_writer
-from ._plan import Border, make_plan
+from ._image_files import (
+    STREAMED_SUFFIXES,
+    channels_of,
+    check_image,
+    fit_output,
+    open_reader,
+    open_writer,
+    output_format,
+)
+from ._plan import Border, make_plan, parse_dtype
 
-#: Suffixes :func:`apply_file` reads and writes band by band.
-OUT_OF_CORE_SUFFIXES = (".npy", ".tif", ".tiff", ".zarr")
+#: Suffixes :func:`apply_file` reads and writes band by band (memory bounded by a band).
+OUT_OF_CORE_SUFFIXES = STREAMED_SUFFIXES
 
 # Default band size: this many bytes of input rows per band.
 _BAND_INPUT_BYTES = 32 * 2**20
 
 
 def is_out_of_core_path(path) -> bool:
-    """True for the file kinds :func:`apply_file` streams: ``.npy``, ``.tif``, ``.tiff``, ``.zarr``.
+    """True for the file kinds read and written band by band: ``.npy``, ``.tif``, ``.tiff``, ``.zarr``.
 
     Examples
     --------
@@ -68,58 +87,69 @@ def apply_file(
     backend="auto",
     rows_per_chunk=None,
     progress=True,
+    intermediate_dtype=np.float64,
+    convert=False,
 ) -> dict:
     """Apply ``kernels`` one after the other to an image file, band by band.
 
     Parameters
     ----------
     input_path : str or path
-        A ``.npy`` file, a single-image ``.tif``/``.tiff`` (``YX`` or ``YXS``
-        samples, any compression) or a ``.zarr`` array store, 2-D ``(H, W)``
-        or channels-last ``(H, W, C)``.
+        Any image file gpuconv reads: ``.npy``, a single-image ``.tif``/``.tiff``
+        (``YX`` or ``YXS`` samples, any compression, strips or tiles), a
+        ``.zarr`` array store, or whatever OpenCV decodes (PNG, JPEG ...);
+        2-D ``(H, W)`` or channels-last ``(H, W, C)``.
     output_path : str or path
-        Where to write; its suffix (one of the same four) picks the format.
-        An existing file is overwritten. Must differ from ``input_path``.
+        Where to write; its suffix picks the format
+        (:data:`gpuconv._image_files.FORMATS`). It appears only when the whole
+        result is written and flushed (a temporary beside it is renamed into
+        place); an existing file is replaced then, or left untouched by a
+        failure. Must not be the input, also through a link.
     kernels : list
         Kernels (arrays or bank names) applied in order.
     border, value, anchor, flip, backend
         As for :func:`gpuconv.convolve`, for every kernel.
     dtype : dtype, optional
-        Output dtype of the last kernel; intermediate results keep the
-        image's dtype.
+        Output dtype of the last kernel; default: the image's.
     rows_per_chunk : int, optional
-        Output rows per band; default: about 32 MiB of input rows.
+        Output rows per band; default: about 32 MiB of input rows (the whole
+        image when either file is decoded or encoded whole).
     progress : bool, default True
         Show a tqdm progress bar (on stderr) when tqdm is installed.
+    intermediate_dtype : dtype or None, default float64
+        Type of the results between chained kernels. ``None``: the image's
+        type, rounded and saturated after every kernel.
+    convert : bool, default False
+        When the output format cannot hold ``dtype`` (float32 in a PNG),
+        clip and round to a type it holds (the image's if it can, else its
+        widest) instead of raising.
 
     Returns
     -------
     dict
-        ``shape``, ``dtype`` (of the output), ``seconds``, ``bands``,
-        ``rows_per_chunk``, ``megapixels_per_second`` and ``peak_rss_mib``
-        (the process's peak resident memory so far, Linux and macOS).
+        ``shape``, ``dtype`` (as written), ``computed_dtype`` (before any
+        conversion), ``format``, ``seconds``, ``bands``, ``rows_per_chunk``,
+        ``megapixels_per_second`` and ``peak_rss_mib`` (the process's peak
+        resident memory so far, Linux and macOS).
 
     Raises
     ------
-    ValueError, TypeError
-        As :func:`gpuconv.convolve` for the arguments and the file's dtype or
-        shape; ``ValueError`` also for an unsupported suffix, an empty kernel
-        list, a multi-image TIFF or ``output_path == input_path``.
     FileNotFoundError
         ``input_path`` does not exist.
+    gpuconv._image_files.ImageFileError (a ValueError)
+        The input cannot be read (corrupt, truncated, no permission) or is
+        no image gpuconv filters (not 2-D or 3-D, empty, unsupported dtype).
+    gpuconv._image_files.FormatError (a ValueError)
+        The output format is unknown or cannot hold the result.
+    ValueError, TypeError
+        As :func:`gpuconv.convolve` for the arguments; ``ValueError`` also for
+        an empty kernel list or an output that is the input.
+    gpuconv._atomic.OutputError (an OSError)
+        The output cannot be written (no directory, no permission, no
+        space); nothing is left at ``output_path``.
     """
     input_path, output_path = Path(input_path), Path(output_path)
-    for path in (input_path, output_path):
-        if not is_out_of_core_path(path):
-            raise ValueError(
-                f"{path}: out-of-core files must end in {', '.join(OUT_OF_CORE_SUFFIXES)}"
-            )
-    if not input_path.exists():
-        raise FileNotFoundError(f"no such file: {input_path}")
-    if input_path.resolve() == output_path.resolve():
-        raise ValueError(
-            "output_path must differ from input_path (the input is read while written)"
-        )
+    output_format(output_path)  # an unknown suffix fails before anything is read
     if isinstance(kernels, str) or len(kernels) == 0:
         raise ValueError("kernels must be a non-empty list of kernels (arrays or bank names)")
     if rows_per_chunk is not None and (
@@ -128,28 +158,52 @@ def apply_file(
         or rows_per_chunk < 1
     ):
         raise ValueError(f"rows_per_chunk must be a positive integer, got {rows_per_chunk!r}")
+    if intermediate_dtype is not None:
+        intermediate_dtype = parse_dtype(intermediate_dtype, "intermediate dtype")
 
     reader = open_reader(input_path)
     try:
+        check_image(input_path, reader.shape, reader.dtype)
+        if output_path.exists() and os.path.samefile(input_path, output_path):
+            raise ValueError(
+                f"the output {output_path} is the input {input_path} (the same file"
+                f"{'' if input_path.resolve() == output_path.resolve() else ', through a link'}); "
+                "choose another output path"
+            )
         options = dict(border=border, value=value, anchor=anchor, flip=flip, backend=backend)
-        pipeline = BandPipeline(reader, kernels, dtype=dtype, **options)
+        pipeline = BandPipeline(
+            reader, kernels, dtype=dtype, intermediate_dtype=intermediate_dtype, **options
+        )
+        computed = pipeline.output_dtype
+        stored = fit_output(
+            output_path,
+            computed,
+            channels_of(reader.shape),
+            convert=convert,
+            image_dtype=reader.dtype,
+        )
+        if stored != computed:  # an explicit conversion: the last kernel clips and rounds
+            pipeline = BandPipeline(
+                reader, kernels, dtype=stored, intermediate_dtype=intermediate_dtype, **options
+            )
         height, width = reader.shape[:2]
+        whole = getattr(reader, "in_memory", False) or not is_out_of_core_path(output_path)
         if rows_per_chunk is None:
-            row_bytes = reader.dtype.itemsize * int(np.prod(reader.shape[1:]))
-            rows_per_chunk = max(1, _BAND_INPUT_BYTES // row_bytes)
+            widest = max([reader.dtype.itemsize, *pipeline.intermediate_itemsizes])
+            row_bytes = widest * int(np.prod(reader.shape[1:]))
+            rows_per_chunk = height if whole else max(1, _BAND_INPUT_BYTES // row_bytes)
         rows_per_chunk = int(min(rows_per_chunk, height))
         started = time.perf_counter()
-        writer = open_writer(output_path, reader.shape, pipeline.output_dtype, rows_per_chunk)
-        try:
+        with open_writer(output_path, reader.shape, stored, rows_per_chunk) as writer:
             bands = pipeline.run(writer, rows_per_chunk, progress=progress)
-        finally:
-            writer.close()
         seconds = time.perf_counter() - started
     finally:
         reader.close()
     return {
         "shape": tuple(reader.shape),
-        "dtype": str(pipeline.output_dtype),
+        "dtype": str(stored),
+        "computed_dtype": str(computed),
+        "format": output_format(output_path).name,
         "seconds": round(seconds, 3),
         "bands": bands,
         "rows_per_chunk": rows_per_chunk,
@@ -185,9 +239,23 @@ class BandPipeline:
     ``reader`` needs ``shape``, ``dtype`` and ``read(start, stop)`` returning
     rows ``[start, stop)`` as an array; nothing else is ever read. Arguments
     are validated at construction, with :func:`gpuconv.convolve`'s errors.
+    ``dtype`` is the last kernel's output type (None: the image's),
+    ``intermediate_dtype`` that of every kernel before it (None: the image's).
     """
 
-    def __init__(self, reader, kernels, *, border, value, anchor, flip, dtype, backend):
+    def __init__(
+        self,
+        reader,
+        kernels,
+        *,
+        border,
+        value,
+        anchor,
+        flip,
+        dtype,
+        backend,
+        intermediate_dtype=np.float64,
+    ):
         from . import _registry
 
         _registry.check_name(backend)
@@ -196,6 +264,8 @@ class BandPipeline:
         channels = reader.shape[2:]
         self.stages = []  # (kernel, plan, options) per kernel
         stage_dtype = reader.dtype
+        if dtype is None:
+            dtype = reader.dtype  # the image's type, also after float intermediates
         for index, kernel in enumerate(kernels):
             last = index == len(kernels) - 1
             # A one-pixel dummy of the stage's input type: the same checks as
@@ -208,7 +278,7 @@ class BandPipeline:
                 value=value,
                 anchor=anchor,
                 flip=flip,
-                dtype=dtype if last else None,
+                dtype=dtype if last else intermediate_dtype,
             )
             options = dict(
                 border=plan.border,
@@ -221,6 +291,10 @@ class BandPipeline:
             self.stages.append((kernel, plan, options))
             stage_dtype = plan.output_dtype
         self.output_dtype = stage_dtype
+        #: Item sizes of the results between kernels (none for one kernel).
+        self.intermediate_itemsizes = [
+            plan.output_dtype.itemsize for _, plan, _ in self.stages[:-1]
+        ]
         #: Rows a band reads beyond its own: the sum of every kernel's halo.
         self.halo_rows = sum(plan.kernel_height - 1 for _, plan, _ in self.stages)
 

@@ -1,28 +1,93 @@
 """The ``gpuconv`` command line: ``info``, ``apply``, ``demo`` and ``bench``.
 
-Also ``python -m gpuconv``. Exit codes: 0 success, 1 a failure the message
-explains (missing file, unreadable image, unknown kernel, disagreement in the
-demo), 2 a usage error (argparse).
+Also ``python -m gpuconv``. Every failure is one line on stderr,
+``gpuconv COMMAND: error: ...``, naming the file and the cause (``--debug``
+adds the traceback), and one of these exit codes (:data:`EXIT_CODES`):
+
+== =====================================================================================
+0  success
+1  the input or an option cannot be used: no such file, unreadable, corrupt or truncated
+   image or kernel file, wrong shape or dtype, empty image, unknown kernel, border or
+   dtype, an output format that cannot hold the result, output = input
+2  usage: the command line does not parse (missing or unknown option, bad value,
+   ``--value`` without ``--border constant``)
+3  the output cannot be written: no such directory, not a directory, no permission,
+   read-only file system, no space left, file too large
+4  the backend named with ``--backend`` cannot run here
+70 an internal error (a bug): please report it with the ``--debug`` traceback
+130, 143, 129  interrupted by SIGINT (Ctrl-C), SIGTERM, SIGHUP
+== =====================================================================================
+
+Whatever the failure, the output path keeps what it had: results are written
+to a temporary beside it, renamed into place only when complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import platform
+import signal
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, _registry, kernels
+from ._atomic import OutputError
 from ._convolve import convolve
-from ._plan import BORDER_NAMES, make_plan
+from ._image_files import (
+    FORMATS,
+    FormatError,
+    ImageFileError,
+    check_image,
+    read_image,
+    write_image,
+)
+from ._plan import BORDER_NAMES, SUPPORTED_DTYPES, Border, as_kernel_array, make_plan, parse_border
+
+EXIT_OK = 0
+EXIT_INPUT = 1
+EXIT_USAGE = 2
+EXIT_OUTPUT = 3
+EXIT_BACKEND = 4
+EXIT_INTERNAL = 70
+EXIT_SIGNAL = 128  # + the signal's number: 130 SIGINT, 143 SIGTERM, 129 SIGHUP
+
+#: Exit code -> what it means (the README and ``--help`` list them).
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_INPUT: "the input or an option cannot be used (no such file; unreadable, corrupt or "
+    "truncated image or kernel; wrong shape or dtype; unknown kernel, border or dtype; an output "
+    "format that cannot hold the result; output = input)",
+    EXIT_USAGE: "usage: the command line does not parse (also --value without --border constant)",
+    EXIT_OUTPUT: "the output cannot be written (no such directory, not a directory, no "
+    "permission, read-only file system, no space left, file too large)",
+    EXIT_BACKEND: "the backend named with --backend cannot run here",
+    EXIT_INTERNAL: "internal error (a bug; --debug shows the traceback)",
+    EXIT_SIGNAL + signal.SIGINT: "interrupted by SIGINT (Ctrl-C)",
+    EXIT_SIGNAL + signal.SIGTERM: "terminated by SIGTERM",
+}
 
 
 class CommandError(Exception):
-    """A failure the user can fix; printed as one line, exit code 1."""
+    """A failure the user can fix; printed as one line, with exit code ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised where Python was, so that writers clean up."""
+
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.number = number
 
 
 def _package_version(name: str) -> str:
@@ -38,7 +103,15 @@ def _package_version(name: str) -> str:
 def _run_info(args) -> int:
     print(f"gpuconv {__version__}")
     print(f"python {platform.python_version()} on {platform.machine()} {platform.system()}")
-    for package in ("numpy", "opencv-python-headless", "opencv-python", "numba", "scipy"):
+    for package in (
+        "numpy",
+        "opencv-python-headless",
+        "opencv-python",
+        "tifffile",
+        "imagecodecs",
+        "numba",
+        "scipy",
+    ):
         version = _package_version(package)
         if version != "not installed" or package != "opencv-python":
             print(f"{package} {version}")
@@ -59,97 +132,133 @@ def _run_info(args) -> int:
 
 # --- kernels and images -------------------------------------------------------------------
 
+_KERNEL_FILE_SUFFIXES = (".npy", ".txt", ".csv")
+
 
 def _load_kernel(spec: str) -> tuple[str, np.ndarray]:
-    """A bank name, or a .npy / text file holding a 2-D kernel."""
-    path = Path(spec)
+    """A bank name, or a .npy / text file holding a 2-D kernel; checked as convolve checks it."""
     if spec in kernels.names():
         return spec, kernels.get(spec)
-    if path.suffix in (".npy", ".txt", ".csv") and path.exists():
-        values = (
-            np.load(path)
-            if path.suffix == ".npy"
-            else np.loadtxt(path, delimiter=None if path.suffix == ".txt" else ",", ndmin=2)
+    path = Path(spec)
+    looks_like_a_file = path.suffix.lower() in _KERNEL_FILE_SUFFIXES or "/" in spec
+    if not path.exists():
+        if looks_like_a_file:
+            raise CommandError(f"no such file: {spec} (kernel)")
+        try:
+            kernels.get(spec)
+        except ValueError as error:
+            raise CommandError(f"{error} (or give a .npy/.txt/.csv file)") from None
+        raise AssertionError("unreachable")
+    if path.is_dir() or path.suffix.lower() not in _KERNEL_FILE_SUFFIXES:
+        raise CommandError(
+            f"cannot read kernel {spec}: a kernel file ends in .npy, .txt or .csv "
+            f"(bank kernels: {', '.join(kernels.names())})"
         )
-        return path.stem, values
     try:
-        kernels.get(spec)
-    except ValueError as error:
-        raise CommandError(f"{error} (or give a .npy/.txt/.csv file)") from None
-    raise AssertionError("unreachable")
+        if path.suffix.lower() == ".npy":
+            values = np.load(path, allow_pickle=False)
+        else:
+            delimiter = "," if path.suffix.lower() == ".csv" else None
+            values = np.loadtxt(path, delimiter=delimiter, ndmin=2)
+    except OSError as error:
+        raise CommandError(f"cannot read kernel {spec}: {error.strerror or error}") from None
+    except (ValueError, EOFError) as error:
+        raise CommandError(f"cannot read kernel {spec}: {error}") from None
+    try:
+        as_kernel_array(values)
+    except (ValueError, TypeError) as error:
+        raise CommandError(f"kernel {spec}: {error}") from None
+    return path.stem, values
 
 
 def _read_image(path: Path) -> np.ndarray:
-    import cv2
-
-    if not path.exists():
-        raise CommandError(f"no such file: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # keeps colour, alpha, 16 bits
-    if image is None:
-        raise CommandError(f"cannot read {path} as an image (OpenCV does not recognise it)")
+    """Any image gpuconv reads and filters (checked), channels last in RGB(A) order."""
+    image = read_image(path)
+    check_image(path, image.shape, image.dtype)
     return image
 
 
 def _write_image(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        written = cv2.imwrite(str(path), image)
-    except cv2.error as error:
-        raise CommandError(
-            f"cannot write {path}: {error.msg if hasattr(error, 'msg') else error}"
-        ) from None
-    if not written:
-        raise CommandError(
-            f"cannot write {path} as {image.dtype}: choose a format that holds it "
-            "(.png for uint8/uint16, .tiff for float32)"
-        )
+    """Atomically; RGB(A) channel order."""
+    write_image(path, image)
 
 
 # --- apply ---------------------------------------------------------------------------------
 
 
-def _convolve_options(args) -> dict:
-    return dict(border=args.border, value=args.value, dtype=args.dtype, backend=args.backend)
+def _border_argument(text: str):
+    """``--border``: a name, or an OpenCV constant as a number (``4`` = BORDER_REFLECT_101)."""
+    stripped = text.strip()
+    return int(stripped) if stripped.lstrip("+-").isdigit() else text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return number
+
+
+def _colour_name(shape) -> str:
+    if len(shape) == 2:
+        return "grey"
+    return {1: "grey", 2: "grey+alpha", 3: "RGB", 4: "RGBA"}.get(shape[2], f"{shape[2]} channels")
+
+
+def _describe_run(target, names, stats, intermediate) -> str:
+    """The success line: what was written, how, how fast (readable text, not a dict)."""
+    height, width = stats["shape"][:2]
+    parts = [
+        f"wrote {target}: {width}x{height} {_colour_name(stats['shape'])} {stats['dtype']} "
+        f"{stats['format']}",
+        f"kernels {' -> '.join(names)}",
+    ]
+    if len(names) > 1:
+        parts.append(f"{intermediate} between kernels")
+    if stats["computed_dtype"] != stats["dtype"]:
+        parts.append(f"converted from {stats['computed_dtype']} (clipped and rounded)")
+    bands = stats["bands"]
+    plural = "s" if bands != 1 else ""
+    parts.append(f"{bands} band{plural} of up to {stats['rows_per_chunk']} rows")
+    parts.append(f"{stats['seconds']:.2f} s ({stats['megapixels_per_second']:g} Mpixel/s)")
+    if stats.get("peak_rss_mib") is not None:
+        parts.append(f"peak memory {stats['peak_rss_mib']:.0f} MiB")
+    return "; ".join(parts)
 
 
 def _run_apply(args) -> int:
-    named_kernels = [_load_kernel(spec) for spec in args.kernel]
-    source, target = Path(args.image), Path(args.output)
-    options = _convolve_options(args)
-    try:
-        from ._outofcore import is_out_of_core_path
-    except ImportError:  # the dask/tifffile extra is optional
-        is_out_of_core_path = None
-    if is_out_of_core_path is not None and is_out_of_core_path(source):
-        if not source.exists():
-            raise CommandError(f"no such file: {source}")
-        from ._outofcore import apply_file
+    from ._outofcore import apply_file
 
-        stats = apply_file(
-            source,
-            target,
-            [kernel for _, kernel in named_kernels],
-            anchor=None,
-            flip=False,
-            progress=not args.quiet,
-            **options,
+    if args.value is not None and parse_border(args.border) != Border.CONSTANT:
+        raise CommandError(
+            f"--value sets the pixels outside the image for --border constant only; the border "
+            f"here is {parse_border(args.border).name.lower()} (add --border constant, or drop "
+            "--value)",
+            EXIT_USAGE,
         )
-        print(f"wrote {target} ({stats})")
-        return 0
-    image = _read_image(source)
-    started = time.perf_counter()
-    for index, (_, kernel) in enumerate(named_kernels):
-        # Intermediate results keep the image's type; --dtype applies to the last kernel only.
-        last = index == len(named_kernels) - 1
-        image = convolve(image, kernel, **{**options, "dtype": options["dtype"] if last else None})
-    elapsed = time.perf_counter() - started
-    _write_image(target, image)
-    names = ", ".join(name for name, _ in named_kernels)
-    print(
-        f"wrote {target}: {image.shape[1]}x{image.shape[0]} {image.dtype}, {names} in {elapsed * 1e3:.1f} ms"
+    named_kernels = [_load_kernel(spec) for spec in args.kernel]
+    intermediate = None if args.intermediate == "input" else args.intermediate
+    progress = not args.quiet and sys.stderr.isatty()
+    stats = apply_file(
+        args.image,
+        args.output,
+        [kernel for _, kernel in named_kernels],
+        border=args.border,
+        value=0.0 if args.value is None else args.value,
+        anchor=None,
+        flip=False,
+        dtype=args.dtype,
+        backend=args.backend,
+        rows_per_chunk=args.band_rows,
+        progress=progress,
+        intermediate_dtype=intermediate,
+        convert=args.convert,
     )
+    names = [name for name, _ in named_kernels]
+    print(_describe_run(args.output, names, stats, args.intermediate))
     return 0
 
 
@@ -159,7 +268,7 @@ def _run_apply(args) -> int:
 def _sample_photo() -> np.ndarray:
     from skimage import data  # the astronaut ships inside scikit-image's wheel
 
-    return data.astronaut()[:, :, ::-1].copy()  # RGB -> OpenCV's BGR
+    return data.astronaut()  # RGB, as gpuconv reads image files
 
 
 def _labelled(image: np.ndarray, label: str) -> np.ndarray:
@@ -175,7 +284,9 @@ def _run_demo(args) -> int:
 
     colour = _read_image(Path(args.image)) if args.image else _sample_photo()
     if colour.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if colour.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        if colour.shape[2] not in (3, 4):
+            raise CommandError(f"{args.image}: the demo needs a grey, RGB or RGBA image")
+        code = cv2.COLOR_RGBA2GRAY if colour.shape[2] == 4 else cv2.COLOR_RGB2GRAY
         grey = cv2.cvtColor(colour, code)
     else:
         grey = colour
@@ -220,35 +331,115 @@ def _run_demo(args) -> int:
 # --- parser ------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (exit code 2), as every other failure."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _exit_code_help() -> str:
+    lines = ["exit codes:"]
+    lines += [f"  {code:<4d}{meaning}" for code, meaning in EXIT_CODES.items()]
+    return "\n".join(lines)
+
+
+def _add_debug(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="on failure, print the Python traceback before the one-line message",
+    )
+
+
 def _add_convolve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--border",
         default="reflect101",
-        help=f"one of {', '.join(BORDER_NAMES)} (default reflect101, as cv2.filter2D)",
+        type=_border_argument,
+        help=f"one of {', '.join(BORDER_NAMES)} (default reflect101, as cv2.filter2D), scipy's "
+        "names (mirror, nearest, grid-wrap ...) or an OpenCV constant: 0 constant, "
+        "1 replicate, 2 reflect, 3 wrap, 4 reflect101 (cv2.BORDER_*)",
     )
     parser.add_argument(
         "--value",
         type=float,
-        default=0.0,
-        help="pixel value outside the image for --border constant",
+        default=None,
+        help="pixel value outside the image; only with --border constant (default 0; "
+        "anywhere else it is an error)",
     )
-    parser.add_argument("--dtype", default=None, help="output dtype (default: the image's)")
+    dtypes = ", ".join(str(dtype) for dtype in SUPPORTED_DTYPES)
+    parser.add_argument(
+        "--dtype", default=None, help=f"output dtype: {dtypes} (default: the image's)"
+    )
     parser.add_argument("--backend", default="auto", choices=["auto", *_registry.BACKEND_MODULES])
 
 
+def _format_help() -> str:
+    rows = []
+    for image_format in FORMATS:
+        channels = (
+            "any" if image_format.channels is None else "/".join(map(str, image_format.channels))
+        )
+        rows.append(
+            f"  {' '.join(image_format.suffixes):18s}{'/'.join(image_format.dtypes):42s}"
+            f"channels {channels}"
+        )
+    return "output formats (suffix, dtypes, channels):\n" + "\n".join(rows)
+
+
+_APPLY_DESCRIPTION = """\
+Apply kernels to an image file and write the result to another.
+
+Reads .npy, .tif/.tiff (tifffile: any compression, strips or tiles), .zarr and
+every format OpenCV decodes (PNG, JPEG, BMP, WebP ...); colour stays colour
+(RGB order in .npy/.zarr), 16 bits stay 16 bits. The output's suffix picks its
+format, independent of the input's; a format that cannot hold the result's
+dtype or channels (float32 in a PNG) is an error that names the formats that
+can, unless --convert asks for clipping and rounding. .npy, .tif and .zarr are
+read and written band by band (memory bounded by a band, not the image).
+
+Chains (-k a -k b ...): between kernels the values stay in float64 (see
+--intermediate), so the result is rounded once, at the end, to --dtype
+(integer types: half to even, saturated). --intermediate input rounds to
+the image's type after every kernel instead (as repeated cv2.filter2D calls),
+which clips a first Sobel's negative half on an 8-bit image.
+
+Nothing is written until the input, the kernels and the options have been
+checked; the result goes to a temporary file beside the output, flushed to
+the disk and renamed into place only when complete, so a failure, Ctrl-C or
+a full disk leaves the output path as it was. The output may not be the
+input, also through a hard or symbolic link.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpuconv", description="Fast 2-D image convolution.")
+    parser = _Parser(
+        prog="gpuconv",
+        description="Fast 2-D image convolution.",
+        epilog=_exit_code_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"gpuconv {__version__}")
+    _add_debug(parser, False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = commands.add_parser(
         "info", help="versions, backends and why each is or is not available"
     )
+    _add_debug(info, argparse.SUPPRESS)
     info.set_defaults(run=_run_info)
 
-    apply = commands.add_parser("apply", help="apply kernels to an image file")
+    apply = commands.add_parser(
+        "apply",
+        help="apply kernels to an image file",
+        description=_APPLY_DESCRIPTION,
+        epilog=f"{_format_help()}\n\n{_exit_code_help()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     apply.add_argument(
-        "image", help="any image OpenCV reads (colour kept), or .npy/.tif/.zarr out of core"
+        "image", help="input image: .npy, .tif/.tiff, .zarr, or any image OpenCV reads"
     )
     apply.add_argument(
         "-k",
@@ -256,11 +447,38 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="NAME",
-        help=f"bank kernel ({', '.join(kernels.names())}) or a .npy/.txt/.csv file; repeat to chain",
+        help=f"bank kernel ({', '.join(kernels.names())}) or a .npy/.txt/.csv file; repeat to "
+        "chain (float64 between kernels, rounded once at the end)",
     )
-    apply.add_argument("-o", "--output", required=True, help="output file")
-    apply.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    apply.add_argument(
+        "-o", "--output", required=True, help="output file; its suffix picks the format"
+    )
+    apply.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar (shown only on a terminal)"
+    )
     _add_convolve_options(apply)
+    apply.add_argument(
+        "--convert",
+        action="store_true",
+        help="if the output format cannot hold --dtype (float32 in a PNG), clip and round to a "
+        "type it holds (the image's, else the format's widest) instead of failing",
+    )
+    apply.add_argument(
+        "--intermediate",
+        default="float64",
+        choices=["float64", "float32", "input"],
+        help="type of the values between chained kernels: float64 (default; one rounding, at "
+        "the end), float32, or input: the image's type, rounded and saturated after every "
+        "kernel as repeated cv2.filter2D(img, -1, k) calls are",
+    )
+    apply.add_argument(
+        "--band-rows",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="output rows per band for .npy/.tif/.zarr (default: about 32 MiB of input rows)",
+    )
+    _add_debug(apply, argparse.SUPPRESS)
     apply.set_defaults(run=_run_apply)
 
     demo = commands.add_parser(
@@ -271,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="demo_out", help="directory for the PNG montages (default demo_out)"
     )
     demo.add_argument("--backend", default="auto", choices=["auto", *_registry.BACKEND_MODULES])
+    _add_debug(demo, argparse.SUPPRESS)
     demo.set_defaults(run=_run_demo)
 
     try:
@@ -282,15 +501,96 @@ def build_parser() -> argparse.ArgumentParser:
             "bench", help="time backends against cv2, scipy (and GPU peers)"
         )
         bench.add_arguments(bench_parser)
+        _add_debug(bench_parser, argparse.SUPPRESS)
         bench_parser.set_defaults(run=bench.run)
     return parser
 
 
+# --- failures ------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def classify(error: BaseException) -> tuple[int, str]:
+    """The exit code and the one-line message for an exception that ended a command."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_SIGNAL + signal.SIGINT, "interrupted (SIGINT); no output was left half-written"
+    if isinstance(error, _Terminated):
+        name = _signal_name(error.number)
+        return EXIT_SIGNAL + error.number, f"terminated ({name}); no output was left half-written"
+    if isinstance(error, CommandError):
+        return error.code, str(error)
+    if isinstance(error, OutputError):
+        return EXIT_OUTPUT, str(error)
+    if isinstance(error, _registry.BackendUnavailableError):
+        return EXIT_BACKEND, str(error)
+    if isinstance(error, (ImageFileError, FormatError, ValueError, TypeError)):
+        return EXIT_INPUT, str(error)
+    if isinstance(error, FileNotFoundError):
+        message = str(error) if not error.filename else f"no such file: {error.filename}"
+        return EXIT_INPUT, message
+    if isinstance(error, OSError):
+        where = f": {error.filename}" if error.filename else ""
+        return EXIT_INPUT, f"{error.strerror or error}{where}"
+    if isinstance(error, MemoryError):
+        return EXIT_INPUT, (
+            "out of memory (PNG, JPEG and the other OpenCV formats are held whole in memory; "
+            ".npy, .tif and .zarr on both sides stream band by band)"
+        )
+    return EXIT_INTERNAL, (
+        f"internal error: {type(error).__name__}: {error} (a bug; run again with --debug for "
+        "the traceback and report it)"
+    )
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """SIGTERM and SIGHUP raise in Python (so temporaries are removed); SIGXFSZ is ignored.
+
+    With SIGXFSZ ignored, a write past the file-size limit (``ulimit -f``,
+    RLIMIT_FSIZE) fails with EFBIG, reported like a full disk, instead of
+    killing the process. The previous handlers come back at the end.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(number, frame):
+        raise _Terminated(number)
+
+    wanted = {signal.SIGTERM: terminate}
+    if hasattr(signal, "SIGHUP"):  # POSIX
+        wanted[signal.SIGHUP] = terminate
+    if hasattr(signal, "SIGXFSZ"):
+        wanted[signal.SIGXFSZ] = signal.SIG_IGN
+    previous = {number: signal.signal(number, handler) for number, handler in wanted.items()}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``gpuconv`` console script."""
+    """Entry point of the ``gpuconv`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
-    except (CommandError, ValueError, TypeError, _registry.BackendUnavailableError) as error:
-        print(f"gpuconv {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        with _signals_raise():
+            return args.run(args)
+    except SystemExit:
+        raise
+    except BaseException as error:
+        code, message = classify(error)
+        if args.debug:
+            traceback.print_exc()
+        print(f"gpuconv {args.command}: error: {_one_line(message)}", file=sys.stderr)
+        return code

@@ -53,11 +53,13 @@ def _read(path) -> np.ndarray:
     return zarr.open_array(str(path), mode="r")[:]
 
 
-def _in_memory_chain(image, kernels, *, dtype=None, **options):
-    """What ``gpuconv apply`` computes in memory: dtype applies to the last kernel."""
+def _in_memory_chain(image, kernels, *, dtype=None, intermediate=np.float64, **options):
+    """What ``gpuconv apply`` computes in memory: float64 between kernels (``intermediate``,
+    None: the image's type), ``dtype`` (None: the image's) for the last."""
+    final = image.dtype if dtype is None else dtype
     for index, kernel in enumerate(kernels):
         last = index == len(kernels) - 1
-        image = gpuconv.convolve(image, kernel, dtype=dtype if last else None, **options)
+        image = gpuconv.convolve(image, kernel, dtype=final if last else intermediate, **options)
     return image
 
 
@@ -87,6 +89,7 @@ def test_colour_kernel_larger_than_the_image_and_flip(suffix, tmp_path, rng):
     options = dict(border="wrap", value=0.0, anchor=(1, 0), flip=True, backend="numpy")
     source = _write(tmp_path / "in", image, suffix.lstrip("."))
     target = tmp_path / f"deeper/out{suffix}"
+    target.parent.mkdir()  # apply_file creates no directories (a missing one is an error)
     apply_file(source, target, kernels, dtype=None, rows_per_chunk=1, progress=False, **options)
     np.testing.assert_array_equal(_read(target), _in_memory_chain(image, kernels, **options))
 
@@ -247,10 +250,13 @@ def test_is_out_of_core_path():
 
 
 def test_errors_are_raised_before_any_output_is_written(tmp_path):
+    from gpuconv._atomic import OutputError
+    from gpuconv._image_files import FormatError, ImageFileError
+
     source = tmp_path / "in.npy"
     np.save(source, np.zeros((4, 4), dtype=np.int64))
     target = tmp_path / "out.npy"
-    with pytest.raises(TypeError, match="unsupported image dtype int64"):
+    with pytest.raises(ImageFileError, match="in.npy: unsupported image dtype int64"):
         apply_file(source, target, ["sharpen"], progress=False)
     np.save(source, np.zeros((4, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="unknown border"):
@@ -261,13 +267,17 @@ def test_errors_are_raised_before_any_output_is_written(tmp_path):
         apply_file(source, target, [], progress=False)
     with pytest.raises(ValueError, match="rows_per_chunk"):
         apply_file(source, target, ["sharpen"], rows_per_chunk=0, progress=False)
-    with pytest.raises(ValueError, match="must differ"):
+    with pytest.raises(ValueError, match="is the input"):
         apply_file(source, source, ["sharpen"], progress=False)
-    with pytest.raises(ValueError, match="must end in"):
-        apply_file(source, tmp_path / "out.png", ["sharpen"], progress=False)
+    with pytest.raises(FormatError, match="unknown output format '.xyz'"):
+        apply_file(source, tmp_path / "out.xyz", ["sharpen"], progress=False)
+    with pytest.raises(FormatError, match="PNG cannot hold float32 .* .tif, .tiff, .npy, .zarr"):
+        apply_file(source, tmp_path / "out.png", ["sharpen"], dtype="float32", progress=False)
     with pytest.raises(FileNotFoundError):
         apply_file(tmp_path / "missing.npy", target, ["sharpen"], progress=False)
-    assert not target.exists()
+    with pytest.raises(OutputError, match="directory .*missing_dir does not exist"):
+        apply_file(source, tmp_path / "missing_dir" / "out.npy", ["sharpen"], progress=False)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.npy"]
 
 
 def test_multi_page_tiff_is_refused(tmp_path):
@@ -303,3 +313,76 @@ def test_cli_apply_streams_out_of_core_files(tmp_path, capsys, rng):
     assert "wrote" in capsys.readouterr().out
     expected = _in_memory_chain(image, ["sharpen", "sobel_x"], border="wrap", dtype=np.float32)
     np.testing.assert_array_equal(_read(target), expected)
+
+
+def _tiff_layouts():
+    """(id, image, tifffile.imwrite options) for TIFFs that are read strip by strip."""
+    rng = np.random.default_rng(7)
+    grey16 = rng.integers(0, 65536, (53, 37), dtype=np.uint16)
+    rgb8 = rng.integers(0, 256, (53, 37, 3), dtype=np.uint8)
+    return [
+        ("lzw-strips-grey", grey16, dict(compression="lzw", rowsperstrip=5)),
+        ("zlib-tiles-rgb", rgb8, dict(compression="zlib", tile=(16, 16), photometric="rgb")),
+        (
+            "lzw-planar-rgb",
+            np.moveaxis(rgb8, -1, 0),  # tifffile takes separate planes first
+            dict(compression="lzw", photometric="rgb", planarconfig="separate", rowsperstrip=4),
+        ),
+        (
+            "zstd-predictor-float32",
+            rng.normal(size=(53, 37)).astype(np.float32),
+            dict(compression="zstd", predictor=True, rowsperstrip=7),
+        ),
+        ("packbits-big-endian", grey16, dict(compression="packbits", byteorder=">")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "image, options", [case[1:] for case in _tiff_layouts()], ids=[c[0] for c in _tiff_layouts()]
+)
+def test_compressed_tiled_and_planar_tiffs_are_read_by_strips(image, options, tmp_path):
+    """Issue 13, item 2: LZW (and every other codec, tiles, planes) through tifffile alone."""
+    tifffile = pytest.importorskip("tifffile", reason="tifffile is not installed")
+    from gpuconv._image_files import open_reader
+
+    path = tmp_path / "in.tif"
+    tifffile.imwrite(path, image, **options)
+    whole = tifffile.imread(path)
+    if options.get("planarconfig") == "separate":
+        whole = np.moveaxis(whole, 0, -1)
+    reader = open_reader(path)
+    try:
+        assert type(reader).__name__ == "_TiffSegments"  # strip by strip, not whole, no Zarr
+        assert reader.shape == whole.shape and reader.dtype == whole.dtype.newbyteorder("=")
+        for start, stop in [(0, 53), (3, 21), (52, 53), (16, 32)]:
+            np.testing.assert_array_equal(reader.read(start, stop), whole[start:stop])
+    finally:
+        reader.close()
+    target = tmp_path / "out.tif"
+    apply_file(path, target, ["sharpen", "box3"], rows_per_chunk=6, backend="numpy", progress=False)
+    expected = _in_memory_chain(whole, ["sharpen", "box3"], backend="numpy")
+    np.testing.assert_array_equal(_read(target), expected)
+
+
+def test_a_missing_output_directory_is_not_created(tmp_path, rng):
+    from gpuconv._atomic import OutputError
+
+    source = _write(tmp_path / "in", rng.integers(0, 256, (12, 10), dtype=np.uint8), "npy")
+    with pytest.raises(OutputError, match="does not exist"):
+        apply_file(source, tmp_path / "a" / "b" / "out.npy", ["sharpen"], progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+
+
+def test_intermediate_dtype_none_rounds_after_every_kernel(tmp_path, rng):
+    image = rng.integers(0, 256, (30, 20), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    chain = ["sobel_x", "sobel_x"]
+    apply_file(source, tmp_path / "f.npy", chain, dtype="int16", progress=False)
+    apply_file(
+        source, tmp_path / "r.npy", chain, dtype="int16", intermediate_dtype=None, progress=False
+    )
+    floated = _in_memory_chain(image, chain, dtype=np.int16)
+    rounded = _in_memory_chain(image, chain, dtype=np.int16, intermediate=None)
+    np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), floated)
+    np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), rounded)
+    assert floated.min() < rounded.min()  # the per-kernel rounding clipped negative responses

@@ -95,3 +95,11 @@ def test_wheel_ships_the_cuda_sources(tmp_path):
         assert relative in shipped, relative
     assert "gpuconv/__init__.py" in shipped and "gpuconv/_backends/numpy.py" in shipped
     assert not any(name.startswith("tests/") for name in shipped)
+
+
+def test_tiff_codecs_are_core_dependencies():
+    """``gpuconv apply`` reads TIFF in every install (issue 13): tifffile and its codecs
+    (imagecodecs: LZW, as cv2.imwrite writes it) are core dependencies, not an extra's."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {_name(requirement) for requirement in project["dependencies"]}
+    assert {"tifffile", "imagecodecs"} <= core

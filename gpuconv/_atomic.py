@@ -1,0 +1,230 @@
+"""Output files that appear whole or not at all.
+
+An :class:`AtomicOutput` is a temporary file (or directory, for a Zarr store)
+beside the output path, in the same directory and so on the same file system.
+Writers fill the temporary; :meth:`AtomicOutput.commit` flushes it to the disk
+(``fsync``) and renames it over the output path, and :meth:`AtomicOutput.discard`
+removes it. A run that fails, is interrupted (``SIGINT``, ``SIGTERM``) or
+runs out of space therefore leaves either nothing at the output path or the
+file that was there before, byte for byte: git's lockfile and rsync's
+temporaries, the recipe of ``STYLE.md`` ("Files that never lose data").
+
+Every failure to create, write or rename is an :class:`OutputError`: an
+``OSError`` whose message names the output path (not the temporary) and the
+cause in words ("no space left on device", "permission denied").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+#: Marks the temporaries: ``.<name>.gpuconv-<random>.tmp`` beside the output.
+TEMPORARY_MARK = ".gpuconv-"
+
+_CAUSES = {
+    errno.ENOSPC: "no space left on device",
+    errno.EFBIG: "file too large (the file system's or the process's file-size limit, RLIMIT_FSIZE)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a part of the path is not a directory",
+    errno.EISDIR: "it is a directory",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EIO: "input/output error",
+}
+
+
+class OutputError(OSError):
+    """The output cannot be written; ``str()`` names the output path and the cause."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def describe_os_error(error: OSError) -> str:
+    """The cause of an ``OSError`` in words, without errno numbers or temporary names.
+
+    Examples
+    --------
+    >>> describe_os_error(OSError(errno.ENOSPC, "No space left on device"))
+    'no space left on device'
+    """
+    if error.errno in _CAUSES:
+        return _CAUSES[error.errno]
+    text = error.strerror or str(error) or type(error).__name__
+    return text[0].lower() + text[1:]
+
+
+def output_error(path, error: OSError) -> OutputError:
+    """Wrap ``error`` (raised while writing ``path``) as an :class:`OutputError`."""
+    if isinstance(error, OutputError):
+        return error
+    return OutputError(f"cannot write {path}: {describe_os_error(error)}", error.errno)
+
+
+def check_destination(path) -> None:
+    """Raise :class:`OutputError` now if ``path`` cannot be created: no directory, not a directory.
+
+    Permission and space are found out by creating the temporary; this gives
+    the clearer messages for the commonest mistakes.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.exists():
+        # Walk up to the first missing or non-directory component.
+        missing = parent
+        while not missing.parent.exists() and missing.parent != missing:
+            missing = missing.parent
+        if missing.parent.exists() and not missing.parent.is_dir():
+            raise OutputError(
+                f"cannot write {path}: {missing.parent} is a file, not a directory", errno.ENOTDIR
+            )
+        raise OutputError(f"cannot write {path}: directory {parent} does not exist", errno.ENOENT)
+    if not parent.is_dir():
+        raise OutputError(
+            f"cannot write {path}: {parent} is a file, not a directory", errno.ENOTDIR
+        )
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold SIGINT, SIGTERM and SIGHUP for the block (main thread, POSIX), deliver them after.
+
+    A rename or a clean-up is then never cut in half by Ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    held = {
+        getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+    }
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _fsync_path(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError as error:  # some file systems cannot fsync a directory
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF) or path.is_file():
+            raise
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_tree(path: Path) -> None:
+    if path.is_dir():
+        for root, _, files in os.walk(path):
+            for name in files:
+                _fsync_path(Path(root) / name)
+            _fsync_path(Path(root))
+    else:
+        _fsync_path(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+class AtomicOutput:
+    """A temporary beside ``path``, renamed over it by :meth:`commit`, removed by :meth:`discard`.
+
+    ``directory=True`` makes an empty temporary directory (a Zarr store),
+    else an empty file. Creating it raises :class:`OutputError` for a missing
+    directory, no permission, a read-only file system.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.bin"
+    >>> output = AtomicOutput(target)
+    >>> _ = output.temporary.write_bytes(b"whole")
+    >>> target.exists()
+    False
+    >>> output.commit()
+    >>> target.read_bytes(), output.temporary.exists()
+    (b'whole', False)
+    """
+
+    def __init__(self, path, *, directory: bool = False):
+        self.path = Path(path)
+        self.directory = directory
+        self.committed = False
+        check_destination(self.path)
+        if self.path.is_dir() and not directory:
+            raise OutputError(f"cannot write {self.path}: it is a directory", errno.EISDIR)
+        name = f".{self.path.name}{TEMPORARY_MARK}{secrets.token_hex(4)}.tmp"
+        self.temporary = self.path.with_name(name)
+        try:
+            if directory:
+                os.mkdir(self.temporary)
+            else:
+                os.close(os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except OSError as error:
+            raise output_error(self.path, error) from None
+
+    def commit(self) -> None:
+        """Flush the temporary to the disk and rename it over the output path."""
+        if self.committed:
+            return
+        try:
+            _fsync_tree(self.temporary)
+            with signals_held():
+                self._replace()
+                self.committed = True
+            with contextlib.suppress(OSError):
+                _fsync_path(self.path.parent)  # the rename itself reaches the disk
+        except OSError as error:
+            self.discard()
+            raise output_error(self.path, error) from None
+
+    def _replace(self) -> None:
+        occupied = self.path.exists() or self.path.is_symlink()
+        if not (self.directory or (occupied and self.path.is_dir() and not self.path.is_symlink())):
+            os.replace(self.temporary, self.path)  # atomic: the old file or the new one
+            return
+        # A directory (Zarr store) cannot be renamed over a non-empty one: move
+        # the old one aside, rename the new one in, then delete the old one.
+        aside = None
+        if occupied:
+            aside = self.path.with_name(
+                f".{self.path.name}{TEMPORARY_MARK}old-{secrets.token_hex(4)}"
+            )
+            os.rename(self.path, aside)
+        try:
+            os.rename(self.temporary, self.path)
+        except OSError:
+            if aside is not None:
+                os.rename(aside, self.path)
+            raise
+        if aside is not None:
+            _remove(aside)
+
+    def discard(self) -> None:
+        """Remove the temporary (nothing happens at the output path); safe to call twice."""
+        if self.committed:
+            return
+        with signals_held():
+            _remove(self.temporary)
