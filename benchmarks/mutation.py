@@ -466,10 +466,12 @@ def run_tests(directory: Path, module: str, timeout: float) -> tuple[str, float,
     summary = tail[-1] if tail else ""
     if result.returncode == 0:
         return "survived", seconds, summary
-    if result.returncode in (1, 2):  # tests failed, or collection (the import) failed
-        failed = [line for line in tail if line.startswith(("FAILED", "ERROR"))]
-        return "killed", seconds, (failed[0] if failed else summary)
-    return "error", seconds, f"pytest exit {result.returncode}: {summary}"
+    if result.returncode == 5:  # no tests ran: the selection is wrong, not the mutant
+        return "error", seconds, f"pytest exit 5: {summary}"
+    # 1: tests failed; 2: collection failed; 3, 4: the package (imported by conftest.py)
+    # did not import. The unmutated copy passed with the same command, so the mutant did it.
+    failed = [line for line in tail if line.startswith(("FAILED", "ERROR", "E "))]
+    return "killed", seconds, (failed[0] if failed else summary)
 
 
 def run_mutant(directory: Path, mutant: Mutant, timeout: float) -> Outcome:

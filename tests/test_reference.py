@@ -107,3 +107,43 @@ def test_saturate_cast_rounds_half_to_even_and_clamps():
         -32768,
         32767,
     ]
+
+
+@pytest.mark.parametrize("budget_rows", [1, 2, 3, 7])
+@pytest.mark.parametrize("border", list(Border))
+def test_bands_join_seamlessly_whatever_their_height(monkeypatch, rng, budget_rows, border):
+    # Shrink the band budget so the 23 rows go through in bands of a few rows (or one, when
+    # the kernel alone is over budget): every band boundary must be invisible.
+    image = rng.normal(size=(23, 10, 2))
+    kernel = rng.normal(size=(5, 3))
+    bytes_per_row = 3 * 8 * (10 + 3) * 2
+    monkeypatch.setattr(_numpy, "_BAND_BUDGET_BYTES", bytes_per_row * (5 + budget_rows))
+    mode = {"REFLECT101": "mirror", "REPLICATE": "nearest"}.get(border.name, border.name.lower())
+    for anchor in [(1, 2), (0, 0), (2, 4)]:
+        _, plan, _ = make_plan(
+            image, kernel, border=border, value=-1.5, anchor=anchor, flip=False, dtype=None
+        )
+        out = _numpy.convolve(image, plan)
+        origin = (anchor[1] - 2, anchor[0] - 1)
+        for channel in range(2):
+            expected = ndi.correlate(
+                image[:, :, channel], kernel, mode=mode, cval=-1.5, origin=origin
+            )
+            np.testing.assert_allclose(out[:, :, channel], expected, rtol=0, atol=1e-12)
+
+
+def test_a_kernel_taller_than_the_band_budget_still_runs_one_row_at_a_time(monkeypatch, rng):
+    monkeypatch.setattr(_numpy, "_BAND_BUDGET_BYTES", 1)
+    image = rng.integers(0, 256, size=(6, 5)).astype(np.uint8)
+    kernel = rng.normal(size=(3, 3))
+    _, plan, _ = make_plan(
+        image, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=np.float64
+    )
+    out = _numpy.convolve(image[:, :, None], plan)[:, :, 0]
+    expected = ndi.correlate(image.astype(np.float64), kernel, mode="mirror")
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+
+
+def test_an_unknown_border_code_is_an_error_not_a_silent_mapping():
+    with pytest.raises(AssertionError, match="unhandled border 7"):
+        source_indices(np.arange(-2, 5), 3, 7)
