@@ -500,6 +500,22 @@ def _equivalent_reasons() -> dict[tuple, str]:
     return reasons
 
 
+def entry_for(mutant: Mutant) -> str:
+    """The mutation_equivalents.py entry that would accept ``mutant`` (the reason to fill in)."""
+    fields = {
+        "file": mutant.module.removeprefix("gpuconv/"),
+        "line": mutant.line,
+        "code": mutant.code,
+        "operator": mutant.operator,
+        "before": mutant.before,
+        "after": mutant.after,
+    }
+    if mutant.occurrence:
+        fields["occurrence"] = mutant.occurrence
+    lines = [f"        {name!r}: {value!r}," for name, value in fields.items()]
+    return "\n".join(["    {", *lines, '        "why": "...",', "    },"])
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -541,6 +557,15 @@ def write_report(
             )
         for outcome in errors:
             details.append(f"- **error** {outcome.mutant.markdown()}: {outcome.detail}")
+    # Entries that name no mutant any more (the code changed): to be updated or removed.
+    existing = {o.mutant.key for o in outcomes}
+    names = {module.removeprefix("gpuconv/") for module in modules}
+    stale = [key for key in reasons if key[0] in names and key not in existing]
+    if len(outcomes) == sum(totals.values()):
+        details += [
+            f"- **stale entry** in mutation_equivalents.py: `{key[0]}` ``{key[1]}``"
+            for key in stale
+        ]
     minutes = (time.time() - started) / 60
     text = [
         "# Mutation score",
@@ -663,6 +688,11 @@ def main(argv=None) -> int:
             f"mutants. {note}"
         ).strip()
     run, unexplained = write_report(args.output, modules, totals, outcomes, started, note)
+    reasons = _equivalent_reasons()
+    for outcome in outcomes:
+        if outcome.status == "survived" and outcome.mutant.key not in reasons:
+            print("unexplained survivor; if it is equivalent, its entry would be:")
+            print(entry_for(outcome.mutant))
     print(f"{run} mutants run, {unexplained} unexplained survivors or errors; see {args.output}")
     return 0 if unexplained == 0 else 1
 

@@ -309,3 +309,29 @@ def test_non_finite_border_value_is_fine_for_a_float_image():
     for value in (float("nan"), float("inf"), -float("inf")):
         plan = plan_for(image=np.zeros((3, 3), np.float32), border="constant", value=value)
         np.testing.assert_equal(plan.border_value, value)
+
+
+class CupyLikeKernel:
+    """A kernel on the GPU: like CuPy, refuses an implicit copy to the host."""
+
+    __module__ = "cupy"
+
+    def __init__(self, array):
+        self._array = np.asarray(array)
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+    def get(self):
+        return self._array.copy()
+
+
+def test_a_cupy_kernel_is_copied_to_the_host_explicitly(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
+    kernel = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    plan = plan_for(CupyLikeKernel(kernel))
+    np.testing.assert_array_equal(plan.kernel, kernel)
+    np.testing.assert_array_equal(
+        gpuconv.convolve(IMAGE, CupyLikeKernel(kernel), backend="numpy"),
+        gpuconv.convolve(IMAGE, kernel, backend="numpy"),
+    )

@@ -189,3 +189,18 @@ def test_all_zero_kernel_plans_float32_sums_without_a_warning():
             strategy = choose_strategy(plan_for(np.zeros((3, 3)), image_dtype, out=np.uint8))
             assert not strategy.separable
             assert strategy.accumulator == (np.float32 if image_dtype == np.float32 else np.int32)
+
+
+def test_separable_factors_accepts_integer_arrays_and_lists():
+    for kernel in (np.outer([1, 2, 1], [3, 0, -3]), [[1, 2], [2, 4]]):
+        for integer in (False, True):
+            column, row = separable_factors(kernel, integer=integer)
+            np.testing.assert_array_equal(np.outer(column, row), kernel)
+
+
+def test_a_strategy_cannot_be_changed_once_chosen():
+    import dataclasses
+
+    strategy = choose_strategy(plan_for("small_blur"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        strategy.separable = False
