@@ -6,6 +6,8 @@ handed to it whole instead; it calls back here for each piece.
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _adapters, _registry
 from ._plan import array_library, make_plan
 
@@ -116,4 +118,5 @@ def convolve(
     )
     _, module = _registry.resolve(backend, plan, library)
     output = module.convolve(image3d, plan, library)
-    return output if image.ndim == 3 else output[:, :, 0]
+    # np.ndim, not image.ndim: a nested list or another array-like has no .ndim
+    return output if np.ndim(image) == 3 else output[:, :, 0]

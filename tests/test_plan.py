@@ -335,3 +335,18 @@ def test_a_cupy_kernel_is_copied_to_the_host_explicitly(monkeypatch):
         gpuconv.convolve(IMAGE, CupyLikeKernel(kernel), backend="numpy"),
         gpuconv.convolve(IMAGE, kernel, backend="numpy"),
     )
+
+
+def test_nested_lists_and_other_array_likes_go_through_numpy_asarray():
+    # The contract: array-likes that are not arrays go through numpy.asarray and give NumPy.
+    # (A nested list once failed after the backend ran: convolve read the list's .ndim.)
+    rows = IMAGE.tolist()  # Python ints: numpy.asarray makes them int64, not supported
+    with pytest.raises(TypeError, match="unsupported image dtype int64"):
+        gpuconv.convolve(rows, "sharpen", backend="numpy")
+    floats = (IMAGE / 7).tolist()
+    out = gpuconv.convolve(floats, "sharpen", backend="numpy")
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    np.testing.assert_array_equal(out, gpuconv.convolve(IMAGE / 7, "sharpen", backend="numpy"))
+    colour = np.dstack([IMAGE, IMAGE[::-1, ::-1]]) / 7
+    out = gpuconv.convolve(colour.tolist(), "sharpen", backend="numpy")
+    np.testing.assert_array_equal(out, gpuconv.convolve(colour, "sharpen", backend="numpy"))
