@@ -73,6 +73,7 @@ SELECTION: dict[str, list[str]] = {
         "tests/test_reference.py",
         "tests/test_contract.py",
         "tests/test_errors.py",
+        "tests/test_registry.py",
     ],
 }
 

@@ -147,3 +147,30 @@ def test_a_kernel_taller_than_the_band_budget_still_runs_one_row_at_a_time(monke
 def test_an_unknown_border_code_is_an_error_not_a_silent_mapping():
     with pytest.raises(AssertionError, match="unhandled border 7"):
         source_indices(np.arange(-2, 5), 3, 7)
+
+
+def test_a_large_image_goes_through_in_a_few_large_bands(monkeypatch):
+    # Vectorised over whole bands of about 48 MiB of float64 temporaries (3 per pixel of a
+    # band row): a 2048 x 2048 image takes about three bands, never one row at a time.
+    image = np.zeros((2048, 2048), np.uint8)
+    image[::5, ::3] = 255
+    _, plan, _ = make_plan(
+        image, "small_blur", border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+    )
+    bands, columns = [], set()
+    gather = _numpy._gather
+
+    def counting_gather(image3d, rows, cols, plan):
+        bands.append(rows.size)
+        columns.add(cols.size)
+        return gather(image3d, rows, cols, plan)
+
+    monkeypatch.setattr(_numpy, "_gather", counting_gather)
+    out = _numpy.convolve(image[:, :, None], plan)
+    rows_per_band = 48 * 2**20 // (3 * 8 * (2048 + 7)) - 7
+    assert 2 <= len(bands) <= 2 * -(-2048 // rows_per_band)
+    # Each band reads its rows and the kernel's halo, and no more: 6 rows and 6 columns.
+    assert sum(rows - 6 for rows in bands) == 2048
+    assert columns == {2048 + 6}
+    expected = ndi.correlate(image[1000:1010].astype(np.float64), plan.kernel, mode="mirror")[3:7]
+    np.testing.assert_array_equal(out[1003:1007, :, 0], _numpy.saturate_cast(expected, np.uint8))
