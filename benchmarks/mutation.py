@@ -527,6 +527,7 @@ def write_report(
     outcomes: list[Outcome],
     started: float,
     note: str,
+    jobs: int = 1,
 ) -> tuple[int, int]:
     reasons = _equivalent_reasons()
     by_module: dict[str, list[Outcome]] = {module: [] for module in modules}
@@ -572,7 +573,8 @@ def write_report(
         "# Mutation score",
         "",
         f"`make mutation` (`python benchmarks/mutation.py`), {datetime.date.today()}, "
-        f"{minutes:.0f} min on {os.cpu_count()} CPUs ({platform.python_version()}).",
+        f"{minutes:.0f} min on {os.cpu_count()} CPUs, {jobs} mutant(s) at a time "
+        f"(Python {platform.python_version()}).",
         "Operators: " + ", ".join(OPERATORS) + ". A mutant is killed when its module's tests "
         "(below) fail or time out; score = killed / (run - accepted equivalents).",
         "",
@@ -598,7 +600,12 @@ def write_report(
         *(details or ["None."]),
         "",
     ]
-    path.write_text("\n".join(text))
+    # A "## History" section (earlier scores, written by hand) survives a rerun.
+    previous = path.read_text() if path.exists() else ""
+    history = (
+        previous[previous.find("\n## History\n") + 1 :] if "\n## History\n" in previous else ""
+    )
+    path.write_text("\n".join(text) + ("\n" + history if history else ""))
     return len(outcomes), unexplained_total
 
 
@@ -688,7 +695,9 @@ def main(argv=None) -> int:
             f"Partial run: the deadline stopped it after {len(outcomes)} of {len(order)} "
             f"mutants. {note}"
         ).strip()
-    run, unexplained = write_report(args.output, modules, totals, outcomes, started, note)
+    run, unexplained = write_report(
+        args.output, modules, totals, outcomes, started, note, max(1, args.jobs)
+    )
     reasons = _equivalent_reasons()
     for outcome in outcomes:
         if outcome.status == "survived" and outcome.mutant.key not in reasons:
