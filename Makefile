@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test
+.PHONY: demo test mutation
 
 # Sets up and runs the tutorial on scikit-image's bundled astronaut photo:
 # six montages original | gpuconv | cv2.filter2D under demo_out/.
@@ -17,6 +17,14 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check gpuconv tests benchmarks
 	$(BIN)/ruff format --check gpuconv tests benchmarks
 	GPUCONV_CUDA_EMULATOR=1 $(BIN)/python -m pytest
+
+# Mutation testing (benchmarks/mutation.py) of the planner, the registry, the border rule and
+# the reference: each mutant on a scratch copy, scored in benchmarks/results/mutation.md.
+# Not part of `make test` (about an hour on 2 cores). MUTATION_ARGS="--modules _plan.py"
+# runs one module; "--jobs 2" runs two mutants at once.
+MUTATION_ARGS ?=
+mutation: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/mutation.py $(MUTATION_ARGS)
 
 $(VENV)/.installed-demo: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -126,4 +126,5 @@ def convolve(
     )
     _, module = _registry.resolve(backend, plan, library)
     output = module.convolve(image3d, plan, library)
-    return output if image.ndim == 3 else output[:, :, 0]
+    # np.ndim, not image.ndim: a nested list or another array-like has no .ndim
+    return output if np.ndim(image) == 3 else output[:, :, 0]

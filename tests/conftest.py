@@ -4,6 +4,10 @@ The ``backend`` fixture is built from ``gpuconv._registry.BACKEND_MODULES``;
 a backend that cannot run here is skipped with the registry's own sentence
 saying why. Emulated backends (the CUDA emulator) are slow, so tests crop the
 real photographs they use through ``backend.fit(image)``.
+
+``GPUCONV_TEST_BACKENDS`` (a comma-separated list, e.g. ``numpy``) limits the fixture to
+those backends: the mutation run (``make mutation``) checks the planner and the reference
+through the NumPy backend alone, in seconds per mutant.
 """
 
 from __future__ import annotations
@@ -43,7 +47,18 @@ def _max_side(name: str) -> int | None:
     return 80 if _registry.status(name).emulated else None
 
 
-@pytest.fixture(params=list(_registry.BACKEND_MODULES), scope="session")
+def _backends_under_test() -> list[str]:
+    chosen = os.environ.get("GPUCONV_TEST_BACKENDS", "").strip()
+    if not chosen:
+        return list(_registry.BACKEND_MODULES)
+    names = [name.strip() for name in chosen.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(_registry.BACKEND_MODULES))
+    if unknown:
+        raise pytest.UsageError(f"GPUCONV_TEST_BACKENDS names unknown backends: {unknown}")
+    return names
+
+
+@pytest.fixture(params=_backends_under_test(), scope="session")
 def backend(request) -> BackendUnderTest:
     name = request.param
     state = _registry.status(name)

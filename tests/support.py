@@ -40,3 +40,18 @@ def assert_contract_accuracy(actual, expected, *, exact: bool = False):
     tolerance = (1e-5 if actual.dtype == np.float32 else 1e-12) * magnitude
     error = float(np.abs(actual[finite].astype(np.float64) - expected[finite]).max(initial=0.0))
     assert error <= tolerance, f"error {error:.3g} > {tolerance:.3g} ({actual.dtype})"
+
+
+def saturate(values, dtype) -> np.ndarray:
+    """OpenCV's ``saturate_cast`` written out for the oracles: float64 sums to ``dtype``.
+
+    Integer types: round half to even, clamp to the type's range, NaN to 0. Float types:
+    a plain cast.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    clamped = np.clip(np.rint(values), info.min, info.max)
+    return np.where(np.isnan(values), 0.0, clamped).astype(dtype)

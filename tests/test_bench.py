@@ -11,6 +11,7 @@ import json
 import math
 import sys
 
+import cv2  # a core dependency (opencv-python-headless): never skipped
 import numpy as np
 import pytest
 from support import reference
@@ -181,7 +182,6 @@ def test_first_call_seconds_fills_a_cold_cache(tmp_path):
 
 def test_threads_option_sets_numba_and_cv2_threads(capsys):
     numba = pytest.importorskip("numba", reason="the thread option drives numba's pool")
-    cv2 = pytest.importorskip("cv2")
     before = (numba.get_num_threads(), cv2.getNumThreads())
     try:
         args = _arguments(

@@ -14,7 +14,7 @@ import pytest
 import scipy.ndimage as ndi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import assert_contract_accuracy, reference
+from support import assert_contract_accuracy, reference, saturate
 
 import gpuconv
 from gpuconv import kernels
@@ -220,6 +220,83 @@ def test_output_dtype_is_honoured(backend, rng, out_dtype):
     assert_contract_accuracy(actual, reference(image, kernel, dtype=out_dtype))
 
 
+@pytest.mark.parametrize(
+    "kernel", ["sharpen", [[-65536.0]], [[0, 0, 0], [0, -65536, 0], [0, 0, 0]]]
+)
+def test_int16_minimum_times_minus_65536_saturates_to_the_maximum(backend, kernel):
+    # -32768 * -65536 = 2**31, one past int32: the sum needs int64 (or float64).
+    info = np.iinfo(np.int16)
+    image = np.full((6, 7), info.min, np.int16)
+    image[2, 3:] = info.max
+    out = backend.convolve(image, kernel)
+    weights = np.asarray(kernels.get(kernel) if isinstance(kernel, str) else kernel, float)
+    expected = saturate(ndi.correlate(image.astype(np.float64), weights, mode="mirror"), np.int16)
+    np.testing.assert_array_equal(out, expected)
+    if isinstance(kernel, list):
+        assert (out[image == info.min] == info.max).all()
+
+
+def test_near_rank_one_kernel_keeps_float64_accuracy(backend, rng):
+    # Rank 1 to within 3e-13 of one tap: split into two passes, the result would be
+    # 3e-13 per unit pixel off, far more than float64's 1e-12 of the output's magnitude.
+    kernel = 1e-3 * np.outer(rng.uniform(0.5, 1.5, 5), rng.uniform(0.5, 1.5, 5))
+    kernel[1, 3] += 3e-13
+    image = rng.uniform(0, 1, size=backend.fit(np.zeros((64, 64))).shape)
+    actual = backend.convolve(image, kernel)
+    assert_contract_accuracy(actual, ndi.correlate(image, kernel, mode="mirror"))
+
+
+@pytest.mark.parametrize("value", [0.5, -7.25, 300.0, 1000.5])
+def test_fractional_and_out_of_range_constant_values_match_scipy(backend, rng, value):
+    # `value` is used as given, not rounded or clipped to the image type (uint8 here).
+    image = rng.integers(0, 10, size=(9, 11)).astype(np.uint8)
+    padded_sums = ndi.correlate(
+        image.astype(np.float64), np.ones((5, 5)), mode="constant", cval=value
+    )
+    actual = backend.convolve(image, np.ones((5, 5)), border="constant", value=value)
+    np.testing.assert_array_equal(actual, saturate(padded_sums, np.uint8))
+    kernel = rng.normal(size=(3, 4))
+    expected = ndi.correlate(image.astype(np.float64), kernel, mode="constant", cval=value)
+    actual = backend.convolve(image, kernel, border="constant", value=value, dtype=np.float64)
+    assert_contract_accuracy(actual, expected)
+    actual = backend.convolve(image, kernel, border="constant", value=value)
+    assert_contract_accuracy(actual, saturate(expected, np.uint8))
+
+
+def _non_finite_image() -> np.ndarray:
+    image = np.linspace(-40, 300, 12 * 13, dtype=np.float32).reshape(12, 13)
+    image[2, 2], image[3, 9], image[8, 5] = np.nan, np.inf, -np.inf
+    return image
+
+
+@pytest.mark.parametrize("out_dtype", [np.uint8, np.uint16, np.int16])
+def test_nan_and_inf_pixels_to_integer_output_saturate_and_nan_gives_zero(backend, rng, out_dtype):
+    image = _non_finite_image()
+    # No zero taps: scipy.ndimage leaves zero taps out, IEEE (and gpuconv) does not.
+    for kernel in (np.full((3, 3), 1 / 9), rng.normal(size=(3, 5))):
+        expected = saturate(
+            ndi.correlate(image.astype(np.float64), kernel, mode="mirror"), out_dtype
+        )
+        assert {0, np.iinfo(out_dtype).max} <= set(expected.ravel().tolist())
+        assert_contract_accuracy(backend.convolve(image, kernel, dtype=out_dtype), expected)
+
+
+def test_nan_and_inf_pixels_to_integer_output_through_auto(rng):
+    image = _non_finite_image()
+    kernel = rng.normal(size=(3, 3))
+    for out_dtype in (np.uint8, np.int16):
+        expected = saturate(
+            ndi.correlate(image.astype(np.float64), kernel, mode="mirror"), out_dtype
+        )
+        assert_contract_accuracy(gpuconv.convolve(image, kernel, dtype=out_dtype), expected)
+        # zero taps included: 0 * inf is NaN, which becomes 0
+        actual = gpuconv.convolve(image, "laplacian", dtype=out_dtype)
+        np.testing.assert_array_equal(actual, reference(image, "laplacian", dtype=out_dtype))
+        assert actual[2, 2] == 0  # NaN under the centre tap
+        assert actual[2, 8] == 0  # inf under a zero (corner) tap: 0 * inf is NaN
+        assert actual[3, 8] == np.iinfo(out_dtype).max  # inf under a tap of 1
+
+
 def test_nan_and_inf_propagate_like_ieee(backend):
     image = np.ones((9, 10), dtype=np.float32)
     image[4, 5] = np.nan
@@ -278,6 +355,16 @@ def test_views_strides_and_read_only_inputs(backend, rng):
         assert not np.shares_memory(out, base), label
         expected = reference(np.ascontiguousarray(image), "emboss", border="reflect")
         assert_contract_accuracy(out, expected, exact=True)
+
+
+def test_callers_kernel_stays_writeable_and_unchanged(backend, rng):
+    image = rng.integers(0, 256, size=(10, 9)).astype(np.uint8)
+    for kernel in (rng.normal(size=(3, 3)), np.ones((3, 3)), np.ones((5, 5)) / 25):
+        before = kernel.copy()  # float64, C-contiguous: nothing forces the planner to convert
+        for flip in (False, True):
+            backend.convolve(image, kernel, flip=flip)
+            assert kernel.flags.writeable
+            np.testing.assert_array_equal(kernel, before)
 
 
 def test_input_never_modified_and_output_is_new(backend, rng):

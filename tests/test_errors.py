@@ -68,7 +68,9 @@ def test_bad_border_lists_valid_names(backend, border):
         backend.convolve(GOOD_IMAGE, "sharpen", border=border)
 
 
-@pytest.mark.parametrize("anchor", [(3, 0), (0, 3), (-1, -1), (1, 1, 1), (1,)])
+@pytest.mark.parametrize(
+    "anchor", [(3, 0), (0, 3), (-1, -1), (-1, 0), (0, -1), (-1, 2), (2, -1), (1, 1, 1), (1,)]
+)
 def test_anchor_outside_kernel_raises_value_error(backend, anchor):
     with pytest.raises(ValueError, match="anchor"):
         backend.convolve(GOOD_IMAGE, "sharpen", anchor=anchor)
@@ -85,7 +87,7 @@ def test_bad_output_dtype(backend, dtype):
         backend.convolve(GOOD_IMAGE, "sharpen", dtype=dtype)
 
 
-@pytest.mark.parametrize("value", ["zero", 1j, None, [1.0]])
+@pytest.mark.parametrize("value", ["zero", 1j, None, [1.0], True, np.bool_(False)])
 def test_bad_border_value(backend, value):
     with pytest.raises(TypeError, match="value"):
         backend.convolve(GOOD_IMAGE, "sharpen", border="constant", value=value)

@@ -78,6 +78,8 @@ def test_each_path_agrees_with_the_reference(rng, dtype, kernel, path, integer):
         ("uint16", INTEGER_DIRECT, np.float32),  # 27 * 65535 < 2**24
         ("uint16", INTEGER_DIRECT * 20, np.int32),  # 540 * 65535 > 2**24
         ("int16", np.full((5, 5), 3000.0), np.int64),  # beyond int32
+        ("int16", [[-65536.0]], np.int64),  # -32768 * -65536 = 2**31, one past int32
+        ("int16", [[-65535.0]], np.int32),
     ],
 )
 def test_integer_sums_use_float32_only_where_it_is_exact(dtype, kernel, accumulator):
@@ -195,16 +197,25 @@ def test_small_work_runs_on_one_thread_and_large_work_on_all():
 
 
 def test_numba_num_threads_is_honoured():
+    # An image large enough that the planner wakes every thread it is given (checked with
+    # 4 below): under NUMBA_NUM_THREADS=1 the call must still run on one.
     result = _python(
         """
         import json, numpy as np, gpuconv, numba
         from gpuconv._backends.numba import backend as _numba
-        image = np.arange(300 * 200, dtype=np.float32).reshape(300, 200) % 251
-        plan = __import__("gpuconv._plan", fromlist=["make_plan"]).make_plan(
-            image, "large_blur", border="reflect", value=0.0, anchor=None, flip=False, dtype=None)[1]
+        from gpuconv._plan import make_plan
+        image = np.arange(600 * 400, dtype=np.float32).reshape(600, 400) % 251
+        plan = make_plan(
+            image, "large_blur", border="reflect", value=0.0, anchor=None, flip=False, dtype=None
+        )[1]
+        used = []
+        planned = _numba.execution_for
+        _numba.execution_for = lambda plan, workers: used.append(planned(plan, workers).workers) or planned(plan, workers)
+        gpuconv.convolve(image, "large_blur", border="reflect", backend="numba")
         print(json.dumps({"threads": numba.get_num_threads(),
                           "describe": gpuconv.backends()["numba"].reason,
-                          "workers": _numba.execution_for(plan, numba.get_num_threads()).workers}))
+                          "workers_for_4": _numba.workers_for(plan, 4),
+                          "used": used}))
         """,
         NUMBA_NUM_THREADS="1",
     )
@@ -212,6 +223,8 @@ def test_numba_num_threads_is_honoured():
     report = json.loads(result.stdout)
     assert report["threads"] == 1
     assert "1 threads" in report["describe"]
+    assert report["workers_for_4"] == 4  # big enough for every thread there is
+    assert report["used"] == [1]  # but the call ran on the one NUMBA_NUM_THREADS allows
 
 
 def test_results_do_not_depend_on_the_thread_count(rng):
