@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import time
+from pathlib import Path
 
 import cv2  # a core dependency (opencv-python-headless): never skipped
 import numpy as np
@@ -196,3 +199,66 @@ def test_threads_option_sets_numba_and_cv2_threads(capsys):
     finally:
         numba.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+def test_tail_ratios_compare_ninetieth_percentiles_and_the_table_shows_them():
+    rows = [
+        bench.Measurement("gpuconv:numba", "a", (4, 4), "uint8", 2.0, 8.0, 9, 3.0),
+        bench.Measurement("cv2.filter2D", "a", (4, 4), "uint8", 1.0, 16.0, 9, 6.0),
+    ]
+    assert bench.ratios(rows, "cv2.filter2D") == {("gpuconv:numba", "a", (4, 4), "uint8"): 0.5}
+    tail = bench.ratios(rows, "cv2.filter2D", statistic="p90_ms")
+    assert tail == {("gpuconv:numba", "a", (4, 4), "uint8"): 2.0}
+    with pytest.raises(ValueError, match="statistic"):
+        bench.ratios(rows, "cv2.filter2D", statistic="mean")
+    table = bench.format_table(rows, peers=("cv2.filter2D",), tail=True)
+    assert "| 4x4 uint8 | a | gpuconv:numba | 2.00 | 3.00 | 8.0 | 0.50 | 2.00 |" in table
+    assert "| gpuconv:numba | 4x4 uint8 | cv2.filter2D | 2.00 | 2.00 | 2.00 |" in table
+    assert "p90" not in bench.format_table(rows, peers=("cv2.filter2D",))
+
+
+def test_measure_records_a_ninetieth_percentile_at_or_above_the_median():
+    image = np.zeros((8, 8), np.uint8)
+    delays = iter([0.0] + [0.001] * 8 + [0.02, 0.02])  # warm-up, 8 fast calls, 2 slow ones
+
+    def call(image, kernel):
+        time.sleep(next(delays))
+
+    (row,) = bench.measure(image, {"k": np.ones((1, 1))}, {"f": call}, repeats=10, warmup=1)
+    assert row.repeats == 10
+    assert row.median_ms < 10 < row.p90_ms  # two slow calls of ten reach the 90th percentile
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts processes in Linux /proc")
+def test_busy_option_runs_spinning_processes_only_while_timing(tmp_path, monkeypatch):
+    seen = []
+    original = bench.measure
+
+    def measure_and_count(*args, **kwargs):
+        seen.append(_spinning_children())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "measure", measure_and_count)
+    args = _arguments(
+        "--backend", "numpy", "--sizes", "8", "--dtypes", "uint8", "--kernels", "identity",
+        "--repeats", "2", "--no-peers", "--busy", "2", "--json", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    assert bench.run(args) == 0
+    assert seen == [2]
+    assert _spinning_children() == 0  # killed and reaped at the end
+    assert json.loads((tmp_path / "r.json").read_text())["busy"] == 2
+    assert bench.run(_arguments("--busy", "-1", "--no-peers")) == 1
+
+
+def _spinning_children() -> int:
+    """Live child processes of this one running the --busy spin loop (Linux /proc)."""
+    count = 0
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"while True" in cmdline:
+            count += 1
+    return count

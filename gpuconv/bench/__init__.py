@@ -40,6 +40,7 @@ from .. import _registry, kernels
 from ._implementations import HOST_BACKENDS, implementations
 from ._inputs import bench_image, bench_kernels
 from ._machine import (
+    competing_processes,
     compile_times,
     first_call_seconds,
     machine_facts,
@@ -95,6 +96,9 @@ class Measurement:
         Image pixels (H x W) per second, millions.
     repeats : int
         Calls the median is taken over (1 when a single call was too slow to repeat).
+    p90_ms : float
+        90th percentile of the same calls, milliseconds: the tail a busy machine
+        stretches (``gpuconv bench --busy N``).
     """
 
     implementation: str
@@ -104,6 +108,7 @@ class Measurement:
     median_ms: float
     mpixels_per_s: float
     repeats: int = 0
+    p90_ms: float = 0.0
 
 
 def measure(image, kernels_by_name, implementations, *, repeats=5, warmup=1, progress=False):
@@ -151,6 +156,7 @@ def measure(image, kernels_by_name, implementations, *, repeats=5, warmup=1, pro
                     median * 1e3,
                     pixels / median / 1e6,
                     len(samples),
+                    float(np.percentile(samples, 90)) * 1e3,
                 )
             )
             if progress:
@@ -162,8 +168,16 @@ def _key(row: Measurement) -> tuple:
     return (row.kernel, row.shape, row.dtype)
 
 
-def ratios(measurements, baseline: str) -> dict[tuple, float]:
+def ratios(measurements, baseline: str, statistic: str = "median_ms") -> dict[tuple, float]:
     """``baseline time / implementation time`` for every row with a baseline in its run.
+
+    Parameters
+    ----------
+    measurements : list of Measurement
+    baseline : str
+        The implementation divided into the others (``"cv2.filter2D"``).
+    statistic : {"median_ms", "p90_ms"}
+        Which time of each row is compared: the median or the 90th percentile.
 
     Returns
     -------
@@ -171,9 +185,13 @@ def ratios(measurements, baseline: str) -> dict[tuple, float]:
         ``(implementation, kernel, shape, dtype) -> ratio``; above 1 means
         faster than the baseline.
     """
-    base = {_key(row): row.median_ms for row in measurements if row.implementation == baseline}
+    if statistic not in ("median_ms", "p90_ms"):
+        raise ValueError(f"statistic must be 'median_ms' or 'p90_ms', got {statistic!r}")
+    base = {
+        _key(row): getattr(row, statistic) for row in measurements if row.implementation == baseline
+    }
     return {
-        (row.implementation, *_key(row)): base[_key(row)] / row.median_ms
+        (row.implementation, *_key(row)): base[_key(row)] / getattr(row, statistic)
         for row in measurements
         if _key(row) in base and row.implementation != baseline
     }
@@ -186,11 +204,23 @@ def geometric_mean(values) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def format_table(measurements, peers=DEFAULT_PEERS) -> str:
-    """A Markdown table: ms, Mpixel/s and, for gpuconv rows, the speed-up over each peer."""
+def format_table(measurements, peers=DEFAULT_PEERS, tail: bool = False) -> str:
+    """A Markdown table: ms, Mpixel/s and, for gpuconv rows, the speed-up over each peer.
+
+    With ``tail=True`` (``gpuconv bench --busy N``) it also shows each row's 90th
+    percentile and the speed-up of gpuconv's p90 over each peer's p90.
+    """
     peers = [peer for peer in peers if any(r.implementation == peer for r in measurements)]
-    peer_ratios = {peer: ratios(measurements, peer) for peer in peers}
-    header = ["image", "kernel", "implementation", "ms", "Mpixel/s", *(f"x vs {p}" for p in peers)]
+    statistics_compared = ("median_ms", "p90_ms") if tail else ("median_ms",)
+    peer_ratios = {
+        (peer, statistic): ratios(measurements, peer, statistic)
+        for peer in peers
+        for statistic in statistics_compared
+    }
+    header = ["image", "kernel", "implementation", "ms"]
+    header += ["p90 ms"] if tail else []
+    header += ["Mpixel/s", *(f"x vs {p}" for p in peers)]
+    header += [f"p90 x vs {p}" for p in peers] if tail else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in measurements:
         cells = [
@@ -198,41 +228,50 @@ def format_table(measurements, peers=DEFAULT_PEERS) -> str:
             row.kernel,
             row.implementation,
             f"{row.median_ms:.2f}" + ("*" if row.repeats == 1 else ""),
-            f"{row.mpixels_per_s:.1f}",
         ]
-        for peer in peers:
-            ratio = peer_ratios[peer].get((row.implementation, *_key(row)))
-            cells.append(
-                f"{ratio:.2f}"
-                if ratio is not None and row.implementation.startswith("gpuconv:")
-                else ""
-            )
+        cells += [f"{row.p90_ms:.2f}"] if tail else []
+        cells.append(f"{row.mpixels_per_s:.1f}")
+        for statistic in statistics_compared:
+            for peer in peers:
+                ratio = peer_ratios[peer, statistic].get((row.implementation, *_key(row)))
+                cells.append(
+                    f"{ratio:.2f}"
+                    if ratio is not None and row.implementation.startswith("gpuconv:")
+                    else ""
+                )
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         "ratio = peer time / gpuconv time in the same run (above 1: gpuconv faster); "
         "* = a single call (too slow to repeat)."
+        + (" p90: the 90th percentile of the same calls." if tail else "")
     )
-    summary = summarize(measurements, peers)
-    if summary:
-        lines += [
-            "",
-            "| implementation | image | vs | geometric mean | min | max |",
-            "|---|---|---|---|---|---|",
-        ]
-        for (implementation, image, peer), (mean, low, high) in summary.items():
-            lines.append(
-                f"| {implementation} | {image} | {peer} | {mean:.2f} | {low:.2f} | {high:.2f} |"
-            )
+    for statistic in statistics_compared:
+        summary = summarize(measurements, peers, statistic)
+        if summary:
+            what = "geometric mean" if statistic == "median_ms" else "p90: geometric mean"
+            lines += [
+                "",
+                f"| implementation | image | vs | {what} | min | max |",
+                "|---|---|---|---|---|---|",
+            ]
+            for (implementation, image, peer), (mean, low, high) in summary.items():
+                lines.append(
+                    f"| {implementation} | {image} | {peer} | {mean:.2f} | {low:.2f} | {high:.2f} |"
+                )
     return "\n".join(lines)
 
 
-def summarize(measurements, peers=DEFAULT_PEERS) -> dict[tuple, tuple[float, float, float]]:
+def summarize(
+    measurements, peers=DEFAULT_PEERS, statistic: str = "median_ms"
+) -> dict[tuple, tuple[float, float, float]]:
     """``(implementation, image, peer) -> (geometric mean, min, max)`` of the ratios."""
     summary = {}
     for peer in peers:
         groups: dict[tuple, list[float]] = {}
-        for (implementation, _, shape, dtype), ratio in ratios(measurements, peer).items():
+        for (implementation, _, shape, dtype), ratio in ratios(
+            measurements, peer, statistic
+        ).items():
             if implementation.startswith("gpuconv:"):
                 image = f"{'x'.join(map(str, shape))} {dtype}"
                 groups.setdefault((implementation, image, peer), []).append(ratio)
@@ -262,8 +301,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sizes",
         type=_comma_list(int),
-        default=[2048, 8192],
-        help="square image sides, comma-separated (default 2048,8192)",
+        default=[256, 512, 2048, 8192],
+        help="square image sides, comma-separated (default 256,512,2048,8192)",
     )
     parser.add_argument(
         "--dtypes",
@@ -290,6 +329,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-peers", action="store_true", help="time gpuconv only")
     parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N competing spin processes while timing (a busy machine) and report "
+        "the 90th percentile beside the median",
+    )
+    parser.add_argument(
         "--no-compile-times",
         action="store_true",
         help="skip the cold/warm numba cache first-call measurement",
@@ -315,8 +362,12 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as error:
         print(f"gpuconv bench: {error}", file=sys.stderr)
         return 1
-    if any(size < 1 for size in args.sizes) or args.repeats < 1 or args.warmup < 0:
-        print("gpuconv bench: sizes and repeats must be positive, warmup >= 0", file=sys.stderr)
+    busy = getattr(args, "busy", 0)
+    if any(size < 1 for size in args.sizes) or args.repeats < 1 or args.warmup < 0 or busy < 0:
+        print(
+            "gpuconv bench: sizes and repeats must be positive, warmup and --busy >= 0",
+            file=sys.stderr,
+        )
         return 1
     requested = args.backend or [name for name in HOST_BACKENDS if _registry.status(name).available]
     cuda_result = None
@@ -331,19 +382,22 @@ def run(args: argparse.Namespace) -> int:
         return 1
     table = implementations(requested, peers=not args.no_peers)
     measurements = []
-    for size in args.sizes:
-        for dtype in args.dtypes:
-            image = bench_image(size, dtype)
-            print(f"{size}x{size} {dtype}:", file=sys.stderr)
-            measurements += measure(
-                image,
-                chosen_kernels,
-                table,
-                repeats=args.repeats,
-                warmup=args.warmup,
-                progress=True,
-            )
-    text = format_table(measurements)
+    with competing_processes(busy):
+        for size in args.sizes:
+            for dtype in args.dtypes:
+                image = bench_image(size, dtype)
+                print(f"{size}x{size} {dtype}:", file=sys.stderr)
+                measurements += measure(
+                    image,
+                    chosen_kernels,
+                    table,
+                    repeats=args.repeats,
+                    warmup=args.warmup,
+                    progress=True,
+                )
+    text = format_table(measurements, tail=busy > 0)
+    if busy:
+        text += f"\n\nTimed with {busy} competing spin process(es) running (--busy {busy})."
     compile_report = None
     if "gpuconv:numba" in table and not args.no_compile_times:
         compile_report = compile_times()
@@ -367,6 +421,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         record = {
             "machine": facts,
+            "busy": busy,
             "measurements": [asdict(row) for row in measurements],
             "compile_times": compile_report,
             "cuda": cuda_result,

@@ -10,6 +10,7 @@ looked up in ``sys.modules`` or imported inside functions, never here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -128,3 +129,31 @@ def set_threads(threads: int) -> bool:
     except ImportError:
         pass
     return True
+
+
+#: What each competing process of ``gpuconv bench --busy N`` runs: one core, spinning.
+_SPIN_SCRIPT = "while True:\n    pass\n"
+
+
+@contextlib.contextmanager
+def competing_processes(count: int):
+    """``with competing_processes(n):`` runs ``n`` spinning processes for the block.
+
+    They stand for the other work of a busy machine (a build, another service):
+    each keeps one core busy at normal priority until the block ends, when they
+    are killed and reaped, whatever happened inside.
+    """
+    if count < 0:
+        raise ValueError(f"the number of competing processes must be >= 0, got {count}")
+    processes = []
+    try:
+        for _ in range(count):
+            processes.append(subprocess.Popen([sys.executable, "-c", _SPIN_SCRIPT]))
+        if processes:
+            time.sleep(0.2)  # let the scheduler see them before the first timed call
+        yield processes
+    finally:
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.wait()
