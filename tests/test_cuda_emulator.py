@@ -789,3 +789,27 @@ def test_an_empty_schedule_means_the_default(fault_module, monkeypatch, setting)
     output = np.zeros_like(values)
     fault_module.get_function("missing_barrier")((1,), (64,), (values, output))
     np.testing.assert_array_equal(output, expected)
+
+
+def _memory_mappings() -> int:
+    with open("/proc/self/maps") as maps:
+        return sum(1 for _ in maps)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="counts Linux memory mappings")
+def test_modules_share_one_pool_of_fiber_stacks():
+    # Each fiber stack and its guard page are two mappings; Linux allows 65530. With a
+    # pool per module, every module that ran a 1024-thread block kept ~2048 more and the
+    # full suite's later modules failed to load ("failed to map segment").
+    code = 'extern "C" __global__ void touch(int* out) { out[threadIdx.x] = threadIdx.x; }\n'
+    growth = []
+    for copy in range(4):
+        before = _memory_mappings()
+        module = emulator.EmulatedModule(f"{code}// copy {copy}\n", name_expressions=["touch"])
+        out = np.zeros(1024, np.int32)
+        module.get_function("touch")((1,), (1024,), (out,))
+        np.testing.assert_array_equal(out, np.arange(1024))
+        growth.append(_memory_mappings() - before)
+    # The first launches of the process may fill the pool; later modules reuse its stacks
+    # and add only their own library's few mappings.
+    assert max(growth[2:]) < 100, growth

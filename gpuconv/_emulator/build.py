@@ -171,6 +171,18 @@ def _generated_source(code_path: Path, name_expressions: Sequence[str]) -> str:
         'extern "C" unsigned long long gpuconv_emu_symbol_size(const void* address) '
         "{ return ::gpuconv_emu::symbol_size(address); }"
     )
+    # One pool of fiber stacks for the process (see cuda_emulator_fibers.h): the loader
+    # asks the first module for its pool's functions and gives them to every later one.
+    lines.append(
+        'extern "C" void* gpuconv_emu_own_stack_functions(int which) { return which == 0 ? '
+        "reinterpret_cast<void*>(&::gpuconv_emu::take_own_stack) : "
+        "reinterpret_cast<void*>(&::gpuconv_emu::return_own_stack); }"
+    )
+    lines.append(
+        'extern "C" void gpuconv_emu_share_stacks(void* take, void* give) {'
+        " ::gpuconv_emu::take_stack_from = reinterpret_cast<char* (*)()>(take);"
+        " ::gpuconv_emu::return_stack_to = reinterpret_cast<void (*)(char*)>(give); }"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -308,9 +320,34 @@ def _build(
         path = str(library)
         if path not in _loaded:
             try:
-                _loaded[path] = ctypes.CDLL(path)
+                loaded = ctypes.CDLL(path)
             except OSError:  # a damaged cache file: build it again, once
                 library = _compile(command_tail, key, directory, code, name_expressions, skip)
                 path = str(library)
-                _loaded[path] = ctypes.CDLL(path)
+                loaded = ctypes.CDLL(path)
+            _share_stack_pool(loaded)
+            _loaded[path] = loaded
         return _loaded[path]
+
+
+#: The (take, give) functions of the process's one pool of fiber stacks: the first loaded
+#: module's. Loaded modules are never unloaded (``_loaded`` holds them), so they stay valid.
+_stack_pool: tuple[int, int] | None = None
+
+
+def _share_stack_pool(library: ctypes.CDLL) -> None:
+    """Point ``library`` at the process's pool of fiber stacks (the first module's own).
+
+    Every stack is two memory mappings (the stack and its guard page) and Linux allows
+    a process 65530 of them: with a pool per module, a few dozen modules that each ran
+    a launch of 1024 threads would exhaust them and the next library would fail to load.
+    """
+    global _stack_pool
+    own = library.gpuconv_emu_own_stack_functions
+    own.restype, own.argtypes = ctypes.c_void_p, [ctypes.c_int]
+    if _stack_pool is None:
+        _stack_pool = (own(0), own(1))
+        return
+    share = library.gpuconv_emu_share_stacks
+    share.restype, share.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p]
+    share(*_stack_pool)

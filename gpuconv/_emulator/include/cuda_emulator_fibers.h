@@ -79,11 +79,15 @@ inline void make_context(Context& context, char* stack, std::size_t size, void (
 constexpr std::size_t kStackBytes = 256 * 1024;
 
 // ---------------------------------------------------------------- fiber stacks
-// Stacks are mmap'ed once and reused by every later launch in the process.
+// Stacks are mmap'ed once and reused by every later launch in the process. Each stack
+// with its guard page is two memory mappings, and Linux allows a process 65530: the
+// pool must be one for the process, not one per module (each module keeps its own
+// inline variables, -fno-gnu-unique). So the loader points every module it loads at
+// the pool of the first one (gpuconv_emu_share_stacks, generated beside the launcher).
 inline std::mutex stack_pool_mutex;
 inline std::vector<char*> stack_pool;
 
-inline char* take_stack() {
+inline char* take_own_stack() {
     {
         std::lock_guard<std::mutex> lock(stack_pool_mutex);
         if (!stack_pool.empty()) {
@@ -100,9 +104,16 @@ inline char* take_stack() {
     return static_cast<char*>(memory) + page;
 }
 
-inline void return_stack(char* stack) {
+inline void return_own_stack(char* stack) {
     std::lock_guard<std::mutex> lock(stack_pool_mutex);
     stack_pool.push_back(stack);
 }
+
+// The pool this module uses: its own until the loader shares the first module's.
+inline char* (*take_stack_from)() = take_own_stack;
+inline void (*return_stack_to)(char*) = return_own_stack;
+
+inline char* take_stack() { return take_stack_from(); }
+inline void return_stack(char* stack) { return_stack_to(stack); }
 
 }  // namespace gpuconv_emu
