@@ -9,6 +9,7 @@ and that numba's thread count is honoured.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -274,8 +275,18 @@ def test_one_compiled_function_serves_every_memory_layout(rng):
     assert len(_numba_kernels.compiled(*key).signatures) == 1
 
 
-@pytest.mark.parametrize("layer", ["workqueue", "omp"])
+def _tbb_installed() -> bool:
+    try:
+        importlib.metadata.version("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return sys.platform == "linux"
+
+
+@pytest.mark.parametrize("layer", ["workqueue", "omp", "tbb"])
 def test_concurrent_calls_from_threads_are_safe_on_every_threading_layer(layer):
+    if layer == "tbb" and not _tbb_installed():
+        pytest.skip("pip's tbb package is not installed here (gpuconv[numba] on Linux x86-64)")
     # Dask's threaded scheduler calls the backend from several threads at once; numba's
     # workqueue layer would abort the process unless the backend serialises the calls.
     import subprocess
@@ -300,3 +311,23 @@ def test_concurrent_calls_from_threads_are_safe_on_every_threading_layer(layer):
         pytest.skip("numba's OpenMP layer is not loadable here (no libgomp)")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["True", layer]
+
+
+@pytest.mark.skipif(not _tbb_installed(), reason="needs pip's tbb package (Linux x86-64)")
+def test_numba_runs_on_tbb_when_the_tbb_package_is_installed():
+    # Work stealing keeps a descheduled worker from holding a call up on a busy machine:
+    # the backend loads pip's TBB, which numba would not find, before numba picks a layer.
+    import subprocess
+
+    code = (
+        "import numpy as np, gpuconv, numba\n"
+        "gpuconv.convolve(np.zeros((2048, 2048), np.uint8), 'sharpen', backend='numba')\n"
+        "print(numba.threading_layer())\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    environment["NUMBA_NUM_THREADS"] = "2"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["tbb"]
