@@ -262,3 +262,17 @@ def _spinning_children() -> int:
         if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"while True" in cmdline:
             count += 1
     return count
+
+
+def test_peers_option_keeps_only_the_named_peers(tmp_path, capsys):
+    json_path = tmp_path / "r.json"
+    args = _arguments(
+        "--backend", "numpy", "--sizes", "8", "--dtypes", "uint8", "--kernels", "sharpen",
+        "--repeats", "1", "--peers", "cv2.filter2D", "--json", str(json_path),
+        "--no-compile-times",
+    )  # fmt: skip
+    assert bench.run(args) == 0
+    names = {row["implementation"] for row in json.loads(json_path.read_text())["measurements"]}
+    assert names == {"gpuconv:numpy", "cv2.filter2D"}
+    assert bench.run(_arguments("--peers", "no_such_peer", "--no-compile-times")) == 1
+    assert "no_such_peer" in capsys.readouterr().err

@@ -329,6 +329,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-peers", action="store_true", help="time gpuconv only")
     parser.add_argument(
+        "--peers",
+        type=_comma_list(str),
+        help="only these peers, comma-separated (e.g. cv2.filter2D; default: every one here)",
+    )
+    parser.add_argument(
         "--busy",
         type=int,
         default=0,
@@ -381,6 +386,17 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "threads", None) is not None and not set_threads(args.threads):
         return 1
     table = implementations(requested, peers=not args.no_peers)
+    wanted_peers = getattr(args, "peers", None)
+    if wanted_peers:
+        unknown = [name for name in wanted_peers if name not in implementations([], peers=True)]
+        if unknown:
+            print(f"gpuconv bench: unknown or unavailable peers {unknown}", file=sys.stderr)
+            return 1
+        table = {
+            name: call
+            for name, call in table.items()
+            if name.startswith("gpuconv:") or name in wanted_peers
+        }
     measurements = []
     with competing_processes(busy):
         for size in args.sizes:
