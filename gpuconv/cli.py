@@ -14,6 +14,8 @@ adds the traceback), and one of these exit codes (:data:`EXIT_CODES`):
 3  the output cannot be written: no such directory, not a directory, no permission,
    read-only file system, no space left, file too large
 4  the backend named with ``--backend`` cannot run here
+5  some files of a batch (``apply IN... --out-dir DIR``) failed, each named on stderr
+   with its reason; the others were written
 70 an internal error (a bug): please report it with the ``--debug`` traceback
 130, 143, 129  interrupted by SIGINT (Ctrl-C), SIGTERM, SIGHUP
 == =====================================================================================
@@ -55,6 +57,7 @@ EXIT_INPUT = 1
 EXIT_USAGE = 2
 EXIT_OUTPUT = 3
 EXIT_BACKEND = 4
+EXIT_SOME_FAILED = 5
 EXIT_INTERNAL = 70
 EXIT_SIGNAL = 128  # + the signal's number: 130 SIGINT, 143 SIGTERM, 129 SIGHUP
 
@@ -68,6 +71,8 @@ EXIT_CODES = {
     EXIT_OUTPUT: "the output cannot be written (no such directory, not a directory, no "
     "permission, read-only file system, no space left, file too large)",
     EXIT_BACKEND: "the backend named with --backend cannot run here",
+    EXIT_SOME_FAILED: "some files of a batch (--out-dir) failed, each named on stderr with its "
+    "reason; the others were written",
     EXIT_INTERNAL: "internal error (a bug; --debug shows the traceback)",
     EXIT_SIGNAL + signal.SIGINT: "interrupted by SIGINT (Ctrl-C)",
     EXIT_SIGNAL + signal.SIGTERM: "terminated by SIGTERM",
@@ -230,8 +235,6 @@ def _describe_run(target, names, stats, intermediate) -> str:
 
 
 def _run_apply(args) -> int:
-    from ._outofcore import apply_file
-
     if args.value is not None and parse_border(args.border) != Border.CONSTANT:
         raise CommandError(
             f"--value sets the pixels outside the image for --border constant only; the border "
@@ -239,13 +242,21 @@ def _run_apply(args) -> int:
             "--value)",
             EXIT_USAGE,
         )
+    if (args.output is None) == (args.out_dir is None):
+        raise CommandError(
+            "give either -o/--output (one input) or --out-dir DIR (any number of inputs)",
+            EXIT_USAGE,
+        )
+    if args.output is not None and len(args.image) != 1:
+        raise CommandError(
+            f"-o/--output names one output but {len(args.image)} inputs were given; use "
+            "--out-dir DIR for several",
+            EXIT_USAGE,
+        )
     named_kernels = [_load_kernel(spec) for spec in args.kernel]
-    intermediate = None if args.intermediate == "input" else args.intermediate
-    progress = not args.quiet and sys.stderr.isatty()
-    stats = apply_file(
-        args.image,
-        args.output,
-        [kernel for _, kernel in named_kernels],
+    names = [name for name, _ in named_kernels]
+    options = dict(
+        kernels=[kernel for _, kernel in named_kernels],
         border=args.border,
         value=0.0 if args.value is None else args.value,
         anchor=None,
@@ -253,13 +264,114 @@ def _run_apply(args) -> int:
         dtype=args.dtype,
         backend=args.backend,
         rows_per_chunk=args.band_rows,
-        progress=progress,
-        intermediate_dtype=intermediate,
+        intermediate_dtype=None if args.intermediate == "input" else args.intermediate,
         convert=args.convert,
     )
-    names = [name for name, _ in named_kernels]
-    print(_describe_run(args.output, names, stats, args.intermediate))
-    return 0
+    if args.output is not None:
+        from ._outofcore import apply_file
+
+        progress = not args.quiet and sys.stderr.isatty()
+        stats = apply_file(args.image[0], args.output, progress=progress, **options)
+        print(_describe_run(args.output, names, stats, args.intermediate))
+        return 0
+    return _apply_batch(args, names, options)
+
+
+#: What a directory given to ``apply --out-dir`` contributes: files with these suffixes.
+_IMAGE_SUFFIXES = frozenset(suffix for image_format in FORMATS for suffix in image_format.suffixes)
+
+
+def _batch_inputs(arguments: list[str]) -> list[Path]:
+    """The files named, a directory standing for the image files directly inside it."""
+    files: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir() and path.suffix.lower() != ".zarr":  # a .zarr store is one image
+            found = sorted(
+                child
+                for child in path.iterdir()
+                if child.suffix.lower() in _IMAGE_SUFFIXES
+                and (child.is_file() or child.suffix.lower() == ".zarr")
+            )
+            if not found:
+                raise CommandError(f"{path}: a directory with no image files gpuconv reads")
+            files += found
+        else:
+            files.append(path)  # a missing file fails alone, with its reason, at its turn
+    return files
+
+
+#: Files filtered at once by ``apply --out-dir``: reading and writing (which release the
+#: GIL in OpenCV and tifffile) overlap with filtering another file.
+BATCH_WORKERS = 4
+
+
+def _apply_batch(args, names: list[str], options: dict) -> int:
+    """``apply IN... --out-dir DIR``: every file to DIR under its own name, in parallel.
+
+    Each output is atomic; a file that fails does not stop the others, and is named
+    at the end with its reason (exit code 5).
+    """
+    import concurrent.futures
+
+    from ._outofcore import apply_file
+
+    inputs = _batch_inputs(args.image)
+    out_dir = Path(args.out_dir)
+    targets: dict[Path, Path] = {}
+    for source in inputs:
+        target = out_dir / source.name
+        if target in targets:
+            raise CommandError(
+                f"{targets[target]} and {source} would both be written to {target}", EXIT_USAGE
+            )
+        targets[target] = source
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create --out-dir {out_dir}: {error.strerror or error}") from None
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(targets), unit="file", file=sys.stderr)
+        except ImportError:
+            pass
+    failures: list[tuple[Path, int, str]] = []
+    started = time.perf_counter()
+    workers = max(1, min(BATCH_WORKERS, len(targets)))
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="gpuconv") as pool:
+        futures = {
+            pool.submit(apply_file, source, target, progress=False, **options): source
+            for target, source in targets.items()
+        }
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                error = future.exception()
+                if error is not None:
+                    code, message = classify(error)
+                    if code == EXIT_INTERNAL or code > EXIT_SIGNAL:
+                        raise error
+                    failures.append((futures[future], code, _one_line(message)))
+                if bar is not None:
+                    bar.update(1)
+        except BaseException:
+            for future in futures:
+                future.cancel()  # files not started are left alone; started ones finish
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    seconds = time.perf_counter() - started
+    written = len(targets) - len(failures)
+    print(
+        f"wrote {written} of {len(targets)} files to {out_dir}: kernels {' -> '.join(names)}; "
+        f"{seconds:.2f} s ({len(targets) / max(seconds, 1e-9):.1f} files/s)"
+    )
+    for source, _, message in sorted(failures):
+        print(f"gpuconv apply: error: {source}: {message}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
 # --- demo ----------------------------------------------------------------------------------
@@ -439,7 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     apply.add_argument(
-        "image", help="input image: .npy, .tif/.tiff, .zarr, or any image OpenCV reads"
+        "image",
+        nargs="+",
+        metavar="IMAGE",
+        help="input image: .npy, .tif/.tiff, .zarr, or any image OpenCV reads; with --out-dir, "
+        "any number of them, or directories (their image files)",
     )
     apply.add_argument(
         "-k",
@@ -450,8 +566,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"bank kernel ({', '.join(kernels.names())}) or a .npy/.txt/.csv file; repeat to "
         "chain (float64 between kernels, rounded once at the end)",
     )
+    apply.add_argument("-o", "--output", help="output file; its suffix picks the format")
     apply.add_argument(
-        "-o", "--output", required=True, help="output file; its suffix picks the format"
+        "--out-dir",
+        metavar="DIR",
+        help="write each input to DIR under its own name (created if missing): many files in "
+        "one process, several at once, each atomic; a file that fails is reported at the end "
+        "and the others still complete (exit code 5)",
     )
     apply.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar (shown only on a terminal)"

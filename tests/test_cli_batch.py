@@ -1,0 +1,102 @@
+"""``gpuconv apply IN... --out-dir DIR``: many files in one process (issue 15).
+
+Each output equals ``cv2.filter2D`` on its input (a peer no one here wrote), each is
+written atomically under the input's name, and one bad file is reported without
+stopping the others.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from gpuconv import kernels
+from gpuconv.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
+
+
+def _write_photos(directory, count: int) -> list:
+    photo = np.ascontiguousarray(data.astronaut()[:64, :80, ::-1])  # BGR, as OpenCV writes
+    paths = []
+    for index in range(count):
+        path = directory / f"shot{index}.png"
+        cv2.imwrite(str(path), np.roll(photo, 7 * index, axis=1))
+        paths.append(path)
+    return paths
+
+
+def _expected(path) -> np.ndarray:
+    return cv2.filter2D(
+        cv2.imread(str(path)), -1, kernels.get("sharpen"), borderType=cv2.BORDER_REFLECT_101
+    )
+
+
+def test_every_file_goes_to_out_dir_under_its_name_as_cv2_filters_it(tmp_path, capsys):
+    inputs = _write_photos(tmp_path, 5)
+    out_dir = tmp_path / "out" / "nested"  # created when missing
+    code = main(["apply", *map(str, inputs), "-k", "sharpen", "--out-dir", str(out_dir), "-q"])
+    assert code == EXIT_OK
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(p.name for p in inputs)
+    for path in inputs:
+        np.testing.assert_array_equal(cv2.imread(str(out_dir / path.name)), _expected(path))
+    assert "wrote 5 of 5 files" in capsys.readouterr().out
+
+
+def test_a_directory_stands_for_the_image_files_inside_it(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    inputs = _write_photos(source, 3)
+    (source / "notes.txt").write_text("not an image")
+    out_dir = tmp_path / "out"
+    assert main(["apply", str(source), "-k", "sharpen", "--out-dir", str(out_dir), "-q"]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(p.name for p in inputs)
+
+
+def test_a_bad_file_is_reported_at_the_end_and_the_others_complete(tmp_path, capsys):
+    inputs = _write_photos(tmp_path, 3)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(inputs[0].read_bytes()[:100])  # truncated
+    missing = tmp_path / "missing.png"
+    out_dir = tmp_path / "out"
+    arguments = [*map(str, inputs), str(broken), str(missing)]
+    code = main(["apply", *arguments, "-k", "sharpen", "--out-dir", str(out_dir), "-q"])
+    assert code == EXIT_SOME_FAILED
+    captured = capsys.readouterr()
+    assert "wrote 3 of 5 files" in captured.out
+    errors = captured.err.splitlines()
+    assert len(errors) == 2
+    assert any(str(broken) in line for line in errors)
+    assert any(str(missing) in line and "no such file" in line for line in errors)
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(p.name for p in inputs)
+    for path in inputs:
+        np.testing.assert_array_equal(cv2.imread(str(out_dir / path.name)), _expected(path))
+
+
+def test_two_inputs_with_one_name_are_refused_before_anything_is_written(tmp_path, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    (one,) = _write_photos(first, 1)
+    (other,) = _write_photos(second, 1)
+    out_dir = tmp_path / "out"
+    code = main(["apply", str(one), str(other), "-k", "sharpen", "--out-dir", str(out_dir)])
+    assert code == EXIT_USAGE
+    assert "would both be written" in capsys.readouterr().err
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, fragment",
+    [
+        (["--out-dir", "DIR", "-o", "x.png"], "either -o/--output"),
+        ([], "either -o/--output"),
+        (["-o", "x.png"], "names one output"),
+    ],
+)
+def test_output_options_are_one_or_the_other(tmp_path, capsys, arguments, fragment):
+    (image,) = _write_photos(tmp_path, 1)
+    images = [str(image)] * (2 if fragment == "names one output" else 1)
+    arguments = [str(tmp_path / a) if a == "DIR" else a for a in arguments]
+    code = main(["apply", *images, "-k", "sharpen", *arguments])
+    assert code == EXIT_USAGE
+    assert fragment in capsys.readouterr().err
