@@ -19,6 +19,10 @@ numba nor cupy) and provides:
     the transfer pays). Absent means yes.
 ``accepts_library(library) -> bool`` (optional)
     Which array libraries the backend takes; absent means NumPy only.
+``worth_loading(plan) -> bool`` (optional)
+    Asked by ``backend="auto"`` before the probe, for a NumPy image: False while
+    loading the backend in this process (importing and loading a JIT) would cost
+    more than the reference takes. Absent means yes.
 """
 
 from __future__ import annotations
@@ -167,6 +171,15 @@ def _accepts(module, library: str) -> bool:
     return library == "numpy" if accepts is None else accepts(library)
 
 
+def _module_is_importable(name: str) -> bool:
+    """Whether the backend's own module imports (it does without its library)."""
+    try:
+        _module(name)
+    except Exception:  # noqa: BLE001 (status() reports why, when asked)
+        return False
+    return True
+
+
 def resolve(requested: str, plan, library: str):
     """Return ``(name, module)`` of the backend that will run ``plan``."""
     check_name(requested)
@@ -186,6 +199,10 @@ def resolve(requested: str, plan, library: str):
             )
         return requested, module
     for name in BACKEND_MODULES:
+        if library == "numpy" and plan is not None and _module_is_importable(name):
+            worth_loading = getattr(_module(name), "worth_loading", None)
+            if worth_loading is not None and not worth_loading(plan):
+                continue  # a small first call: the reference finishes before the JIT loads
         if not status(name).available:
             continue
         module = _module(name)

@@ -132,7 +132,45 @@ def _run_info(args) -> int:
     print("backends:")
     for name, state in _registry.backends().items():
         print(f"  {name:6s} {state}")
+    if getattr(args, "startup", False):
+        print("start-up of a fresh process (seconds, median of 3):")
+        for label, seconds in _startup_seconds().items():
+            print(f"  {label:66s} {seconds:6.3f}")
     return 0
+
+
+_STARTUP_SCRIPT = """
+import time
+start = time.perf_counter()
+import numpy as np, gpuconv
+imported = time.perf_counter()
+image = np.zeros({shape}, np.uint8)
+gpuconv.convolve(image, "sharpen", backend={backend!r})
+print(imported - start, time.perf_counter() - imported)
+"""
+
+
+def _startup_seconds() -> dict[str, float]:
+    """What a new Python process pays: ``import gpuconv``, then one first call."""
+    import statistics
+    import subprocess
+
+    cases = {
+        "first call, 512 x 512 RGB, auto (the reference: no JIT to load)": ((512, 512, 3), "auto"),
+        "first call, 4096 x 4096, auto (numba loaded from its cache)": ((4096, 4096), "auto"),
+        "first call, 512 x 512 RGB, backend='numba'": ((512, 512, 3), "numba"),
+    }
+    results: dict[str, list[float]] = {"import gpuconv": []}
+    for label, (shape, backend) in cases.items():
+        results[label] = []
+        for _ in range(3):
+            script = _STARTUP_SCRIPT.format(shape=shape, backend=backend)
+            output = subprocess.run(
+                [sys.executable, "-c", script], capture_output=True, text=True, check=True
+            ).stdout.split()
+            results["import gpuconv"].append(float(output[0]))
+            results[label].append(float(output[1]))
+    return {label: statistics.median(values) for label, values in results.items()}
 
 
 # --- kernels and images -------------------------------------------------------------------
@@ -539,6 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser(
         "info", help="versions, backends and why each is or is not available"
+    )
+    info.add_argument(
+        "--startup",
+        action="store_true",
+        help="also measure, in fresh processes, what start-up costs: import gpuconv, then a "
+        "first call on a small and on a large image",
     )
     _add_debug(info, argparse.SUPPRESS)
     info.set_defaults(run=_run_info)

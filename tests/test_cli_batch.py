@@ -100,3 +100,12 @@ def test_output_options_are_one_or_the_other(tmp_path, capsys, arguments, fragme
     code = main(["apply", *images, "-k", "sharpen", *arguments])
     assert code == EXIT_USAGE
     assert fragment in capsys.readouterr().err
+
+
+def test_info_startup_reports_each_cost_of_a_fresh_process(capsys):
+    assert main(["info", "--startup"]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    figures = lines[lines.index("start-up of a fresh process (seconds, median of 3):") + 1 :]
+    labels = [line.rsplit(None, 1)[0].strip() for line in figures]
+    assert labels[0] == "import gpuconv" and len(labels) == 4
+    assert all(float(line.rsplit(None, 1)[1]) > 0 for line in figures)

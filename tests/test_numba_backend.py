@@ -331,3 +331,40 @@ def test_numba_runs_on_tbb_when_the_tbb_package_is_installed():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["tbb"]
+
+
+def test_a_fresh_process_runs_a_small_first_call_without_loading_numba():
+    # Importing numba and loading its loops costs ~0.5 s; sharpening one 512 x 512 RGB image
+    # on the reference ~15 ms. auto runs the reference, and numba is never imported.
+    code = (
+        "import sys, numpy as np, gpuconv\n"
+        "image = np.random.default_rng(0).integers(0, 256, (512, 512, 3)).astype(np.uint8)\n"
+        "out = gpuconv.convolve(image, 'sharpen')\n"
+        "same = (out == gpuconv.convolve(image, 'sharpen', backend='numpy')).all()\n"
+        "print('numba' in sys.modules, bool(same))\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "GPUCONV_BACKEND"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "True"]
+
+
+def test_auto_loads_numba_once_the_reference_has_cost_as_much_as_loading(monkeypatch):
+    from gpuconv import _registry
+    from gpuconv._backends.numba import backend, kernels
+    from gpuconv._plan import make_plan
+
+    monkeypatch.setattr(kernels, "_COMPILED", {})  # as in a process that has not loaded them
+    monkeypatch.setattr(backend, "_reference_seconds", 0.0)
+    monkeypatch.delenv("GPUCONV_BACKEND", raising=False)
+    image = np.zeros((400, 500), np.uint8)
+    _, plan, _ = make_plan(
+        image, np.ones((5, 5)), border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+    )
+    estimate = 400 * 500 * 25 * backend.REFERENCE_SECONDS_PER_TAP
+    monkeypatch.setattr(backend, "LOADING_SECONDS", 2.5 * estimate)
+    chosen = [_registry.resolve("auto", plan, "numpy")[0] for _ in range(3)]
+    assert chosen == ["numpy", "numpy", "numba"]  # 1x, 2x, then 3x the estimate >= 2.5x
+    assert backend._reference_seconds == pytest.approx(2 * estimate)

@@ -145,10 +145,13 @@ def test_use_backend_routes_calls(monkeypatch):
 
 def test_auto_on_this_machine_picks_an_available_backend_in_preference_order(monkeypatch):
     # What auto picks here follows from backends() alone: cuda on a real GPU that pays
-    # for the transfer, else numba when it is installed, else numpy.
+    # for the transfer, else numba when it is installed (and loaded: a process's first
+    # small calls run the reference instead, see the numba tests), else numpy.
     monkeypatch.delenv("GPUCONV_BACKEND", raising=False)
     plan = _plan()
     report = gpuconv.backends()
+    if report["numba"]:
+        gpuconv.convolve(IMAGE, "sharpen", backend="numba")  # numba's loops are loaded
     cuda = report["cuda"]
     if cuda and not cuda.emulated and _registry._module("cuda").pays_off_for_host_image(plan):
         expected = "cuda"
