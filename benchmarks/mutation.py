@@ -60,6 +60,7 @@ SELECTION: dict[str, list[str]] = {
     "gpuconv/_borders.py": ["tests/test_reference.py", "tests/test_contract.py"],
     "gpuconv/_plan.py": [
         "tests/test_plan.py",
+        "tests/test_plan_cache.py",
         "tests/test_errors.py",
         "tests/test_registry.py",
         "tests/test_strategy.py",
