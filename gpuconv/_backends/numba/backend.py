@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ... import _costmodel, _fft
 from ..._borders import source_indices
 from ..._plan import ConvolutionPlan
 from ..._strategy import Strategy, choose_strategy
@@ -68,8 +69,8 @@ class Execution:
     strategy : Strategy
         The planner's decision (demoted to float64 sums for a huge constant border).
     path : int
-        ``kernels.PATH_*``: direct, separable, or fused 3 x 3 (which
-        wins over separable for 3 x 3 kernels).
+        ``kernels.PATH_*``: direct, separable (one term, or several: low-rank), runs, or
+        fused 3 x 3 (which wins over separable for 3 x 3 kernels).
     row_index, col_index : numpy.ndarray
         int64 source row of every output row's kernel rows (``H + kh - 1``
         entries) and source column of every padded column (``W + kw - 1``);
@@ -77,12 +78,20 @@ class Execution:
     taps : tuple of numpy.ndarray
         ``(tap_rows, tap_cols, tap_weights)`` of the direct path.
     column_taps, row_taps : tuple of numpy.ndarray
-        ``(indices, weights)`` of the separable factors (empty when direct).
+        ``(indices, weights, splits)`` of the separable or low-rank factors, term ``r``
+        being entries ``splits[r]:splits[r + 1]`` (no term when not separable).
     band_height, workers : int
     store_mode : int
         How sums become output (``kernels.STORE_*``).
     lowest, highest : float
         The output type's range (integer outputs).
+    accumulator_dtype : numpy.dtype
+        The dtype of lines and sums (the strategy's, or the chosen path's).
+    path_name : str
+        What :func:`gpuconv._costmodel.choose_path` chose: ``"direct"``, ``"separable"``,
+        ``"lowrank"``, ``"runs"`` or ``"fft"`` (``"direct"`` for the fused 3 x 3 loop).
+    choice : PathChoice or None
+        The cost model's decision and estimates (None for 3 x 3 kernels).
     """
 
     strategy: Strategy
@@ -97,10 +106,17 @@ class Execution:
     store_mode: int
     lowest: float
     highest: float
+    accumulator_dtype: np.dtype
+    path_name: str = "direct"
+    choice: _costmodel.PathChoice | None = None
 
     @property
     def accumulator(self) -> np.dtype:
-        return self.strategy.accumulator
+        return self.accumulator_dtype
+
+    @property
+    def uses_fft(self) -> bool:
+        return self.path_name == "fft"
 
     def scratch_bytes(self, plan: ConvolutionPlan) -> int:
         """Bytes of working memory the call allocates besides the output."""
@@ -177,29 +193,45 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
 
     workers = workers_for(plan, workers)
     skip = strategy.skip_zero_taps
-    empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
+    choice = None
+    path_name = "direct"
     if plan.kernel.shape == (3, 3):
         # Nine multiply-adds in registers beat two passes through memory,
         # separable or not; zero taps cost nothing in a vector lane.
+        empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
         path = kernels.PATH_FUSED_3X3
-        column_taps = row_taps = empty
+        column_taps = row_taps = (*empty, np.zeros(1, np.int64))
         indices = np.arange(9)
         taps = (indices // 3, indices % 3, plan.kernel.ravel().astype(accumulator))
-    elif strategy.separable:
-        path = kernels.PATH_SEPARABLE
-        column_taps = _taps(strategy.column, skip, accumulator)
-        row_taps = _taps(strategy.row, skip, accumulator)
-        taps = (empty[0], empty[0], empty[1])
     else:
-        path = kernels.PATH_DIRECT
-        column_taps = row_taps = empty
-        flat = plan.kernel.ravel()
-        indices = np.flatnonzero(flat) if skip else np.arange(flat.size)
-        taps = (
-            (indices // kernel_width).astype(np.int64),
-            (indices % kernel_width).astype(np.int64),
-            flat[indices].astype(accumulator),
-        )
+        choice = _costmodel.choose_path(plan, strategy, "numba")
+        path_name = choice.path
+        accumulator = choice.accumulator
+        empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
+        column_taps = row_taps = (*empty, np.zeros(1, np.int64))
+        taps = (empty[0], empty[0], empty[1])
+        if choice.loop in ("separable", "lowrank"):
+            path = kernels.PATH_SEPARABLE
+            column_taps = _terms(choice.columns, skip, accumulator)
+            row_taps = _terms(choice.rows, skip, accumulator)
+        elif choice.loop == "runs":
+            path = kernels.PATH_RUNS
+            run_rows, starts, stops, values = choice.runs
+            # A run [j0, j1) of value v: v * (prefix[k + j1] - prefix[k + j0]).
+            taps = (
+                np.repeat(run_rows, 2),
+                np.stack([stops, starts], axis=1).ravel(),
+                np.stack([values, -values], axis=1).ravel().astype(accumulator),
+            )
+        else:
+            path = kernels.PATH_DIRECT
+            flat = plan.kernel.ravel()
+            indices = np.flatnonzero(flat) if skip else np.arange(flat.size)
+            taps = (
+                (indices // kernel_width).astype(np.int64),
+                (indices % kernel_width).astype(np.int64),
+                flat[indices].astype(accumulator),
+            )
 
     output = plan.output_dtype
     if output.kind == "f":
@@ -221,7 +253,19 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
         store_mode=store_mode,
         lowest=lowest,
         highest=highest,
+        accumulator_dtype=np.dtype(accumulator),
+        path_name=path_name,
+        choice=choice,
     )
+
+
+def _terms(factors: np.ndarray, skip_zero: bool, dtype: np.dtype):
+    """(indices, weights, splits) of ``r`` stacked 1-D factors (see :class:`Execution`)."""
+    pieces = [_taps(factor, skip_zero, dtype) for factor in factors]
+    splits = np.cumsum([0] + [piece[0].size for piece in pieces]).astype(np.int64)
+    indices = np.concatenate([piece[0] for piece in pieces]).astype(np.int64)
+    weights = np.concatenate([piece[1] for piece in pieces]).astype(dtype)
+    return indices, weights, splits
 
 
 #: Executions kept for repeated calls: plans are cached objects (gpuconv._plan), so a
@@ -270,6 +314,11 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
 
     workers = numba.get_num_threads()
     run = cached_execution(plan, workers)
+    if run.uses_fft:
+        # None: non-finite pixels or an error bound the FFT misses; the loop path runs.
+        result = _fft.convolve_fft(image3d, plan, workers=run.workers)
+        if result is not None:
+            return result
     height, width, channels = plan.shape
     output = np.empty(plan.shape, dtype=plan.output_dtype)
     accumulator = run.accumulator

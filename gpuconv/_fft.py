@@ -1,0 +1,217 @@
+"""The FFT path: overlap-save over tiles, borders exact, scratch bounded by a band of tiles.
+
+For a large kernel the direct loop costs ``kh * kw`` multiply-adds per pixel; a real FFT
+over a tile of ``Ty x Tx`` pixels costs about ``log2(Ty Tx)`` per pixel whatever the kernel.
+:func:`convolve_fft` computes the same correlation as every other path:
+
+1. the output is cut into blocks of ``(Ty - kh + 1) x (Tx - kw + 1)`` pixels; each block's
+   source tile (block plus the kernel's halo) is gathered through
+   :func:`gpuconv._borders.source_indices`, the one border mapping, so the halo outside
+   the image follows the border rule exactly as the direct loop reads it;
+2. a band of tiles (one row of blocks across the image) is transformed at once
+   (``rfft2`` over the last two axes, sizes from ``next_fast_len``), multiplied by the
+   conjugate spectrum of the kernel (correlation: no flip) and transformed back; the
+   first ``Ty - kh + 1`` rows and ``Tx - kw + 1`` columns of each tile are the block,
+   free of circular wrap-around (overlap-save);
+3. the block is stored as every path stores: cast, or rounded half to even and saturated.
+
+Scratch memory is one band of tiles and its spectrum, whatever the image's height.
+The kernel's spectrum is cached per (kernel, tile shape, precision).
+
+Accuracy (the contract's "Accuracy" section): an FFT spreads rounding over the whole tile,
+so the path is taken only where an error bound allows it. Before the transform, the
+largest ``|pixel|`` is measured (a non-finite pixel means no FFT: a NaN must stay local
+to the taps that touch it); after it, the bound
+
+    error <= u * log2(Ty Tx) * max|pixel| * ||kernel||_2 * 4
+
+(``u`` the unit roundoff of the FFT's precision, the standard ``O(u log n)`` relative
+error of a floating-point FFT on the tile's 2-norm) is held against the contract's
+tolerance for the output's magnitude, with a factor 10 of margin: float32 output within
+``1e-5 * max|output|``; float64 within ``1e-12 * max|output|``; integer output within
+``1e-3`` grey levels (so that rounding moves as few pixels as float32 direct sums do).
+A complex64 result that fails is recomputed in complex128; one that still fails returns
+None and the caller runs the direct loop. Exact integer plans never come here: an FFT
+cannot give the bit-identical sums the contract requires (the cost model does not offer it).
+
+``xp`` and ``fft`` are NumPy and ``scipy.fft`` on the CPU, CuPy and ``cupy.fft`` on a GPU.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+
+import numpy as np
+
+from ._borders import source_indices
+from ._plan import Border, ConvolutionPlan
+
+#: Tile sides tried (after next_fast_len); the smallest cost per output pixel wins.
+_TILE_SIDES = (128, 192, 256, 320, 384, 512, 640, 768, 1024)
+#: Margin between the error bound and the contract's tolerance.
+_SAFETY = 10.0
+_BOUND_FACTOR = 4.0
+_INTEGER_OUTPUT_LEVELS = 1e-3
+
+_SPECTRA: collections.OrderedDict = collections.OrderedDict()
+_SPECTRA_LOCK = threading.Lock()
+#: Kernel spectra kept (least recently used dropped first).
+SPECTRUM_CACHE_SIZE = 32
+
+
+def fast_length(n: int) -> int:
+    """The smallest length >= n that scipy.fft transforms fast (2, 3, 5 smooth)."""
+    import scipy.fft
+
+    return int(scipy.fft.next_fast_len(int(n), real=True))
+
+
+def _side(length: int, kernel_length: int) -> int:
+    """FFT length along one axis: cheapest per output pixel, no longer than needed."""
+    needed = fast_length(length + kernel_length - 1)
+    best, best_cost = needed, math.inf
+    for candidate in _TILE_SIDES:
+        side = fast_length(max(candidate, 2 * kernel_length))
+        if side >= needed:
+            side = needed
+        useful = side - kernel_length + 1
+        cost = side * math.log2(side) / useful
+        if cost < best_cost:
+            best, best_cost = side, cost
+        if side == needed:
+            break
+    return best
+
+
+def tile_shape(plan: ConvolutionPlan) -> tuple[int, int]:
+    """``(Ty, Tx)``, the FFT size of one tile for ``plan``."""
+    height, width, _ = plan.shape
+    return _side(height, plan.kernel_height), _side(width, plan.kernel_width)
+
+
+def work_per_pixel(plan: ConvolutionPlan) -> float:
+    """Transform work per output pixel: ``Ty Tx log2(Ty Tx)`` over the block's pixels."""
+    tile_y, tile_x = tile_shape(plan)
+    useful = (tile_y - plan.kernel_height + 1) * (tile_x - plan.kernel_width + 1)
+    return tile_y * tile_x * math.log2(tile_y * tile_x) / useful
+
+
+def _spectrum(plan: ConvolutionPlan, tile: tuple[int, int], real_dtype, xp, fft):
+    """conj(rfft2(kernel zero-padded to ``tile``)), cached."""
+    key = (plan.kernel.tobytes(), plan.kernel.shape, tile, np.dtype(real_dtype).str, xp.__name__)
+    with _SPECTRA_LOCK:
+        spectrum = _SPECTRA.get(key)
+        if spectrum is not None:
+            _SPECTRA.move_to_end(key)
+            return spectrum
+    padded = np.zeros(tile, dtype=real_dtype)
+    padded[: plan.kernel_height, : plan.kernel_width] = plan.kernel
+    spectrum = xp.conj(fft.rfft2(xp.asarray(padded)))
+    with _SPECTRA_LOCK:
+        _SPECTRA[key] = spectrum
+        while len(_SPECTRA) > SPECTRUM_CACHE_SIZE:
+            _SPECTRA.popitem(last=False)
+    return spectrum
+
+
+def clear_cache() -> None:
+    """Forget every cached kernel spectrum (tests)."""
+    with _SPECTRA_LOCK:
+        _SPECTRA.clear()
+
+
+def _store(values, output_dtype, xp):
+    """Cast, or round half to even and saturate (as every path stores)."""
+    dtype = np.dtype(output_dtype)
+    if dtype.kind == "f":
+        return values.astype(dtype, copy=False)  # no second image-sized array
+    info = np.iinfo(dtype)
+    return xp.clip(xp.rint(values), info.min, info.max).astype(dtype)
+
+
+def largest_magnitude(image3d, plan: ConvolutionPlan, xp=np) -> float:
+    """max |pixel| including the constant border's value; inf or NaN if any is not finite."""
+    largest = float(xp.abs(image3d).max())
+    if plan.border == Border.CONSTANT:
+        largest = max(largest, abs(plan.border_value)) if np.isfinite(largest) else largest
+        if not np.isfinite(plan.border_value):
+            return math.inf
+    return largest
+
+
+def _allowed_error(plan: ConvolutionPlan, output_magnitude: float) -> float:
+    dtype = plan.output_dtype
+    if dtype.kind in "ui":
+        return _INTEGER_OUTPUT_LEVELS
+    relative = 1e-12 if dtype == np.float64 else 1e-5
+    return relative * output_magnitude / _SAFETY
+
+
+def error_bound(plan: ConvolutionPlan, tile: tuple[int, int], largest: float, real_dtype) -> float:
+    """The bound of the module docstring for one precision."""
+    unit = float(np.finfo(real_dtype).eps) / 2
+    norm = float(np.sqrt((plan.kernel**2).sum()))
+    return _BOUND_FACTOR * unit * math.log2(tile[0] * tile[1]) * largest * norm
+
+
+def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft=None):
+    """The plan's result through overlap-save FFTs, or None where the bound forbids it.
+
+    ``image3d`` is read, never written. ``workers`` is handed to ``scipy.fft``.
+    """
+    largest = largest_magnitude(image3d, plan, xp)
+    if not np.isfinite(largest):
+        return None  # NaN or inf pixels: they must stay local, the direct loop keeps them so
+    if fft is None:
+        import scipy.fft as fft
+    tile = tile_shape(plan)
+    first = np.float64 if plan.accumulate_dtype == np.float64 else np.float32
+    for real_dtype in dict.fromkeys((first, np.float64)):
+        sums = _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft)
+        magnitude = float(xp.abs(sums).max()) if sums.size else 0.0
+        if error_bound(plan, tile, largest, real_dtype) <= _allowed_error(plan, magnitude):
+            return _store(sums, plan.output_dtype, xp)
+        del sums
+    return None
+
+
+def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
+    """Raw float sums ``(H, W, C)`` in ``real_dtype``."""
+    height, width, channels = plan.shape
+    kernel_height, kernel_width = plan.kernel.shape
+    tile_y, tile_x = tile
+    block_y = tile_y - kernel_height + 1
+    block_x = tile_x - kernel_width + 1
+    spectrum = _spectrum(plan, tile, real_dtype, xp, fft)
+    output = xp.empty((height, width, channels), dtype=real_dtype)
+    # Source column of every tile column, per tile along x; -1 reads the constant.
+    starts_x = np.arange(0, width, block_x)
+    positions = starts_x[:, None] - plan.anchor_x + np.arange(tile_x)[None, :]
+    columns = source_indices(positions, width, plan.border)  # (tiles, Tx)
+    columns_device = xp.asarray(np.maximum(columns, 0))
+    constant_columns = xp.asarray(columns < 0)
+    keyword = {"workers": workers} if xp is np else {}
+    for top in range(0, height, block_y):
+        rows = source_indices(
+            np.arange(top - plan.anchor_y, top - plan.anchor_y + tile_y), height, plan.border
+        )
+        band = xp.asarray(image3d).take(xp.asarray(np.maximum(rows, 0)), axis=0)  # (Ty, W, C)
+        bottom = min(height, top + block_y)
+        for c in range(channels):
+            tiles = band[:, :, c].astype(real_dtype)[:, columns_device]  # (Ty, tiles, Tx)
+            if plan.border == Border.CONSTANT:
+                tiles[xp.asarray(rows < 0)] = plan.border_value
+                tiles[:, constant_columns] = plan.border_value
+            tiles = xp.moveaxis(tiles, 1, 0)  # (tiles, Ty, Tx)
+            spectra = fft.rfft2(tiles, **keyword)
+            del tiles
+            spectra *= spectrum
+            result = fft.irfft2(spectra, s=tile, **keyword)
+            del spectra
+            for index, left in enumerate(starts_x):
+                right = min(width, left + block_x)
+                output[top:bottom, left:right, c] = result[index, : bottom - top, : right - left]
+            del result
+    return output
