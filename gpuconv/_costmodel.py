@@ -216,12 +216,19 @@ def estimate(plan: ConvolutionPlan, path: str, costs: BackendCosts, **details) -
 
 
 def choose_path(
-    plan: ConvolutionPlan, strategy: Strategy, backend: str = "numba", *, fft: bool = True
+    plan: ConvolutionPlan,
+    strategy: Strategy,
+    backend: str = "numba",
+    *,
+    fft: bool = True,
+    force: str | None = None,
 ) -> PathChoice:
     """The fastest path for ``plan`` that keeps the contract (see the module docstring).
 
     ``strategy`` is the backend's :func:`gpuconv._strategy.choose_strategy` result (exact
     integer sums, accumulator, rank-1 factors); ``fft=False`` leaves the FFT out.
+    ``force`` names the path to take whatever it costs (``gpuconv bench`` times every
+    path); a ``ValueError`` if that path cannot compute this plan within the contract.
     """
     costs = COSTS[backend]
     kernel = plan.kernel
@@ -250,6 +257,13 @@ def choose_path(
     path = min(estimates, key=estimates.get)
     loops = {name: seconds for name, seconds in estimates.items() if name != "fft"}
     loop = min(loops, key=loops.get)
+    if force is not None:
+        if force not in options:
+            raise ValueError(
+                f"path {force!r} cannot compute this plan; possible: {', '.join(options)}"
+            )
+        path = force
+        loop = loop if force == "fft" else force
     chosen = options[loop]
     return PathChoice(
         path=path,

@@ -177,8 +177,11 @@ def workers_for(plan: ConvolutionPlan, available: int) -> int:
     return 1 if work < _SERIAL_WORK else available
 
 
-def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
-    """Everything the compiled loop needs for ``plan`` with up to ``workers`` threads."""
+def execution_for(plan: ConvolutionPlan, workers: int, force: str | None = None) -> Execution:
+    """Everything the compiled loop needs for ``plan`` with up to ``workers`` threads.
+
+    ``force``: the cost model's path to take whatever it costs (see :func:`convolve_path`).
+    """
     height, width, _ = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     strategy = _strategy(plan)
@@ -204,7 +207,7 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
         indices = np.arange(9)
         taps = (indices // 3, indices % 3, plan.kernel.ravel().astype(accumulator))
     else:
-        choice = _costmodel.choose_path(plan, strategy, "numba")
+        choice = _costmodel.choose_path(plan, strategy, "numba", force=force)
         path_name = choice.path
         accumulator = choice.accumulator
         empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
@@ -310,10 +313,26 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
     """Run ``plan`` on ``image3d`` (any strides, read-only fine); return a new array."""
     import numba
 
+    return _run(image3d, plan, cached_execution(plan, numba.get_num_threads()))
+
+
+def convolve_path(image3d: np.ndarray, plan: ConvolutionPlan, path: str) -> np.ndarray:
+    """:func:`convolve` on the cost model's ``path`` (``"direct"``, ``"lowrank"``...) whatever
+    it costs: ``gpuconv bench --kernel-sizes`` times every path this way. Not cached; a
+    ``ValueError`` when ``path`` cannot compute ``plan`` within the contract."""
+    import numba
+
+    if plan.kernel.shape == (3, 3):
+        raise ValueError("3 x 3 kernels always run the fused 3 x 3 loop")
+    return _run(image3d, plan, execution_for(plan, numba.get_num_threads(), force=path))
+
+
+def _run(image3d: np.ndarray, plan: ConvolutionPlan, run: Execution) -> np.ndarray:
+    import numba
+
     from . import kernels
 
     workers = numba.get_num_threads()
-    run = cached_execution(plan, workers)
     if run.uses_fft:
         # None: non-finite pixels or an error bound the FFT misses; the loop path runs.
         result = _fft.convolve_fft(image3d, plan, workers=run.workers)
