@@ -19,6 +19,8 @@ Pure NumPy; nothing here touches pixels.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Relative kernel error a float low-rank form may add: below the rounding of one float32
@@ -61,21 +63,25 @@ def float_terms(kernel: np.ndarray, tolerance: float, max_rank: int | None = Non
 def integer_terms(kernel: np.ndarray, max_rank: int | None = None):
     """Integer ``(columns, rows)`` whose products sum to ``kernel`` exactly, or None.
 
-    The rows are linearly independent rows of the kernel itself (chosen greedily) and the
-    columns their integer coefficients; None when a coefficient is not an integer, when
-    the rank exceeds ``max_rank``, or for an all-zero kernel.
+    The rows are linearly independent rows of the kernel (chosen greedily), each divided
+    by the gcd of its entries, and the columns their integer coefficients; None when a
+    coefficient is not an integer, when the rank exceeds ``max_rank``, or for an all-zero
+    kernel. ``kernel`` must hold integers.
     """
     kernel = np.asarray(kernel, dtype=np.float64)
     if not np.any(kernel):
         return None
-    basis: list[int] = []
-    for i in range(kernel.shape[0]):
-        candidate = kernel[[*basis, i]]
+    basis: list[np.ndarray] = []
+    for line in kernel:
+        if not np.any(line):
+            continue
+        candidate = np.array([*basis, line])
         if np.linalg.matrix_rank(candidate) > len(basis):
-            basis.append(i)
+            divisor = math.gcd(*(int(v) for v in line)) or 1
+            basis.append(line / divisor)
             if max_rank is not None and len(basis) > max_rank:
                 return None
-    rows = kernel[basis]
+    rows = np.array(basis)
     # Coefficients of every kernel row in the basis rows (least squares, then checked).
     solution, *_ = np.linalg.lstsq(rows.T, kernel.T, rcond=None)
     columns = np.round(solution)  # (r, kh)
@@ -83,7 +89,7 @@ def integer_terms(kernel: np.ndarray, max_rank: int | None = None):
         return None
     if not np.array_equal(columns.T @ rows, kernel):
         return None
-    return columns, rows.copy()
+    return columns, rows
 
 
 def kernel_runs(kernel: np.ndarray):
