@@ -39,6 +39,9 @@ _FLOAT64_EXACT = 2.0**53
 # A float low-rank form whose terms' partial sums exceed the direct sum's by more than
 # this factor would round visibly worse in float32: its terms are summed in float64.
 _AMPLIFICATION_LIMIT = 4.0
+# Below this many taps two terms save too little over the direct loop to be worth
+# finding (measured: a rank-2 9 x 9 kernel ran within 5% either way).
+_LOWRANK_MIN_TAPS = 64
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class BackendCosts:
         Each separable or low-rank term: clearing and writing the intermediate line.
     prefix : float
         The prefix sums of the runs path.
+    run_tap : float
+        One tap of the runs path (two per run; scattered offsets over longer lines).
     fft : float
         One unit of ``Ty Tx log2(Ty Tx) / block pixels`` in complex64
         (see :func:`gpuconv._fft.work_per_pixel`), transforms both ways and the product.
@@ -71,21 +76,27 @@ class BackendCosts:
     line: float
     term: float
     prefix: float
+    run_tap: float
     fft: float
     float64_fft: float
     fft_fixed: float
 
 
-#: Fitted from benchmarks/results/kernel-sizes-2core.json (numba, 2 threads, 2048 x 2048).
+#: Fitted (by hand, to the nearest round figure) from one run of ``gpuconv bench
+#: --kernel-sizes`` style timings of every forced path on 2048 x 2048 images (numba,
+#: 2 threads, 2 cores shared with other work: load average about 3): direct box5..random63,
+#: separable box5..box25, low-rank dog9..dog25, runs disk7..disk31, FFT random15..random63.
+#: See benchmarks/results/kernel-sizes-2core.md for the sweep they are checked against.
 NUMBA = BackendCosts(
-    tap=1.1e-11,
-    float64_tap=2.2e-11,
-    line=4.0e-10,
-    term=3.0e-10,
-    prefix=8.0e-10,
-    fft=4.4e-10,
-    float64_fft=7.0e-10,
-    fft_fixed=2.0e-9,
+    tap=4.0e-11,
+    float64_tap=8.0e-11,
+    line=1.5e-9,
+    term=1.0e-10,
+    prefix=1.0e-9,
+    run_tap=8.0e-11,
+    fft=5.0e-10,
+    float64_fft=1.0e-9,
+    fft_fixed=1.5e-9,
 )
 
 COSTS = {"numba": NUMBA}
@@ -138,7 +149,7 @@ def _lowrank_candidate(plan: ConvolutionPlan, strategy: Strategy):
     """``(columns, rows, accumulator)`` of the low-rank path, or None."""
     kernel = plan.kernel
     kernel_height, kernel_width = kernel.shape
-    if min(kernel.shape) < 2 or kernel.size < 25:
+    if min(kernel.shape) < 2 or kernel.size < _LOWRANK_MIN_TAPS:
         return None
     # Only ranks cheaper than the direct loop are worth finding.
     max_rank = (kernel.size - 1) // (kernel_height + kernel_width)
@@ -208,7 +219,8 @@ def estimate(plan: ConvolutionPlan, path: str, costs: BackendCosts, **details) -
         taps = np.count_nonzero(columns) * padded + np.count_nonzero(rows)
         return pixels * (costs.line + columns.shape[0] * costs.term + taps * tap)
     if path == "runs":
-        return pixels * (costs.line + costs.prefix + 2 * details["runs"][0].size * tap)
+        run_tap = costs.run_tap * (2 if np.dtype(accumulator).itemsize == 8 else 1)
+        return pixels * (costs.line + costs.prefix + 2 * details["runs"][0].size * run_tap)
     if path == "fft":
         per_unit = costs.float64_fft if np.dtype(accumulator) == np.float64 else costs.fft
         return pixels * (costs.fft_fixed + per_unit * _fft.work_per_pixel(plan))

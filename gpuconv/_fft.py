@@ -53,9 +53,10 @@ from ._borders import source_indices
 from ._plan import Border, ConvolutionPlan
 
 #: Tile lengths tried along each axis (after next_fast_len), besides the whole axis.
-_TILE_SIDES = (256, 384, 512, 640, 768, 1024)
-#: Work per element besides the ``log2 n`` butterflies, in butterfly units: on 2 cores
-#: (scipy.fft), tiles of 512 beat 256 and 1024 for 31 x 31 kernels on 2048 x 2048.
+_TILE_SIDES = (256, 320, 384, 512, 640)
+#: Work per element besides the ``log2 n`` butterflies, in butterfly units. On 2 cores
+#: (scipy.fft, 2048 x 2048 float32, 31 x 31 and 63 x 63 kernels) tiles of 256 to 768
+#: ran within the noise of each other, 1024 two to three times slower.
 _PER_ELEMENT = 6.0
 #: Margin between the error estimate and the contract's tolerance.
 _SAFETY = 2.0
@@ -83,7 +84,7 @@ def _side(length: int, kernel_length: int) -> int:
     product, store). One tile of exactly the needed length is always a candidate.
     """
     needed = fast_length(length + kernel_length - 1)
-    candidates = {needed}
+    candidates = {needed} if needed <= _TILE_SIDES[-1] else set()
     for side in _TILE_SIDES:
         side = fast_length(max(side, 2 * kernel_length))
         if side < needed:

@@ -285,3 +285,46 @@ def test_auto_chooses_fft_on_a_large_image_and_matches(rng):
     assert_contract_accuracy(
         gpuconv.convolve(image, kernel, backend="numba"), reference(image, kernel)
     )
+
+
+# ---- gpuconv bench --kernel-sizes ----------------------------------------------------------
+
+
+def test_kernel_size_ranges_parse():
+    from gpuconv.bench._sweep import kernel_size_list
+
+    assert kernel_size_list("3,5,...,11") == [3, 5, 7, 9, 11]
+    assert kernel_size_list("4,9") == [4, 9]
+    with pytest.raises(Exception, match="kernel sizes"):
+        kernel_size_list("5,3,...,1")
+
+
+def test_sweep_shows_the_chosen_path_and_every_path_against_cv2(tmp_path):
+    pytest.importorskip("cv2", reason="the sweep times cv2.filter2D beside gpuconv")
+    numba_backend()
+    import argparse
+    import json
+
+    from gpuconv import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    json_path, table_path = tmp_path / "sweep.json", tmp_path / "sweep.md"
+    arguments = "--kernel-sizes 3,17 --sizes 48 --repeats 1 --warmup 0 --families "
+    arguments += f"random:float32,box:uint8,dog:float64 --json {json_path} --table {table_path}"
+    assert bench.run(parser.parse_args(arguments.split())) == 0
+    rows = json.loads(json_path.read_text())["sweep"]
+    assert [(row["image"], row["kernel"]) for row in rows] == [
+        ("48x48 float32", "random3"),
+        ("48x48 float32", "random17"),
+        ("48x48 uint8", "box3"),
+        ("48x48 uint8", "box17"),
+        ("48x48 float64", "dog3"),
+        ("48x48 float64", "dog17"),
+    ]
+    by_kernel = {row["kernel"]: row for row in rows}
+    assert set(by_kernel["random17"]["ms"]) == {"cv2.filter2D", "gpuconv", "direct", "fft"}
+    assert by_kernel["box17"]["chosen"] == "separable"
+    assert by_kernel["dog17"]["chosen"] in by_kernel["dog17"]["ms"]
+    assert all(ms > 0 for row in rows for ms in row["ms"].values())
+    assert "| 48x48 uint8 | box17 | separable |" in table_path.read_text()
