@@ -4,10 +4,12 @@ For a large kernel the direct loop costs ``kh * kw`` multiply-adds per pixel; a 
 over a tile of ``Ty x Tx`` pixels costs about ``log2(Ty Tx)`` per pixel whatever the kernel.
 :func:`convolve_fft` computes the same correlation as every other path:
 
-1. the output is cut into blocks of ``(Ty - kh + 1) x (Tx - kw + 1)`` pixels; each block's
-   source tile (block plus the kernel's halo) is gathered through
-   :func:`gpuconv._borders.source_indices`, the one border mapping, so the halo outside
-   the image follows the border rule exactly as the direct loop reads it;
+1. the output is cut into blocks of ``(Ty - kh + 1) x (Tx - kw + 1)`` pixels; a band of
+   source rows, widened by the kernel's halo, is gathered through
+   :func:`gpuconv._borders.source_indices`, the one border mapping (rows through the
+   table, the halo columns copied from the inside columns it names, as the numba loop
+   does), so the halo follows the border rule exactly as the direct loop reads it; each
+   block's tile is a strided window of that band;
 2. a band of tiles (one row of blocks across the image) is transformed at once
    (``rfft2`` over the last two axes, sizes from ``next_fast_len``), multiplied by the
    conjugate spectrum of the kernel (correlation: no flip) and transformed back; the
@@ -19,9 +21,9 @@ Scratch memory is one band of tiles and its spectrum, whatever the image's heigh
 The kernel's spectrum is cached per (kernel, tile shape, precision).
 
 Accuracy (the contract's "Accuracy" section): an FFT spreads rounding over the whole tile,
-so the path is taken only where an error estimate allows it. Before the transform, the
-largest ``|pixel|`` is measured (a non-finite pixel means no FFT: a NaN must stay local
-to the taps that touch it); after it, the estimate
+so the path is taken only where an error estimate allows it. While the tiles are
+gathered, the largest ``|pixel|`` is measured (a non-finite pixel, seen as non-finite
+sums, means no FFT: a NaN must stay local to the taps that touch it); then the estimate
 
     error <= u * log2(Ty Tx) * max|pixel| * max|K(w)|
 
@@ -143,20 +145,6 @@ def _store(values, output_dtype, xp):
     return xp.clip(xp.rint(values), info.min, info.max).astype(dtype)
 
 
-def largest_magnitude(image3d, plan: ConvolutionPlan, xp=np) -> float:
-    """max |pixel| including the constant border's value; inf or NaN if any is not finite."""
-    # max and min, not abs().max(): no image-sized temporary; NaN propagates through both.
-    highest, lowest = float(image3d.max()), float(image3d.min())
-    if not (math.isfinite(highest) and math.isfinite(lowest)):
-        return math.inf
-    largest = max(highest, -lowest)
-    if plan.border == Border.CONSTANT:
-        if not math.isfinite(plan.border_value):
-            return math.inf
-        largest = max(largest, abs(plan.border_value))
-    return largest
-
-
 def _allowed_error(plan: ConvolutionPlan, output_magnitude: float) -> float:
     dtype = plan.output_dtype
     if dtype.kind in "ui":
@@ -172,20 +160,23 @@ def error_bound(tile: tuple[int, int], largest: float, gain: float, real_dtype) 
 
 
 def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft=None):
-    """The plan's result through overlap-save FFTs, or None where the bound forbids it.
+    """The plan's result through overlap-save FFTs, or None where the estimate forbids it.
 
-    ``image3d`` is read, never written. ``workers`` is handed to ``scipy.fft``.
+    ``image3d`` is read, never written. ``workers`` is handed to ``scipy.fft``. A
+    non-finite pixel (or constant) makes the sums non-finite: then None, and the caller's
+    loop path keeps the NaN or inf local to the taps that touch it.
     """
-    largest = largest_magnitude(image3d, plan, xp)
-    if not np.isfinite(largest):
-        return None  # NaN or inf pixels: they must stay local, the direct loop keeps them so
+    if not math.isfinite(plan.border_value):
+        return None
     if fft is None:
         import scipy.fft as fft
     tile = tile_shape(plan)
     first = np.float64 if plan.accumulate_dtype == np.float64 else np.float32
     for real_dtype in dict.fromkeys((first, np.float64)):
-        sums = _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft)
+        sums, largest = _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft)
         magnitude = max(float(sums.max()), -float(sums.min()))
+        if not (math.isfinite(magnitude) and math.isfinite(largest)):
+            return None
         gain = float(xp.abs(_spectrum(plan, tile, real_dtype, xp, fft)).max())
         if error_bound(tile, largest, gain, real_dtype) <= _allowed_error(plan, magnitude):
             return _store(sums, plan.output_dtype, xp)
@@ -194,7 +185,7 @@ def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft
 
 
 def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
-    """Raw float sums ``(H, W, C)`` in ``real_dtype``."""
+    """Raw float sums ``(H, W, C)`` in ``real_dtype``, and the largest ``|source pixel|``."""
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     tile_y, tile_x = tile
@@ -202,30 +193,47 @@ def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
     block_x = tile_x - kernel_width + 1
     spectrum = _spectrum(plan, tile, real_dtype, xp, fft)
     output = xp.empty((height, width, channels), dtype=real_dtype)
-    # Source column of every tile column, per tile along x; -1 reads the constant.
     starts_x = np.arange(0, width, block_x)
-    positions = starts_x[:, None] - plan.anchor_x + np.arange(tile_x)[None, :]
-    columns = source_indices(positions, width, plan.border)  # (tiles, Tx)
-    columns_device = xp.asarray(np.maximum(columns, 0))
-    constant_columns = xp.asarray(columns < 0)
+    # One band of source rows, every tile's columns side by side: tile t is the window
+    # band[:, t * block_x : t * block_x + Tx] (a strided view, no copy per tile).
+    band_width = (starts_x.size - 1) * block_x + tile_x
+    columns = source_indices(np.arange(band_width) - plan.anchor_x, width, plan.border)
+    inside = slice(plan.anchor_x, plan.anchor_x + width)
+    # Columns outside [anchor_x, anchor_x + W) copy an inside column (or the constant).
+    outside = np.flatnonzero(
+        (np.arange(band_width) < inside.start) | (np.arange(band_width) >= inside.stop)
+    )
+    outside_sources = columns[outside]
+    outside_constant = xp.asarray(outside[outside_sources < 0])
+    outside_copied = xp.asarray(outside[outside_sources >= 0])
+    outside_from = xp.asarray(outside_sources[outside_sources >= 0] + plan.anchor_x)
+    band = xp.empty((tile_y, band_width), dtype=real_dtype)
+    item = band.itemsize
+    windows = xp.lib.stride_tricks.as_strided(
+        band,
+        shape=(tile_y, starts_x.size, tile_x),
+        strides=(band_width * item, block_x * item, item),
+    )
     keyword = {"workers": workers} if xp is np else {}
+    source = xp.asarray(image3d)
+    largest = 0.0
     for top in range(0, height, block_y):
         rows = source_indices(
             np.arange(top - plan.anchor_y, top - plan.anchor_y + tile_y), height, plan.border
         )
-        band = xp.asarray(image3d).take(xp.asarray(np.maximum(rows, 0)), axis=0)  # (Ty, W, C)
         bottom = min(height, top + block_y)
+        contiguous = rows[0] >= 0 and np.array_equal(rows, np.arange(rows[0], rows[0] + tile_y))
         for c in range(channels):
-            # (Ty, tiles, Tx): transformed along axes 0 and 2 as it lies, no transposed copy.
-            tiles = np.take(band[:, :, c], columns_device, axis=1) if xp is np else None
-            if tiles is None:
-                tiles = xp.take(band[:, :, c], columns_device, axis=1)
-            tiles = tiles.astype(real_dtype, copy=False)
-            if plan.border == Border.CONSTANT:
-                tiles[xp.asarray(rows < 0)] = plan.border_value
-                tiles[:, constant_columns] = plan.border_value
-            spectra = fft.rfft2(tiles, axes=(0, 2), **keyword)
-            del tiles
+            if contiguous:
+                band[:, inside] = source[rows[0] : rows[0] + tile_y, :, c]
+            else:
+                band[:, inside] = source[:, :, c].take(xp.asarray(np.maximum(rows, 0)), axis=0)
+                if plan.border == Border.CONSTANT:
+                    band[xp.asarray(rows < 0), inside] = plan.border_value
+            band[:, outside_copied] = band[:, outside_from]
+            band[:, outside_constant] = plan.border_value
+            largest = max(largest, float(band.max()), -float(band.min()))
+            spectra = fft.rfft2(windows, axes=(0, 2), **keyword)  # (Ty, tiles, Tx // 2 + 1)
             spectra *= spectrum[:, None, :]
             result = fft.irfft2(spectra, s=tile, axes=(0, 2), **keyword)
             del spectra
@@ -233,4 +241,4 @@ def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
                 right = min(width, left + block_x)
                 output[top:bottom, left:right, c] = result[: bottom - top, index, : right - left]
             del result
-    return output
+    return output, largest
