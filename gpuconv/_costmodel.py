@@ -205,6 +205,31 @@ def _runs_candidate(plan: ConvolutionPlan, strategy: Strategy):
     return None if accumulator is None else (runs, accumulator)
 
 
+#: The CUDA backend has no calibrated constants (no GPU in this project's CI): it runs the
+#: low-rank path where the terms need at most this fraction of the direct kernel's taps,
+#: since each extra launch reads the image and writes a float scratch image again.
+GPU_LOWRANK_TAP_FRACTION = 0.25
+
+
+def gpu_lowrank_terms(plan: ConvolutionPlan, strategy: Strategy):
+    """``(columns, rows, accumulator)`` of the CUDA low-rank path, or None.
+
+    Float plans only (exact integer plans keep the direct kernel), rank 2 or more (rank 1
+    is the separable kernel already), and only where ``r (kh + kw)`` is at most
+    :data:`GPU_LOWRANK_TAP_FRACTION` of ``kh kw``.
+    """
+    if strategy.integer or strategy.separable:
+        return None
+    terms = _lowrank_candidate(plan, strategy)
+    if terms is None:
+        return None
+    columns, rows, accumulator = terms
+    taps = columns.shape[0] * (plan.kernel_height + plan.kernel_width)
+    if taps > GPU_LOWRANK_TAP_FRACTION * plan.kernel.size:
+        return None
+    return columns, rows, np.dtype(accumulator)
+
+
 def estimate(plan: ConvolutionPlan, path: str, costs: BackendCosts, **details) -> float:
     """Estimated seconds of ``path`` for ``plan`` (``details``: what the path needs)."""
     height, width, channels = plan.shape

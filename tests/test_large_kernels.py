@@ -328,3 +328,46 @@ def test_sweep_shows_the_chosen_path_and_every_path_against_cv2(tmp_path):
     assert by_kernel["dog17"]["chosen"] in by_kernel["dog17"]["ms"]
     assert all(ms > 0 for row in rows for ms in row["ms"].values())
     assert "| 48x48 uint8 | box17 | separable |" in table_path.read_text()
+
+
+# ---- the CUDA backend's low-rank path (through the emulator in CI) ---------------------------
+
+
+def cuda_backend():
+    from gpuconv import _registry
+
+    state = _registry.status("cuda")
+    if not state.available:
+        pytest.skip(f"backend 'cuda' is not available here: {state.reason}")
+    from gpuconv._backends.cuda import lowrank
+
+    return lowrank
+
+
+@pytest.mark.parametrize(
+    ("dtype", "out", "border"),
+    [(np.float32, None, "reflect101"), (np.uint8, None, "constant"), (np.float64, None, "wrap")],
+)
+def test_cuda_low_rank_path_matches_the_reference(rng, dtype, out, border):
+    import gpuconv
+
+    lowrank = cuda_backend()
+    image = (rng.random((33, 41)) * 200).astype(dtype)
+    kernel = difference_of_gaussians(25)
+    _, plan, _ = plan_of(image, kernel, border=border, value=9.0)
+    launches, accumulator = lowrank.lowrank_launches(plan)
+    assert len(launches) == 2
+    assert {launch.template for launch in launches} <= {"gpuconv_separable", "gpuconv_global"}
+    actual = gpuconv.convolve(image, kernel, backend="cuda", border=border, value=9.0)
+    assert_contract_accuracy(actual, reference(image, kernel, border=border, value=9.0))
+
+
+def test_cuda_keeps_the_direct_kernel_for_exact_integer_and_full_rank_kernels(rng):
+    lowrank = cuda_backend()
+    integer_rank_two = np.outer(np.arange(1, 12), np.ones(13)) - np.outer(
+        np.ones(11), np.arange(13)
+    )
+    _, plan, _ = plan_of(np.zeros((20, 20), np.uint8), integer_rank_two)
+    assert lowrank.lowrank_launches(plan) is None
+    _, plan, _ = plan_of(np.zeros((20, 20), np.float32), rng.normal(size=(15, 15)))
+    assert lowrank.lowrank_launches(plan) is None
