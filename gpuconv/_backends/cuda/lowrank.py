@@ -27,12 +27,19 @@ from .launch_base import DEFAULT_LIMITS, DeviceLimits, Launch
 
 def lowrank_launches(plan: ConvolutionPlan, limits: DeviceLimits = DEFAULT_LIMITS):
     """``(launches, accumulator)`` of the low-rank path for ``plan``, or None."""
+    found = term_plans_and_launches(plan, limits)
+    return None if found is None else ([launch for _, launch in found[0]], found[1])
+
+
+def term_plans_and_launches(plan: ConvolutionPlan, limits: DeviceLimits = DEFAULT_LIMITS):
+    """``([(term plan, launch), ...], accumulator)``, or None; the term plans are what
+    the GPU model (:func:`gpuconv._gpumodel.model.predict_lowrank`) counts each launch on."""
     strategy = choose_strategy(plan)
     terms = _costmodel.gpu_lowrank_terms(plan, strategy)
     if terms is None:
         return None
     columns, rows, accumulator = terms
-    launches: list[Launch] = []
+    launches: list[tuple[ConvolutionPlan, Launch]] = []
     for column, row in zip(columns, rows):
         term_kernel = np.outer(column, row)
         term_kernel.flags.writeable = False
@@ -47,7 +54,7 @@ def lowrank_launches(plan: ConvolutionPlan, limits: DeviceLimits = DEFAULT_LIMIT
             accumulator=accumulator,
             skip_zero_taps=False,  # float images: 0 * NaN is NaN, as the reference says
         )
-        launches.append(plan_launch(term_plan, term_strategy, limits, window=False))
+        launches.append((term_plan, plan_launch(term_plan, term_strategy, limits, window=False)))
     return launches, accumulator
 
 
