@@ -1,7 +1,8 @@
 """``gpuconv bench --kernel-sizes 3,5,...``: the numba backend's paths over kernel sizes.
 
 For each kernel family (``random`` on float32, ``box`` on uint8 by default), image size and
-kernel size, times interleaved (one call of each in turn, median of ``repeats``):
+kernel size, times interleaved (one call of each in turn, the order rotating every repeat,
+median of ``repeats``):
 ``cv2.filter2D``, ``gpuconv`` as it runs (the path the cost model chose) and every path
 the cost model could have chosen (:func:`gpuconv._backends.numba.backend.convolve_path`),
 so the crossovers can be read off the table and the constants of
@@ -65,10 +66,14 @@ def sweep(families, sizes, kernel_sizes, *, repeats=5, warmup=1, progress=True):
         for call in calls.values():
             for _ in range(warmup):
                 call()
-        for _ in range(repeats):
-            for name, call in calls.items():
+        names = list(calls)
+        for repeat in range(repeats):
+            # The order turns every repeat: a call right after a long multi-threaded one
+            # (numba's or cv2's threads still spinning) is slowed, whichever it is.
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
                 start = time.perf_counter()
-                call()
+                calls[name]()
                 times[name].append(time.perf_counter() - start)
         medians = {name: statistics.median(samples) * 1e3 for name, samples in times.items()}
         row = {
