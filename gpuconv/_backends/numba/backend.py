@@ -3,9 +3,12 @@
 This module imports without numba (the registry imports it to call
 :func:`probe`); the compiled loops live in :mod:`.kernels`, imported on
 the first :func:`convolve`. The fast path (exact integer sums, separable
-passes, skipped zero taps) is chosen by :func:`gpuconv._strategy.choose_strategy`,
-and the border index tables come from :func:`gpuconv._borders.source_indices`,
-so this backend reads exactly the pixels the reference reads.
+passes, skipped zero taps) is chosen by :func:`gpuconv._strategy.choose_strategy`;
+for kernels larger than 3 x 3, :func:`gpuconv._costmodel.choose_path` then picks
+direct, separable, low-rank, runs or the FFT (:mod:`gpuconv._fft`, through
+``scipy.fft`` with this backend's thread count) by estimated time. The border
+index tables come from :func:`gpuconv._borders.source_indices`, so this backend
+reads exactly the pixels the reference reads.
 
 Threads: numba's pool, sized by ``NUMBA_NUM_THREADS`` (default: every core),
 or fewer with ``numba.set_num_threads``.

@@ -19,8 +19,11 @@ How a band of output rows is computed, without a padded copy of the image:
 2. every output row is then a branch-free sum of shifted lines: a 3 x 3
    kernel in one fused pass (nine multiply-adds in registers, stored
    directly); otherwise the direct path (one vectorised pass per four
-   non-skipped taps over a row of sums) or a column pass over the lines
-   followed by a row pass (the separable path);
+   non-skipped taps over a row of sums), a column pass over the lines
+   followed by a row pass for each term (the separable path: one term;
+   the low-rank path: several, summed before the one store), or the runs
+   path: each line turned into its prefix sums, then the direct path with
+   two taps per run of equal kernel taps (exact integer sums only);
 3. the sums are written out: rounded half to even and saturated (NaN to 0)
    for integer outputs, cast for float outputs.
 
