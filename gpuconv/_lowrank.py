@@ -19,6 +19,7 @@ Pure NumPy; nothing here touches pixels.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -37,6 +38,19 @@ def tolerance_for(accumulator) -> float:
 
 
 def float_terms(kernel: np.ndarray, tolerance: float, max_rank: int | None = None):
+    """:func:`_float_terms`, remembered per kernel (plans of kernels over 4096 taps are not
+    cached, and an SVD of a 65 x 65 kernel costs milliseconds while BLAS threads wake)."""
+    kernel = np.ascontiguousarray(kernel, dtype=np.float64)
+    found = _float_terms_cached(kernel.tobytes(), kernel.shape, tolerance, max_rank)
+    return None if found is None else (found[0].copy(), found[1].copy())
+
+
+@functools.lru_cache(maxsize=64)
+def _float_terms_cached(data: bytes, shape, tolerance, max_rank):
+    return _float_terms(np.frombuffer(data).reshape(shape), tolerance, max_rank)
+
+
+def _float_terms(kernel: np.ndarray, tolerance: float, max_rank: int | None = None):
     """Return ``(columns, rows)`` of shapes ``(r, kh)`` and ``(r, kw)``, or None.
 
     ``sum_k outer(columns[k], rows[k])`` differs from ``kernel`` by at most

@@ -281,16 +281,16 @@ _EXECUTIONS: collections.OrderedDict = collections.OrderedDict()
 _EXECUTIONS_LOCK = threading.Lock()
 
 
-def cached_execution(plan: ConvolutionPlan, workers: int) -> Execution:
-    """:func:`execution_for`, computed once per (plan object, thread count)."""
-    key = (id(plan), workers)
+def cached_execution(plan: ConvolutionPlan, workers: int, force: str | None = None) -> Execution:
+    """:func:`execution_for`, computed once per (plan object, thread count, forced path)."""
+    key = (id(plan), workers, force)
     with _EXECUTIONS_LOCK:
         entry = _EXECUTIONS.get(key)
         # The entry holds its plan, so an id cannot be reused while the entry lives.
         if entry is not None and entry[0] is plan:
             _EXECUTIONS.move_to_end(key)
             return entry[1]
-    run = execution_for(plan, workers)
+    run = execution_for(plan, workers, force)
     with _EXECUTIONS_LOCK:
         _EXECUTIONS[key] = (plan, run)
         while len(_EXECUTIONS) > EXECUTION_CACHE_SIZE:
@@ -321,13 +321,14 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
 
 def convolve_path(image3d: np.ndarray, plan: ConvolutionPlan, path: str) -> np.ndarray:
     """:func:`convolve` on the cost model's ``path`` (``"direct"``, ``"lowrank"``...) whatever
-    it costs: ``gpuconv bench --kernel-sizes`` times every path this way. Not cached; a
-    ``ValueError`` when ``path`` cannot compute ``plan`` within the contract."""
+    it costs: ``gpuconv bench --kernel-sizes`` times every path this way. Cached as
+    :func:`convolve` is; a ``ValueError`` when ``path`` cannot compute ``plan`` within the
+    contract."""
     import numba
 
     if plan.kernel.shape == (3, 3):
         raise ValueError("3 x 3 kernels always run the fused 3 x 3 loop")
-    return _run(image3d, plan, execution_for(plan, numba.get_num_threads(), force=path))
+    return _run(image3d, plan, cached_execution(plan, numba.get_num_threads(), force=path))
 
 
 def _run(image3d: np.ndarray, plan: ConvolutionPlan, run: Execution) -> np.ndarray:
