@@ -98,6 +98,41 @@ def calibration_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: Low-rank cases: of the sizes with a compile-time separable specialisation (the SASS
+#: interpreter does not run the run-time-size separable kernel: its loop exits use BREAK),
+#: 21 x 21 is the one the GPU takes the low-rank path for (gpuconv._costmodel's rule).
+LOWRANK_SIZES = (21,)
+
+
+def lowrank_rows(size: int) -> list[dict]:
+    from gpuconv.bench._inputs import difference_of_gaussians
+
+    rows = []
+    for side in LOWRANK_SIZES:
+        for dtype in ("float32", "uint8"):
+            row = model.predict_lowrank(difference_of_gaussians(side), dtype, size)
+            if row is not None:
+                rows.append({"kernel": f"dog{side}", **row})
+    return rows
+
+
+def lowrank_table(rows: list[dict]) -> str:
+    lines = [
+        "| kernel | image | terms | accumulator | warp inst/px | DRAM bytes/px | "
+        "predicted ms | copy ms | of copy |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        pixels = row["size"] ** 2
+        lines.append(
+            f"| {row['kernel']} | {row['size']}x{row['size']} {row['dtype']} | {row['terms']} | "
+            f"{row['accumulator']} | {row['warp_instructions'] / pixels:.3f} | "
+            f"{row['dram_bytes'] / pixels:.1f} | {row['predicted_ms']:.3f} | "
+            f"{row['copy_ms']:.3f} | {row['fraction_of_copy']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the cases as JSON here")
@@ -108,6 +143,12 @@ def main(argv=None) -> int:
         help="the shared-memory kernels (plan_launch(window=False))",
     )
     parser.add_argument("--calibration", action="store_true", help="predicted vs ncu instructions")
+    parser.add_argument(
+        "--lowrank",
+        action="store_true",
+        help="the low-rank path (issue 11): a 21x21 difference of Gaussians, "
+        "one separable launch per term plus the summing passes",
+    )
     parser.add_argument("--markdown", help="write GPU-model.md (both families, calibration) here")
     args = parser.parse_args(argv)
 
@@ -118,6 +159,12 @@ def main(argv=None) -> int:
         calibrated = [model.calibrate(e) for e in model.calibration()["cases"]]
         Path(args.markdown).write_text(markdown(today, shared, calibrated))
         print(f"wrote {args.markdown} in {time.perf_counter() - started:.0f} s")
+        return 0
+    if args.lowrank:
+        rows = lowrank_rows(args.size)
+        print(lowrank_table(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"lowrank": rows}, indent=1) + "\n")
         return 0
     if args.calibration:
         print(calibration_table([model.calibrate(e) for e in model.calibration()["cases"]]))

@@ -182,3 +182,18 @@ def test_time_formula_takes_the_slower_of_bytes_and_instructions():
     assert machine.copy_seconds(1.5e12) == pytest.approx(0.5)
     assert machine.occupancy(32, 256, 0) == 1.0
     assert machine.occupancy(128, 128, 0) == 0.25
+
+
+@pytest.mark.skipif(_emulator.available() is not None, reason=str(_emulator.available()))
+def test_low_rank_path_is_two_separable_launches_plus_the_sums():
+    from gpuconv._gpumodel import model
+    from gpuconv.bench._inputs import difference_of_gaussians
+
+    size = 512
+    row = model.predict_lowrank(difference_of_gaussians(21), "float32", size)
+    assert row["terms"] == 2
+    assert row["path"].count("gpuconv_separable<float, float, float, 21, 21>") == 2
+    # Each term reads the image and writes a float32 image; the sums add and store again.
+    assert row["dram_bytes"] >= 2 * size * size * (4 + 4)
+    assert row["predicted_ms"] > row["copy_ms"] > 0
+    assert model.predict_lowrank(np.ones((21, 21)), "float32", size) is None  # rank 1

@@ -202,6 +202,56 @@ def predict(case: Case) -> dict:
     }
 
 
+def predict_lowrank(kernel, dtype: str = "float32", size: int = SIZE) -> dict | None:
+    """The CUDA low-rank path (:mod:`gpuconv._backends.cuda.lowrank`) on a grey image.
+
+    One separable launch per term, each counted as :func:`predict` counts a launch (warp
+    instructions from the SASS, DRAM bytes from the emulator, writing the accumulator's
+    dtype), plus the element-wise passes that add the terms and store the total
+    (``r - 1`` additions reading two images and writing one, and one read and one store
+    of the output), which are DRAM-bound. None when the plan does not take the path.
+    """
+    from .._backends.cuda import lowrank
+
+    image = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), (size, size), (0, 0))
+    _, plan, _ = make_plan(
+        image, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+    )
+    found = lowrank.term_plans_and_launches(plan, H100_LIMITS)
+    if found is None:
+        return None
+    terms, accumulator = found
+    pixels = size * size
+    seconds = 0.0
+    warp_instructions = 0
+    dram = 0
+    for term_plan, launch in terms:
+        _, count = count_instructions(term_plan, launch)
+        traffic = count_memory(term_plan, launch)
+        seconds += machine.predicted_seconds(traffic.dram_bytes, count.warp_instructions)
+        warp_instructions += count.warp_instructions
+        dram += traffic.dram_bytes
+    item = np.dtype(accumulator).itemsize
+    elementwise = (len(terms) - 1) * 3 * pixels * item
+    elementwise += pixels * (item + np.dtype(plan.output_dtype).itemsize)
+    seconds += elementwise / machine.DRAM_BYTES_PER_SECOND
+    ideal = pixels * (np.dtype(dtype).itemsize + np.dtype(plan.output_dtype).itemsize)
+    copy = machine.copy_seconds(ideal)
+    return {
+        "kernel_shape": list(plan.kernel.shape),
+        "dtype": dtype,
+        "size": size,
+        "path": " + ".join(launch.name_expression for _, launch in terms) + " + sum",
+        "terms": len(terms),
+        "accumulator": str(np.dtype(accumulator)),
+        "warp_instructions": int(warp_instructions),
+        "dram_bytes": int(dram + elementwise),
+        "predicted_ms": round(seconds * 1e3, 4),
+        "copy_ms": round(copy * 1e3, 4),
+        "fraction_of_copy": round(copy / seconds, 4),
+    }
+
+
 # ------------------------------------------------------------------ ncu calibration
 
 CALIBRATION = (

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .. import _registry, kernels
+from . import _sweep
 from ._implementations import HOST_BACKENDS, implementations
 from ._inputs import bench_image, bench_kernels
 from ._machine import (
@@ -347,6 +348,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the cold/warm numba cache first-call measurement",
     )
     parser.add_argument(
+        "--kernel-sizes",
+        type=_sweep.kernel_size_list,
+        metavar="3,5,...,63",
+        help="sweep square kernel sizes on the numba backend: the path the cost model "
+        "chooses and the time of every path, against cv2.filter2D (use with --sizes)",
+    )
+    parser.add_argument(
+        "--families",
+        type=_comma_list(str),
+        help="kernel family:image dtype pairs of the sweep "
+        f"(default {','.join(_sweep.DEFAULT_FAMILIES)}; families random, box, dog)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: 256x256, uint8, tutorial bank, 2 repeats, no compile times",
@@ -355,6 +369,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """What ``gpuconv bench`` does; returns the exit code."""
+    if getattr(args, "kernel_sizes", None):
+        return _sweep.run_sweep(args)
     if args.quick:
         args.sizes, args.dtypes, args.repeats = [256], ["uint8"], 2
         args.kernels = list(kernels.TUTORIAL_BANK)

@@ -8,6 +8,9 @@ The kernels (see the header comment of each ``.cu`` file):
   column pass from it in the same kernel;
 - ``gpuconv_global``: the fallback when a tile and halo exceed shared memory.
 
+Kernels of rank 2 to a few (a difference of Gaussians) run as one separable launch per
+term, summed and rounded once (:mod:`.lowrank`); there is no FFT path on the GPU (see there).
+
 :func:`gpuconv._strategy.choose_strategy` decides separable or not and the
 accumulator; :func:`gpuconv._backends.cuda.launch.plan_launch` turns that into
 a launch. CuPy arrays stay on the device and run on CuPy's current stream
@@ -31,6 +34,7 @@ import numpy as np
 from ..._plan import ConvolutionPlan
 from ..._strategy import choose_strategy
 from . import launch as _cuda_launch
+from . import lowrank as _cuda_lowrank
 from . import source as _cuda_source
 
 EMULATOR_VARIABLE = "GPUCONV_CUDA_EMULATOR"
@@ -181,6 +185,17 @@ def prepared_launch(plan: ConvolutionPlan, device_id: int) -> PreparedLaunch:
             _LAUNCHES.move_to_end(key)
             return prepared
     launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), _device_limits(device_id))
+    function, weights = _prepare(launch, device_id)
+    prepared = PreparedLaunch(launch, function, weights)
+    with _LAUNCHES_LOCK:
+        _LAUNCHES[key] = prepared
+        while len(_LAUNCHES) > LAUNCH_CACHE_SIZE:
+            _LAUNCHES.popitem(last=False)
+    return prepared
+
+
+def _prepare(launch: _cuda_launch.Launch, device_id: int):
+    """The compiled function and the device weights of one launch."""
     weights = _device_weights(launch.weights.tobytes(), launch.weights.dtype.str, device_id)
     function = _cuda_source.cupy_function(launch.source_file, launch.name_expression)
     if launch.shared_bytes > _DEFAULT_SHARED_BYTES and (
@@ -188,7 +203,24 @@ def prepared_launch(plan: ConvolutionPlan, device_id: int) -> PreparedLaunch:
     ):
         # Beyond 48 KiB a kernel must opt in (cudaFuncSetAttribute), once per function.
         function.max_dynamic_shared_size_bytes = launch.shared_bytes
-    prepared = PreparedLaunch(launch, function, weights)
+    return function, weights
+
+
+def prepared_lowrank(plan: ConvolutionPlan, device_id: int):
+    """``(prepared launches, accumulator)`` of the low-rank path, or None; cached."""
+    key = ("lowrank", plan_key(plan), device_id)
+    with _LAUNCHES_LOCK:
+        if key in _LAUNCHES:
+            _LAUNCHES.move_to_end(key)
+            return _LAUNCHES[key]
+    found = _cuda_lowrank.lowrank_launches(plan, _device_limits(device_id))
+    prepared = None
+    if found is not None:
+        launches, accumulator = found
+        prepared = (
+            [PreparedLaunch(launch, *_prepare(launch, device_id)) for launch in launches],
+            accumulator,
+        )
     with _LAUNCHES_LOCK:
         _LAUNCHES[key] = prepared
         while len(_LAUNCHES) > LAUNCH_CACHE_SIZE:
@@ -205,22 +237,48 @@ def clear_launch_cache() -> None:
 def convolve(image3d, plan: ConvolutionPlan, library: str = "numpy"):
     """Run ``plan`` on ``image3d`` (H, W, C); return a new array in the same library."""
     if is_emulated():
+        lowrank = _cuda_lowrank.lowrank_launches(plan)
+        if lowrank is not None:
+            image = np.ascontiguousarray(image3d)
+            return _cuda_lowrank.run_terms(
+                image,
+                plan,
+                *lowrank,
+                lambda launch, output: _emulated_launch(image, launch, output),
+                np,
+            )
         launch = _cuda_launch.plan_launch(plan, choose_strategy(plan))
         return _run_emulated(image3d, plan, launch)
     import cupy
 
-    prepared = prepared_launch(plan, cupy.cuda.runtime.getDevice())
+    device_id = cupy.cuda.runtime.getDevice()
     # asarray copies a NumPy image in; ascontiguousarray copies a CuPy view only
     # when it is not C-contiguous. Neither writes to the caller's array.
     device_image = cupy.ascontiguousarray(cupy.asarray(image3d))
-    output = cupy.empty(plan.shape, dtype=plan.output_dtype)
-    prepared(device_image, output)
+    lowrank = prepared_lowrank(plan, device_id)
+    if lowrank is not None:
+        prepared_terms, accumulator = lowrank
+        output = _cuda_lowrank.run_terms(
+            device_image,
+            plan,
+            prepared_terms,
+            accumulator,
+            lambda prepared, partial: prepared(device_image, partial),
+            cupy,
+        )
+    else:
+        output = cupy.empty(plan.shape, dtype=plan.output_dtype)
+        prepared_launch(plan, device_id)(device_image, output)
     return output if library == "cupy" else cupy.asnumpy(output)
 
 
 def _run_emulated(image3d, plan: ConvolutionPlan, launch: _cuda_launch.Launch) -> np.ndarray:
-    image = np.ascontiguousarray(image3d)
     output = np.empty(plan.shape, dtype=plan.output_dtype)
+    _emulated_launch(np.ascontiguousarray(image3d), launch, output)
+    return output
+
+
+def _emulated_launch(image: np.ndarray, launch: _cuda_launch.Launch, output: np.ndarray) -> None:
     kernel = _cuda_source.emulated_function(launch.source_file, launch.name_expression)
     kernel(
         launch.grid,
@@ -228,4 +286,3 @@ def _run_emulated(image3d, plan: ConvolutionPlan, launch: _cuda_launch.Launch) -
         launch.arguments(image, output, launch.weights),
         shared_mem=launch.shared_bytes,
     )
-    return output

@@ -3,9 +3,12 @@
 This module imports without numba (the registry imports it to call
 :func:`probe`); the compiled loops live in :mod:`.kernels`, imported on
 the first :func:`convolve`. The fast path (exact integer sums, separable
-passes, skipped zero taps) is chosen by :func:`gpuconv._strategy.choose_strategy`,
-and the border index tables come from :func:`gpuconv._borders.source_indices`,
-so this backend reads exactly the pixels the reference reads.
+passes, skipped zero taps) is chosen by :func:`gpuconv._strategy.choose_strategy`;
+for kernels larger than 3 x 3, :func:`gpuconv._costmodel.choose_path` then picks
+direct, separable, low-rank, runs or the FFT (:mod:`gpuconv._fft`, through
+``scipy.fft`` with this backend's thread count) by estimated time. The border
+index tables come from :func:`gpuconv._borders.source_indices`, so this backend
+reads exactly the pixels the reference reads.
 
 Threads: numba's pool, sized by ``NUMBA_NUM_THREADS`` (default: every core),
 or fewer with ``numba.set_num_threads``. The pool is numba's ``tbb`` layer where the
@@ -27,6 +30,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ... import _costmodel, _fft
 from ..._borders import source_indices
 from ..._plan import ConvolutionPlan
 from ..._strategy import Strategy, choose_strategy
@@ -156,8 +160,8 @@ class Execution:
     strategy : Strategy
         The planner's decision (demoted to float64 sums for a huge constant border).
     path : int
-        ``kernels.PATH_*``: direct, separable, or fused 3 x 3 (which
-        wins over separable for 3 x 3 kernels).
+        ``kernels.PATH_*``: direct, separable (one term, or several: low-rank), runs, or
+        fused 3 x 3 (which wins over separable for 3 x 3 kernels).
     row_index, col_index : numpy.ndarray
         int64 source row of every output row's kernel rows (``H + kh - 1``
         entries) and source column of every padded column (``W + kw - 1``);
@@ -165,12 +169,20 @@ class Execution:
     taps : tuple of numpy.ndarray
         ``(tap_rows, tap_cols, tap_weights)`` of the direct path.
     column_taps, row_taps : tuple of numpy.ndarray
-        ``(indices, weights)`` of the separable factors (empty when direct).
+        ``(indices, weights, splits)`` of the separable or low-rank factors, term ``r``
+        being entries ``splits[r]:splits[r + 1]`` (no term when not separable).
     band_height, workers : int
     store_mode : int
         How sums become output (``kernels.STORE_*``).
     lowest, highest : float
         The output type's range (integer outputs).
+    accumulator_dtype : numpy.dtype
+        The dtype of lines and sums (the strategy's, or the chosen path's).
+    path_name : str
+        What :func:`gpuconv._costmodel.choose_path` chose: ``"direct"``, ``"separable"``,
+        ``"lowrank"``, ``"runs"`` or ``"fft"`` (``"direct"`` for the fused 3 x 3 loop).
+    choice : PathChoice or None
+        The cost model's decision and estimates (None for 3 x 3 kernels).
     """
 
     strategy: Strategy
@@ -185,10 +197,17 @@ class Execution:
     store_mode: int
     lowest: float
     highest: float
+    accumulator_dtype: np.dtype
+    path_name: str = "direct"
+    choice: _costmodel.PathChoice | None = None
 
     @property
     def accumulator(self) -> np.dtype:
-        return self.strategy.accumulator
+        return self.accumulator_dtype
+
+    @property
+    def uses_fft(self) -> bool:
+        return self.path_name == "fft"
 
     def scratch_bytes(self, plan: ConvolutionPlan) -> int:
         """Bytes of working memory the call allocates besides the output."""
@@ -249,8 +268,11 @@ def workers_for(plan: ConvolutionPlan, available: int) -> int:
     return 1 if work < _SERIAL_WORK else available
 
 
-def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
-    """Everything the compiled loop needs for ``plan`` with up to ``workers`` threads."""
+def execution_for(plan: ConvolutionPlan, workers: int, force: str | None = None) -> Execution:
+    """Everything the compiled loop needs for ``plan`` with up to ``workers`` threads.
+
+    ``force``: the cost model's path to take whatever it costs (see :func:`convolve_path`).
+    """
     height, width, _ = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     strategy = _strategy(plan)
@@ -265,29 +287,45 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
 
     workers = workers_for(plan, workers)
     skip = strategy.skip_zero_taps
-    empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
+    choice = None
+    path_name = "direct"
     if plan.kernel.shape == (3, 3):
         # Nine multiply-adds in registers beat two passes through memory,
         # separable or not; zero taps cost nothing in a vector lane.
+        empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
         path = kernels.PATH_FUSED_3X3
-        column_taps = row_taps = empty
+        column_taps = row_taps = (*empty, np.zeros(1, np.int64))
         indices = np.arange(9)
         taps = (indices // 3, indices % 3, plan.kernel.ravel().astype(accumulator))
-    elif strategy.separable:
-        path = kernels.PATH_SEPARABLE
-        column_taps = _taps(strategy.column, skip, accumulator)
-        row_taps = _taps(strategy.row, skip, accumulator)
-        taps = (empty[0], empty[0], empty[1])
     else:
-        path = kernels.PATH_DIRECT
-        column_taps = row_taps = empty
-        flat = plan.kernel.ravel()
-        indices = np.flatnonzero(flat) if skip else np.arange(flat.size)
-        taps = (
-            (indices // kernel_width).astype(np.int64),
-            (indices % kernel_width).astype(np.int64),
-            flat[indices].astype(accumulator),
-        )
+        choice = _costmodel.choose_path(plan, strategy, "numba", force=force)
+        path_name = choice.path
+        accumulator = choice.accumulator
+        empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
+        column_taps = row_taps = (*empty, np.zeros(1, np.int64))
+        taps = (empty[0], empty[0], empty[1])
+        if choice.loop in ("separable", "lowrank"):
+            path = kernels.PATH_SEPARABLE
+            column_taps = _terms(choice.columns, skip, accumulator)
+            row_taps = _terms(choice.rows, skip, accumulator)
+        elif choice.loop == "runs":
+            path = kernels.PATH_RUNS
+            run_rows, starts, stops, values = choice.runs
+            # A run [j0, j1) of value v: v * (prefix[k + j1] - prefix[k + j0]).
+            taps = (
+                np.repeat(run_rows, 2),
+                np.stack([stops, starts], axis=1).ravel(),
+                np.stack([values, -values], axis=1).ravel().astype(accumulator),
+            )
+        else:
+            path = kernels.PATH_DIRECT
+            flat = plan.kernel.ravel()
+            indices = np.flatnonzero(flat) if skip else np.arange(flat.size)
+            taps = (
+                (indices // kernel_width).astype(np.int64),
+                (indices % kernel_width).astype(np.int64),
+                flat[indices].astype(accumulator),
+            )
 
     output = plan.output_dtype
     if output.kind == "f":
@@ -309,7 +347,19 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
         store_mode=store_mode,
         lowest=lowest,
         highest=highest,
+        accumulator_dtype=np.dtype(accumulator),
+        path_name=path_name,
+        choice=choice,
     )
+
+
+def _terms(factors: np.ndarray, skip_zero: bool, dtype: np.dtype):
+    """(indices, weights, splits) of ``r`` stacked 1-D factors (see :class:`Execution`)."""
+    pieces = [_taps(factor, skip_zero, dtype) for factor in factors]
+    splits = np.cumsum([0] + [piece[0].size for piece in pieces]).astype(np.int64)
+    indices = np.concatenate([piece[0] for piece in pieces]).astype(np.int64)
+    weights = np.concatenate([piece[1] for piece in pieces]).astype(dtype)
+    return indices, weights, splits
 
 
 #: Executions kept for repeated calls: plans are cached objects (gpuconv._plan), so a
@@ -319,16 +369,17 @@ _EXECUTIONS: collections.OrderedDict = collections.OrderedDict()
 _EXECUTIONS_LOCK = threading.Lock()
 
 
-def cached_execution(plan: ConvolutionPlan, workers: int) -> Execution:
-    """:func:`execution_for`, computed once per (plan object, thread count)."""
-    key = (id(plan), workers)
+def cached_execution(plan: ConvolutionPlan, workers: int, force: str | None = None) -> Execution:
+    """:func:`execution_for`, computed once per (plan object, thread count, forced path)."""
+    key = (id(plan), workers, force)
     with _EXECUTIONS_LOCK:
         entry = _EXECUTIONS.get(key)
         # The entry holds its plan, so an id cannot be reused while the entry lives.
         if entry is not None and entry[0] is plan:
             _EXECUTIONS.move_to_end(key)
             return entry[1]
-    run = execution_for(plan, workers)
+    # Two arguments when not forced: execution_for keeps its two-argument call (tests wrap it).
+    run = execution_for(plan, workers) if force is None else execution_for(plan, workers, force)
     with _EXECUTIONS_LOCK:
         _EXECUTIONS[key] = (plan, run)
         while len(_EXECUTIONS) > EXECUTION_CACHE_SIZE:
@@ -356,10 +407,32 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
         offer_tbb()  # before numba's first parallel call chooses the layer
     import numba
 
+    return _run(image3d, plan, cached_execution(plan, numba.get_num_threads()))
+
+
+def convolve_path(image3d: np.ndarray, plan: ConvolutionPlan, path: str) -> np.ndarray:
+    """:func:`convolve` on the cost model's ``path`` (``"direct"``, ``"lowrank"``...) whatever
+    it costs: ``gpuconv bench --kernel-sizes`` times every path this way. Cached as
+    :func:`convolve` is; a ``ValueError`` when ``path`` cannot compute ``plan`` within the
+    contract."""
+    import numba
+
+    if plan.kernel.shape == (3, 3):
+        raise ValueError("3 x 3 kernels always run the fused 3 x 3 loop")
+    return _run(image3d, plan, cached_execution(plan, numba.get_num_threads(), force=path))
+
+
+def _run(image3d: np.ndarray, plan: ConvolutionPlan, run: Execution) -> np.ndarray:
+    import numba
+
     from . import kernels
 
     workers = numba.get_num_threads()
-    run = cached_execution(plan, workers)
+    if run.uses_fft:
+        # None: non-finite pixels or an error bound the FFT misses; the loop path runs.
+        result = _fft.convolve_fft(image3d, plan, workers=run.workers)
+        if result is not None:
+            return result
     height, width, channels = plan.shape
     output = np.empty(plan.shape, dtype=plan.output_dtype)
     accumulator = run.accumulator

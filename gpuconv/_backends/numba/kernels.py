@@ -19,8 +19,11 @@ How a band of output rows is computed, without a padded copy of the image:
 2. every output row is then a branch-free sum of shifted lines: a 3 x 3
    kernel in one fused pass (nine multiply-adds in registers, stored
    directly); otherwise the direct path (one vectorised pass per four
-   non-skipped taps over a row of sums) or a column pass over the lines
-   followed by a row pass (the separable path);
+   non-skipped taps over a row of sums), a column pass over the lines
+   followed by a row pass for each term (the separable path: one term;
+   the low-rank path: several, summed before the one store), or the runs
+   path: each line turned into its prefix sums, then the direct path with
+   two taps per run of equal kernel taps (exact integer sums only);
 3. the sums are written out: rounded half to even and saturated (NaN to 0)
    for integer outputs, cast for float outputs.
 
@@ -51,6 +54,7 @@ STORE_ROUND = 2  # float sums to an integer output: NaN -> 0, rint, saturate
 PATH_DIRECT = 0  # one multiply-add pass per four taps over a row of sums
 PATH_SEPARABLE = 1  # column pass, then row pass
 PATH_FUSED_3X3 = 2  # every tap of a 3 x 3 kernel in one pass, in registers
+PATH_RUNS = 3  # the direct path over each line's prefix sums: two taps per run of equal taps
 
 # "contract" lets LLVM fuse multiply-adds (one rounding instead of two); no
 # other fast-math flag, so NaN and inf behave as IEEE says.
@@ -179,31 +183,66 @@ def _separable_row(
     first_line,
     column_taps,
     column_weights,
+    column_splits,
     row_taps,
     row_weights,
+    row_splits,
     channels,
     vertical,
     sums,
     rows,
     offsets,
 ):
-    """Column pass over the lines into ``vertical`` (padded width), then the row pass."""
-    for k in range(vertical.shape[0]):
-        vertical[k] = 0
-    count = column_weights.shape[0]
-    for t in range(count):
-        rows[t] = first_line + column_taps[t]
-        offsets[t] = 0
-    _add_taps(vertical, lines, rows, offsets, column_weights, vertical.shape[0])
+    """For each term: column pass over the lines into ``vertical`` (padded width), then the
+    row pass added to ``sums``. Term ``r`` uses taps ``splits[r]:splits[r + 1]``; one term
+    is the rank-1 separable path, several the low-rank path (one rounding at the store)."""
     for k in range(sums.shape[0]):
         sums[k] = 0
-    count = row_weights.shape[0]
-    for t in range(count):
-        rows[t] = 0
-        offsets[t] = row_taps[t] * channels
-    _add_taps(
-        sums, vertical.reshape(1, vertical.shape[0]), rows, offsets, row_weights, sums.shape[0]
-    )
+    for term in range(column_splits.shape[0] - 1):
+        for k in range(vertical.shape[0]):
+            vertical[k] = 0
+        first = column_splits[term]
+        count = column_splits[term + 1] - first
+        for t in range(count):
+            rows[t] = first_line + column_taps[first + t]
+            offsets[t] = 0
+        _add_taps(
+            vertical,
+            lines,
+            rows,
+            offsets,
+            column_weights[first : first + count],
+            vertical.shape[0],
+        )
+        first = row_splits[term]
+        count = row_splits[term + 1] - first
+        for t in range(count):
+            rows[t] = 0
+            offsets[t] = row_taps[first + t] * channels
+        _add_taps(
+            sums,
+            vertical.reshape(1, vertical.shape[0]),
+            rows,
+            offsets,
+            row_weights[first : first + count],
+            sums.shape[0],
+        )
+
+
+@_jit
+def _prefix_line(line, padded_length, channels):
+    """Turn a loaded line into its exclusive prefix sums, per channel, in place.
+
+    Afterwards ``line[p] = sum of the old line[q] for q < p, q = p (mod C)``, for
+    ``p <= padded_length + C - 1`` (the line has ``C`` more entries than it holds pixels),
+    so a run ``[j0, j1)`` of taps is ``line[k + j1 C] - line[k + j0 C]``.
+    """
+    for c in range(channels):
+        total = line[c] - line[c]
+        for p in range(c, padded_length + channels, channels):
+            value = line[p] if p < padded_length else total - total
+            line[p] = total
+            total += value
 
 
 @_jit
@@ -277,8 +316,10 @@ def convolve_bands(
     tap_weights,
     column_taps,
     column_weights,
+    column_splits,
     row_taps,
     row_weights,
+    row_splits,
     band_height,
     workers,
     store_mode,
@@ -297,8 +338,9 @@ def convolve_bands(
     # One set of scratch rows per thread, allocated once per call; bands are
     # handed out one at a time (the caller sets numba's chunk size to 1), so a
     # thread delayed by another process does not hold the others up.
+    # Each line has C spare entries: the runs path turns it into prefix sums, one longer.
     all_lines = np.empty(
-        (workers, band_height + kernel_height - 1, padded_length), tap_weights.dtype
+        (workers, band_height + kernel_height - 1, padded_length + channels), tap_weights.dtype
     )
     all_vertical = np.empty((workers, padded_length), tap_weights.dtype)
     all_sums = np.empty((workers, width * channels), tap_weights.dtype)
@@ -314,7 +356,12 @@ def convolve_bands(
         top = band * band_height
         bottom = min(height, top + band_height)
         for t in range(bottom - top + kernel_height - 1):
-            _load_line(image, row_index[top + t], col_index, anchor_x, constant, lines[t])
+            line = lines[t]
+            _load_line(
+                image, row_index[top + t], col_index, anchor_x, constant, line[:padded_length]
+            )
+            if path == PATH_RUNS:
+                _prefix_line(line, padded_length, channels)
         for y in range(top, bottom):
             if path == PATH_FUSED_3X3:
                 _fused3x3_row(
@@ -327,8 +374,10 @@ def convolve_bands(
                     y - top,
                     column_taps,
                     column_weights,
+                    column_splits,
                     row_taps,
                     row_weights,
+                    row_splits,
                     channels,
                     vertical,
                     sums,
@@ -375,7 +424,9 @@ def compiled(input_dtype, accumulator, output_dtype):
             index,
             weights,
             index,
+            index,
             weights,
+            index,
             integer,
             integer,
             integer,
