@@ -26,6 +26,65 @@ EQUIVALENTS: list[dict] = [
         "why": "equivalent: position -1 is then kept as itself, and -1 is exactly the "
         "'read the constant' marker it would have been mapped to",
     },
+    # --- _plan.py: the plan cache ----------------------------------------------------------
+    {
+        "file": "_plan.py",
+        "line": 257,
+        "code": "PLAN_CACHE_SIZE = 256",
+        "operator": "constant",
+        "before": "256",
+        "after": "257",
+        "why": "boundary of a heuristic's scale: the cache's size is a tuning constant; the tests "
+        "pin the behaviour relative to PLAN_CACHE_SIZE (bounded, least recently used dropped)",
+    },
+    {
+        "file": "_plan.py",
+        "line": 257,
+        "code": "PLAN_CACHE_SIZE = 256",
+        "operator": "constant",
+        "before": "256",
+        "after": "255",
+        "why": "boundary of a heuristic's scale: as 256 -> 257",
+    },
+    {
+        "file": "_plan.py",
+        "line": 261,
+        "code": "_KEYED_KERNEL_TAPS = 4096",
+        "operator": "constant",
+        "before": "4096",
+        "after": "4097",
+        "why": "boundary of a heuristic's scale: which kernels are keyed by their bytes is a "
+        "tuning constant (hashing a huge kernel costs more than planning it); the tests pin "
+        "both sides of _KEYED_KERNEL_TAPS, and a plan is right either way",
+    },
+    {
+        "file": "_plan.py",
+        "line": 261,
+        "code": "_KEYED_KERNEL_TAPS = 4096",
+        "operator": "constant",
+        "before": "4096",
+        "after": "4095",
+        "why": "boundary of a heuristic's scale: as 4096 -> 4097",
+    },
+    {
+        "file": "_plan.py",
+        "line": 279,
+        "code": "and 0 < kernel.size <= _KEYED_KERNEL_TAPS",
+        "operator": "constant",
+        "before": "0",
+        "after": "-1",
+        "why": "equivalent: an empty kernel then gets a key, but planning it raises ValueError "
+        "before anything is stored under that key",
+    },
+    {
+        "file": "_plan.py",
+        "line": 279,
+        "code": "and 0 < kernel.size <= _KEYED_KERNEL_TAPS",
+        "operator": "compare",
+        "before": "0 < kernel.size <= _KEYED_KERNEL_TAPS",
+        "after": "0 <= kernel.size <= _KEYED_KERNEL_TAPS",
+        "why": "equivalent: as 0 -> -1 (an empty kernel is keyed, refused, never stored)",
+    },
     # --- _registry.py ------------------------------------------------------------------------
     {
         "file": "_registry.py",

@@ -132,3 +132,55 @@ def test_the_numba_backend_reuses_its_execution_for_a_cached_plan(rng):
             gpuconv.convolve(image, "small_blur", backend="numba", border="wrap"),
             gpuconv.convolve(image, "small_blur", backend="numpy", border="wrap"),
         )
+
+
+def test_the_least_recently_used_plan_is_dropped_first(monkeypatch, rng):
+    from gpuconv import _plan
+
+    monkeypatch.setattr(_plan, "PLAN_CACHE_SIZE", 4)
+    image = np.zeros((6, 6), np.uint8)
+    kernels = [np.full((3, 3), float(n)) for n in range(6)]
+    first = [plan_of(image, k) for k in kernels[:4]]  # the cache is full: 4 plans
+    assert len(_plan._PLANS) == 4
+    assert plan_of(image, kernels[0]) is first[0]  # used again: now the most recent
+    plan_of(image, kernels[4])  # drops the least recently used, kernels[1]'s
+    assert len(_plan._PLANS) == 4
+    assert plan_of(image, kernels[0]) is first[0]
+    assert plan_of(image, kernels[1]) is not first[1]
+
+
+def test_kernels_up_to_the_keyed_size_are_cached_and_larger_ones_planned_anew():
+    from gpuconv import _plan
+
+    image = np.zeros((4, 4), np.float32)
+    largest = np.ones((1, _plan._KEYED_KERNEL_TAPS))
+    assert plan_of(image, largest) is plan_of(image, largest.copy())
+    too_large = np.ones((1, _plan._KEYED_KERNEL_TAPS + 1))
+    assert plan_of(image, too_large) is not plan_of(image, too_large)
+    one_tap = np.array([[2.0]])
+    assert plan_of(image, one_tap) is plan_of(image, one_tap.copy())
+
+
+def test_an_unhashable_argument_gets_the_validation_error_not_a_cache_error():
+    image = np.zeros((4, 4), np.uint8)
+    for _ in range(2):  # also once something is cached
+        with pytest.raises(ValueError, match="unknown border"):
+            gpuconv.convolve(image, "sharpen", border={})
+        gpuconv.convolve(image, "sharpen")
+
+
+def test_clear_plan_cache_forgets_every_plan():
+    from gpuconv import _plan
+
+    image = np.zeros((4, 4), np.uint8)
+    before = plan_of(image, "sharpen")
+    clear_plan_cache()
+    assert len(_plan._PLANS) == 0
+    assert plan_of(image, "sharpen") is not before
+
+
+def test_the_planner_takes_array_likes_itself():
+    # Dask's and the out-of-core adapters call make_plan directly, not through convolve.
+    image3d, plan, library = make_plan([[1.0, 2.0], [3.0, 4.0]], "sharpen", **OPTIONS)
+    assert library == "numpy" and isinstance(image3d, np.ndarray)
+    assert plan.shape == (2, 2, 1) and plan.input_dtype == np.float64
