@@ -70,6 +70,9 @@ SELECTION: dict[str, list[str]] = {
     ],
     "gpuconv/_strategy.py": ["tests/test_strategy.py", "tests/test_numba_backend.py"],
     "gpuconv/_registry.py": ["tests/test_registry.py", "tests/test_errors.py"],
+    # The large-kernel planner (issue 11): which path runs, and the low-rank factors.
+    "gpuconv/_costmodel.py": ["tests/test_large_kernels.py"],
+    "gpuconv/_lowrank.py": ["tests/test_large_kernels.py", "tests/test_strategy.py"],
     "gpuconv/_backends/numpy.py": [
         "tests/test_reference.py",
         "tests/test_contract.py",
