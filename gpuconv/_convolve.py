@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _adapters, _registry
-from ._plan import array_library, make_plan
+from . import _adapters, _foreign, _registry
+from ._plan import SUPPORTED_DTYPES, array_library, make_stack_plan, parse_dtype
 
 
 def convolve(
@@ -21,6 +21,8 @@ def convolve(
     anchor=None,
     flip=False,
     dtype=None,
+    axes=(0, 1),
+    out=None,
     backend="auto",
 ):
     """Slide ``kernel`` over ``image`` (correlation, like ``cv2.filter2D``).
@@ -101,6 +103,19 @@ def convolve(
            [4., 8., 8., 4.],
            [4., 8., 8., 4.]], dtype=float32)
     """
+    if _foreign.is_foreign(image):
+        return _convolve_foreign(
+            image,
+            kernel,
+            border=border,
+            value=value,
+            anchor=anchor,
+            flip=flip,
+            dtype=dtype,
+            axes=axes,
+            out=out,
+            backend=backend,
+        )
     library = array_library(image)
     if (
         library == "numpy"
@@ -110,6 +125,8 @@ def convolve(
         image = np.asarray(image)  # nested lists, PIL images, anything with __array__
     adapter = _adapters.adapter_for(library)
     if adapter is not None:
+        if out is not None:
+            raise ValueError(f"out= is not supported for {library} arrays (the result is lazy)")
         return adapter(
             image,
             kernel,
@@ -118,13 +135,92 @@ def convolve(
             anchor=anchor,
             flip=flip,
             dtype=dtype,
+            axes=axes,
             backend=backend,
         )
     _registry.check_name(backend)
-    image3d, plan, library = make_plan(
-        image, kernel, border=border, value=value, anchor=anchor, flip=flip, dtype=dtype
+    if out is not None:
+        dtype = _output_dtype(out, dtype)
+    stack, plan, library, layout = make_stack_plan(
+        image,
+        kernel,
+        border=border,
+        value=value,
+        anchor=anchor,
+        flip=flip,
+        dtype=dtype,
+        axes=axes,
     )
     _, module = _registry.resolve(backend, plan, library)
-    output = module.convolve(image3d, plan, library)
-    # np.ndim, not image.ndim: a nested list or another array-like has no .ndim
-    return output if np.ndim(image) == 3 else output[:, :, 0]
+    if out is None:
+        return layout.from_stack(module.convolve(stack, plan, library))
+    _check_out(out, image, library)
+    if layout.can_view(out) and not _overlaps(out, image, library):
+        out_stack = layout.to_stack(out)
+        if out_stack.flags.c_contiguous:
+            module.convolve(stack, plan, library, output=out_stack)
+            return out
+    # out overlaps the image (or cannot be written as one stack): through a temporary.
+    out[...] = layout.from_stack(module.convolve(stack, plan, library))
+    return out
+
+
+def _output_dtype(out, dtype):
+    """The output dtype ``out`` asks for; ``dtype`` must be None or the same."""
+    out_dtype = getattr(out, "dtype", None)
+    if out_dtype is None or np.dtype(out_dtype) not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"out has dtype {out_dtype}; an output dtype must be one of "
+            f"{', '.join(str(d) for d in SUPPORTED_DTYPES)}"
+        )
+    if dtype is not None and parse_dtype(dtype, "output dtype") != np.dtype(out_dtype):
+        raise ValueError(f"dtype={np.dtype(dtype)} disagrees with out.dtype {out_dtype}")
+    return np.dtype(out_dtype)
+
+
+def _check_out(out, image, library: str) -> None:
+    out_library = array_library(out)
+    if out_library != library or (library == "numpy" and not isinstance(out, np.ndarray)):
+        raise ValueError(
+            f"out must be a {library} array like the image, got {type(out).__module__}."
+            f"{type(out).__name__}"
+        )
+    if tuple(out.shape) != tuple(image.shape):
+        raise ValueError(f"out has shape {tuple(out.shape)}; the result has {tuple(image.shape)}")
+    flags = getattr(out, "flags", None)
+    if flags is not None and not getattr(flags, "writeable", True):
+        raise ValueError("out is read-only; pass a writeable array")
+
+
+def _overlaps(out, image, library: str) -> bool:
+    """Whether writing ``out`` could change ``image`` (then the result goes through a copy)."""
+    if library == "cupy":
+        import cupy
+
+        return bool(cupy.shares_memory(out, image))
+    if not np.may_share_memory(out, image):
+        return False
+    try:
+        return bool(np.shares_memory(out, image, max_work=10_000))
+    except np.exceptions.TooHardError:
+        return True
+
+
+def _convolve_foreign(image, kernel, *, out, **options):
+    """A torch tensor or another DLPack object: filter its NumPy/CuPy view, give the same kind."""
+    native, library = _foreign.to_native(image)
+    native_out = None
+    if out is not None:
+        if not _foreign.is_foreign(out) or type(out) is not type(image):
+            raise ValueError(
+                f"out must be a {type(image).__module__}.{type(image).__name__} like the image, "
+                f"got {type(out).__module__}.{type(out).__name__}"
+            )
+        native_out, out_library = _foreign.to_native(out)
+        if out_library != library:
+            raise ValueError("out must be on the image's device")
+    with _foreign.cuda_stream_of(image):
+        result = convolve(native, kernel, out=native_out, **options)
+    if out is not None:
+        return out
+    return _foreign.from_native(result, image)

@@ -95,7 +95,7 @@ def pays_off_for_host_image(plan: ConvolutionPlan) -> bool:
     if is_emulated():
         return False
     height, width, channels = plan.shape
-    pixels = height * width * channels
+    pixels = plan.frames * height * width * channels
     return pixels >= _HOST_PIXELS_THAT_PAY or pixels * plan.kernel.size >= _HOST_PIXEL_TAPS_THAT_PAY
 
 
@@ -202,25 +202,55 @@ def clear_launch_cache() -> None:
         _LAUNCHES.clear()
 
 
-def convolve(image3d, plan: ConvolutionPlan, library: str = "numpy"):
-    """Run ``plan`` on ``image3d`` (H, W, C); return a new array in the same library."""
+def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):
+    """Run ``plan`` on an ``(H, W, C)`` image or ``(N, H, W, C)`` stack.
+
+    Returns a new array in the image's library, or writes ``output`` (C-contiguous, the
+    image's shape, same library) and returns it. Each frame of a stack is one launch.
+    """
+    stack = image if image.ndim == 4 else image[None]
+    device_plan = _cuda_launch.device_plan(plan)
     if is_emulated():
-        launch = _cuda_launch.plan_launch(plan, choose_strategy(plan))
-        return _run_emulated(image3d, plan, launch)
+        launch = _cuda_launch.plan_launch(device_plan, choose_strategy(device_plan))
+        if output is None:
+            output = np.empty(stack.shape, dtype=plan.output_dtype)
+            result = output if image.ndim == 4 else output[0]
+        else:
+            result = output
+        output_stack = output if output.ndim == 4 else output[None]
+        for frame in range(stack.shape[0]):
+            output_stack[frame] = _run_emulated(stack[frame], plan, launch)
+        return result
     import cupy
 
-    prepared = prepared_launch(plan, cupy.cuda.runtime.getDevice())
+    prepared = prepared_launch(device_plan, cupy.cuda.runtime.getDevice())
     # asarray copies a NumPy image in; ascontiguousarray copies a CuPy view only
     # when it is not C-contiguous. Neither writes to the caller's array.
-    device_image = cupy.ascontiguousarray(cupy.asarray(image3d))
-    output = cupy.empty(plan.shape, dtype=plan.output_dtype)
-    prepared(device_image, output)
-    return output if library == "cupy" else cupy.asnumpy(output)
+    device_stack = cupy.ascontiguousarray(cupy.asarray(stack))
+    if device_stack.dtype != device_plan.input_dtype:
+        device_stack = device_stack.astype(device_plan.input_dtype)
+    device_output = cupy.empty(stack.shape, dtype=device_plan.output_dtype)
+    for frame in range(stack.shape[0]):
+        prepared(device_stack[frame], device_output[frame])
+    if device_output.dtype != plan.output_dtype:
+        device_output = device_output.astype(plan.output_dtype)
+    if output is not None:
+        target = output if output.ndim == 4 else output[None]
+        if library == "cupy":
+            target[...] = device_output
+        else:
+            target[...] = cupy.asnumpy(device_output)
+        return output
+    if image.ndim == 3:
+        device_output = device_output[0]
+    return device_output if library == "cupy" else cupy.asnumpy(device_output)
 
 
 def _run_emulated(image3d, plan: ConvolutionPlan, launch: _cuda_launch.Launch) -> np.ndarray:
-    image = np.ascontiguousarray(image3d)
-    output = np.empty(plan.shape, dtype=plan.output_dtype)
+    """One ``(H, W, C)`` frame through the emulator; float16 goes in and out as float32."""
+    device_plan = _cuda_launch.device_plan(plan)
+    image = np.ascontiguousarray(image3d, dtype=device_plan.input_dtype)
+    output = np.empty(plan.shape, dtype=device_plan.output_dtype)
     kernel = _cuda_source.emulated_function(launch.source_file, launch.name_expression)
     kernel(
         launch.grid,
@@ -228,4 +258,5 @@ def _run_emulated(image3d, plan: ConvolutionPlan, launch: _cuda_launch.Launch) -
         launch.arguments(image, output, launch.weights),
         shared_mem=launch.shared_bytes,
     )
-    return output
+    # float32 sums to a float16 output: the one rounding, to nearest.
+    return output if plan.output_dtype == output.dtype else output.astype(plan.output_dtype)

@@ -13,6 +13,8 @@ The tile geometry repeats ``kernels_cuda/gpuconv_common.cuh``
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..._plan import ConvolutionPlan
@@ -102,6 +104,7 @@ def plan_launch(
     >>> launch.name_expression, launch.grid, launch.block
     ('gpuconv_direct<unsigned char, unsigned char, int, 3, 3>', (3, 4, 1), (32, 8, 1))
     """
+    plan = device_plan(plan)
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     if (
@@ -182,6 +185,22 @@ def plan_launch(
     )
 
 
+def device_plan(plan: ConvolutionPlan) -> ConvolutionPlan:
+    """The plan the kernels run: float16 images and outputs are widened to float32.
+
+    The backend converts a float16 image to float32 before the launch and rounds the
+    float32 output to float16 after it (the one rounding the contract allows).
+    """
+    if np.dtype(np.float16) not in (plan.input_dtype, plan.output_dtype):
+        return plan
+    widen = {np.dtype(np.float16): np.dtype(np.float32)}
+    return dataclasses.replace(
+        plan,
+        input_dtype=widen.get(plan.input_dtype, plan.input_dtype),
+        output_dtype=widen.get(plan.output_dtype, plan.output_dtype),
+    )
+
+
 def every_name_expression() -> dict[str, list[str]]:
     """Every instantiation :func:`plan_launch` can request, grouped by source file.
 
@@ -190,8 +209,9 @@ def every_name_expression() -> dict[str, list[str]]:
     from ..._plan import SUPPORTED_DTYPES
 
     expressions: dict[str, list[str]] = {name: [] for name in SOURCE_FILES.values()}
-    for input_dtype in SUPPORTED_DTYPES:
-        for output_dtype in SUPPORTED_DTYPES:
+    device_dtypes = [dtype for dtype in SUPPORTED_DTYPES if dtype in C_TYPES]  # float16: float32
+    for input_dtype in device_dtypes:
+        for output_dtype in device_dtypes:
             accumulators = [
                 np.float64 if np.dtype(np.float64) in (input_dtype, output_dtype) else np.float32
             ]

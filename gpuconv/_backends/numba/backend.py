@@ -143,8 +143,9 @@ def band_height_for(plan: ConvolutionPlan, accumulator: np.dtype, workers: int) 
     height, width, channels = plan.shape
     line_bytes = (width + plan.kernel_width - 1) * channels * np.dtype(accumulator).itemsize
     fitting = _LINES_BUDGET_BYTES // line_bytes - (plan.kernel_height - 1)
-    # At least four bands per worker, so dynamic scheduling can balance them.
-    per_worker = -(-height // (4 * workers))
+    # At least four bands per worker (over every frame), so dynamic scheduling can
+    # balance them; a band never spans two frames.
+    per_worker = -(-height * plan.frames // (4 * workers))
     return int(max(1, min(_MAX_BAND_HEIGHT, fitting, per_worker)))
 
 
@@ -157,7 +158,7 @@ def workers_for(plan: ConvolutionPlan, available: int) -> int:
     """
     height, width, channels = plan.shape
     taps = min(plan.kernel.size, plan.kernel_height + plan.kernel_width + 9)
-    work = height * width * channels * max(taps, 9)
+    work = plan.frames * height * width * channels * max(taps, 9)
     return 1 if work < _SERIAL_WORK else available
 
 
@@ -262,16 +263,42 @@ def _serialised_if_not_threadsafe(numba):
     return contextlib.nullcontext() if layer in ("omp", "tbb") else _WORKQUEUE_LOCK
 
 
-def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy") -> np.ndarray:
-    """Run ``plan`` on ``image3d`` (any strides, read-only fine); return a new array."""
+def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) -> np.ndarray:
+    """Run ``plan`` on an ``(H, W, C)`` image or ``(N, H, W, C)`` stack (any strides).
+
+    Returns a new array of the image's shape, or writes ``output`` (C-contiguous, the
+    image's shape) and returns it. float16 (which numba cannot load) is widened to
+    float32 first and the float32 sums rounded once to float16 at the end.
+    """
+    stack = image if image.ndim == 4 else image[None]
+    if output is None:
+        output = np.empty(stack.shape, dtype=plan.output_dtype)
+        result = output if image.ndim == 4 else output[0]
+    else:
+        result = output
+    output_stack = output if output.ndim == 4 else output[None]
+    if plan.input_dtype == np.float16:
+        stack = stack.astype(np.float32)
+    if plan.output_dtype == np.float16:
+        sums = np.empty(stack.shape, dtype=np.float32)
+        _run(stack, replace(plan, output_dtype=np.dtype(np.float32)), sums)
+        output_stack[...] = sums  # the one rounding, to nearest
+    else:
+        _run(stack, plan, output_stack)
+    return result
+
+
+def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray) -> None:
     import numba
 
     from . import kernels
 
+    if plan.input_dtype == np.float16:
+        plan = replace(plan, input_dtype=np.dtype(np.float32))
     workers = numba.get_num_threads()
     run = cached_execution(plan, workers)
+    frames = stack.shape[0]
     height, width, channels = plan.shape
-    output = np.empty(plan.shape, dtype=plan.output_dtype)
     accumulator = run.accumulator
     scalar = accumulator.type
     if accumulator.kind == "f":
@@ -288,8 +315,8 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
     try:
         with _serialised_if_not_threadsafe(numba):
             function(
-                image3d,
-                output.reshape(height, width * channels),
+                stack,
+                output.reshape(frames, height, width * channels),
                 run.row_index,
                 run.col_index,
                 plan.anchor_x,
@@ -311,4 +338,3 @@ def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy")
             numba.set_parallel_chunksize(previous_chunk_size)
         if run.workers != workers:
             numba.set_num_threads(workers)
-    return output

@@ -285,13 +285,15 @@ def convolve_bands(
     lowest,
     highest,
 ):
-    """Compute ``output`` (``(H, W * C)``) band by band on ``workers`` threads.
+    """Compute ``output`` (``(N, H, W * C)``) band by band on ``workers`` threads.
 
+    ``image`` is a stack ``(N, H, W, C)``; the parallel loop runs over the bands of
+    every frame at once, so a stack of small frames keeps every thread busy.
     ``row_index[y + i]`` is the source row of output row ``y``'s kernel row
     ``i`` (``-1``: constant); ``col_index`` the same for padded columns. The
     weights arrays have the accumulator dtype, which is also the lines' dtype.
     """
-    height, width, channels = image.shape
+    frames, height, width, channels = image.shape
     padded_length = (width + kernel_width - 1) * channels
     band_count = (height + band_height - 1) // band_height
     # One set of scratch rows per thread, allocated once per call; bands are
@@ -302,7 +304,11 @@ def convolve_bands(
     )
     all_vertical = np.empty((workers, padded_length), tap_weights.dtype)
     all_sums = np.empty((workers, width * channels), tap_weights.dtype)
-    for band in prange(band_count):
+    for job in prange(frames * band_count):
+        frame = job // band_count
+        band = job - frame * band_count
+        frame_image = image[frame]
+        frame_output = output[frame]
         worker = numba.get_thread_id()
         lines = all_lines[worker]
         vertical = all_vertical[worker]
@@ -314,11 +320,18 @@ def convolve_bands(
         top = band * band_height
         bottom = min(height, top + band_height)
         for t in range(bottom - top + kernel_height - 1):
-            _load_line(image, row_index[top + t], col_index, anchor_x, constant, lines[t])
+            _load_line(frame_image, row_index[top + t], col_index, anchor_x, constant, lines[t])
         for y in range(top, bottom):
             if path == PATH_FUSED_3X3:
                 _fused3x3_row(
-                    lines, y - top, tap_weights, channels, output[y], store_mode, lowest, highest
+                    lines,
+                    y - top,
+                    tap_weights,
+                    channels,
+                    frame_output[y],
+                    store_mode,
+                    lowest,
+                    highest,
                 )
                 continue
             if path == PATH_SEPARABLE:
@@ -339,7 +352,7 @@ def convolve_bands(
                 _direct_row(
                     lines, y - top, tap_rows, tap_cols, tap_weights, channels, sums, rows, offsets
                 )
-            _store_row(sums, output[y], store_mode, lowest, highest)
+            _store_row(sums, frame_output[y], store_mode, lowest, highest)
 
 
 _COMPILED: dict = {}
@@ -353,9 +366,9 @@ def compiled(input_dtype, accumulator, output_dtype):
     function = _COMPILED.get(key)
     if function is None:
         types = numba.types
-        image = types.Array(numba.from_dtype(key[0]), 3, "A", readonly=True, aligned=False)
+        image = types.Array(numba.from_dtype(key[0]), 4, "A", readonly=True, aligned=False)
         accumulate = numba.from_dtype(key[1])
-        output = types.Array(numba.from_dtype(key[2]), 2, "C")
+        output = types.Array(numba.from_dtype(key[2]), 3, "C")
         index = types.Array(types.int64, 1, "C", readonly=True)
         weights = types.Array(accumulate, 1, "C", readonly=True)
         integer = types.int64
