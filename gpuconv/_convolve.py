@@ -140,6 +140,7 @@ def convolve(
         )
     _registry.check_name(backend)
     if out is not None:
+        _check_out(out, image, library)
         dtype = _output_dtype(out, dtype)
     stack, plan, library, layout = make_stack_plan(
         image,
@@ -154,7 +155,6 @@ def convolve(
     _, module = _registry.resolve(backend, plan, library)
     if out is None:
         return layout.from_stack(module.convolve(stack, plan, library))
-    _check_out(out, image, library)
     if layout.can_view(out) and not _overlaps(out, image, library):
         out_stack = layout.to_stack(out)
         if out_stack.flags.c_contiguous:
@@ -185,7 +185,7 @@ def _check_out(out, image, library: str) -> None:
             f"out must be a {library} array like the image, got {type(out).__module__}."
             f"{type(out).__name__}"
         )
-    if tuple(out.shape) != tuple(image.shape):
+    if tuple(out.shape) != tuple(np.shape(image)):
         raise ValueError(f"out has shape {tuple(out.shape)}; the result has {tuple(image.shape)}")
     flags = getattr(out, "flags", None)
     if flags is not None and not getattr(flags, "writeable", True):

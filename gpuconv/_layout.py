@@ -80,7 +80,8 @@ class Layout:
     @property
     def is_plain(self) -> bool:
         """True for ``(H, W)`` and ``(H, W, C)`` read with ``axes=(0, 1)``: no transposition."""
-        return len(self.shape) <= 3 and self.order == tuple(range(len(self.shape)))
+        identity = self.order == tuple(range(len(self.shape)))
+        return len(self.shape) <= 3 and not self.frame_shape and identity
 
     def to_stack(self, array):
         """The ``(N, H, W, C)`` view of ``array`` (a copy only where strides forbid a view)."""
