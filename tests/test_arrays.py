@@ -398,3 +398,49 @@ def test_dask_refuses_out(backend, rng):
     lazy = da.zeros((8, 8), dtype=np.uint8, chunks=4)
     with pytest.raises(ValueError, match="out="):
         gpuconv.convolve(lazy, "sharpen", out=np.zeros((8, 8), np.uint8), backend=backend.name)
+
+
+# --- cuda: one launch for a whole stack ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", ["sharpen", "small_blur"])
+def test_cuda_covers_a_stack_in_one_launch(monkeypatch, rng, kernel):
+    from gpuconv._backends.cuda import backend as cuda_backend
+    from gpuconv._backends.cuda import launch as cuda_launch
+    from gpuconv._backends.cuda import source as cuda_source
+    from gpuconv._plan import make_plan
+    from gpuconv._strategy import choose_strategy
+
+    stack = _random(rng, (5, 24, 40))
+    _, plan, _ = make_plan(
+        stack,
+        kernel,
+        border="reflect101",
+        value=0.0,
+        anchor=None,
+        flip=False,
+        dtype=None,
+        axes=(1, 2),
+    )
+    launch = cuda_launch.plan_launch(plan, choose_strategy(plan))
+    assert plan.frames == 5 and launch.frames == 5 and launch.grid[2] == 5
+    if not cuda_backend.is_emulated():
+        pytest.skip("the launch count is checked through the emulator (GPUCONV_CUDA_EMULATOR=1)")
+    if gpuconv.backends()["cuda"].available is False:
+        pytest.skip(f"cuda backend unavailable: {gpuconv.backends()['cuda']}")
+    launches = []
+    original = cuda_source.emulated_function
+
+    def counting(file_name, name_expression):
+        function = original(file_name, name_expression)
+
+        def launch_and_count(grid, block, arguments, **options):
+            launches.append(grid)
+            return function(grid, block, arguments, **options)
+
+        return launch_and_count
+
+    monkeypatch.setattr(cuda_source, "emulated_function", counting)
+    actual = gpuconv.convolve(stack, kernel, axes=(1, 2), backend="cuda")
+    assert launches == [launch.grid]
+    np.testing.assert_array_equal(actual, _frame_by_frame(stack, kernel))

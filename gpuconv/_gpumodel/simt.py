@@ -838,6 +838,19 @@ def _viadd(warp, instruction, active):
     warp.write(destination, warp.integer(a) + warp.integer(b), active)
 
 
+def _viaddmnmx(warp, instruction, active):
+    """``d = min or max(a + b, c)`` (32-bit add, then IMNMX's rule; sm_90 fuses the two)."""
+    destination, a, b, c, selector = instruction.operands
+    total = (warp.integer(a) + warp.integer(b)) & _MASK
+    other = warp.integer(c)
+    if "U32" not in instruction.modifiers:
+        total, other = _signed(total), _signed(other)
+    minimum = warp.predicate(selector)
+    warp.write(
+        destination, np.where(minimum, np.minimum(total, other), np.maximum(total, other)), active
+    )
+
+
 def _p2r(warp, instruction, active):
     destination, _, source, mask_operand = instruction.operands
     mask = int(mask_operand.index)
@@ -898,6 +911,7 @@ _HANDLERS = {
     "IADD3": _iadd3,
     "UIADD3": lambda w, i, a: _iadd3(w, i, _uniform_mask(a)),
     "VIADD": _viadd,
+    "VIADDMNMX": _viaddmnmx,
     "LEA": _lea,
     "ULEA": lambda w, i, a: _lea(w, i, _uniform_mask(a)),
     "SHF": _shf,

@@ -157,6 +157,7 @@ def plan_key(plan: ConvolutionPlan) -> tuple:
         plan.input_dtype.str,
         plan.output_dtype.str,
         plan.shape,
+        plan.frames,
         plan.integer_kernel,
     )
 
@@ -218,8 +219,11 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):
         else:
             result = output
         output_stack = output if output.ndim == 4 else output[None]
-        for frame in range(stack.shape[0]):
-            output_stack[frame] = _run_emulated(stack[frame], plan, launch)
+        if launch.frames == stack.shape[0]:  # the whole stack in one launch
+            output_stack[...] = _run_emulated(stack, plan, launch)
+        else:
+            for frame in range(stack.shape[0]):
+                output_stack[frame] = _run_emulated(stack[frame], plan, launch)
         return result
     import cupy
 
@@ -230,8 +234,11 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):
     if device_stack.dtype != device_plan.input_dtype:
         device_stack = device_stack.astype(device_plan.input_dtype)
     device_output = cupy.empty(stack.shape, dtype=device_plan.output_dtype)
-    for frame in range(stack.shape[0]):
-        prepared(device_stack[frame], device_output[frame])
+    if prepared.launch.frames == stack.shape[0]:  # the whole stack in one launch
+        prepared(device_stack, device_output)
+    else:
+        for frame in range(stack.shape[0]):
+            prepared(device_stack[frame], device_output[frame])
     if device_output.dtype != plan.output_dtype:
         device_output = device_output.astype(plan.output_dtype)
     if output is not None:
@@ -247,10 +254,11 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):
 
 
 def _run_emulated(image3d, plan: ConvolutionPlan, launch: _cuda_launch.Launch) -> np.ndarray:
-    """One ``(H, W, C)`` frame through the emulator; float16 goes in and out as float32."""
+    """One ``(H, W, C)`` frame, or the ``(N, H, W, C)`` stack one launch covers, through the
+    emulator; float16 goes in and out as float32."""
     device_plan = _cuda_launch.device_plan(plan)
     image = np.ascontiguousarray(image3d, dtype=device_plan.input_dtype)
-    output = np.empty(plan.shape, dtype=device_plan.output_dtype)
+    output = np.empty(image.shape, dtype=device_plan.output_dtype)
     kernel = _cuda_source.emulated_function(launch.source_file, launch.name_expression)
     kernel(
         launch.grid,
