@@ -37,6 +37,8 @@ _MAX_BAND_HEIGHT = 64
 _SERIAL_WORK = 4 * 2**20
 # float32 represents every integer of magnitude up to 2**24 exactly.
 _FLOAT32_EXACT_INTEGERS = 2.0**24
+# Integer sums below this stay exact in int16 lines and sums (the fused 3 x 3 paths).
+_INT16_EXACT_SUMS = 2.0**15
 
 
 def probe() -> str | None:
@@ -178,11 +180,23 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
 
     workers = workers_for(plan, workers)
     skip = strategy.skip_zero_taps
+    small_sums = (
+        plan.kernel.shape == (3, 3)
+        and strategy.integer
+        and plan.output_dtype.kind in "ui"
+        and _largest_integer_sum(plan, strategy) < _INT16_EXACT_SUMS
+    )
+    if small_sums:  # 8-bit images, small integer kernels: exact in int16, twice the lanes
+        strategy = replace(strategy, accumulator=np.dtype(np.int16))
+        accumulator = strategy.accumulator
     empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
     if plan.kernel.shape == (3, 3):
         # Nine multiply-adds in registers beat two passes through memory,
         # separable or not; zero taps cost nothing in a vector lane.
-        path = kernels.PATH_FUSED_3X3
+        path = kernels.PATH_FUSED_3X3_INT16 if small_sums else kernels.PATH_FUSED_3X3
+        corners = plan.kernel[::2, ::2]
+        if skip and not corners.any():  # sharpen, laplacian: five taps, not nine
+            path = kernels.PATH_FUSED_PLUS_INT16 if small_sums else kernels.PATH_FUSED_PLUS
         column_taps = row_taps = empty
         indices = np.arange(9)
         taps = (indices // 3, indices % 3, plan.kernel.ravel().astype(accumulator))
@@ -209,6 +223,8 @@ def execution_for(plan: ConvolutionPlan, workers: int) -> Execution:
         info = np.iinfo(output)
         store_mode = kernels.STORE_CLAMP if strategy.integer else kernels.STORE_ROUND
         lowest, highest = float(info.min), float(info.max)
+        if small_sums:  # every sum fits int16: clamping to its range as well changes nothing
+            lowest, highest = max(lowest, -(2.0**15)), min(highest, 2.0**15 - 1)
     return Execution(
         strategy=strategy,
         path=path,

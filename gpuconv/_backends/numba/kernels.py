@@ -51,6 +51,11 @@ STORE_ROUND = 2  # float sums to an integer output: NaN -> 0, rint, saturate
 PATH_DIRECT = 0  # one multiply-add pass per four taps over a row of sums
 PATH_SEPARABLE = 1  # column pass, then row pass
 PATH_FUSED_3X3 = 2  # every tap of a 3 x 3 kernel in one pass, in registers
+PATH_FUSED_PLUS = 3  # a 3 x 3 kernel with zero corners on an integer image: five taps
+# The two above in int16 lines and sums (exact integer sums that fit int16: 8-bit images
+# with small integer kernels); sixteen lanes per vector instead of eight.
+PATH_FUSED_3X3_INT16 = 4
+PATH_FUSED_PLUS_INT16 = 5
 
 # "contract" lets LLVM fuse multiply-adds (one rounding instead of two); no
 # other fast-math flag, so NaN and inf behave as IEEE says.
@@ -262,6 +267,90 @@ def _fused3x3_row(lines, first_line, weights, channels, output_row, store_mode, 
             output_row[k] = 0 if is_nan else min(max(np.rint(value), lowest), highest)
 
 
+@_jit
+def _fused_plus_row(lines, first_line, weights, channels, output_row, store_mode, lowest, highest):
+    """:func:`_fused3x3_row` for a kernel whose corners are zero (sharpen, laplacian).
+
+    Taken only for integer images, where leaving a zero tap out changes nothing
+    (with float images 0 * NaN must stay NaN).
+    """
+    length = output_row.shape[0]
+    shift = channels
+    top = lines[first_line, shift : shift + length]
+    left = lines[first_line + 1, 0:length]
+    centre = lines[first_line + 1, shift : shift + length]
+    right = lines[first_line + 1, 2 * shift : 2 * shift + length]
+    bottom = lines[first_line + 2, shift : shift + length]
+    w1, w3, w4, w5, w7 = weights[1], weights[3], weights[4], weights[5], weights[7]
+    if store_mode == STORE_CAST:
+        for k in range(length):
+            output_row[k] = (
+                (w1 * top[k] + w3 * left[k]) + w4 * centre[k] + (w5 * right[k] + w7 * bottom[k])
+            )
+    elif store_mode == STORE_CLAMP:
+        for k in range(length):
+            value = (w1 * top[k] + w3 * left[k]) + w4 * centre[k] + (w5 * right[k] + w7 * bottom[k])
+            output_row[k] = min(max(value, lowest), highest)
+    else:
+        for k in range(length):
+            value = (w1 * top[k] + w3 * left[k]) + w4 * centre[k] + (w5 * right[k] + w7 * bottom[k])
+            is_nan = value != value  # noqa: PLR0124
+            output_row[k] = 0 if is_nan else min(max(np.rint(value), lowest), highest)
+
+
+@_jit
+def _fused_int16_row(lines, first_line, weights, channels, output_row, lowest, highest, plus):
+    """The fused 3 x 3 (or five-tap ``plus``) row in int16, saturated at the store.
+
+    The backend takes it only when every partial sum fits int16 (the sum of |taps| times
+    the largest pixel is below 2**15), so each ``int16(...)`` below is exact; the casts keep
+    LLVM's vector lanes 16 bits wide (numba would otherwise widen to int64).
+    """
+    length = output_row.shape[0]
+    shift = channels
+    a0 = lines[first_line, 0:length]
+    b0 = lines[first_line, shift : shift + length]
+    c0 = lines[first_line, 2 * shift : 2 * shift + length]
+    a1 = lines[first_line + 1, 0:length]
+    b1 = lines[first_line + 1, shift : shift + length]
+    c1 = lines[first_line + 1, 2 * shift : 2 * shift + length]
+    a2 = lines[first_line + 2, 0:length]
+    b2 = lines[first_line + 2, shift : shift + length]
+    c2 = lines[first_line + 2, 2 * shift : 2 * shift + length]
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = (
+        weights[0],
+        weights[1],
+        weights[2],
+        weights[3],
+        weights[4],
+        weights[5],
+        weights[6],
+        weights[7],
+        weights[8],
+    )
+    if plus:
+        for k in range(length):
+            value = np.int16(
+                np.int16(np.int16(w1 * b0[k]) + np.int16(w3 * a1[k]))
+                + np.int16(np.int16(w4 * b1[k]) + np.int16(w5 * c1[k]))
+                + np.int16(w7 * b2[k])
+            )
+            output_row[k] = min(max(value, lowest), highest)
+    else:
+        for k in range(length):
+            top = np.int16(
+                np.int16(np.int16(w0 * a0[k]) + np.int16(w1 * b0[k])) + np.int16(w2 * c0[k])
+            )
+            middle = np.int16(
+                np.int16(np.int16(w3 * a1[k]) + np.int16(w4 * b1[k])) + np.int16(w5 * c1[k])
+            )
+            bottom = np.int16(
+                np.int16(np.int16(w6 * a2[k]) + np.int16(w7 * b2[k])) + np.int16(w8 * c2[k])
+            )
+            value = np.int16(np.int16(top + middle) + bottom)
+            output_row[k] = min(max(value, lowest), highest)
+
+
 def convolve_bands(
     image,
     output,
@@ -322,6 +411,30 @@ def convolve_bands(
         for t in range(bottom - top + kernel_height - 1):
             _load_line(frame_image, row_index[top + t], col_index, anchor_x, constant, lines[t])
         for y in range(top, bottom):
+            if path == PATH_FUSED_3X3_INT16 or path == PATH_FUSED_PLUS_INT16:
+                _fused_int16_row(
+                    lines,
+                    y - top,
+                    tap_weights,
+                    channels,
+                    frame_output[y],
+                    lowest,
+                    highest,
+                    path == PATH_FUSED_PLUS_INT16,
+                )
+                continue
+            if path == PATH_FUSED_PLUS:
+                _fused_plus_row(
+                    lines,
+                    y - top,
+                    tap_weights,
+                    channels,
+                    frame_output[y],
+                    store_mode,
+                    lowest,
+                    highest,
+                )
+                continue
             if path == PATH_FUSED_3X3:
                 _fused3x3_row(
                     lines,
