@@ -32,12 +32,14 @@ def convolve(
 
     Parameters
     ----------
-    image : array, shape (H, W) or (H, W, C)
+    image : array of 2 or more dimensions
         NumPy or CuPy array (views, strided and read-only arrays are fine),
-        a Dask array (see Returns), or anything :func:`numpy.asarray` takes
-        (nested lists, a PIL image: NumPy out). dtype uint8, uint16, int16, float32 or
-        float64. Colour images are channels-last; every channel is filtered
-        with the same kernel. Never modified.
+        a Dask array (see Returns), a torch tensor (CPU or CUDA) or any object
+        with ``__dlpack__`` (read without a copy), or anything
+        :func:`numpy.asarray` takes (nested lists, a PIL image: NumPy out).
+        dtype uint8, uint16, int16, float16, float32 or float64. ``axes`` names
+        the two image axes; every other axis (colour channels, frames) is
+        filtered independently with the same kernel. Never modified.
     kernel : array_like, shape (kh, kw), or str
         Any size from 1 x 1, odd or even, finite real numbers; or the name of
         a kernel in :mod:`gpuconv.kernels` (``"sharpen"``, ``"sobel_x"``...).
@@ -61,7 +63,19 @@ def convolve(
     dtype : dtype, optional
         Output dtype, one of the image dtypes. ``None`` keeps the input's.
         Integer outputs are rounded half to even and saturated (NaN becomes
-        0), like OpenCV's ``saturate_cast``; float outputs hold the raw sums.
+        0), like OpenCV's ``saturate_cast``; float outputs hold the raw sums
+        (float16: float32 sums rounded once, to nearest).
+    axes : (int, int), default (0, 1)
+        The image axes, rows then columns, as ``scipy.ndimage.correlate(...,
+        axes=...)`` for a 2-D kernel (kernel rows run along ``axes[0]``).
+        ``(0, 1)`` reads ``(H, W)`` and channels-last ``(H, W, C)``; a stack
+        ``(N, H, W[, C])`` takes ``(1, 2)``, channels-first ``(C, H, W)``
+        ``(-2, -1)``. Negative axes count from the end.
+    out : array, optional
+        Where to write the result: the image's library and shape; its dtype is
+        the output dtype (``dtype`` None or the same). It may be the image
+        itself or overlap it; the result is as without aliasing (a temporary
+        is used only then).
     backend : {"auto", "cuda", "numba", "numpy"}, default "auto"
         ``"auto"`` sends a CuPy array to ``"cuda"`` and a NumPy array to the
         fastest available backend for its size; :func:`gpuconv.use_backend`
@@ -71,8 +85,9 @@ def convolve(
     Returns
     -------
     array
-        A new array of the image's shape and ``dtype``, in the image's array
-        library: NumPy in, NumPy out; CuPy in, CuPy out (no host round trip);
+        A new array of the image's shape and ``dtype`` (or ``out``), in the
+        image's array library: NumPy in, NumPy out; CuPy in, CuPy out (no host
+        round trip); torch in, torch out on the same device (zero-copy);
         Dask in, a lazy Dask array out.
 
     Raises
@@ -81,9 +96,10 @@ def convolve(
         Unsupported image, output or kernel dtype (the message lists the
         supported ones); a non-integer anchor; a non-boolean ``flip``.
     ValueError
-        Image not 2-D or 3-D, or empty; kernel not 2-D, empty, or holding
-        NaN/inf; unknown kernel name, border or backend; anchor outside the
-        kernel.
+        Image under 2-D, or empty; duplicate or out-of-range ``axes``; kernel
+        not 2-D, empty, or holding NaN/inf; unknown kernel name, border or
+        backend; anchor outside the kernel; ``out`` of the wrong library,
+        shape or dtype, or read-only.
     gpuconv.BackendUnavailableError
         ``backend`` names a backend that cannot run here; the message says why
         and what to install.
@@ -102,6 +118,11 @@ def convolve(
     array([[4., 8., 8., 4.],
            [4., 8., 8., 4.],
            [4., 8., 8., 4.]], dtype=float32)
+    >>> frames = np.zeros((2, 3, 3), np.uint8); frames[:, 1, 1] = 10
+    >>> gpuconv.convolve(frames, [[1, 1, 1]], axes=(1, 2), border="constant")[:, 1]
+    array([[10, 10, 10],
+           [10, 10, 10]], dtype=uint8)
+    >>> _ = gpuconv.convolve(frames, "identity", axes=(1, 2), out=frames)  # in place
     """
     if _foreign.is_foreign(image):
         return _convolve_foreign(
