@@ -17,6 +17,7 @@ C_TYPES = {
     np.dtype(np.uint8): "unsigned char",
     np.dtype(np.uint16): "unsigned short",
     np.dtype(np.int16): "short",
+    np.dtype(np.float16): "gpuconv_half",  # kernels_cuda/gpuconv_common.cuh
     np.dtype(np.float32): "float",
     np.dtype(np.float64): "double",
     np.dtype(np.int32): "int",
