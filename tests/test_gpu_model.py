@@ -182,3 +182,18 @@ def test_time_formula_takes_the_slower_of_bytes_and_instructions():
     assert machine.copy_seconds(1.5e12) == pytest.approx(0.5)
     assert machine.occupancy(32, 256, 0) == 1.0
     assert machine.occupancy(128, 128, 0) == 0.25
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_emulator.available() is not None, reason=str(_emulator.available()))
+@pytest.mark.parametrize("kernel", ["sharpen", "small_blur"])
+def test_float16_halves_the_bytes_per_pixel(kernel):
+    from gpuconv._gpumodel import model
+
+    single = model.predict(model.Case(kernel, "float32", 1))
+    half = model.predict(model.Case(kernel, "float16", 1))
+    assert "gpuconv_half" in half["path"]
+    assert half["ideal_dram_bytes"] * 2 == single["ideal_dram_bytes"]
+    assert half["dram_bytes"] <= 0.55 * single["dram_bytes"], (half, single)
+    if single["bound"] == "dram":  # the time follows the bytes
+        assert half["predicted_ms"] <= 0.6 * single["predicted_ms"], (half, single)
