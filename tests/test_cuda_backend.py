@@ -743,3 +743,58 @@ def test_box_kernel_only_where_its_integer_sums_are_exact():
     assert wide.template != "gpuconv_box"  # no compile-time width 21
     _, float_image = launch_for(image.astype(np.float32), np.ones((7, 7)) / 49, window=True)
     assert float_image.template == "gpuconv_separable"  # float sums: no running sums
+
+
+@needs_emulator
+@pytest.mark.parametrize(
+    "dtype, kernel_name, one_launch",
+    [
+        (np.uint8, "sharpen", True),
+        (np.uint8, "small_blur", True),  # the box kernel
+        (np.float16, "sharpen", True),
+        (np.float16, "small_blur", False),  # separable shared-memory kernel: per frame
+        (np.float16, "random", False),
+    ],
+)
+def test_cupy_launch_code_runs_stacks(dtype, kernel_name, one_launch, monkeypatch, rng):
+    """The real-GPU code path (CuPy stand-in) on an (N, H, W, C) stack: one launch where the
+    window kernels cover the stack, else one per frame; ``output=`` written in place."""
+    import sys
+
+    from gpuconv._backends.cuda import source as _cuda_source
+
+    monkeypatch.delenv(_cuda.EMULATOR_VARIABLE, raising=False)
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(48 * 1024))
+    _cuda._device_limits.cache_clear()
+    _cuda._device_weights.cache_clear()
+    _cuda.clear_launch_cache()
+    launches = []
+
+    def fake_function(file_name, expression):
+        kernel = _FakeKernel(_cuda_source.emulated_function(file_name, expression))
+
+        def launch(grid, block, args, shared_mem=0):
+            launches.append(grid)
+            kernel(grid, block, args, shared_mem=shared_mem)
+
+        launch.max_dynamic_shared_size_bytes = kernel.max_dynamic_shared_size_bytes
+        return launch
+
+    monkeypatch.setattr(_cuda_source, "cupy_function", fake_function)
+    try:
+        kernel = rng.normal(size=(5, 4)) if kernel_name == "random" else kernel_name
+        stack = random_image(rng, (3, 19, 24), dtype)
+        options = dict(border="reflect101", value=0.0, anchor=None, flip=False, dtype=None)
+        stack4d, plan, _ = make_plan(stack, kernel, axes=(1, 2), **options)
+        assert stack4d.shape == (3, 19, 24, 1)
+        result = _cuda.convolve(stack4d, plan, "cupy")
+        expected = reference(stack, kernel, axes=(1, 2))
+        assert_contract_accuracy(result[..., 0], expected)
+        assert len(launches) == (1 if one_launch else 3)
+        output = np.zeros(stack4d.shape, plan.output_dtype)
+        assert _cuda.convolve(stack4d, plan, "cupy", output=output) is output
+        np.testing.assert_array_equal(output, result)
+    finally:
+        _cuda._device_limits.cache_clear()
+        _cuda._device_weights.cache_clear()
+        _cuda.clear_launch_cache()
