@@ -77,13 +77,15 @@ def main(argv=None) -> int:
 
     import numba
 
+    platform_name = f"; {platform.processor()}" if platform.processor() else ""
     rng = np.random.default_rng(0)
     stack = rng.integers(0, 256, (arguments.frames, arguments.size, arguments.size), np.uint8)
     header = (
         f"Stack of {arguments.frames} frames of {arguments.size} x {arguments.size} uint8, "
         f"median of {arguments.repeats}; {os.cpu_count()} CPUs, numba "
         f"{numba.__version__} with {numba.get_num_threads()} threads, cv2 "
-        f"{cv2.__version__} with {cv2.getNumThreads()} threads; {platform.processor() or ''}"
+        f"{cv2.__version__} with {cv2.getNumThreads()} threads; load average before the run "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (a shared machine){platform_name}"
     )
     rows = [
         "| kernel | numba stack (ms) | cv2.filter2D loop (ms) | speed-up, median (quartiles) "
