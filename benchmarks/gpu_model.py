@@ -4,6 +4,7 @@
     python benchmarks/gpu_model.py --shared --json old.json # the shared-memory kernels
     python benchmarks/gpu_model.py --calibration            # predicted vs ncu instructions
     python benchmarks/gpu_model.py --markdown benchmarks/results/GPU-model.md
+    python benchmarks/gpu_model.py --images float32:1,float16:1   # float16 halves the bytes
 
 Every figure is a PREDICTION of gpuconv._gpumodel (constants: gpuconv/_gpumodel/machine.py):
 warp instructions from the SASS of the NVRTC-compiled CUBIN (needs NVRTC and nvdisasm/
@@ -133,6 +134,14 @@ def lowrank_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _images_argument(text: str) -> tuple:
+    pairs = []
+    for item in text.split(","):
+        dtype, _, channels = item.partition(":")
+        pairs.append((dtype.strip(), int(channels or 1)))
+    return tuple(pairs)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the cases as JSON here")
@@ -148,6 +157,13 @@ def main(argv=None) -> int:
         action="store_true",
         help="the low-rank path (issue 11): a 21x21 difference of Gaussians, "
         "one separable launch per term plus the summing passes",
+    )
+    parser.add_argument(
+        "--images",
+        type=_images_argument,
+        default=model.IMAGES,
+        help="dtype:channels pairs, comma-separated (default uint8:1,float32:1,uint8:3; "
+        "float16 too)",
     )
     parser.add_argument("--markdown", help="write GPU-model.md (both families, calibration) here")
     args = parser.parse_args(argv)
@@ -169,7 +185,7 @@ def main(argv=None) -> int:
     if args.calibration:
         print(calibration_table([model.calibrate(e) for e in model.calibration()["cases"]]))
         return 0
-    rows = [model.predict(c) for c in model.cases(not args.shared, args.size)]
+    rows = [model.predict(c) for c in model.cases(not args.shared, args.size, args.images)]
     if args.json:
         Path(args.json).write_text(json.dumps({"cases": rows}, indent=1) + "\n")
     print("PREDICTED (gpuconv._gpumodel, H100 SXM model; no GPU was used)")

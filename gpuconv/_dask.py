@@ -44,6 +44,7 @@ import numpy as np
 from . import _registry
 from ._borders import source_indices
 from ._convolve import convolve
+from ._layout import normalise_axes
 from ._plan import Border, array_library, as_kernel_array, make_plan
 
 
@@ -56,6 +57,7 @@ def convolve_dask(
     anchor=None,
     flip=False,
     dtype=None,
+    axes=(0, 1),
     backend="auto",
 ):
     """:func:`gpuconv.convolve` for a Dask array: return a lazy Dask array.
@@ -65,10 +67,10 @@ def convolve_dask(
 
     Parameters
     ----------
-    image : dask.array.Array, shape (H, W) or (H, W, C)
+    image : dask.array.Array, 2 or more dimensions
         Chunks of NumPy or CuPy arrays, any chunking (chunks may split the
-        channels too). Chunk sizes must be known.
-    kernel, border, value, anchor, flip, dtype, backend
+        independent axes, channels or frames, freely). Chunk sizes must be known.
+    kernel, border, value, anchor, flip, dtype, axes, backend
         As for :func:`gpuconv.convolve`.
 
     Returns
@@ -101,8 +103,23 @@ def convolve_dask(
         )
     # The same validation as for NumPy input; it reads only dtype and shape.
     _, plan, _ = make_plan(
-        image, kernel, border=border, value=value, anchor=anchor, flip=flip, dtype=dtype
+        image, kernel, border=border, value=value, anchor=anchor, flip=flip, dtype=dtype, axes=axes
     )
+    rows_axis, columns_axis = normalise_axes(axes, image.ndim)
+    if (rows_axis, columns_axis) != (0, 1):
+        # The image axes first (a lazy transposition); the other axes need no halo.
+        moved = da.moveaxis(image, (rows_axis, columns_axis), (0, 1))
+        result = convolve_dask(
+            moved,
+            kernel,
+            border=border,
+            value=value,
+            anchor=anchor,
+            flip=flip,
+            dtype=dtype,
+            backend=backend,
+        )
+        return da.moveaxis(result, (0, 1), (rows_axis, columns_axis))
     chunk_library = array_library(image._meta)
     if backend == "auto":
         # gpuconv.use_backend() holds at graph-building time: blocks run
@@ -196,8 +213,8 @@ def _take(array, indices: np.ndarray, axis: int):
 
 def _depth_dict(depths, ndim: int) -> dict:
     depth = {axis: tuple(pair) for axis, pair in enumerate(depths)}
-    if ndim == 3:
-        depth[2] = (0, 0)  # channels are independent
+    for axis in range(2, ndim):
+        depth[axis] = (0, 0)  # channels and frames are independent
     return depth
 
 

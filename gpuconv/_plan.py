@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels as _bank
+from ._layout import Layout, layout_for
 
 #: Image (and output) dtypes every backend supports.
 SUPPORTED_DTYPES: tuple[np.dtype, ...] = tuple(
-    np.dtype(name) for name in ("uint8", "uint16", "int16", "float32", "float64")
+    np.dtype(name) for name in ("uint8", "uint16", "int16", "float16", "float32", "float64")
 )
 
 
@@ -75,10 +76,13 @@ class ConvolutionPlan:
         The constant for ``Border.CONSTANT``.
     input_dtype, output_dtype : numpy.dtype
     shape : tuple of int
-        ``(H, W, C)`` of the image (and of the output).
+        ``(H, W, C)`` of one frame of the image (and of the output).
     integer_kernel : bool
         True when every tap is an integer small enough that integer sums
         are exact; with an integer image the result may be computed exactly.
+    frames : int
+        ``N``, the number of frames: the image is a stack ``(N, H, W, C)``
+        (see :mod:`gpuconv._layout`), every frame filtered alone.
     """
 
     kernel: np.ndarray
@@ -90,6 +94,7 @@ class ConvolutionPlan:
     output_dtype: np.dtype
     shape: tuple[int, int, int]
     integer_kernel: bool
+    frames: int = 1
 
     @property
     def kernel_height(self) -> int:
@@ -204,7 +209,7 @@ def _parse_anchor(anchor, kernel_height: int, kernel_width: int) -> tuple[int, i
 
 
 def as_image_array(image):
-    """Check the image; return ``(array, library)`` with array 2-D or 3-D, untouched."""
+    """Check the image; return ``(array, library)`` with array of 2 or more dimensions, untouched."""
     library = array_library(image)
     if library == "numpy":
         if hasattr(image, "__cuda_array_interface__"):
@@ -218,39 +223,61 @@ def as_image_array(image):
     dtype = image.dtype
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"unsupported image dtype {dtype}; supported: {_dtype_list()}")
-    if image.ndim not in (2, 3):
-        raise ValueError(
-            f"image must be 2-D (H, W) or 3-D channels-last (H, W, C), got shape {image.shape}"
-        )
+    if image.ndim < 2:
+        raise ValueError(f"image must be at least 2-D (two image axes), got shape {image.shape}")
     if image.size == 0:
         raise ValueError(f"image is empty: shape {image.shape}")
     return image, library
 
 
-def make_plan(image, kernel, *, border, value, anchor, flip, dtype):
+def make_plan(image, kernel, *, border, value, anchor, flip, dtype, axes=(0, 1)):
     """Validate and normalise; return ``(image3d, plan, library)``.
 
-    ``image3d`` is a view of the caller's array with shape ``(H, W, C)``; it
-    is never written to. Repeated calls with the same image shape and dtype, kernel
+    ``image3d`` is a view of the caller's array with shape ``(H, W, C)`` when the
+    image holds one frame, else the ``(N, H, W, C)`` stack (see :func:`make_stack_plan`).
+    """
+    stack, plan, library, _ = make_stack_plan(
+        image,
+        kernel,
+        border=border,
+        value=value,
+        anchor=anchor,
+        flip=flip,
+        dtype=dtype,
+        axes=axes,
+    )
+    if stack is not None and plan.frames == 1:
+        stack = stack[0]
+    return stack, plan, library
+
+
+def make_stack_plan(image, kernel, *, border, value, anchor, flip, dtype, axes=(0, 1)):
+    """Validate and normalise; return ``(stack, plan, library, layout)``.
+
+    ``stack`` is the ``(N, H, W, C)`` view of the caller's array (:mod:`gpuconv._layout`;
+    None for a Dask array, whose blocks are planned again); it is never written to.
+    Repeated calls with the same image shape and dtype, axes, kernel
     (a bank name, or an array's values), border, value, anchor, flip and dtype reuse
     the plan: only the image is checked again. The cache is bounded and thread-safe.
     """
     image, library = as_image_array(image)
-    image3d = image if image.ndim == 3 else image[:, :, None]
-    key = _plan_key(image3d, kernel, border, value, anchor, flip, dtype)
+    layout: Layout = layout_for(image.shape, axes)
+    stack = None if library == "dask" else layout.to_stack(image)
+    stack_shape = layout.stack_shape
+    key = _plan_key(stack_shape, image.dtype, kernel, border, value, anchor, flip, dtype)
     if key is not None:
         with _PLANS_LOCK:
             plan = _PLANS.get(key)
             if plan is not None:
                 _PLANS.move_to_end(key)
-                return image3d, plan, library
-    plan = _new_plan(image3d, kernel, border, value, anchor, flip, dtype)
+                return stack, plan, library, layout
+    plan = _new_plan(stack_shape, image.dtype, kernel, border, value, anchor, flip, dtype)
     if key is not None:
         with _PLANS_LOCK:
             _PLANS[key] = plan
             while len(_PLANS) > PLAN_CACHE_SIZE:
                 _PLANS.popitem(last=False)
-    return image3d, plan, library
+    return stack, plan, library, layout
 
 
 #: Plans kept for repeated calls (least recently used dropped first).
@@ -268,7 +295,7 @@ def _typed(value):
     return (type(value), value)
 
 
-def _plan_key(image3d, kernel, border, value, anchor, flip, dtype):
+def _plan_key(stack_shape, image_dtype, kernel, border, value, anchor, flip, dtype):
     """What a plan depends on, hashable; None where a call must be planned anew."""
     if isinstance(kernel, str):
         kernel_key = ("name", kernel)
@@ -284,8 +311,8 @@ def _plan_key(image3d, kernel, border, value, anchor, flip, dtype):
         return None
     key = (
         kernel_key,
-        image3d.dtype.str,
-        image3d.shape,
+        np.dtype(image_dtype).str,
+        tuple(stack_shape),
         _typed(border),
         _typed(value),
         _typed(anchor),
@@ -305,7 +332,7 @@ def clear_plan_cache() -> None:
         _PLANS.clear()
 
 
-def _new_plan(image3d, kernel, border, value, anchor, flip, dtype) -> ConvolutionPlan:
+def _new_plan(stack_shape, image_dtype, kernel, border, value, anchor, flip, dtype):
     """Validate and normalise everything but the image (already checked)."""
     kernel_array = as_kernel_array(kernel)
     kernel_height, kernel_width = kernel_array.shape
@@ -324,7 +351,7 @@ def _new_plan(image3d, kernel, border, value, anchor, flip, dtype) -> Convolutio
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"value (the constant border) must be a real number, got {value!r}")
     border_value = float(value)
-    input_dtype = image3d.dtype
+    input_dtype = np.dtype(image_dtype)
     output_dtype = input_dtype if dtype is None else parse_dtype(dtype, "output dtype")
     if not np.isfinite(border_value) and input_dtype.kind != "f":
         raise ValueError(f"value must be finite for an integer image, got {value!r}")
@@ -342,7 +369,8 @@ def _new_plan(image3d, kernel, border, value, anchor, flip, dtype) -> Convolutio
         border_value=border_value,
         input_dtype=np.dtype(input_dtype),
         output_dtype=output_dtype,
-        shape=tuple(int(n) for n in image3d.shape),
+        shape=tuple(int(n) for n in stack_shape[1:]),
         integer_kernel=integer_kernel,
+        frames=int(stack_shape[0]),
     )
     return plan

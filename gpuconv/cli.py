@@ -272,6 +272,53 @@ def _describe_run(target, names, stats, intermediate) -> str:
     return "; ".join(parts)
 
 
+def _axes_argument(text: str) -> tuple[int, int]:
+    try:
+        rows, columns = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected two axes as ROWS,COLUMNS (e.g. 1,2 or -2,-1), got {text!r}"
+        ) from None
+    return rows, columns
+
+
+def _describe_stack_run(target, names, stats) -> str:
+    height, width = stats["image_size"]
+    return "; ".join(
+        [
+            f"wrote {target}: stack of shape {stats['shape']} {stats['dtype']} {stats['format']}, "
+            f"images {width}x{height} on axes {stats['image_axes']}",
+            f"kernels {' -> '.join(names)}",
+            f"{stats['seconds']:.2f} s ({stats['megapixels_per_second']:g} Mpixel/s)",
+        ]
+    )
+
+
+def _run_apply_stack(args) -> int:
+    from ._stacks import apply_stack_file
+
+    if args.band_rows is not None or args.convert:
+        raise CommandError(
+            "--axes filters a whole stack in memory: --band-rows and --convert do not apply",
+            EXIT_USAGE,
+        )
+    named_kernels = [_load_kernel(spec) for spec in args.kernel]
+    intermediate = None if args.intermediate == "input" else args.intermediate
+    stats = apply_stack_file(
+        args.image[0],
+        args.output,
+        [kernel for _, kernel in named_kernels],
+        axes=args.axes,
+        border=args.border,
+        value=0.0 if args.value is None else args.value,
+        dtype=args.dtype,
+        backend=args.backend,
+        intermediate_dtype=intermediate,
+    )
+    print(_describe_stack_run(args.output, [name for name, _ in named_kernels], stats))
+    return 0
+
+
 def _run_apply(args) -> int:
     if args.value is not None and parse_border(args.border) != Border.CONSTANT:
         raise CommandError(
@@ -291,6 +338,13 @@ def _run_apply(args) -> int:
             "--out-dir DIR for several",
             EXIT_USAGE,
         )
+    if args.axes is not None:
+        if args.out_dir is not None:
+            raise CommandError(
+                "--axes filters one stack file into -o/--output; --out-dir takes single images",
+                EXIT_USAGE,
+            )
+        return _run_apply_stack(args)
     named_kernels = [_load_kernel(spec) for spec in args.kernel]
     names = [name for name, _ in named_kernels]
     options = dict(
@@ -642,6 +696,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="output rows per band for .npy/.tif/.zarr (default: about 32 MiB of input rows)",
+    )
+    apply.add_argument(
+        "--axes",
+        type=_axes_argument,
+        default=None,
+        metavar="ROWS,COLUMNS",
+        help="the image axes of a stack in a .npy or multi-page .tif (e.g. 1,2 for frames "
+        "(N, H, W) or (N, H, W, C); --axes=-2,-1 for channels-first (C, H, W)); every other "
+        "axis is filtered independently. The stack is held in memory and written whole, in its layout",
     )
     _add_debug(apply, argparse.SUPPRESS)
     apply.set_defaults(run=_run_apply)

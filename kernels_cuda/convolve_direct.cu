@@ -4,8 +4,9 @@
 //   gpuconv_direct<In, Out, Acc, KH, KW>(image, output, weights, height, width, channels,
 //                                        kernel_height, kernel_width, anchor_y, anchor_x,
 //                                        border, border_value, skip_zero_taps)
-//     In   pixel type: unsigned char, unsigned short, short, float, double
-//     Out  output type: the same five
+//     In   pixel type: unsigned char, unsigned short, short, gpuconv_half (float16), float,
+//          double
+//     Out  output type: the same six
 //     Acc  accumulator: int, long long (exact integer sums), float, double
 //     KH, KW  compile-time kernel size (3x3, 5x5, 7x7, 9x9), or 0, 0 for any size at run time
 //

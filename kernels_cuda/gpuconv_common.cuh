@@ -12,6 +12,9 @@
 //   gpuconv_source_index()              the border rule: gpuconv/_borders.py source_indices, exactly
 //   gpuconv_store<Out, Acc>()           saturate_cast: round half to even, clamp, NaN -> 0
 //   gpuconv_to_acc<Acc, In>()           pixel to accumulator conversion
+//   gpuconv_half                        an IEEE binary16 pixel (numpy float16): 2 bytes in
+//       memory, converted with one PTX cvt each way (round to nearest even at the store);
+//       no cuda_fp16.h, which bare NVRTC (the compile checks) does not ship
 //
 // Border codes are OpenCV's: CONSTANT=0 REPLICATE=1 REFLECT=2 WRAP=3 REFLECT101=4.
 #pragma once
@@ -82,9 +85,81 @@ __device__ __forceinline__ int gpuconv_source_index(int p, int size, int border)
     return folded >= size ? period - folded : folded;
 }
 
+#ifdef GPUCONV_EMULATOR
+// The emulator runs on the host (g++): _Float16 converts with IEEE rounding, to nearest even.
+__device__ __forceinline__ float gpuconv_half_to_float(unsigned short bits) {
+    _Float16 value;
+    __builtin_memcpy(&value, &bits, 2);
+    return static_cast<float>(value);
+}
+__device__ __forceinline__ unsigned short gpuconv_float_to_half(float value) {
+    const _Float16 half = static_cast<_Float16>(value);
+    unsigned short bits;
+    __builtin_memcpy(&bits, &half, 2);
+    return bits;
+}
+__device__ __forceinline__ unsigned short gpuconv_double_to_half(double value) {
+    const _Float16 half = static_cast<_Float16>(value);
+    unsigned short bits;
+    __builtin_memcpy(&bits, &half, 2);
+    return bits;
+}
+#else
+__device__ __forceinline__ float gpuconv_half_to_float(unsigned short bits) {
+    float value;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(value) : "h"(bits));
+    return value;
+}
+__device__ __forceinline__ unsigned short gpuconv_float_to_half(float value) {
+    unsigned short bits;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(bits) : "f"(value));
+    return bits;
+}
+__device__ __forceinline__ unsigned short gpuconv_double_to_half(double value) {
+    unsigned short bits;  // one rounding from double, not two through float
+    asm("cvt.rn.f16.f64 %0, %1;" : "=h"(bits) : "d"(value));
+    return bits;
+}
+#endif
+
+// A float16 pixel: only loaded (to the accumulator) and stored (from it), never summed.
+struct gpuconv_half {
+    unsigned short bits;
+    gpuconv_half() = default;
+    __device__ __forceinline__ explicit gpuconv_half(float value)
+        : bits(gpuconv_float_to_half(value)) {}
+    __device__ __forceinline__ explicit gpuconv_half(double value)
+        : bits(gpuconv_double_to_half(value)) {}
+    // Exact integer sums (an integer image and kernel into a float16 output): exact in double.
+    __device__ __forceinline__ explicit gpuconv_half(int value)
+        : bits(gpuconv_double_to_half(double(value))) {}
+    __device__ __forceinline__ explicit gpuconv_half(long long value)
+        : bits(gpuconv_double_to_half(double(value))) {}
+};
+
+#ifndef GPUCONV_EMULATOR
+// The read-only data cache load of a float16 pixel (the emulator's __ldg is a template).
+__device__ __forceinline__ gpuconv_half __ldg(const gpuconv_half* pointer) {
+    gpuconv_half value;
+    value.bits = __ldg(reinterpret_cast<const unsigned short*>(pointer));
+    return value;
+}
+#endif
+
+template <typename Acc, typename In>
+struct gpuconv_convert {
+    __device__ __forceinline__ static Acc apply(In value) { return static_cast<Acc>(value); }
+};
+template <typename Acc>
+struct gpuconv_convert<Acc, gpuconv_half> {
+    __device__ __forceinline__ static Acc apply(gpuconv_half value) {
+        return static_cast<Acc>(gpuconv_half_to_float(value.bits));  // exact, also to double
+    }
+};
+
 template <typename Acc, typename In>
 __device__ __forceinline__ Acc gpuconv_to_acc(In value) {
-    return static_cast<Acc>(value);
+    return gpuconv_convert<Acc, In>::apply(value);
 }
 
 // Integer limits of the output types, without <limits> (NVRTC has no standard library).
@@ -96,6 +171,7 @@ template <> struct gpuconv_range<short> { static constexpr long long low = -3276
 template <typename T> struct gpuconv_is_float { static constexpr bool value = false; };
 template <> struct gpuconv_is_float<float> { static constexpr bool value = true; };
 template <> struct gpuconv_is_float<double> { static constexpr bool value = true; };
+template <> struct gpuconv_is_float<gpuconv_half> { static constexpr bool value = true; };
 
 __device__ __forceinline__ float gpuconv_round_even(float value) { return rintf(value); }
 __device__ __forceinline__ double gpuconv_round_even(double value) { return rint(value); }

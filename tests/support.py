@@ -17,8 +17,8 @@ def assert_contract_accuracy(actual, expected, *, exact: bool = False):
 
     ``exact``: integer kernel on an integer image, must be bit-identical.
     Otherwise integer outputs may differ by one grey level on under 1% of
-    pixels; float32 outputs by 1e-5 and float64 by 1e-12 of the output's
-    magnitude.
+    pixels; float16 outputs by 1e-3, float32 outputs by 1e-5 and float64 by
+    1e-12 of the output's magnitude.
     """
     actual = np.asarray(actual)
     expected = np.asarray(expected)
@@ -37,7 +37,8 @@ def assert_contract_accuracy(actual, expected, *, exact: bool = False):
     np.testing.assert_array_equal(np.isfinite(actual), finite)
     np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
     magnitude = float(np.abs(expected[finite]).max(initial=0.0)) or 1.0
-    tolerance = (1e-5 if actual.dtype == np.float32 else 1e-12) * magnitude
+    relative = {np.dtype(np.float16): 1e-3, np.dtype(np.float32): 1e-5}.get(actual.dtype, 1e-12)
+    tolerance = relative * magnitude
     error = float(np.abs(actual[finite].astype(np.float64) - expected[finite]).max(initial=0.0))
     assert error <= tolerance, f"error {error:.3g} > {tolerance:.3g} ({actual.dtype})"
 

@@ -239,8 +239,14 @@ def test_each_template_and_border_matches_the_reference(kernel_name, template, b
     assert_contract_accuracy(actual, reference(image, kernel, **options), exact=exact)
 
 
+# float16 is left out here: each instantiation is one more emulator library in the test
+# process (each maps its own fiber stacks, and the suite runs near vm.max_map_count);
+# tests/test_arrays.py checks float16 on the cuda backend.
+_DTYPES_BUT_FLOAT16 = [dtype for dtype in SUPPORTED_DTYPES if dtype != np.float16]
+
+
 @needs_emulator
-@pytest.mark.parametrize("input_dtype", SUPPORTED_DTYPES)
+@pytest.mark.parametrize("input_dtype", _DTYPES_BUT_FLOAT16)
 @pytest.mark.parametrize("output_dtype", [None, np.float32])
 @pytest.mark.parametrize("kernel_name", ["sharpen", "random5x5"])
 @pytest.mark.parametrize("window", [False, True], ids=["shared", "window"])
@@ -743,3 +749,58 @@ def test_box_kernel_only_where_its_integer_sums_are_exact():
     assert wide.template != "gpuconv_box"  # no compile-time width 21
     _, float_image = launch_for(image.astype(np.float32), np.ones((7, 7)) / 49, window=True)
     assert float_image.template == "gpuconv_separable"  # float sums: no running sums
+
+
+@needs_emulator
+@pytest.mark.parametrize(
+    "dtype, kernel_name, one_launch",
+    [
+        (np.uint8, "sharpen", True),
+        (np.uint8, "small_blur", True),  # the box kernel
+        (np.float16, "sharpen", True),
+        (np.float16, "small_blur", False),  # separable shared-memory kernel: per frame
+        (np.float16, "random", False),
+    ],
+)
+def test_cupy_launch_code_runs_stacks(dtype, kernel_name, one_launch, monkeypatch, rng):
+    """The real-GPU code path (CuPy stand-in) on an (N, H, W, C) stack: one launch where the
+    window kernels cover the stack, else one per frame; ``output=`` written in place."""
+    import sys
+
+    from gpuconv._backends.cuda import source as _cuda_source
+
+    monkeypatch.delenv(_cuda.EMULATOR_VARIABLE, raising=False)
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(48 * 1024))
+    _cuda._device_limits.cache_clear()
+    _cuda._device_weights.cache_clear()
+    _cuda.clear_launch_cache()
+    launches = []
+
+    def fake_function(file_name, expression):
+        kernel = _FakeKernel(_cuda_source.emulated_function(file_name, expression))
+
+        def launch(grid, block, args, shared_mem=0):
+            launches.append(grid)
+            kernel(grid, block, args, shared_mem=shared_mem)
+
+        launch.max_dynamic_shared_size_bytes = kernel.max_dynamic_shared_size_bytes
+        return launch
+
+    monkeypatch.setattr(_cuda_source, "cupy_function", fake_function)
+    try:
+        kernel = rng.normal(size=(5, 4)) if kernel_name == "random" else kernel_name
+        stack = random_image(rng, (3, 19, 24), dtype)
+        options = dict(border="reflect101", value=0.0, anchor=None, flip=False, dtype=None)
+        stack4d, plan, _ = make_plan(stack, kernel, axes=(1, 2), **options)
+        assert stack4d.shape == (3, 19, 24, 1)
+        result = _cuda.convolve(stack4d, plan, "cupy")
+        expected = reference(stack, kernel, axes=(1, 2))
+        assert_contract_accuracy(result[..., 0], expected)
+        assert len(launches) == (1 if one_launch else 3)
+        output = np.zeros(stack4d.shape, plan.output_dtype)
+        assert _cuda.convolve(stack4d, plan, "cupy", output=output) is output
+        np.testing.assert_array_equal(output, result)
+    finally:
+        _cuda._device_limits.cache_clear()
+        _cuda._device_weights.cache_clear()
+        _cuda.clear_launch_cache()

@@ -18,7 +18,6 @@ GOOD_IMAGE = np.arange(20, dtype=np.uint8).reshape(4, 5)
     "image, message",
     [
         (np.zeros(5, np.uint8), "2-D"),
-        (np.zeros((2, 3, 4, 5), np.uint8), "2-D"),
         (np.zeros((0, 5), np.uint8), "empty"),
         (np.zeros((5, 0, 3), np.float32), "empty"),
         (np.uint8(3), "2-D"),
@@ -30,11 +29,11 @@ def test_bad_image_shapes_raise_value_error(backend, image, message):
 
 
 @pytest.mark.parametrize(
-    "dtype", [np.bool_, np.int8, np.int32, np.int64, np.uint32, np.float16, np.complex64, object]
+    "dtype", [np.bool_, np.int8, np.int32, np.int64, np.uint32, np.complex64, object]
 )
 def test_unsupported_image_dtypes_raise_type_error(backend, dtype):
     image = np.zeros((4, 4), dtype=dtype)
-    with pytest.raises(TypeError, match="uint8, uint16, int16, float32, float64"):
+    with pytest.raises(TypeError, match="uint8, uint16, int16, float16, float32, float64"):
         backend.convolve(image, "sharpen")
 
 

@@ -197,3 +197,18 @@ def test_low_rank_path_is_two_separable_launches_plus_the_sums():
     assert row["dram_bytes"] >= 2 * size * size * (4 + 4)
     assert row["predicted_ms"] > row["copy_ms"] > 0
     assert model.predict_lowrank(np.ones((21, 21)), "float32", size) is None  # rank 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_emulator.available() is not None, reason=str(_emulator.available()))
+@pytest.mark.parametrize("kernel", ["sharpen", "small_blur"])
+def test_float16_halves_the_bytes_per_pixel(kernel):
+    from gpuconv._gpumodel import model
+
+    single = model.predict(model.Case(kernel, "float32", 1))
+    half = model.predict(model.Case(kernel, "float16", 1))
+    assert "gpuconv_half" in half["path"]
+    assert half["ideal_dram_bytes"] * 2 == single["ideal_dram_bytes"]
+    assert half["dram_bytes"] <= 0.55 * single["dram_bytes"], (half, single)
+    if single["bound"] == "dram":  # the time follows the bytes
+        assert half["predicted_ms"] <= 0.6 * single["predicted_ms"], (half, single)

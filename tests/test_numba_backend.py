@@ -46,8 +46,12 @@ INTEGER_DIRECT = np.array(
 @pytest.mark.parametrize(
     ("dtype", "kernel", "path", "integer"),
     [
-        ("uint8", "sharpen", _numba_kernels.PATH_FUSED_3X3, True),
+        ("uint8", "sharpen", _numba_kernels.PATH_FUSED_PLUS_INT16, True),
+        ("uint8", "sobel_x", _numba_kernels.PATH_FUSED_3X3_INT16, True),
+        ("int16", "sharpen", _numba_kernels.PATH_FUSED_PLUS, True),  # sums beyond int16
+        ("uint16", "sobel_x", _numba_kernels.PATH_FUSED_3X3, True),
         ("float32", "sobel_x", _numba_kernels.PATH_FUSED_3X3, False),
+        ("float32", "sharpen", _numba_kernels.PATH_FUSED_3X3, False),  # 0 * NaN: no skips
         ("uint8", INTEGER_SEPARABLE, _numba_kernels.PATH_SEPARABLE, True),
         ("int16", INTEGER_SEPARABLE, _numba_kernels.PATH_SEPARABLE, True),
         ("uint8", "small_blur", _numba_kernels.PATH_SEPARABLE, False),
@@ -75,7 +79,8 @@ def test_each_path_agrees_with_the_reference(rng, dtype, kernel, path, integer):
 @pytest.mark.parametrize(
     ("dtype", "kernel", "accumulator"),
     [
-        ("uint8", "sharpen", np.float32),  # |sums| <= 9 * 255: exact in float32
+        ("uint8", "sharpen", np.int16),  # |sums| <= 9 * 255 < 2**15: int16 lines (3 x 3)
+        ("uint8", INTEGER_DIRECT, np.float32),  # 27 * 255: exact in float32
         ("uint16", INTEGER_DIRECT, np.float32),  # 27 * 65535 < 2**24
         ("uint16", INTEGER_DIRECT * 20, np.int32),  # 540 * 65535 > 2**24
         ("int16", np.full((5, 5), 3000.0), np.int64),  # beyond int32
@@ -368,3 +373,25 @@ def test_auto_loads_numba_once_the_reference_has_cost_as_much_as_loading(monkeyp
     chosen = [_registry.resolve("auto", plan, "numpy")[0] for _ in range(3)]
     assert chosen == ["numpy", "numpy", "numba"]  # 1x, 2x, then 3x the estimate >= 2.5x
     assert backend._reference_seconds == pytest.approx(2 * estimate)
+
+
+@pytest.mark.parametrize(
+    "kernel", ["sharpen", "laplacian", "sobel_x", [[1, 2, 1], [0, 0, 0], [-3, 4, 9]]]
+)
+@pytest.mark.parametrize("output_dtype", [None, np.uint16, np.int16, np.float32])
+@pytest.mark.parametrize("border", ["reflect101", "constant", "wrap"])
+def test_int16_fused_paths_are_bit_exact(rng, kernel, output_dtype, border):
+    image = rng.integers(0, 256, (3, 37, 41), dtype=np.uint8)
+    options = dict(border=border, value=200.0, dtype=output_dtype, axes=(1, 2))
+    _, plan, _ = make_plan(image, kernel, anchor=None, flip=False, **options)
+    run = _numba.execution_for(plan, 2)
+    if output_dtype in (None, np.uint16, np.int16):  # integer outputs take the int16 lines
+        assert run.path in (
+            _numba_kernels.PATH_FUSED_3X3_INT16,
+            _numba_kernels.PATH_FUSED_PLUS_INT16,
+        )
+    else:
+        assert run.accumulator != np.int16
+    actual = gpuconv.convolve(image, kernel, backend="numba", **options)
+    expected = gpuconv.convolve(image, kernel, backend="numpy", **options)
+    np.testing.assert_array_equal(actual, expected)

@@ -21,6 +21,7 @@ CONDA_NAME = {
     "nvidia-cuda-nvrtc-cu12": "cuda-nvrtc",
     "nvidia-cuda-nvdisasm": "cuda-nvdisasm",
     "nvidia-cuda-cuobjdump": "cuda-cuobjdump",
+    "torch": "pytorch",
 }
 # Extras that environment.yml does not carry, and why.
 NOT_IN_CONDA_ENV = {"cupy-cuda12x", "cupy-cuda13x"}  # GPU wheels: `conda install cupy` instead

@@ -50,16 +50,28 @@ def _gather(image3d: np.ndarray, rows: np.ndarray, cols: np.ndarray, plan: Convo
     return block
 
 
-def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy") -> np.ndarray:
+def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) -> np.ndarray:
+    """Run ``plan`` on an ``(H, W, C)`` image or an ``(N, H, W, C)`` stack, frame by frame.
+
+    ``output``, when given, is written (any strides, the image's shape); else a new array.
+    """
+    stack = image if image.ndim == 4 else image[None]
+    if output is None:
+        output = np.empty(stack.shape, dtype=plan.output_dtype)
+        result = output if image.ndim == 4 else output[0]
+    else:
+        result = output
+    output_stack = output if output.ndim == 4 else output[None]
     # inf * 0, inf - inf and float64 -> float32 overflow are IEEE results here, not errors.
     with np.errstate(invalid="ignore", over="ignore"):
-        return _convolve_in_bands(image3d, plan)
+        for frame in range(stack.shape[0]):
+            _convolve_in_bands(stack[frame], plan, output_stack[frame])
+    return result
 
 
-def _convolve_in_bands(image3d: np.ndarray, plan: ConvolutionPlan) -> np.ndarray:
+def _convolve_in_bands(image3d: np.ndarray, plan: ConvolutionPlan, output: np.ndarray) -> None:
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
-    output = np.empty(plan.shape, dtype=plan.output_dtype)
     cols = source_indices(
         np.arange(-plan.anchor_x, width - plan.anchor_x + kernel_width - 1), width, plan.border
     )
@@ -82,4 +94,3 @@ def _convolve_in_bands(image3d: np.ndarray, plan: ConvolutionPlan) -> np.ndarray
             np.multiply(source[i : i + bottom - top, j : j + width], weight, out=product)
             total += product
         output[top:bottom] = saturate_cast(total, plan.output_dtype)
-    return output

@@ -116,7 +116,7 @@ def noise_image(dtype, channels: int):
         levels = (z >> np.uint64(56)).astype(np.int64)
         if dtype.kind == "f":
             values = (levels / 255).astype(dtype)
-            return values.view(np.uint32 if dtype.itemsize == 4 else np.uint64).astype(np.int64)
+            return values.view(f"u{dtype.itemsize}").astype(np.int64)
         return levels
 
     return read

@@ -47,11 +47,12 @@ class Case:
         return f"{self.kernel}-{self.dtype}-{colour}{family}"
 
 
-def cases(window: bool = True, size: int = SIZE) -> list[Case]:
-    """The tutorial bank on 8192 x 8192 uint8 grey, float32 grey and uint8 RGB."""
+def cases(window: bool = True, size: int = SIZE, images=IMAGES) -> list[Case]:
+    """The tutorial bank on 8192 x 8192 uint8 grey, float32 grey and uint8 RGB (or
+    ``images``: ``(dtype, channels)`` pairs, e.g. ``(("float16", 1),)``)."""
     return [
         Case(kernel, dtype, channels, size, window)
-        for dtype, channels in IMAGES
+        for dtype, channels in images
         for kernel in TUTORIAL_BANK
     ]
 

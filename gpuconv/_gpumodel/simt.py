@@ -838,6 +838,46 @@ def _viadd(warp, instruction, active):
     warp.write(destination, warp.integer(a) + warp.integer(b), active)
 
 
+def _viaddmnmx(warp, instruction, active):
+    """``d = min or max(a + b, c)`` (32-bit add, then IMNMX's rule; sm_90 fuses the two)."""
+    destination, a, b, c, selector = instruction.operands
+    total = (warp.integer(a) + warp.integer(b)) & _MASK
+    other = warp.integer(c)
+    if "U32" not in instruction.modifiers:
+        total, other = _signed(total), _signed(other)
+    minimum = warp.predicate(selector)
+    warp.write(
+        destination, np.where(minimum, np.minimum(total, other), np.maximum(total, other)), active
+    )
+
+
+def _half_operand(warp, operand) -> np.ndarray:
+    """A float16 operand (``R10.H0_H0``: the low half, ``.H1_H1``: the high one) as float32."""
+    bits = warp.read(operand) & _MASK
+    half = (bits >> 16) & 0xFFFF if ".H1" in operand.text else bits & 0xFFFF
+    value = half.astype(np.uint16).view(np.float16).astype(np.float32)
+    return -value if operand.negate else value
+
+
+def _hadd2_f32(warp, instruction, active):
+    """``HADD2.F32 d, a, b``: two float16 halves added into one float32 (``-RZ + h``: h to float)."""
+    if "F32" not in instruction.modifiers:
+        raise Unsupported(f"instruction {instruction.text!r}")
+    destination, a, b = instruction.operands
+    warp.write(destination, _bits(_half_operand(warp, a) + _half_operand(warp, b)), active)
+
+
+def _f2fp(warp, instruction, active):
+    """``F2FP.F16.F32.PACK_AB d, a, b``: two float32 rounded to float16, a high and b low."""
+    if instruction.modifiers[:2] != ("F16", "F32"):
+        raise Unsupported(f"instruction {instruction.text!r}")
+    destination, a, b = instruction.operands
+    with np.errstate(over="ignore"):
+        high = warp.real(a).astype(np.float16).view(np.uint16).astype(np.int64)
+        low = warp.real(b).astype(np.float16).view(np.uint16).astype(np.int64)
+    warp.write(destination, (high << 16) | low, active)
+
+
 def _p2r(warp, instruction, active):
     destination, _, source, mask_operand = instruction.operands
     mask = int(mask_operand.index)
@@ -898,6 +938,9 @@ _HANDLERS = {
     "IADD3": _iadd3,
     "UIADD3": lambda w, i, a: _iadd3(w, i, _uniform_mask(a)),
     "VIADD": _viadd,
+    "VIADDMNMX": _viaddmnmx,
+    "HADD2": _hadd2_f32,
+    "F2FP": _f2fp,
     "LEA": _lea,
     "ULEA": lambda w, i, a: _lea(w, i, _uniform_mask(a)),
     "SHF": _shf,

@@ -99,7 +99,7 @@ def pays_off_for_host_image(plan: ConvolutionPlan) -> bool:
     if is_emulated():
         return False
     height, width, channels = plan.shape
-    pixels = height * width * channels
+    pixels = plan.frames * height * width * channels
     return pixels >= _HOST_PIXELS_THAT_PAY or pixels * plan.kernel.size >= _HOST_PIXEL_TAPS_THAT_PAY
 
 
@@ -161,6 +161,7 @@ def plan_key(plan: ConvolutionPlan) -> tuple:
         plan.input_dtype.str,
         plan.output_dtype.str,
         plan.shape,
+        plan.frames,
         plan.integer_kernel,
     )
 
@@ -234,51 +235,101 @@ def clear_launch_cache() -> None:
         _LAUNCHES.clear()
 
 
-def convolve(image3d, plan: ConvolutionPlan, library: str = "numpy"):
-    """Run ``plan`` on ``image3d`` (H, W, C); return a new array in the same library."""
+def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):
+    """Run ``plan`` on an ``(H, W, C)`` image or ``(N, H, W, C)`` stack.
+
+    Returns a new array in the image's library, or writes ``output`` (C-contiguous, the
+    image's shape, same library) and returns it. The window and box kernels cover a
+    stack in one launch; other kernels, and the low-rank path, run frame by frame.
+    """
+    stack = image if image.ndim == 4 else image[None]
+    device_plan = _cuda_launch.device_plan(plan)
+    # The low-rank terms are float32/float64 launches summed on the host's rules; float16
+    # plans take the direct kernels (which load and store __half) instead.
+    half = np.dtype(np.float16) in (plan.input_dtype, plan.output_dtype)
     if is_emulated():
-        lowrank = _cuda_lowrank.lowrank_launches(plan)
+        if output is None:
+            output = np.empty(stack.shape, dtype=plan.output_dtype)
+            result = output if image.ndim == 4 else output[0]
+        else:
+            result = output
+        output_stack = output if output.ndim == 4 else output[None]
+        lowrank = None if half else _cuda_lowrank.lowrank_launches(plan)
         if lowrank is not None:
-            image = np.ascontiguousarray(image3d)
-            return _cuda_lowrank.run_terms(
-                image,
-                plan,
-                *lowrank,
-                lambda launch, output: _emulated_launch(image, launch, output),
-                np,
-            )
-        launch = _cuda_launch.plan_launch(plan, choose_strategy(plan))
-        return _run_emulated(image3d, plan, launch)
+            for frame in range(stack.shape[0]):
+                frame_image = np.ascontiguousarray(stack[frame])
+                output_stack[frame] = _cuda_lowrank.run_terms(
+                    frame_image,
+                    plan,
+                    *lowrank,
+                    lambda launch, out, im=frame_image: _emulated_launch(im, launch, out),
+                    np,
+                )
+            return result
+        launch = _cuda_launch.plan_launch(device_plan, choose_strategy(device_plan))
+        if launch.frames == stack.shape[0]:  # the whole stack in one launch
+            output_stack[...] = _run_emulated(stack, plan, launch)
+        else:
+            for frame in range(stack.shape[0]):
+                output_stack[frame] = _run_emulated(stack[frame], plan, launch)
+        return result
     import cupy
 
     device_id = cupy.cuda.runtime.getDevice()
     # asarray copies a NumPy image in; ascontiguousarray copies a CuPy view only
     # when it is not C-contiguous. Neither writes to the caller's array.
-    device_image = cupy.ascontiguousarray(cupy.asarray(image3d))
-    lowrank = prepared_lowrank(plan, device_id)
+    device_stack = cupy.ascontiguousarray(cupy.asarray(stack))
+    lowrank = None if half else prepared_lowrank(plan, device_id)
     if lowrank is not None:
         prepared_terms, accumulator = lowrank
-        output = _cuda_lowrank.run_terms(
-            device_image,
-            plan,
-            prepared_terms,
-            accumulator,
-            lambda prepared, partial: prepared(device_image, partial),
-            cupy,
-        )
+        device_output = cupy.empty(stack.shape, dtype=plan.output_dtype)
+        for frame in range(stack.shape[0]):
+            frame_image = device_stack[frame]
+            device_output[frame] = _cuda_lowrank.run_terms(
+                frame_image,
+                plan,
+                prepared_terms,
+                accumulator,
+                lambda prepared, partial, im=frame_image: prepared(im, partial),
+                cupy,
+            )
     else:
-        output = cupy.empty(plan.shape, dtype=plan.output_dtype)
-        prepared_launch(plan, device_id)(device_image, output)
-    return output if library == "cupy" else cupy.asnumpy(output)
+        prepared = prepared_launch(device_plan, device_id)
+        if device_stack.dtype != device_plan.input_dtype:
+            device_stack = device_stack.astype(device_plan.input_dtype)
+        device_output = cupy.empty(stack.shape, dtype=device_plan.output_dtype)
+        if prepared.launch.frames == stack.shape[0]:  # the whole stack in one launch
+            prepared(device_stack, device_output)
+        else:
+            for frame in range(stack.shape[0]):
+                prepared(device_stack[frame], device_output[frame])
+        if device_output.dtype != plan.output_dtype:
+            device_output = device_output.astype(plan.output_dtype)
+    if output is not None:
+        target = output if output.ndim == 4 else output[None]
+        if library == "cupy":
+            target[...] = device_output
+        else:
+            target[...] = cupy.asnumpy(device_output)
+        return output
+    if image.ndim == 3:
+        device_output = device_output[0]
+    return device_output if library == "cupy" else cupy.asnumpy(device_output)
 
 
 def _run_emulated(image3d, plan: ConvolutionPlan, launch: _cuda_launch.Launch) -> np.ndarray:
-    output = np.empty(plan.shape, dtype=plan.output_dtype)
-    _emulated_launch(np.ascontiguousarray(image3d), launch, output)
-    return output
+    """One ``(H, W, C)`` frame, or the ``(N, H, W, C)`` stack one launch covers, through the
+    emulator; float16 goes in and out as float32."""
+    device_plan = _cuda_launch.device_plan(plan)
+    image = np.ascontiguousarray(image3d, dtype=device_plan.input_dtype)
+    output = np.empty(image.shape, dtype=device_plan.output_dtype)
+    _emulated_launch(image, launch, output)
+    # float32 sums to a float16 output: the one rounding, to nearest.
+    return output if plan.output_dtype == output.dtype else output.astype(plan.output_dtype)
 
 
 def _emulated_launch(image: np.ndarray, launch: _cuda_launch.Launch, output: np.ndarray) -> None:
+    """One launch through the emulator, writing ``output``."""
     kernel = _cuda_source.emulated_function(launch.source_file, launch.name_expression)
     kernel(
         launch.grid,

@@ -102,6 +102,7 @@ def plan_launch(
     >>> launch.name_expression, launch.grid, launch.block
     ('gpuconv_direct<unsigned char, unsigned char, int, 3, 3>', (3, 4, 1), (32, 8, 1))
     """
+    plan = device_plan(plan)
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     if (
@@ -182,6 +183,12 @@ def plan_launch(
     )
 
 
+def device_plan(plan: ConvolutionPlan) -> ConvolutionPlan:
+    """The plan the kernels run: the plan itself (float16 is loaded and stored as
+    ``gpuconv_half``, summed in float32)."""
+    return plan
+
+
 def every_name_expression() -> dict[str, list[str]]:
     """Every instantiation :func:`plan_launch` can request, grouped by source file.
 
@@ -190,8 +197,9 @@ def every_name_expression() -> dict[str, list[str]]:
     from ..._plan import SUPPORTED_DTYPES
 
     expressions: dict[str, list[str]] = {name: [] for name in SOURCE_FILES.values()}
-    for input_dtype in SUPPORTED_DTYPES:
-        for output_dtype in SUPPORTED_DTYPES:
+    device_dtypes = list(SUPPORTED_DTYPES)
+    for input_dtype in device_dtypes:
+        for output_dtype in device_dtypes:
             accumulators = [
                 np.float64 if np.dtype(np.float64) in (input_dtype, output_dtype) else np.float32
             ]

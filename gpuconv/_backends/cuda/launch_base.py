@@ -17,6 +17,7 @@ C_TYPES = {
     np.dtype(np.uint8): "unsigned char",
     np.dtype(np.uint16): "unsigned short",
     np.dtype(np.int16): "short",
+    np.dtype(np.float16): "gpuconv_half",  # kernels_cuda/gpuconv_common.cuh
     np.dtype(np.float32): "float",
     np.dtype(np.float64): "double",
     np.dtype(np.int32): "int",
@@ -87,6 +88,9 @@ class Launch:
         For kernels that take a last ``vector_ok`` argument (the window kernels):
         whether every image and output row starts on 16 bytes when the arrays do;
         :meth:`arguments` adds the arrays' own alignment. None: no such argument.
+    frames : int
+        Frames of an ``(N, H, W, C)`` stack the launch covers (``gridDim.z``, the window
+        kernels); 1: one launch per frame.
     """
 
     template: str
@@ -98,6 +102,7 @@ class Launch:
     weights: np.ndarray
     scalars: tuple
     vector_pitch_aligned: bool | None = None
+    frames: int = 1
 
     def arguments(self, image, output, weights) -> tuple:
         """The whole argument tuple, given the (device) image, output and weights arrays."""

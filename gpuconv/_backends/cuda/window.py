@@ -188,9 +188,10 @@ def window_launch(
     grid = (
         _ceil_div(chunks, WINDOW_BLOCK[0]),
         min(_ceil_div(strips, WINDOW_BLOCK[1]), limits.max_grid_y),
-        1,
+        plan.frames,  # one block layer per frame of a stack: one launch covers it
     )
-    if grid[0] > _MAX_GRID_X:
+    # The kernels index rows of the whole stack in 32 bits (frame * H + row).
+    if grid[0] > _MAX_GRID_X or plan.frames > limits.max_grid_z or plan.frames * height >= 2**31:
         return None
     if accumulator.kind in "iu":
         weights = np.rint(weights)
@@ -234,4 +235,5 @@ def window_launch(
         weights=weights,
         scalars=scalars,
         vector_pitch_aligned=pitch_aligned,
+        frames=plan.frames,
     )

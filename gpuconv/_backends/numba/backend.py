@@ -48,6 +48,8 @@ _MAX_BAND_HEIGHT = 64
 _SERIAL_WORK = 4 * 2**20
 # float32 represents every integer of magnitude up to 2**24 exactly.
 _FLOAT32_EXACT_INTEGERS = 2.0**24
+# Integer sums below this stay exact in int16 lines and sums (the fused 3 x 3 paths).
+_INT16_EXACT_SUMS = 2.0**15
 
 
 def probe() -> str | None:
@@ -250,8 +252,9 @@ def band_height_for(plan: ConvolutionPlan, accumulator: np.dtype, workers: int) 
     height, width, channels = plan.shape
     line_bytes = (width + plan.kernel_width - 1) * channels * np.dtype(accumulator).itemsize
     fitting = _LINES_BUDGET_BYTES // line_bytes - (plan.kernel_height - 1)
-    # At least four bands per worker, so dynamic scheduling can balance them.
-    per_worker = -(-height // (4 * workers))
+    # At least four bands per worker (over every frame), so dynamic scheduling can
+    # balance them; a band never spans two frames.
+    per_worker = -(-height * plan.frames // (4 * workers))
     return int(max(1, min(_MAX_BAND_HEIGHT, fitting, per_worker)))
 
 
@@ -264,7 +267,7 @@ def workers_for(plan: ConvolutionPlan, available: int) -> int:
     """
     height, width, channels = plan.shape
     taps = min(plan.kernel.size, plan.kernel_height + plan.kernel_width + 9)
-    work = height * width * channels * max(taps, 9)
+    work = plan.frames * height * width * channels * max(taps, 9)
     return 1 if work < _SERIAL_WORK else available
 
 
@@ -289,11 +292,23 @@ def execution_for(plan: ConvolutionPlan, workers: int, force: str | None = None)
     skip = strategy.skip_zero_taps
     choice = None
     path_name = "direct"
+    small_sums = (
+        plan.kernel.shape == (3, 3)
+        and strategy.integer
+        and plan.output_dtype.kind in "ui"
+        and _largest_integer_sum(plan, strategy) < _INT16_EXACT_SUMS
+    )
+    if small_sums:  # 8-bit images, small integer kernels: exact in int16, twice the lanes
+        strategy = replace(strategy, accumulator=np.dtype(np.int16))
+        accumulator = strategy.accumulator
     if plan.kernel.shape == (3, 3):
         # Nine multiply-adds in registers beat two passes through memory,
         # separable or not; zero taps cost nothing in a vector lane.
         empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
-        path = kernels.PATH_FUSED_3X3
+        path = kernels.PATH_FUSED_3X3_INT16 if small_sums else kernels.PATH_FUSED_3X3
+        corners = plan.kernel[::2, ::2]
+        if skip and not corners.any():  # sharpen, laplacian: five taps, not nine
+            path = kernels.PATH_FUSED_PLUS_INT16 if small_sums else kernels.PATH_FUSED_PLUS
         column_taps = row_taps = (*empty, np.zeros(1, np.int64))
         indices = np.arange(9)
         taps = (indices // 3, indices % 3, plan.kernel.ravel().astype(accumulator))
@@ -334,6 +349,8 @@ def execution_for(plan: ConvolutionPlan, workers: int, force: str | None = None)
         info = np.iinfo(output)
         store_mode = kernels.STORE_CLAMP if strategy.integer else kernels.STORE_ROUND
         lowest, highest = float(info.min), float(info.max)
+        if small_sums:  # every sum fits int16: clamping to its range as well changes nothing
+            lowest, highest = max(lowest, -(2.0**15)), min(highest, 2.0**15 - 1)
     return Execution(
         strategy=strategy,
         path=path,
@@ -401,13 +418,19 @@ def _serialised_if_not_threadsafe(numba):
     return contextlib.nullcontext() if layer in ("omp", "tbb") else _WORKQUEUE_LOCK
 
 
-def convolve(image3d: np.ndarray, plan: ConvolutionPlan, library: str = "numpy") -> np.ndarray:
-    """Run ``plan`` on ``image3d`` (any strides, read-only fine); return a new array."""
+def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) -> np.ndarray:
+    """Run ``plan`` on an ``(H, W, C)`` image or ``(N, H, W, C)`` stack (any strides).
+
+    Returns a new array of the image's shape, or writes ``output`` (C-contiguous, the
+    image's shape) and returns it. float16 (which numba cannot load) is widened to
+    float32 first and the float32 sums rounded once to float16 at the end.
+    """
     if not _tbb_offered:
         offer_tbb()  # before numba's first parallel call chooses the layer
     import numba
 
-    return _run(image3d, plan, cached_execution(plan, numba.get_num_threads()))
+    threads = numba.get_num_threads()
+    return _convolve_stack(image, plan, output, lambda p: cached_execution(p, threads))
 
 
 def convolve_path(image3d: np.ndarray, plan: ConvolutionPlan, path: str) -> np.ndarray:
@@ -419,22 +442,53 @@ def convolve_path(image3d: np.ndarray, plan: ConvolutionPlan, path: str) -> np.n
 
     if plan.kernel.shape == (3, 3):
         raise ValueError("3 x 3 kernels always run the fused 3 x 3 loop")
-    return _run(image3d, plan, cached_execution(plan, numba.get_num_threads(), force=path))
+    threads = numba.get_num_threads()
+    return _convolve_stack(image3d, plan, None, lambda p: cached_execution(p, threads, force=path))
 
 
-def _run(image3d: np.ndarray, plan: ConvolutionPlan, run: Execution) -> np.ndarray:
+def _convolve_stack(image, plan: ConvolutionPlan, output, execution) -> np.ndarray:
+    """:func:`convolve` with ``execution(plan) -> Execution`` choosing how."""
+    stack = image if image.ndim == 4 else image[None]
+    if output is None:
+        output = np.empty(stack.shape, dtype=plan.output_dtype)
+        result = output if image.ndim == 4 else output[0]
+    else:
+        result = output
+    output_stack = output if output.ndim == 4 else output[None]
+    if plan.input_dtype == np.float16:
+        stack = stack.astype(np.float32)
+    if plan.output_dtype == np.float16:
+        sums = np.empty(stack.shape, dtype=np.float32)
+        _run(stack, replace(plan, output_dtype=np.dtype(np.float32)), sums, execution)
+        output_stack[...] = sums  # the one rounding, to nearest
+    else:
+        _run(stack, plan, output_stack, execution)
+    return result
+
+
+def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, execution) -> None:
     import numba
 
     from . import kernels
 
+    if plan.input_dtype == np.float16:
+        plan = replace(plan, input_dtype=np.dtype(np.float32))
     workers = numba.get_num_threads()
+    run = execution(plan)
+    frames = stack.shape[0]
     if run.uses_fft:
         # None: non-finite pixels or an error bound the FFT misses; the loop path runs.
-        result = _fft.convolve_fft(image3d, plan, workers=run.workers)
-        if result is not None:
-            return result
+        results = []
+        for frame in range(frames):
+            frame_result = _fft.convolve_fft(stack[frame], plan, workers=run.workers)
+            if frame_result is None:
+                break
+            results.append(frame_result)
+        else:
+            for frame, frame_result in enumerate(results):
+                output[frame] = frame_result
+            return
     height, width, channels = plan.shape
-    output = np.empty(plan.shape, dtype=plan.output_dtype)
     accumulator = run.accumulator
     scalar = accumulator.type
     if accumulator.kind == "f":
@@ -451,8 +505,8 @@ def _run(image3d: np.ndarray, plan: ConvolutionPlan, run: Execution) -> np.ndarr
     try:
         with _serialised_if_not_threadsafe(numba):
             function(
-                image3d,
-                output.reshape(height, width * channels),
+                stack,
+                output.reshape(frames, height, width * channels),
                 run.row_index,
                 run.col_index,
                 plan.anchor_x,
@@ -474,4 +528,3 @@ def _run(image3d: np.ndarray, plan: ConvolutionPlan, run: Execution) -> np.ndarr
             numba.set_parallel_chunksize(previous_chunk_size)
         if run.workers != workers:
             numba.set_num_threads(workers)
-    return output
