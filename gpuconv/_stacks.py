@@ -2,7 +2,7 @@
 
 A stack (``(N, H, W)``, ``(N, H, W, C)``, channels-first ``(C, H, W)``, any layout that
 :func:`gpuconv.convolve`'s ``axes`` names) is read whole, filtered in one call per kernel
-(every frame at once: numba's threads and the cuda backend's single launch see the whole
+(every frame at once: numba's threads share the frames and bands of the whole
 stack) and written whole, atomically, in the same layout. Band streaming
 (:mod:`gpuconv._outofcore`) is for single images larger than memory; a stack is held in
 memory.

@@ -31,8 +31,7 @@
 //
 // Launch (gpuconv/_backends/cuda/window.py, window_launch): block (32, 4); thread
 // (x, y) takes chunk blockIdx.x * 32 + x of every row and strip blockIdx.y * 4 + y, the
-// kernel striding over strips beyond the grid; blockIdx.z is the frame of a stack
-// (N, H, W, C), one launch for the whole stack (gridDim.z = N). No shared memory. 64-bit row offsets.
+// kernel striding over strips beyond the grid. No shared memory. 64-bit row offsets.
 #include "gpuconv_common.cuh"
 
 #define GPUCONV_WINDOW_BLOCK_X 32
@@ -212,10 +211,6 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
     const int row_elements = width * C;
     const int e0 = (blockIdx.x * GPUCONV_WINDOW_BLOCK_X + threadIdx.x) * V;
     if (e0 >= row_elements) return;  // no barrier in this kernel: leaving early is safe
-    // A stack of frames (N, H, W, C), C-contiguous: blockIdx.z is the frame, whose rows
-    // start at row frame_row of the stack seen as one (N * H) x W image (N * H < 2**31:
-    // window.py). Added to the row index, it costs no instruction per pixel.
-    const int frame_row = blockIdx.z * height;
     const bool fast =
         vector_ok && e0 - Raw::REACH_LEFT >= 0 && e0 + V + Raw::REACH_RIGHT <= row_elements;
     const bool full_store = vector_ok && e0 + V <= row_elements;
@@ -244,7 +239,7 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
                 if (!BATCH) break;
                 const int row = gpuconv_source_index(y0 - anchor_y + base + g, height, border);
                 source[g] = base + g < steps && row >= 0
-                                ? image + (long long)(frame_row + row) * row_elements : nullptr;
+                                ? image + (long long)row * row_elements : nullptr;
                 if (fast && source[g] != nullptr) raw[g].load(source[g], e0);
             }
 #pragma unroll
@@ -253,7 +248,7 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
                 if (step >= steps) break;
                 if (!BATCH) {
                     const int row = gpuconv_source_index(y0 - anchor_y + step, height, border);
-                    source[g] = row >= 0 ? image + (long long)(frame_row + row) * row_elements : nullptr;
+                    source[g] = row >= 0 ? image + (long long)row * row_elements : nullptr;
                     if (fast && source[g] != nullptr) raw[g].load(source[g], e0);
                 }
                 const int phase = g % KH;
@@ -303,7 +298,7 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
                     Out values[V];
 #pragma unroll
                     for (int v = 0; v < V; ++v) values[v] = gpuconv_store<Out>(ring[slot][v]);
-                    gpuconv_store_row<Out, V>(output, frame_row + y0 + done, row_elements, e0, full_store,
+                    gpuconv_store_row<Out, V>(output, y0 + done, row_elements, e0, full_store,
                                               values);
                 }
             }
@@ -344,10 +339,6 @@ gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
     const int row_elements = width * C;
     const int e0 = (blockIdx.x * GPUCONV_WINDOW_BLOCK_X + threadIdx.x) * V;
     if (e0 >= row_elements) return;  // no barrier in this kernel: leaving early is safe
-    // A stack of frames (N, H, W, C), C-contiguous: blockIdx.z is the frame, whose rows
-    // start at row frame_row of the stack seen as one (N * H) x W image (N * H < 2**31:
-    // window.py). Added to the row index, it costs no instruction per pixel.
-    const int frame_row = blockIdx.z * height;
     const bool fast =
         vector_ok && e0 - Raw::REACH_LEFT >= 0 && e0 + V + Raw::REACH_RIGHT <= row_elements;
     const bool full_store = vector_ok && e0 + V <= row_elements;
@@ -366,7 +357,7 @@ gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
         // The first output row's window: kernel_height whole rows.
         for (int i = 0; i < kernel_height; ++i) {
             const int row = gpuconv_source_index(y0 - anchor_y + i, height, border);
-            const In* source = row < 0 ? nullptr : image + (long long)(frame_row + row) * row_elements;
+            const In* source = row < 0 ? nullptr : image + (long long)row * row_elements;
             Raw raw;
             if (fast && source != nullptr) raw.load(source, e0);
             int window[WINDOW];
@@ -381,9 +372,9 @@ gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
                     gpuconv_source_index(y0 + r - anchor_y + kernel_height - 1, height, border);
                 const int leaving_row = gpuconv_source_index(y0 + r - 1 - anchor_y, height, border);
                 const In* entering =
-                    entering_row < 0 ? nullptr : image + (long long)(frame_row + entering_row) * row_elements;
+                    entering_row < 0 ? nullptr : image + (long long)entering_row * row_elements;
                 const In* leaving =
-                    leaving_row < 0 ? nullptr : image + (long long)(frame_row + leaving_row) * row_elements;
+                    leaving_row < 0 ? nullptr : image + (long long)leaving_row * row_elements;
                 Raw raw_entering, raw_leaving;
                 if (fast && entering != nullptr) raw_entering.load(entering, e0);
                 if (fast && leaving != nullptr) raw_leaving.load(leaving, e0);
@@ -413,7 +404,7 @@ gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
             Out values[V];
 #pragma unroll
             for (int v = 0; v < V; ++v) values[v] = gpuconv_store<Out>(Acc(sums[v]) * scale);
-            gpuconv_store_row<Out, V>(output, frame_row + y0 + r, row_elements, e0, full_store, values);
+            gpuconv_store_row<Out, V>(output, y0 + r, row_elements, e0, full_store, values);
         }
     }
 }

@@ -22,6 +22,11 @@ import pytest
 import gpuconv
 from gpuconv import _registry
 
+# One emulator worker thread: every emulated kernel library keeps a pool of fiber stacks
+# (two memory mappings each) per worker, and the whole suite in one process came within
+# vm.max_map_count (65530) with two (test_cuda_emulator's 1024-thread blocks then failed).
+os.environ.setdefault("GPUCONV_EMULATOR_THREADS", "1")
+
 
 @dataclass(frozen=True)
 class BackendUnderTest:

@@ -400,11 +400,11 @@ def test_dask_refuses_out(backend, rng):
         gpuconv.convolve(lazy, "sharpen", out=np.zeros((8, 8), np.uint8), backend=backend.name)
 
 
-# --- cuda: one launch for a whole stack ------------------------------------------------------
+# --- cuda: a stack, frame by frame ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("kernel", ["sharpen", "small_blur"])
-def test_cuda_covers_a_stack_in_one_launch(monkeypatch, rng, kernel):
+def test_cuda_runs_a_stack_one_launch_per_frame(monkeypatch, rng, kernel):
     from gpuconv._backends.cuda import backend as cuda_backend
     from gpuconv._backends.cuda import launch as cuda_launch
     from gpuconv._backends.cuda import source as cuda_source
@@ -423,7 +423,9 @@ def test_cuda_covers_a_stack_in_one_launch(monkeypatch, rng, kernel):
         axes=(1, 2),
     )
     launch = cuda_launch.plan_launch(plan, choose_strategy(plan))
-    assert plan.frames == 5 and launch.frames == 5 and launch.grid[2] == 5
+    # No kernel spans the frames (a frame index in the window kernels cost a register and
+    # spilled on sm_90): the backend launches once per frame, from one prepared launch.
+    assert plan.frames == 5 and launch.frames == 1 and launch.grid[2] == 1
     if not cuda_backend.is_emulated():
         pytest.skip("the launch count is checked through the emulator (GPUCONV_CUDA_EMULATOR=1)")
     if gpuconv.backends()["cuda"].available is False:
@@ -442,5 +444,5 @@ def test_cuda_covers_a_stack_in_one_launch(monkeypatch, rng, kernel):
 
     monkeypatch.setattr(cuda_source, "emulated_function", counting)
     actual = gpuconv.convolve(stack, kernel, axes=(1, 2), backend="cuda")
-    assert launches == [launch.grid]
+    assert launches == [launch.grid] * 5
     np.testing.assert_array_equal(actual, _frame_by_frame(stack, kernel))

@@ -188,10 +188,9 @@ def window_launch(
     grid = (
         _ceil_div(chunks, WINDOW_BLOCK[0]),
         min(_ceil_div(strips, WINDOW_BLOCK[1]), limits.max_grid_y),
-        plan.frames,  # one block layer per frame of a stack: one launch covers it
+        1,
     )
-    # The kernels index rows of the whole stack in 32 bits (frame * H + row).
-    if grid[0] > _MAX_GRID_X or plan.frames > limits.max_grid_z or plan.frames * height >= 2**31:
+    if grid[0] > _MAX_GRID_X:
         return None
     if accumulator.kind in "iu":
         weights = np.rint(weights)
@@ -235,5 +234,4 @@ def window_launch(
         weights=weights,
         scalars=scalars,
         vector_pitch_aligned=pitch_aligned,
-        frames=plan.frames,
     )
