@@ -35,6 +35,35 @@ def cases(rng):
     ]
 
 
+#: Stacks (N, H, W) filtered with ``axes=(1, 2)``: the window and box kernels' STACK
+#: instantiations, one launch over the frames.
+STACK_CASES = (
+    ("stack window direct 3x3", np.uint8, "sharpen"),
+    ("stack box 7", np.uint8, "small_blur"),
+    ("stack window separable 3x3 float", np.float32, "sobel_y"),
+    ("stack window direct 3x3 float16", np.float16, "laplacian"),
+)
+STACK_SHAPE = (3, 37, 45)
+
+
+def _stack_launch(dtype, kernel, border="wrap"):
+    from gpuconv._backends.cuda import launch as _cuda_launch
+    from gpuconv._plan import make_plan
+    from gpuconv._strategy import choose_strategy
+
+    _, plan, _ = make_plan(
+        np.zeros(STACK_SHAPE, dtype),
+        kernel,
+        border=border,
+        value=0.0,
+        anchor=None,
+        flip=False,
+        dtype=None,
+        axes=(1, 2),
+    )
+    return _cuda_launch.plan_launch(plan, choose_strategy(plan))
+
+
 def _dry_run() -> int:
     """Plan every case (grey and colour): the launches the sanitizers would see."""
     from gpuconv._backends.cuda import launch as _cuda_launch
@@ -60,6 +89,9 @@ def _dry_run() -> int:
                 _cuda_launch.plan_launch(plan, choose_strategy(plan), limits).name_expression
             )
         print(f"{label}: " + " | ".join(names))
+    for label, dtype, kernel in STACK_CASES:
+        launch = _stack_launch(dtype, kernel)
+        print(f"{label}: {launch.name_expression} grid {launch.grid}")
     return 0
 
 
@@ -108,6 +140,18 @@ def main(argv=None) -> int:
         )
         launch = _cuda_launch.plan_launch(plan, choose_strategy(plan))
         print(f"ok {label}: {launch.name_expression}")
+    for label, dtype, kernel in STACK_CASES:
+        for border in borders:
+            stack = (rng.random(STACK_SHAPE) * 200).astype(dtype)
+            result = gpuconv.convolve(
+                cupy.asarray(stack), kernel, backend="cuda", border=border, axes=(1, 2)
+            )
+            expected = gpuconv.convolve(stack, kernel, backend="numpy", border=border, axes=(1, 2))
+            difference = np.abs(result.get().astype(np.float64) - expected).max()
+            if difference > 1.0:
+                failures += 1
+                print("WRONG", label, border, STACK_SHAPE, difference)
+        print(f"ok {label}: {_stack_launch(dtype, kernel).name_expression}")
     cupy.cuda.Device().synchronize()
     return 1 if failures else 0
 

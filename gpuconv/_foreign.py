@@ -68,11 +68,12 @@ def to_native(array):
     """
     array = _exportable(array)
     device = _device_type(array)
+    # Outside the try: BackendUnavailableError is a RuntimeError, and must stay itself.
+    cupy = _cupy() if device in (_DLPACK_CUDA, _DLPACK_CUDA_MANAGED) else None
     try:
         if device in (_DLPACK_CPU, _DLPACK_CUDA_HOST):
             return np.from_dlpack(array), "numpy"
-        if device in (_DLPACK_CUDA, _DLPACK_CUDA_MANAGED):
-            cupy = _cupy()
+        if cupy is not None:
             with cuda_stream_of(array):
                 return cupy.from_dlpack(array), "cupy"
     except (BufferError, RuntimeError, ValueError) as error:

@@ -2,10 +2,10 @@
 
 A stack (``(N, H, W)``, ``(N, H, W, C)``, channels-first ``(C, H, W)``, any layout that
 :func:`gpuconv.convolve`'s ``axes`` names) is read whole, filtered in one call per kernel
-(every frame at once: numba's threads share the frames and bands of the whole
-stack) and written whole, atomically, in the same layout. Band streaming
-(:mod:`gpuconv._outofcore`) is for single images larger than memory; a stack is held in
-memory.
+(every frame at once: numba's threads share the frames and bands, the cuda backend's
+window kernels take the whole stack in one launch) and written whole, atomically, in the
+same layout. Band streaming (:mod:`gpuconv._outofcore`) is for single images larger than
+memory; a stack is held in memory.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 // shared memory.
 //
 // Kernels:
-//   gpuconv_window<In, Out, Acc, KH, KW, C, V, SEPARABLE>(image, output, weights, height,
-//                                                        width, anchor_y, border, border_value,
-//                                                        rows_per_strip, vector_ok)
+//   gpuconv_window<In, Out, Acc, KH, KW, C, V, SEPARABLE[, STACK]>(image, output, weights,
+//                                                        height, width, anchor_y, border,
+//                                                        border_value, rows_per_strip, vector_ok)
 //     In, Out, Acc  as in convolve_direct.cu
 //     KH, KW     compile-time kernel size; the column anchor is KW / 2 (the default anchor;
 //                other anchors run convolve_direct.cu); the row anchor is a run-time value
@@ -13,9 +13,10 @@
 //     V          consecutive row elements per thread (V * sizeof(In) <= 16: one vector load)
 //     SEPARABLE  weights are kh column factors then kw row factors (numpy.outer == kernel);
 //                else the kh * kw taps, row-major
-//   gpuconv_box<In, Out, Acc, KW, C, V>(image, output, weights, height, width, kernel_height,
-//                                       anchor_y, border, border_value, rows_per_strip,
-//                                       vector_ok)
+//     STACK      (default false) blockIdx.z is the frame of an (N, H, W, C) stack
+//   gpuconv_box<In, Out, Acc, KW, C, V[, STACK]>(image, output, weights, height, width,
+//                                                kernel_height, anchor_y, border,
+//                                                border_value, rows_per_strip, vector_ok)
 //     a kernel whose taps all equal weights[0] on an integer image: exact running sums in
 //     int, any run-time height, compile-time width KW (see the comment above the kernel)
 //
@@ -31,7 +32,9 @@
 //
 // Launch (gpuconv/_backends/cuda/window.py, window_launch): block (32, 4); thread
 // (x, y) takes chunk blockIdx.x * 32 + x of every row and strip blockIdx.y * 4 + y, the
-// kernel striding over strips beyond the grid. No shared memory. 64-bit row offsets.
+// kernel striding over strips beyond the grid; with STACK = true, blockIdx.z is the frame of
+// an (N, H, W, C) stack (gridDim.z = N: one launch for the stack). No shared memory.
+// 64-bit row offsets.
 #include "gpuconv_common.cuh"
 
 #define GPUCONV_WINDOW_BLOCK_X 32
@@ -180,7 +183,9 @@ __device__ __forceinline__ void gpuconv_store_row(Out* __restrict__ output, int 
 // grey images with each row loaded just before its use (fewer registers, more warps);
 // colour ones with KH rows loaded together.
 // The macros override, for tuning sweeps.
-template <typename In, int C>
+// The STACK instantiations of 32-bit grey images keep 3 blocks per SM: their two frame
+// pointers live in registers, and under the cap of 4 (128 registers) they spilled (sm_80).
+template <typename In, int C, bool STACK = false>
 struct gpuconv_window_tuning {
 #ifdef GPUCONV_WINDOW_GROUP_ROWS
     static constexpr int group_rows = GPUCONV_WINDOW_GROUP_ROWS;
@@ -190,13 +195,14 @@ struct gpuconv_window_tuning {
 #ifdef GPUCONV_WINDOW_MIN_BLOCKS
     static constexpr int min_blocks = GPUCONV_WINDOW_MIN_BLOCKS;
 #else
-    static constexpr int min_blocks = sizeof(In) >= 4 && C == 1 ? 4 : 1;
+    static constexpr int min_blocks = sizeof(In) >= 4 && C == 1 ? (STACK ? 3 : 4) : 1;
 #endif
 };
 
-template <typename In, typename Out, typename Acc, int KH, int KW, int C, int V, bool SEPARABLE>
+template <typename In, typename Out, typename Acc, int KH, int KW, int C, int V, bool SEPARABLE,
+          bool STACK = false>
 __global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y,
-                                  gpuconv_window_tuning<In, C>::min_blocks)
+                                  gpuconv_window_tuning<In, C, STACK>::min_blocks)
 gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
                const Acc* __restrict__ weights, int height, int width, int anchor_y,
                int border, Acc border_value, int rows_per_strip, int vector_ok) {
@@ -211,6 +217,13 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
     const int row_elements = width * C;
     const int e0 = (blockIdx.x * GPUCONV_WINDOW_BLOCK_X + threadIdx.x) * V;
     if (e0 >= row_elements) return;  // no barrier in this kernel: leaving early is safe
+    if (STACK) {
+        // An (N, H, W, C) stack, C-contiguous: blockIdx.z is the frame (gridDim.z = N, one
+        // launch for the stack). The pointers move once; single images take STACK = false,
+        // whose code has no such offset (it cost ~10% more instructions per pixel there).
+        image += (long long)blockIdx.z * height * row_elements;
+        output += (long long)blockIdx.z * height * row_elements;
+    }
     const bool fast =
         vector_ok && e0 - Raw::REACH_LEFT >= 0 && e0 + V + Raw::REACH_RIGHT <= row_elements;
     const bool full_store = vector_ok && e0 + V <= row_elements;
@@ -328,7 +341,7 @@ gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
 #define GPUCONV_BOX_LAUNCH_BOUNDS \
     __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y, 1)
 #endif
-template <typename In, typename Out, typename Acc, int KW, int C, int V>
+template <typename In, typename Out, typename Acc, int KW, int C, int V, bool STACK = false>
 __global__ void GPUCONV_BOX_LAUNCH_BOUNDS
 gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
             const Acc* __restrict__ weights, int height, int width, int kernel_height,
@@ -339,6 +352,13 @@ gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
     const int row_elements = width * C;
     const int e0 = (blockIdx.x * GPUCONV_WINDOW_BLOCK_X + threadIdx.x) * V;
     if (e0 >= row_elements) return;  // no barrier in this kernel: leaving early is safe
+    if (STACK) {
+        // An (N, H, W, C) stack, C-contiguous: blockIdx.z is the frame (gridDim.z = N, one
+        // launch for the stack). The pointers move once; single images take STACK = false,
+        // whose code has no such offset (it cost ~10% more instructions per pixel there).
+        image += (long long)blockIdx.z * height * row_elements;
+        output += (long long)blockIdx.z * height * row_elements;
+    }
     const bool fast =
         vector_ok && e0 - Raw::REACH_LEFT >= 0 && e0 + V + Raw::REACH_RIGHT <= row_elements;
     const bool full_store = vector_ok && e0 + V <= row_elements;

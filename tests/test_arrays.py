@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 
 import cv2
 import numpy as np
@@ -400,11 +401,132 @@ def test_dask_refuses_out(backend, rng):
         gpuconv.convolve(lazy, "sharpen", out=np.zeros((8, 8), np.uint8), backend=backend.name)
 
 
-# --- cuda: a stack, frame by frame ---------------------------------------------------------
+# --- CUDA tensors, through stand-ins for torch and CuPy (no GPU here) ------------------------
+
+#: The stream pointer the stand-in torch reports as current.
+_TORCH_STREAM = 0xC0FFEE
+
+
+class _StandInCudaTensor:
+    """What gpuconv sees of a torch CUDA tensor: its type's module is torch, its DLPack
+    device kDLCUDA (2). Its pixels are a NumPy array, the stand-in CuPy's device memory."""
+
+    __module__ = "torch"
+
+    def __init__(self, pixels, index=0):
+        self.pixels = pixels
+        self.is_cuda = True
+        self.requires_grad = False
+        self.device = types.SimpleNamespace(type="cuda", index=index)
+
+    def __dlpack_device__(self):
+        return (2, self.device.index)
+
+
+def _stand_ins(events):
+    """A torch and a CuPy that record, in ``events``, the streams entered and each exchange."""
+    active = []
+
+    class ExternalStream:
+        def __init__(self, pointer, device_index):
+            self.where = (pointer, device_index)
+
+        def __enter__(self):
+            active.append(self.where)
+            events.append(("enter", self.where))
+
+        def __exit__(self, *exc):
+            active.pop()
+            events.append(("exit", self.where))
+
+    def cupy_from_dlpack(tensor):
+        events.append(("cupy.from_dlpack", active[-1] if active else None))
+        return tensor.pixels  # zero-copy: the "CuPy array" is the tensor's memory
+
+    def torch_from_dlpack(array):
+        events.append(("torch.from_dlpack", active[-1] if active else None))
+        return _StandInCudaTensor(array)
+
+    cupy = types.SimpleNamespace(
+        from_dlpack=cupy_from_dlpack,
+        cuda=types.SimpleNamespace(ExternalStream=ExternalStream),
+    )
+    torch = types.ModuleType("torch")
+    torch.from_dlpack = torch_from_dlpack
+    torch.cuda = types.SimpleNamespace(
+        current_stream=lambda device: types.SimpleNamespace(cuda_stream=_TORCH_STREAM)
+    )
+    return torch, cupy, active
+
+
+def test_cuda_tensor_in_cuda_tensor_out_on_torchs_stream(monkeypatch, rng):
+    from gpuconv._backends.cuda import backend as cuda_backend
+
+    if gpuconv.backends()["cuda"].available is False:
+        pytest.skip(f"cuda backend unavailable: {gpuconv.backends()['cuda']}")
+    events = []
+    torch, cupy, active = _stand_ins(events)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    filtering = cuda_backend.convolve
+
+    def recording(*args, **kwargs):
+        events.append(("filter", active[-1] if active else None))
+        return filtering(*args, **kwargs)
+
+    monkeypatch.setattr(cuda_backend, "convolve", recording)
+    stack = _random(rng, (3, 14, 12))
+    tensor = _StandInCudaTensor(stack.copy(), index=0)
+    result = gpuconv.convolve(tensor, "sharpen", axes=(1, 2), backend="cuda")
+    assert isinstance(result, _StandInCudaTensor) and result.device.type == "cuda"
+    np.testing.assert_array_equal(result.pixels, _frame_by_frame(stack, "sharpen"))
+    np.testing.assert_array_equal(tensor.pixels, stack)  # the input untouched
+    # In through cupy.from_dlpack and out through torch.from_dlpack, the filter between,
+    # each on torch's current stream of the tensor's device.
+    stream = (_TORCH_STREAM, 0)
+    exchanges = [event for event in events if event[0] not in ("enter", "exit")]
+    assert exchanges == [
+        ("cupy.from_dlpack", stream),
+        ("filter", stream),
+        ("torch.from_dlpack", stream),
+    ]
+    assert not active  # every stream context left
+
+    # out=: written in place, in the out tensor's own memory.
+    events.clear()
+    out = _StandInCudaTensor(np.zeros_like(stack))
+    memory = out.pixels
+    assert gpuconv.convolve(tensor, "sharpen", axes=(1, 2), out=out, backend="cuda") is out
+    assert out.pixels is memory
+    np.testing.assert_array_equal(memory, _frame_by_frame(stack, "sharpen"))
+    assert ("filter", stream) in events
+
+
+def test_cuda_tensor_without_cupy_is_a_backend_unavailable_error(monkeypatch, rng):
+    torch, _, _ = _stand_ins([])
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    image = _random(rng, (8, 8))
+    tensor = _StandInCudaTensor(image.copy())
+    with pytest.raises(gpuconv.BackendUnavailableError, match="cupy"):
+        gpuconv.convolve(tensor, "sharpen")
+    np.testing.assert_array_equal(tensor.pixels, image)
+
+
+def test_other_dlpack_devices_are_a_type_error(rng):
+    class OnAnotherDevice(DLPackOnly):
+        def __dlpack_device__(self):
+            return (8, 0)  # kDLMetal
+
+    with pytest.raises(TypeError, match="DLPack device type 8"):
+        gpuconv.convolve(OnAnotherDevice(_random(rng, (8, 8))), "sharpen")
+
+
+# --- cuda: one launch for a whole stack ------------------------------------------------------
 
 
 @pytest.mark.parametrize("kernel", ["sharpen", "small_blur"])
-def test_cuda_runs_a_stack_one_launch_per_frame(monkeypatch, rng, kernel):
+def test_cuda_covers_a_stack_in_one_launch(monkeypatch, rng, kernel):
     from gpuconv._backends.cuda import backend as cuda_backend
     from gpuconv._backends.cuda import launch as cuda_launch
     from gpuconv._backends.cuda import source as cuda_source
@@ -423,9 +545,9 @@ def test_cuda_runs_a_stack_one_launch_per_frame(monkeypatch, rng, kernel):
         axes=(1, 2),
     )
     launch = cuda_launch.plan_launch(plan, choose_strategy(plan))
-    # No kernel spans the frames (a frame index in the window kernels cost a register and
-    # spilled on sm_90): the backend launches once per frame, from one prepared launch.
-    assert plan.frames == 5 and launch.frames == 1 and launch.grid[2] == 1
+    # The window and box kernels' STACK instantiations: gridDim.z spans the frames.
+    assert plan.frames == 5 and launch.frames == 5 and launch.grid[2] == 5
+    assert launch.name_expression.endswith(", true>")
     if not cuda_backend.is_emulated():
         pytest.skip("the launch count is checked through the emulator (GPUCONV_CUDA_EMULATOR=1)")
     if gpuconv.backends()["cuda"].available is False:
@@ -444,5 +566,30 @@ def test_cuda_runs_a_stack_one_launch_per_frame(monkeypatch, rng, kernel):
 
     monkeypatch.setattr(cuda_source, "emulated_function", counting)
     actual = gpuconv.convolve(stack, kernel, axes=(1, 2), backend="cuda")
-    assert launches == [launch.grid] * 5
+    assert launches == [launch.grid]
     np.testing.assert_array_equal(actual, _frame_by_frame(stack, kernel))
+
+
+def test_cuda_stack_launch_falls_back_to_one_launch_per_frame_where_it_must(rng):
+    """Frames beyond gridDim.z's limit, or an output dtype other than the input's (no STACK
+    instantiation is compiled for it): one launch per frame, the single-image kernel."""
+    from gpuconv._backends.cuda import launch as cuda_launch
+    from gpuconv._backends.cuda.launch_base import DeviceLimits
+    from gpuconv._backends.cuda.window import is_stack_expression, window_launch
+    from gpuconv._plan import make_plan
+    from gpuconv._strategy import choose_strategy
+
+    stack = _random(rng, (5, 24, 40))
+    options = dict(border="reflect101", value=0.0, anchor=None, flip=False, axes=(1, 2))
+    _, plan, _ = make_plan(stack, "sharpen", dtype=None, **options)
+    strategy = choose_strategy(plan)
+    assert window_launch(plan, strategy).frames == 5
+    few = window_launch(plan, strategy, DeviceLimits(max_grid_z=4))
+    assert few.frames == 1 and few.grid[2] == 1 and not is_stack_expression(few.name_expression)
+    _, widening, _ = make_plan(stack, "sharpen", dtype=np.float32, **options)
+    launch = cuda_launch.plan_launch(widening, choose_strategy(widening))
+    assert launch.frames == 1 and not is_stack_expression(launch.name_expression)
+    # Every STACK expression the launch code can ask for is in the compiled list.
+    compiled = set(cuda_launch.every_name_expression()["convolve_window.cu"])
+    assert window_launch(plan, strategy).name_expression in compiled
+    assert few.name_expression in compiled

@@ -151,6 +151,7 @@ def test_weights_and_scalars_have_the_kernels_types():
 
 def test_every_requested_instantiation_is_in_the_compile_list(rng):
     listed = _cuda_launch.every_name_expression()
+    stacks = 0
     kernels = [
         "laplacian",
         "small_blur",
@@ -169,6 +170,17 @@ def test_every_requested_instantiation_is_in_the_compile_list(rng):
                         np.zeros((5, 5), input_dtype), kernel, dtype=output_dtype, window=window
                     )
                     assert launch.name_expression in listed[launch.source_file]
+                # A stack: the window kernels' STACK instantiations where they apply.
+                _, launch = launch_for(
+                    np.zeros((3, 5, 5), input_dtype),
+                    kernel,
+                    dtype=output_dtype,
+                    window=True,
+                    axes=(1, 2),
+                )
+                assert launch.name_expression in listed[launch.source_file]
+                stacks += launch.frames > 1
+    assert stacks > 0  # the STACK instantiations were asked for, and listed
 
 
 def test_axes_beyond_32_bit_positions_are_refused():
@@ -755,16 +767,16 @@ def test_box_kernel_only_where_its_integer_sums_are_exact():
 @pytest.mark.parametrize(
     "dtype, kernel_name, one_launch",
     [
-        (np.uint8, "sharpen", False),
-        (np.uint8, "small_blur", False),  # the box kernel
-        (np.float16, "sharpen", False),
+        (np.uint8, "sharpen", True),
+        (np.uint8, "small_blur", True),  # the box kernel
+        (np.float16, "sharpen", True),
         (np.float16, "small_blur", False),  # separable shared-memory kernel: per frame
         (np.float16, "random", False),
     ],
 )
 def test_cupy_launch_code_runs_stacks(dtype, kernel_name, one_launch, monkeypatch, rng):
-    """The real-GPU code path (CuPy stand-in) on an (N, H, W, C) stack: one launch per frame
-    (no kernel spans the frames yet); ``output=`` written in place."""
+    """The real-GPU code path (CuPy stand-in) on an (N, H, W, C) stack: one launch where the
+    window kernels cover the stack, else one per frame; ``output=`` written in place."""
     import sys
 
     from gpuconv._backends.cuda import source as _cuda_source

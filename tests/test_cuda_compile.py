@@ -3,7 +3,8 @@
 - Every template instantiation the backend can request
   (``_cuda_launch.every_name_expression()``) compiles through NVRTC with the
   production options: to machine code for sm_90, where ptxas must report no
-  spill and no stack frame for any of them, and to PTX for sm_80.
+  spill and no stack frame for any of them, and to PTX for sm_80 (single-image
+  instantiations: a STACK one differs from its twin by two pointer offsets).
 - Where nvcc is installed, the uint8 and float32 instantiations compile with
   nvcc (a second front end) to machine code for sm_80 and sm_90, with its
   per-kernel resource report, again failing on any spill.
@@ -25,6 +26,7 @@ import pytest
 
 from gpuconv._backends.cuda import launch as _cuda_launch
 from gpuconv._backends.cuda import source as _cuda_source
+from gpuconv._backends.cuda.window import is_stack_expression
 
 ARCHITECTURES = ("sm_80", "sm_90")
 #: Instantiations per NVRTC program when compiling them all in parallel.
@@ -115,9 +117,14 @@ def test_every_instantiation_compiles_through_nvrtc(architecture):
     options = ("--ptxas-options=-v",) if machine_code else ()
     # NVRTC compiles one program on one thread (and ctypes releases the GIL): chunks of
     # each file's instantiations compile in parallel, one per CPU.
+    every = _cuda_launch.every_name_expression()
+    if not machine_code:
+        # A STACK instantiation is its single-image twin plus two pointer offsets: sm_90
+        # (and nvcc below) compile them; the PTX-only pass skips them to save CI time.
+        every = {f: [e for e in es if not is_stack_expression(e)] for f, es in every.items()}
     tasks = [
         (file_name, expressions[start : start + _CHUNK])
-        for file_name, expressions in _cuda_launch.every_name_expression().items()
+        for file_name, expressions in every.items()
         for start in range(0, len(expressions), _CHUNK)
     ]
 
@@ -183,6 +190,9 @@ def test_nvcc_compiles_the_common_instantiations_without_spills(architecture, tm
             for e in expressions
             if ("<unsigned char, unsigned char," in e or "<float, float, float" in e)
             and _window_channels(e) in (None, 1, 3)  # grey and RGB; NVRTC checks every one
+            # STACK twins only where a register cap binds (32-bit grey: 3 blocks per SM);
+            # one spilled here (sm_80) before that cap was set.
+            and (not is_stack_expression(e) or e.startswith("gpuconv_window<float, float, float"))
         ]
         source = tmp_path / f"instantiate_{file_name}"
         source.write_text(f'#include "{file_name}"\n' + _explicit_instantiations(chosen))

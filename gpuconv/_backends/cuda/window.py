@@ -50,6 +50,8 @@ _BOX_WINDOW_WORDS = 80
 #: ran best with fewer, longer strips (32 rows), 32-bit ones with 16-row strips.
 _TARGET_THREADS = {1: 2**18, 2: 2**18, 4: 2**20, 8: 2**20}
 _MAX_GRID_X = 2**31 - 1
+#: The last template argument of the instantiations that take a whole stack (STACK).
+_STACK_SUFFIX = ", true"
 _INT32_LIMIT = 2**31 - 1
 
 
@@ -77,10 +79,13 @@ def box_elements_per_thread(input_dtype, kernel_width: int, channels: int) -> in
 
 
 def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]:
-    """Every window and box instantiation :func:`window_launch` can request for these types."""
+    """Every window and box instantiation :func:`window_launch` can request for these types:
+    each for one image and, when the output dtype is the input's, for a whole stack
+    (``STACK = true``)."""
     if not specialised(input_dtype, output_dtype, accumulator):
         return []
     types = ", ".join(C_TYPES[np.dtype(t)] for t in (input_dtype, output_dtype, accumulator))
+    same_dtype = np.dtype(input_dtype) == np.dtype(output_dtype)
     expressions = []
     for channels in WINDOW_CHANNELS:
         separable_sizes = WINDOW_SEPARABLE_SIZES if channels in WINDOW_SEPARABLE_CHANNELS else ()
@@ -92,6 +97,8 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
                     f"gpuconv_window<{types}, {size}, {size}, {channels}, {vector}, "
                     f"{'true' if separable else 'false'}>"
                 )
+                if same_dtype:
+                    expressions.append(expressions[-1][:-1] + _STACK_SUFFIX + ">")
         if np.dtype(input_dtype).kind in "ui" and (
             np.dtype(accumulator).kind == "f" or np.dtype(accumulator) == np.dtype(np.int32)
         ):
@@ -99,7 +106,16 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
                 vector = box_elements_per_thread(input_dtype, width, channels)
                 if vector is not None:
                     expressions.append(f"gpuconv_box<{types}, {width}, {channels}, {vector}>")
+                    if same_dtype:
+                        expressions.append(expressions[-1][:-1] + _STACK_SUFFIX + ">")
     return expressions
+
+
+def is_stack_expression(expression: str) -> bool:
+    """Whether a window or box name expression is a STACK instantiation (its last argument)."""
+    template, arguments = expression.split("<", 1)
+    count = len(arguments.split(","))
+    return {"gpuconv_window": 9, "gpuconv_box": 7}.get(template) == count
 
 
 def rows_per_strip(
@@ -138,6 +154,16 @@ def window_launch(
     if not specialised(plan.input_dtype, plan.output_dtype, accumulator):
         return None
     types = ", ".join(C_TYPES[t] for t in (plan.input_dtype, plan.output_dtype, accumulator))
+    # A stack runs in one launch (gridDim.z = N) through the STACK instantiation, whose
+    # frame offsets are 64-bit; single images keep the instantiation without them. Only
+    # stacks whose output dtype is the input's have one (the compile checks in CI pay for
+    # each); others run one launch per frame.
+    frames = (
+        plan.frames
+        if plan.frames <= limits.max_grid_z and plan.input_dtype == plan.output_dtype
+        else 1
+    )
+    stack = _STACK_SUFFIX if frames > 1 else ""
     integer_value = plan.border_value == round(plan.border_value)
     box = (
         plan.input_dtype.kind in "ui"
@@ -153,7 +179,7 @@ def window_launch(
         box = vector is not None
     if box:
         template = "gpuconv_box"
-        expression = f"gpuconv_box<{types}, {kernel_width}, {channels}, {vector}>"
+        expression = f"gpuconv_box<{types}, {kernel_width}, {channels}, {vector}{stack}>"
         weights = np.array([plan.kernel.flat[0]])
     else:
         square = kernel_height == kernel_width
@@ -179,7 +205,7 @@ def window_launch(
         template = "gpuconv_window"
         expression = (
             f"gpuconv_window<{types}, {kernel_height}, {kernel_width}, {channels}, {vector}, "
-            f"{'true' if separable else 'false'}>"
+            f"{'true' if separable else 'false'}{stack}>"
         )
     row_elements = width * channels
     chunks = _ceil_div(row_elements, vector)
@@ -188,7 +214,7 @@ def window_launch(
     grid = (
         _ceil_div(chunks, WINDOW_BLOCK[0]),
         min(_ceil_div(strips, WINDOW_BLOCK[1]), limits.max_grid_y),
-        1,
+        frames,
     )
     if grid[0] > _MAX_GRID_X:
         return None
@@ -234,4 +260,5 @@ def window_launch(
         weights=weights,
         scalars=scalars,
         vector_pitch_aligned=pitch_aligned,
+        frames=frames,
     )
