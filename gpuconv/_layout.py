@@ -13,6 +13,8 @@ otherwise the transposed image is copied once.
 
 from __future__ import annotations
 
+import functools
+import math
 import operator
 from dataclasses import dataclass
 
@@ -67,17 +69,12 @@ class Layout:
     frame_shape: tuple[int, ...]
     channel_shape: tuple[int, ...]
 
-    @property
+    @functools.cached_property  # layouts are cached (layout_for): computed once
     def stack_shape(self) -> tuple[int, int, int, int]:
         height, width = (self.shape[axis] for axis in self.order[len(self.frame_shape) :][:2])
-        return (
-            int(np.prod(self.frame_shape, dtype=np.int64)),
-            int(height),
-            int(width),
-            int(np.prod(self.channel_shape, dtype=np.int64)),
-        )
+        return (math.prod(self.frame_shape), int(height), int(width), math.prod(self.channel_shape))
 
-    @property
+    @functools.cached_property
     def is_plain(self) -> bool:
         """True for ``(H, W)`` and ``(H, W, C)`` read with ``axes=(0, 1)``: no transposition."""
         identity = self.order == tuple(range(len(self.shape)))
@@ -103,6 +100,8 @@ class Layout:
 
     def from_stack(self, stack):
         """The ``(N, H, W, C)`` result viewed in the image's own axes (always a view)."""
+        if self.is_plain:  # indexing alone: a repeated small call pays microseconds here
+            return stack[0, :, :, 0] if len(self.shape) == 2 else stack[0]
         image_axes = tuple(stack.shape[1:3])
         transposed = stack.reshape(self.frame_shape + image_axes + self.channel_shape)
         return transposed.transpose(np.argsort(self.order))
@@ -123,6 +122,17 @@ def mergeable(array, start: int, stop: int) -> bool:
 
 def layout_for(shape: tuple[int, ...], axes) -> Layout:
     """The :class:`Layout` of an image of ``shape`` read with image axes ``axes``."""
+    if type(axes) is tuple and len(axes) == 2 and type(axes[0]) is int and type(axes[1]) is int:
+        return _cached_layout(tuple(shape), axes)  # the usual call: computed once per shape
+    return _layout(shape, axes)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_layout(shape: tuple[int, ...], axes: tuple[int, int]) -> Layout:
+    return _layout(shape, axes)
+
+
+def _layout(shape: tuple[int, ...], axes) -> Layout:
     ndim = len(shape)
     rows, columns = normalise_axes(axes, ndim)
     last_image_axis = max(rows, columns)

@@ -77,7 +77,13 @@ class BackendStatus:
 
 
 def _module(name: str):
-    return importlib.import_module(BACKEND_MODULES[name])
+    module = _MODULES.get(name)
+    if module is None:  # the import machinery costs a microsecond even for a loaded module
+        module = _MODULES[name] = importlib.import_module(BACKEND_MODULES[name])
+    return module
+
+
+_MODULES: dict = {}
 
 
 @functools.cache

@@ -51,7 +51,8 @@ INTEGER_DIRECT = np.array(
         ("int16", "sharpen", _numba_kernels.PATH_FUSED_PLUS, True),  # sums beyond int16
         ("uint16", "sobel_x", _numba_kernels.PATH_FUSED_3X3, True),
         ("float32", "sobel_x", _numba_kernels.PATH_FUSED_3X3, False),
-        ("float32", "sharpen", _numba_kernels.PATH_FUSED_3X3, False),  # 0 * NaN: no skips
+        # five taps on rows free of NaN and inf, nine elsewhere (0 * NaN is NaN)
+        ("float32", "sharpen", _numba_kernels.PATH_FUSED_PLUS_FINITE, False),
         ("uint8", INTEGER_SEPARABLE, _numba_kernels.PATH_SEPARABLE, True),
         ("int16", INTEGER_SEPARABLE, _numba_kernels.PATH_SEPARABLE, True),
         ("uint8", "small_blur", _numba_kernels.PATH_SEPARABLE, False),
@@ -395,3 +396,70 @@ def test_int16_fused_paths_are_bit_exact(rng, kernel, output_dtype, border):
     actual = gpuconv.convolve(image, kernel, backend="numba", **options)
     expected = gpuconv.convolve(image, kernel, backend="numpy", **options)
     np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("kernel", ["sharpen", "laplacian"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("border", ["reflect101", "constant", "wrap"])
+def test_five_tap_float_path_keeps_nan_and_inf_where_ieee_puts_them(rng, kernel, bad, border):
+    """The zero corners are skipped only on rows whose three lines are finite: a NaN or inf
+    pixel still reaches, through 0 * x, every output its 3 x 3 window covers (as the
+    reference's nine multiply-adds do), and no other."""
+    image = rng.standard_normal((4, 29, 31)).astype(np.float32)
+    image[1, 10, 7] = bad
+    image[2, 0, 30] = bad  # a corner: the border rule repeats it
+    options = dict(border=border, value=0.5, axes=(1, 2))
+    _, plan, _ = make_plan(image, kernel, anchor=None, flip=False, dtype=None, **options)
+    assert _numba.execution_for(plan, 2).path == _numba_kernels.PATH_FUSED_PLUS_FINITE
+    actual = gpuconv.convolve(image, kernel, backend="numba", **options)
+    expected = gpuconv.convolve(image, kernel, backend="numpy", **options)
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected))
+    assert np.isnan(actual[1, 9, 6])  # a corner tap (weight 0) over the bad pixel
+    finite = np.isfinite(expected)
+    assert_contract_accuracy(actual[finite], expected[finite])
+
+
+def test_five_tap_float_path_with_a_non_finite_constant_border(rng):
+    image = rng.standard_normal((12, 14)).astype(np.float32)
+    actual = gpuconv.convolve(image, "sharpen", border="constant", value=np.inf, backend="numba")
+    expected = gpuconv.convolve(image, "sharpen", border="constant", value=np.inf, backend="numpy")
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected))
+    assert np.isnan(actual[0, 0])  # a zero corner over the inf border: 0 * inf
+    finite = np.isfinite(expected)
+    assert_contract_accuracy(actual[finite], expected[finite])
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda a: a[:, 3:40, 2:35],  # a crop: rows contiguous, row stride wider than a row
+        lambda a: a[::2, 5:, :],  # frames skipped
+        lambda a: a[:, ::-1, :],  # rows upside down: negative row stride
+        lambda a: a[:, :, ::2],  # columns strided: rows not contiguous
+    ],
+    ids=["crop", "every-other-frame", "flipped-rows", "strided-columns"],
+)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_line_loads_from_flat_rows_and_through_strides_agree(rng, dtype, view, channels):
+    """Lines come from one flat array where each row is contiguous (backend.flat_rows),
+    else through the strides; both give the reference's result."""
+    shape = (5, 44, 40) + ((channels,) if channels > 1 else ())
+    base = rng.integers(0, 256, shape).astype(dtype)
+    image = view(base)
+    stack = image if channels > 1 else image[..., None]
+    pixels, frame_stride, row_stride = _numba.flat_rows(stack)
+    rows_contiguous = stack.strides[2] == channels * stack.itemsize and stack.strides[1] > 0
+    assert (pixels.size > 0) == rows_contiguous
+    if pixels.size:
+        frame, row = stack.shape[0] - 1, stack.shape[1] - 1
+        start = frame * frame_stride + row * row_stride
+        np.testing.assert_array_equal(
+            pixels[start : start + stack.shape[2] * channels], stack[frame, row].ravel()
+        )
+    for kernel in ("sharpen", "small_blur", INTEGER_DIRECT):
+        actual = gpuconv.convolve(image, kernel, backend="numba", axes=(1, 2))
+        expected = gpuconv.convolve(image, kernel, backend="numpy", axes=(1, 2))
+        assert_contract_accuracy(actual, expected, exact=dtype == "uint8")

@@ -211,6 +211,46 @@ class Execution:
     def uses_fft(self) -> bool:
         return self.path_name == "fft"
 
+    def compiled_loop(self, plan: ConvolutionPlan) -> tuple:
+        """``(function, arguments)``: :func:`kernels.convolve_bands` compiled for the plan's
+        types, and every argument after the image and output. Built once per execution
+        (cached on it): a repeated small call would pay microseconds for each NumPy scalar."""
+        cached = self.__dict__.get("_compiled_loop")
+        if cached is not None:
+            return cached
+        from . import kernels
+
+        accumulator = self.accumulator
+        scalar = accumulator.type
+        if accumulator.kind == "f":
+            constant = scalar(plan.border_value)
+            lowest, highest = scalar(self.lowest), scalar(self.highest)
+        else:
+            finite = np.isfinite(plan.border_value)
+            constant = scalar(int(plan.border_value)) if finite else scalar(0)
+            lowest, highest = scalar(int(self.lowest)), scalar(int(self.highest))
+        arguments = (
+            self.row_index,
+            self.col_index,
+            plan.anchor_x,
+            plan.kernel_height,
+            plan.kernel_width,
+            constant,
+            self.path,
+            *self.taps,
+            *self.column_taps,
+            *self.row_taps,
+            self.band_height,
+            self.workers,
+            self.store_mode,
+            lowest,
+            highest,
+        )
+        function = kernels.compiled(plan.input_dtype, accumulator, plan.output_dtype)
+        cached = (function, arguments)
+        self.__dict__["_compiled_loop"] = cached  # frozen: set behind the dataclass's back
+        return cached
+
     def scratch_bytes(self, plan: ConvolutionPlan) -> int:
         """Bytes of working memory the call allocates besides the output."""
         _, width, channels = plan.shape
@@ -309,6 +349,8 @@ def execution_for(plan: ConvolutionPlan, workers: int, force: str | None = None)
         corners = plan.kernel[::2, ::2]
         if skip and not corners.any():  # sharpen, laplacian: five taps, not nine
             path = kernels.PATH_FUSED_PLUS_INT16 if small_sums else kernels.PATH_FUSED_PLUS
+        elif not corners.any() and accumulator.kind == "f" and plan.input_dtype.kind == "f":
+            path = kernels.PATH_FUSED_PLUS_FINITE  # five taps on rows free of NaN and inf
         column_taps = row_taps = (*empty, np.zeros(1, np.int64))
         indices = np.arange(9)
         taps = (indices // 3, indices % 3, plan.kernel.ravel().astype(accumulator))
@@ -404,18 +446,51 @@ def cached_execution(plan: ConvolutionPlan, workers: int, force: str | None = No
     return run
 
 
+def _thread_count(numba) -> int:
+    """``numba.get_num_threads()``, without its process lock once the pool is up.
+
+    numba's Python-level getter and setter take a lock each call (about 1 us apiece);
+    a small cached call made four of them.
+    """
+    parallel = numba.np.ufunc.parallel
+    if getattr(parallel, "_is_initialized", False):
+        count = parallel._get_num_threads()
+        if count > 0:
+            return count
+    return numba.get_num_threads()
+
+
+def _set_thread_count(numba, count: int) -> None:
+    """``numba.set_num_threads(count)`` (1 <= count <= NUMBA_NUM_THREADS), lock-free once up."""
+    parallel = numba.np.ufunc.parallel
+    if getattr(parallel, "_is_initialized", False) and hasattr(parallel, "_set_num_threads"):
+        parallel._set_num_threads(count)
+    else:
+        numba.set_num_threads(count)
+
+
 # numba's fallback "workqueue" threading layer aborts the process when two threads
 # launch parallel kernels at once (Dask's threaded scheduler does); omp and tbb do not.
 _WORKQUEUE_LOCK = threading.Lock()
 
 
+_NO_LOCK = contextlib.nullcontext()
+
+
 def _serialised_if_not_threadsafe(numba):
     """A lock around the call unless numba runs on a thread-safe layer (omp or tbb)."""
+    global _NEEDS_LOCK
+    if _NEEDS_LOCK is False:  # the layer, once chosen, stays for the process
+        return _NO_LOCK
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet: the layer is not chosen
-        layer = None
-    return contextlib.nullcontext() if layer in ("omp", "tbb") else _WORKQUEUE_LOCK
+        return _WORKQUEUE_LOCK
+    _NEEDS_LOCK = layer not in ("omp", "tbb")
+    return _WORKQUEUE_LOCK if _NEEDS_LOCK else _NO_LOCK
+
+
+_NEEDS_LOCK: bool | None = None
 
 
 def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) -> np.ndarray:
@@ -429,7 +504,7 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) 
         offer_tbb()  # before numba's first parallel call chooses the layer
     import numba
 
-    threads = numba.get_num_threads()
+    threads = _thread_count(numba)
     return _convolve_stack(image, plan, output, lambda p: cached_execution(p, threads))
 
 
@@ -466,14 +541,33 @@ def _convolve_stack(image, plan: ConvolutionPlan, output, execution) -> np.ndarr
     return result
 
 
+def flat_rows(stack: np.ndarray) -> tuple:
+    """``(rows, frame_stride, row_stride)`` for :func:`kernels.convolve_bands`: the stack as
+    one flat array in which each row's ``W * C`` elements are contiguous, with the element
+    strides of frames and rows; an empty array where rows are not contiguous (or the
+    strides are negative or not whole elements): the loop then reads through the strides."""
+    frames, height, width, channels = stack.shape
+    if stack.flags.c_contiguous:
+        return stack.reshape(-1), height * width * channels, width * channels
+    item = stack.itemsize
+    frame_bytes, row_bytes, column_bytes, channel_bytes = stack.strides
+    contiguous_row = (channels == 1 or channel_bytes == item) and (
+        width == 1 or column_bytes == channels * item
+    )
+    if contiguous_row and min(frame_bytes, row_bytes) >= 0 and not (frame_bytes | row_bytes) % item:
+        frame_stride, row_stride = frame_bytes // item, row_bytes // item
+        span = (frames - 1) * frame_stride + (height - 1) * row_stride + width * channels
+        rows = np.lib.stride_tricks.as_strided(stack, shape=(span,), strides=(item,))
+        return rows, frame_stride, row_stride
+    return np.empty(0, stack.dtype), 0, 0
+
+
 def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, execution) -> None:
     import numba
 
-    from . import kernels
-
     if plan.input_dtype == np.float16:
         plan = replace(plan, input_dtype=np.dtype(np.float32))
-    workers = numba.get_num_threads()
+    workers = _thread_count(numba)
     run = execution(plan)
     frames = stack.shape[0]
     if run.uses_fft:
@@ -489,42 +583,23 @@ def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, execution
                 output[frame] = frame_result
             return
     height, width, channels = plan.shape
-    accumulator = run.accumulator
-    scalar = accumulator.type
-    if accumulator.kind == "f":
-        constant = scalar(plan.border_value)
-    else:
-        constant = scalar(int(plan.border_value)) if np.isfinite(plan.border_value) else scalar(0)
-    function = kernels.compiled(plan.input_dtype, accumulator, plan.output_dtype)
+    function, arguments = run.compiled_loop(plan)
     # Thread settings are thread-local and cost microseconds each: changed only when needed
     # (a small call runs on the calling thread, where the chunk size does not matter).
     parallel = run.workers > 1
     if run.workers != workers:
-        numba.set_num_threads(run.workers)
+        _set_thread_count(numba, run.workers)
     previous_chunk_size = numba.set_parallel_chunksize(1) if parallel else None  # dynamic bands
     try:
         with _serialised_if_not_threadsafe(numba):
             function(
                 stack,
+                *flat_rows(stack),
                 output.reshape(frames, height, width * channels),
-                run.row_index,
-                run.col_index,
-                plan.anchor_x,
-                plan.kernel_height,
-                plan.kernel_width,
-                constant,
-                run.path,
-                *run.taps,
-                *run.column_taps,
-                *run.row_taps,
-                run.band_height,
-                run.workers,
-                run.store_mode,
-                scalar(run.lowest) if accumulator.kind == "f" else scalar(int(run.lowest)),
-                scalar(run.highest) if accumulator.kind == "f" else scalar(int(run.highest)),
+                *arguments,
             )
     finally:
         if parallel:
             numba.set_parallel_chunksize(previous_chunk_size)
         if run.workers != workers:
-            numba.set_num_threads(workers)
+            _set_thread_count(numba, workers)
