@@ -187,29 +187,66 @@ def _store_row(sums, output_row, store_mode, lowest, highest):
 
 
 @_jit
-def _add_taps(sums, sources, rows, offsets, weights, length):
-    """``sums[k] += sum_t weights[t] * sources[rows[t], offsets[t] + k]`` for k < length.
+def _add_taps(sums, sources, rows, offsets, weights, length, assign=False):
+    """``sums[k] += sum_t weights[t] * sources[rows[t], offsets[t] + k]`` for k < length
+    (``assign``: ``sums[k] = ...``, so that no pass zeroes the sums first).
 
-    Taps are added four per pass over ``sums`` (one load and store of the
-    sums per four multiply-adds instead of per one); every inner loop runs
+    Taps are added eight, then four, per pass over ``sums`` (one load and store of the
+    sums per eight multiply-adds instead of per one); every inner loop runs
     over views indexed from 0, which LLVM vectorises.
     """
     count = weights.shape[0]
+    if count == 0 and assign:
+        for k in range(length):
+            sums[k] = 0
     t = 0
+    while t + 8 <= count:
+        s0 = sources[rows[t], offsets[t] : offsets[t] + length]
+        s1 = sources[rows[t + 1], offsets[t + 1] : offsets[t + 1] + length]
+        s2 = sources[rows[t + 2], offsets[t + 2] : offsets[t + 2] + length]
+        s3 = sources[rows[t + 3], offsets[t + 3] : offsets[t + 3] + length]
+        s4 = sources[rows[t + 4], offsets[t + 4] : offsets[t + 4] + length]
+        s5 = sources[rows[t + 5], offsets[t + 5] : offsets[t + 5] + length]
+        s6 = sources[rows[t + 6], offsets[t + 6] : offsets[t + 6] + length]
+        s7 = sources[rows[t + 7], offsets[t + 7] : offsets[t + 7] + length]
+        w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
+        w4, w5, w6, w7 = weights[t + 4], weights[t + 5], weights[t + 6], weights[t + 7]
+        if assign:
+            for k in range(length):
+                sums[k] = ((w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])) + (
+                    (w4 * s4[k] + w5 * s5[k]) + (w6 * s6[k] + w7 * s7[k])
+                )
+        else:
+            for k in range(length):
+                sums[k] += ((w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])) + (
+                    (w4 * s4[k] + w5 * s5[k]) + (w6 * s6[k] + w7 * s7[k])
+                )
+        assign = False
+        t += 8
     while t + 4 <= count:
         s0 = sources[rows[t], offsets[t] : offsets[t] + length]
         s1 = sources[rows[t + 1], offsets[t + 1] : offsets[t + 1] + length]
         s2 = sources[rows[t + 2], offsets[t + 2] : offsets[t + 2] + length]
         s3 = sources[rows[t + 3], offsets[t + 3] : offsets[t + 3] + length]
         w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
-        for k in range(length):
-            sums[k] += (w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])
+        if assign:
+            for k in range(length):
+                sums[k] = (w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])
+        else:
+            for k in range(length):
+                sums[k] += (w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])
+        assign = False
         t += 4
     while t < count:
         s0 = sources[rows[t], offsets[t] : offsets[t] + length]
         w0 = weights[t]
-        for k in range(length):
-            sums[k] += w0 * s0[k]
+        if assign:
+            for k in range(length):
+                sums[k] = w0 * s0[k]
+        else:
+            for k in range(length):
+                sums[k] += w0 * s0[k]
+        assign = False
         t += 1
 
 
@@ -226,11 +263,9 @@ def _direct_row(lines, first_line, tap_rows, tap_cols, tap_weights, channels, su
     for start in range(0, length, _BLOCK):
         stop = min(start + _BLOCK, length)
         block = sums[start:stop]
-        for k in range(stop - start):
-            block[k] = 0
         for t in range(count):
             offsets[t] = start + tap_cols[t] * channels
-        _add_taps(block, lines, rows, offsets, tap_weights, stop - start)
+        _add_taps(block, lines, rows, offsets, tap_weights, stop - start, True)
 
 
 @_jit
@@ -252,11 +287,7 @@ def _separable_row(
     """For each term: column pass over the lines into ``vertical`` (padded width), then the
     row pass added to ``sums``. Term ``r`` uses taps ``splits[r]:splits[r + 1]``; one term
     is the rank-1 separable path, several the low-rank path (one rounding at the store)."""
-    for k in range(sums.shape[0]):
-        sums[k] = 0
     for term in range(column_splits.shape[0] - 1):
-        for k in range(vertical.shape[0]):
-            vertical[k] = 0
         first = column_splits[term]
         count = column_splits[term + 1] - first
         for t in range(count):
@@ -269,6 +300,7 @@ def _separable_row(
             offsets,
             column_weights[first : first + count],
             vertical.shape[0],
+            True,
         )
         first = row_splits[term]
         count = row_splits[term + 1] - first
@@ -282,6 +314,7 @@ def _separable_row(
             offsets,
             row_weights[first : first + count],
             sums.shape[0],
+            term == 0,  # the first term sets the sums, the others add to them
         )
 
 
