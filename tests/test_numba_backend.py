@@ -50,9 +50,10 @@ INTEGER_DIRECT = np.array(
         ("uint8", "sobel_x", _numba_kernels.PATH_FUSED_3X3_INT16, True),
         ("int16", "sharpen", _numba_kernels.PATH_FUSED_PLUS, True),  # sums beyond int16
         ("uint16", "sobel_x", _numba_kernels.PATH_FUSED_3X3, True),
-        ("float32", "sobel_x", _numba_kernels.PATH_FUSED_3X3, False),
+        ("float32", "sobel_x", _numba_kernels.PATH_FUSED_SPARSE_FINITE, False),  # six taps
+        ("float32", INTEGER_DIRECT[:3, :3] + 1, _numba_kernels.PATH_FUSED_3X3, False),
         # five taps on rows free of NaN and inf, nine elsewhere (0 * NaN is NaN)
-        ("float32", "sharpen", _numba_kernels.PATH_FUSED_PLUS_FINITE, False),
+        ("float32", "sharpen", _numba_kernels.PATH_FUSED_SPARSE_FINITE, False),
         ("uint8", INTEGER_SEPARABLE, _numba_kernels.PATH_SEPARABLE, True),
         ("int16", INTEGER_SEPARABLE, _numba_kernels.PATH_SEPARABLE, True),
         ("uint8", "small_blur", _numba_kernels.PATH_SEPARABLE, False),
@@ -398,29 +399,31 @@ def test_int16_fused_paths_are_bit_exact(rng, kernel, output_dtype, border):
     np.testing.assert_array_equal(actual, expected)
 
 
-@pytest.mark.parametrize("kernel", ["sharpen", "laplacian"])
+@pytest.mark.parametrize("kernel", ["sharpen", "laplacian", "sobel_x", "sobel_y"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("border", ["reflect101", "constant", "wrap"])
-def test_five_tap_float_path_keeps_nan_and_inf_where_ieee_puts_them(rng, kernel, bad, border):
-    """The zero corners are skipped only on rows whose three lines are finite: a NaN or inf
-    pixel still reaches, through 0 * x, every output its 3 x 3 window covers (as the
+def test_sparse_float_path_keeps_nan_and_inf_where_ieee_puts_them(rng, kernel, bad, border):
+    """Zero taps are skipped only on rows whose three lines are finite: a NaN or inf pixel
+    still reaches, through 0 * x, every output its 3 x 3 window covers (as the
     reference's nine multiply-adds do), and no other."""
     image = rng.standard_normal((4, 29, 31)).astype(np.float32)
     image[1, 10, 7] = bad
     image[2, 0, 30] = bad  # a corner: the border rule repeats it
     options = dict(border=border, value=0.5, axes=(1, 2))
     _, plan, _ = make_plan(image, kernel, anchor=None, flip=False, dtype=None, **options)
-    assert _numba.execution_for(plan, 2).path == _numba_kernels.PATH_FUSED_PLUS_FINITE
+    assert _numba.execution_for(plan, 2).path == _numba_kernels.PATH_FUSED_SPARSE_FINITE
     actual = gpuconv.convolve(image, kernel, backend="numba", **options)
     expected = gpuconv.convolve(image, kernel, backend="numpy", **options)
     np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
     np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected))
-    assert np.isnan(actual[1, 9, 6])  # a corner tap (weight 0) over the bad pixel
+    # an output whose zero-weight tap sits on the bad pixel (10, 7): 0 * NaN, 0 * inf
+    zero_tap_output = {"sobel_x": (9, 7), "sobel_y": (10, 6)}.get(kernel, (9, 6))
+    assert np.isnan(actual[(1, *zero_tap_output)])
     finite = np.isfinite(expected)
     assert_contract_accuracy(actual[finite], expected[finite])
 
 
-def test_five_tap_float_path_with_a_non_finite_constant_border(rng):
+def test_sparse_float_path_with_a_non_finite_constant_border(rng):
     image = rng.standard_normal((12, 14)).astype(np.float32)
     actual = gpuconv.convolve(image, "sharpen", border="constant", value=np.inf, backend="numba")
     expected = gpuconv.convolve(image, "sharpen", border="constant", value=np.inf, backend="numpy")

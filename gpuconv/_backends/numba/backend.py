@@ -349,8 +349,12 @@ def execution_for(plan: ConvolutionPlan, workers: int, force: str | None = None)
         corners = plan.kernel[::2, ::2]
         if skip and not corners.any():  # sharpen, laplacian: five taps, not nine
             path = kernels.PATH_FUSED_PLUS_INT16 if small_sums else kernels.PATH_FUSED_PLUS
-        elif not corners.any() and accumulator.kind == "f" and plan.input_dtype.kind == "f":
-            path = kernels.PATH_FUSED_PLUS_FINITE  # five taps on rows free of NaN and inf
+        elif (
+            np.count_nonzero(plan.kernel) <= 6
+            and accumulator.kind == "f"
+            and plan.input_dtype.kind == "f"
+        ):
+            path = kernels.PATH_FUSED_SPARSE_FINITE  # its <= 6 taps on rows free of NaN, inf
         column_taps = row_taps = (*empty, np.zeros(1, np.int64))
         indices = np.arange(9)
         taps = (indices // 3, indices % 3, plan.kernel.ravel().astype(accumulator))

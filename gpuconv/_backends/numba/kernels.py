@@ -60,10 +60,11 @@ PATH_FUSED_PLUS = 3  # a 3 x 3 kernel with zero corners on an integer image: fiv
 PATH_FUSED_3X3_INT16 = 4
 PATH_FUSED_PLUS_INT16 = 5
 PATH_RUNS = 6  # the direct path over each line's prefix sums: two taps per run of equal taps
-# A float image and a 3 x 3 kernel with zero corners: five taps where the three lines are
-# finite (0 * x adds nothing there), all nine where one holds NaN or inf (0 * inf is NaN,
-# which the contract has propagate).
-PATH_FUSED_PLUS_FINITE = 7
+# A float image and a 3 x 3 kernel with three zero taps or more (sharpen, laplacian, Sobel):
+# its (at most six) non-zero taps where the three lines are finite (0 * x adds nothing
+# there), all nine where one holds NaN or inf (0 * inf is NaN, which the contract has
+# propagate).
+PATH_FUSED_SPARSE_FINITE = 7
 
 # "contract" lets LLVM fuse multiply-adds (one rounding instead of two); no
 # other fast-math flag, so NaN and inf behave as IEEE says.
@@ -391,6 +392,52 @@ def _fused3x3_row(lines, first_line, weights, channels, output_row, store_mode, 
 
 
 @_jit
+def _fused6_row(
+    lines, first_line, rows, columns, weights, channels, output_row, store_mode, lowest, highest
+):
+    """Six taps of a 3 x 3 kernel in one pass: tap ``t`` reads line ``first_line + rows[t]``
+    from column ``columns[t]``. The non-zero taps of a sparse kernel, padded with zero-weight
+    taps; only for finite lines (there 0 * x is 0)."""
+    length = output_row.shape[0]
+    v0 = lines[first_line + rows[0], columns[0] * channels : columns[0] * channels + length]
+    v1 = lines[first_line + rows[1], columns[1] * channels : columns[1] * channels + length]
+    v2 = lines[first_line + rows[2], columns[2] * channels : columns[2] * channels + length]
+    v3 = lines[first_line + rows[3], columns[3] * channels : columns[3] * channels + length]
+    v4 = lines[first_line + rows[4], columns[4] * channels : columns[4] * channels + length]
+    v5 = lines[first_line + rows[5], columns[5] * channels : columns[5] * channels + length]
+    w0, w1, w2, w3, w4, w5 = weights[0], weights[1], weights[2], weights[3], weights[4], weights[5]
+    if store_mode == STORE_CAST:
+        for k in range(length):
+            output_row[k] = (
+                (w0 * v0[k] + w1 * v1[k]) + (w2 * v2[k] + w3 * v3[k]) + (w4 * v4[k] + w5 * v5[k])
+            )
+    else:  # STORE_ROUND: float sums to an integer output (STORE_CLAMP is integer-only)
+        for k in range(length):
+            value = (
+                (w0 * v0[k] + w1 * v1[k]) + (w2 * v2[k] + w3 * v3[k]) + (w4 * v4[k] + w5 * v5[k])
+            )
+            is_nan = value != value  # noqa: PLR0124
+            output_row[k] = 0 if is_nan else min(max(np.rint(value), lowest), highest)
+
+
+@_jit
+def _sparse_taps(weights, rows, columns, sparse_weights):
+    """The non-zero taps of row-major 3 x 3 ``weights`` into ``rows``, ``columns`` and
+    ``sparse_weights`` (six entries), padded with zero-weight centre taps."""
+    count = 0
+    for index in range(9):
+        if weights[index] != 0:
+            rows[count] = index // 3
+            columns[count] = index % 3
+            sparse_weights[count] = weights[index]
+            count += 1
+    for padding in range(count, 6):
+        rows[padding] = 1
+        columns[padding] = 1
+        sparse_weights[padding] = 0
+
+
+@_jit
 def _fused_plus_row(lines, first_line, weights, channels, output_row, store_mode, lowest, highest):
     """:func:`_fused3x3_row` for a kernel whose corners are zero (sharpen, laplacian).
 
@@ -540,6 +587,19 @@ def convolve_bands(
             max(tap_weights.shape[0], column_weights.shape[0], row_weights.shape[0]), np.int64
         )
         offsets = np.empty_like(rows)
+        sparse_rows = np.empty(6, np.int64)
+        sparse_columns = np.empty(6, np.int64)
+        sparse_weights = np.empty(6, tap_weights.dtype)
+        # Zero corners (sharpen, laplacian): the five-tap loop, else the six-tap one.
+        plus = (
+            tap_weights.shape[0] == 9
+            and tap_weights[0] == 0
+            and tap_weights[2] == 0
+            and tap_weights[6] == 0
+            and tap_weights[8] == 0
+        )
+        if path == PATH_FUSED_SPARSE_FINITE:
+            _sparse_taps(tap_weights, sparse_rows, sparse_columns, sparse_weights)
         top = band * band_height
         bottom = min(height, top + band_height)
         for t in range(bottom - top + kernel_height - 1):
@@ -563,7 +623,7 @@ def convolve_bands(
                 )
             if path == PATH_RUNS:
                 _prefix_line(line, padded_length, channels)
-            elif path == PATH_FUSED_PLUS_FINITE and pixels.shape[0] == 0:
+            elif path == PATH_FUSED_SPARSE_FINITE and pixels.shape[0] == 0:
                 finite[t] = _is_finite_line(line[:padded_length])
         for y in range(top, bottom):
             if path == PATH_FUSED_3X3_INT16 or path == PATH_FUSED_PLUS_INT16:
@@ -579,12 +639,27 @@ def convolve_bands(
                 )
                 continue
             first = y - top
-            if path == PATH_FUSED_PLUS or (
-                path == PATH_FUSED_PLUS_FINITE
+            sparse_row = (
+                path == PATH_FUSED_SPARSE_FINITE
                 and finite[first]
                 and finite[first + 1]
                 and finite[first + 2]
-            ):
+            )
+            if sparse_row and not plus:
+                _fused6_row(
+                    lines,
+                    first,
+                    sparse_rows,
+                    sparse_columns,
+                    sparse_weights,
+                    channels,
+                    frame_output[y],
+                    store_mode,
+                    lowest,
+                    highest,
+                )
+                continue
+            if path == PATH_FUSED_PLUS or sparse_row:
                 _fused_plus_row(
                     lines,
                     y - top,
@@ -596,7 +671,7 @@ def convolve_bands(
                     highest,
                 )
                 continue
-            if path == PATH_FUSED_3X3 or path == PATH_FUSED_PLUS_FINITE:
+            if path == PATH_FUSED_3X3 or path == PATH_FUSED_SPARSE_FINITE:
                 _fused3x3_row(
                     lines,
                     y - top,
