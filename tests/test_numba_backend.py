@@ -466,3 +466,29 @@ def test_line_loads_from_flat_rows_and_through_strides_agree(rng, dtype, view, c
         actual = gpuconv.convolve(image, kernel, backend="numba", axes=(1, 2))
         expected = gpuconv.convolve(image, kernel, backend="numpy", axes=(1, 2))
         assert_contract_accuracy(actual, expected, exact=dtype == "uint8")
+
+
+def test_a_call_leaves_the_callers_thread_count_as_it_found_it(rng):
+    """Small calls run on one thread (the count is lowered for the call, without numba's
+    lock) and restore the caller's count; a count the caller set is respected."""
+    import numba
+
+    before = numba.get_num_threads()
+    small = rng.integers(0, 256, (16, 16)).astype(np.uint8)
+    run = _numba.execution_for(_plan(small, "sharpen"), workers=before)
+    assert run.workers == 1
+    np.testing.assert_array_equal(
+        gpuconv.convolve(small, "sharpen", backend="numba"), reference(small, "sharpen")
+    )
+    assert numba.get_num_threads() == before
+    assert _numba._thread_count(numba) == before
+    numba.set_num_threads(1)
+    try:
+        assert _numba._thread_count(numba) == 1
+        large = rng.integers(0, 256, (700, 700)).astype(np.uint8)
+        assert_contract_accuracy(
+            gpuconv.convolve(large, "small_blur", backend="numba"), reference(large, "small_blur")
+        )
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(before)
