@@ -353,6 +353,7 @@ def execution_for(plan: ConvolutionPlan, workers: int, force: str | None = None)
             np.count_nonzero(plan.kernel) <= 6
             and accumulator.kind == "f"
             and plan.input_dtype.kind == "f"
+            and plan.output_dtype.kind == "f"
         ):
             path = kernels.PATH_FUSED_SPARSE_FINITE  # its <= 6 taps on rows free of NaN, inf
         column_taps = row_taps = (*empty, np.zeros(1, np.int64))
@@ -546,10 +547,10 @@ def _convolve_stack(image, plan: ConvolutionPlan, output, execution) -> np.ndarr
 
 
 def flat_rows(stack: np.ndarray) -> tuple:
-    """``(rows, frame_stride, row_stride)`` for :func:`kernels.convolve_bands`: the stack as
-    one flat array in which each row's ``W * C`` elements are contiguous, with the element
-    strides of frames and rows; an empty array where rows are not contiguous (or the
-    strides are negative or not whole elements): the loop then reads through the strides."""
+    """``(pixels, frame_stride, row_stride)`` for :func:`kernels.convolve_bands`: the stack
+    as one flat array in which each row's ``W * C`` elements are contiguous, with the
+    element strides of frames and rows; an empty array where rows are not contiguous (or
+    the strides are negative or not whole elements): :func:`_run` then copies the stack."""
     frames, height, width, channels = stack.shape
     if stack.flags.c_contiguous:
         return stack.reshape(-1), height * width * channels, width * channels
@@ -596,9 +597,17 @@ def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, execution
     previous_chunk_size = numba.set_parallel_chunksize(1) if parallel else None  # dynamic bands
     try:
         with _serialised_if_not_threadsafe(numba):
+            pixels, frame_stride, row_stride = flat_rows(stack)
+            if pixels.size == 0:
+                # Rows not contiguous (strided columns, flipped rows): one C-order copy,
+                # so that the loop has a single, vectorised way to load a line.
+                stack = np.ascontiguousarray(stack)
+                pixels, frame_stride, row_stride = flat_rows(stack)
             function(
                 stack,
-                *flat_rows(stack),
+                pixels,
+                frame_stride,
+                row_stride,
                 output.reshape(frames, height, width * channels),
                 *arguments,
             )

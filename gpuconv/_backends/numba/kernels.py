@@ -3,10 +3,13 @@
 The row helpers are ``numba.njit``-ed at import (lazily compiled, cached on
 disk); the parallel driver :func:`convolve_bands` is compiled by
 :func:`compiled` with one explicit signature per ``(input dtype, accumulator
-dtype, output dtype)``. Explicit signatures with an ``"A"``-layout, read-only,
-possibly unaligned image type mean a C-contiguous array, a strided view and a
-read-only array all run the same machine code: one compile per dtype triple,
-not one per memory layout, which keeps a cold-cache test run short.
+dtype, output dtype)``. The pixels arrive as one flat, C-contiguous, read-only
+array with the element strides of frames and rows (each row's ``W * C`` elements
+contiguous: C-contiguous images, crops, stacks with gaps; ``backend.flat_rows``;
+any other layout is copied first), so every line is one vectorised copy and a
+C-contiguous array, a crop and a read-only array run the same machine code: one
+compile per dtype triple, not one per memory layout, which keeps a cold-cache
+test run short.
 
 How a band of output rows is computed, without a padded copy of the image:
 
@@ -60,10 +63,10 @@ PATH_FUSED_PLUS = 3  # a 3 x 3 kernel with zero corners on an integer image: fiv
 PATH_FUSED_3X3_INT16 = 4
 PATH_FUSED_PLUS_INT16 = 5
 PATH_RUNS = 6  # the direct path over each line's prefix sums: two taps per run of equal taps
-# A float image and a 3 x 3 kernel with three zero taps or more (sharpen, laplacian, Sobel):
-# its (at most six) non-zero taps where the three lines are finite (0 * x adds nothing
-# there), all nine where one holds NaN or inf (0 * inf is NaN, which the contract has
-# propagate).
+# A float image to a float output, a 3 x 3 kernel with three zero taps or more (sharpen,
+# laplacian, Sobel): its (at most six) non-zero taps where the three lines are finite
+# (0 * x adds nothing there), all nine where one holds NaN or inf (0 * inf is NaN, which
+# the contract has propagate).
 PATH_FUSED_SPARSE_FINITE = 7
 
 # "contract" lets LLVM fuse multiply-adds (one rounding instead of two); no
@@ -77,43 +80,18 @@ def _jit(function):
 
 
 @_jit
-def _load_line(image, source_row, col_index, anchor_x, constant, line):
-    """Fill ``line`` with source row ``source_row`` widened by the horizontal border."""
-    width = image.shape[1]
-    channels = image.shape[2]
-    if source_row < 0:  # a row of the constant border
-        for k in range(line.shape[0]):
-            line[k] = constant
-        return
-    base = anchor_x * channels
-    # Views indexed from 0 let LLVM prove indices non-negative, drop numba's
-    # negative-index wraparound and vectorise (about 9x faster).
-    if channels == 1:  # a contiguous target: vectorised (a strided one is 10x slower)
-        source = image[source_row, :, 0]
-        target = line[base : base + width]
-        for x in range(width):
-            target[x] = source[x]
-    else:
-        for c in range(channels):
-            source = image[source_row, :, c]
-            target = line[base + c : base + c + width * channels : channels]
-            for x in range(width):
-                target[x] = source[x]
-    _fill_line_border(line, width, channels, anchor_x, col_index, constant)
-
-
-@_jit
 def _load_flat_line(
     pixels, start, row_length, source_row, col_index, anchor_x, channels, constant, line
 ):
-    """:func:`_load_line` for an image whose rows are contiguous: row ``source_row`` is
-    ``pixels[start : start + row_length]`` (``start`` computed for that row; unused for a
-    row of the constant border, ``source_row < 0``). Returns whether the line is finite.
+    """Fill ``line`` with source row ``source_row`` widened by the horizontal border;
+    return whether the line is finite (no NaN or inf).
 
-    One contiguous slice is one vectorised copy (with conversion); through the image's
-    run-time strides (numba array layout "A") LLVM copied float32 rows one element at a
-    time, 5x slower (72 against 14 us for 512 rows of 512). The finiteness flag rides along
-    in the same pass (for integer lines LLVM folds it away).
+    The row is ``pixels[start : start + row_length]`` (``start`` computed for that row;
+    unused for a row of the constant border, ``source_row < 0``). One contiguous slice is
+    one vectorised copy (with conversion); through an image's run-time strides (numba
+    array layout "A") LLVM copied float32 rows one element at a time, 5x slower (72
+    against 14 us for 512 rows of 512). The finiteness flag rides along in the same pass
+    (for integer lines LLVM folds it away).
     """
     if source_row < 0:
         for k in range(line.shape[0]):
@@ -132,15 +110,6 @@ def _load_flat_line(
         for p in range(line.shape[0] // channels - row_length // channels):
             if col_index[p if p < anchor_x else p + row_length // channels] < 0:
                 return False
-    return bad == 0
-
-
-@_jit
-def _is_finite_line(line):
-    """Whether every value of a float line is finite (an OR of flags: vectorised)."""
-    bad = 0
-    for k in range(line.shape[0]):
-        bad |= np.int32(not (line[k] - line[k] == 0))  # inf - inf and NaN are NaN
     return bad == 0
 
 
@@ -188,66 +157,29 @@ def _store_row(sums, output_row, store_mode, lowest, highest):
 
 
 @_jit
-def _add_taps(sums, sources, rows, offsets, weights, length, assign=False):
-    """``sums[k] += sum_t weights[t] * sources[rows[t], offsets[t] + k]`` for k < length
-    (``assign``: ``sums[k] = ...``, so that no pass zeroes the sums first).
+def _add_taps(sums, sources, rows, offsets, weights, length):
+    """``sums[k] += sum_t weights[t] * sources[rows[t], offsets[t] + k]`` for k < length.
 
-    Taps are added eight, then four, per pass over ``sums`` (one load and store of the
-    sums per eight multiply-adds instead of per one); every inner loop runs
+    Taps are added four per pass over ``sums`` (one load and store of the
+    sums per four multiply-adds instead of per one); every inner loop runs
     over views indexed from 0, which LLVM vectorises.
     """
     count = weights.shape[0]
-    if count == 0 and assign:
-        for k in range(length):
-            sums[k] = 0
     t = 0
-    while t + 8 <= count:
-        s0 = sources[rows[t], offsets[t] : offsets[t] + length]
-        s1 = sources[rows[t + 1], offsets[t + 1] : offsets[t + 1] + length]
-        s2 = sources[rows[t + 2], offsets[t + 2] : offsets[t + 2] + length]
-        s3 = sources[rows[t + 3], offsets[t + 3] : offsets[t + 3] + length]
-        s4 = sources[rows[t + 4], offsets[t + 4] : offsets[t + 4] + length]
-        s5 = sources[rows[t + 5], offsets[t + 5] : offsets[t + 5] + length]
-        s6 = sources[rows[t + 6], offsets[t + 6] : offsets[t + 6] + length]
-        s7 = sources[rows[t + 7], offsets[t + 7] : offsets[t + 7] + length]
-        w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
-        w4, w5, w6, w7 = weights[t + 4], weights[t + 5], weights[t + 6], weights[t + 7]
-        if assign:
-            for k in range(length):
-                sums[k] = ((w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])) + (
-                    (w4 * s4[k] + w5 * s5[k]) + (w6 * s6[k] + w7 * s7[k])
-                )
-        else:
-            for k in range(length):
-                sums[k] += ((w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])) + (
-                    (w4 * s4[k] + w5 * s5[k]) + (w6 * s6[k] + w7 * s7[k])
-                )
-        assign = False
-        t += 8
     while t + 4 <= count:
         s0 = sources[rows[t], offsets[t] : offsets[t] + length]
         s1 = sources[rows[t + 1], offsets[t + 1] : offsets[t + 1] + length]
         s2 = sources[rows[t + 2], offsets[t + 2] : offsets[t + 2] + length]
         s3 = sources[rows[t + 3], offsets[t + 3] : offsets[t + 3] + length]
         w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
-        if assign:
-            for k in range(length):
-                sums[k] = (w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])
-        else:
-            for k in range(length):
-                sums[k] += (w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])
-        assign = False
+        for k in range(length):
+            sums[k] += (w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])
         t += 4
     while t < count:
         s0 = sources[rows[t], offsets[t] : offsets[t] + length]
         w0 = weights[t]
-        if assign:
-            for k in range(length):
-                sums[k] = w0 * s0[k]
-        else:
-            for k in range(length):
-                sums[k] += w0 * s0[k]
-        assign = False
+        for k in range(length):
+            sums[k] += w0 * s0[k]
         t += 1
 
 
@@ -264,9 +196,11 @@ def _direct_row(lines, first_line, tap_rows, tap_cols, tap_weights, channels, su
     for start in range(0, length, _BLOCK):
         stop = min(start + _BLOCK, length)
         block = sums[start:stop]
+        for k in range(stop - start):
+            block[k] = 0
         for t in range(count):
             offsets[t] = start + tap_cols[t] * channels
-        _add_taps(block, lines, rows, offsets, tap_weights, stop - start, True)
+        _add_taps(block, lines, rows, offsets, tap_weights, stop - start)
 
 
 @_jit
@@ -288,7 +222,11 @@ def _separable_row(
     """For each term: column pass over the lines into ``vertical`` (padded width), then the
     row pass added to ``sums``. Term ``r`` uses taps ``splits[r]:splits[r + 1]``; one term
     is the rank-1 separable path, several the low-rank path (one rounding at the store)."""
+    for k in range(sums.shape[0]):
+        sums[k] = 0
     for term in range(column_splits.shape[0] - 1):
+        for k in range(vertical.shape[0]):
+            vertical[k] = 0
         first = column_splits[term]
         count = column_splits[term + 1] - first
         for t in range(count):
@@ -301,7 +239,6 @@ def _separable_row(
             offsets,
             column_weights[first : first + count],
             vertical.shape[0],
-            True,
         )
         first = row_splits[term]
         count = row_splits[term + 1] - first
@@ -315,7 +252,6 @@ def _separable_row(
             offsets,
             row_weights[first : first + count],
             sums.shape[0],
-            term == 0,  # the first term sets the sums, the others add to them
         )
 
 
@@ -392,12 +328,11 @@ def _fused3x3_row(lines, first_line, weights, channels, output_row, store_mode, 
 
 
 @_jit
-def _fused6_row(
-    lines, first_line, rows, columns, weights, channels, output_row, store_mode, lowest, highest
-):
-    """Six taps of a 3 x 3 kernel in one pass: tap ``t`` reads line ``first_line + rows[t]``
-    from column ``columns[t]``. The non-zero taps of a sparse kernel, padded with zero-weight
-    taps; only for finite lines (there 0 * x is 0)."""
+def _fused6_row(lines, first_line, rows, columns, weights, channels, output_row):
+    """Six taps of a 3 x 3 kernel in one pass, cast to a float output: tap ``t`` reads
+    line ``first_line + rows[t]`` from column ``columns[t]``. The non-zero taps of a sparse
+    kernel, padded with zero-weight taps; only for finite lines (there 0 * x is 0). One
+    store mode only: each loop variant costs seconds of compile time per dtype triple."""
     length = output_row.shape[0]
     v0 = lines[first_line + rows[0], columns[0] * channels : columns[0] * channels + length]
     v1 = lines[first_line + rows[1], columns[1] * channels : columns[1] * channels + length]
@@ -406,18 +341,10 @@ def _fused6_row(
     v4 = lines[first_line + rows[4], columns[4] * channels : columns[4] * channels + length]
     v5 = lines[first_line + rows[5], columns[5] * channels : columns[5] * channels + length]
     w0, w1, w2, w3, w4, w5 = weights[0], weights[1], weights[2], weights[3], weights[4], weights[5]
-    if store_mode == STORE_CAST:
-        for k in range(length):
-            output_row[k] = (
-                (w0 * v0[k] + w1 * v1[k]) + (w2 * v2[k] + w3 * v3[k]) + (w4 * v4[k] + w5 * v5[k])
-            )
-    else:  # STORE_ROUND: float sums to an integer output (STORE_CLAMP is integer-only)
-        for k in range(length):
-            value = (
-                (w0 * v0[k] + w1 * v1[k]) + (w2 * v2[k] + w3 * v3[k]) + (w4 * v4[k] + w5 * v5[k])
-            )
-            is_nan = value != value  # noqa: PLR0124
-            output_row[k] = 0 if is_nan else min(max(np.rint(value), lowest), highest)
+    for k in range(length):
+        output_row[k] = (
+            (w0 * v0[k] + w1 * v1[k]) + (w2 * v2[k] + w3 * v3[k]) + (w4 * v4[k] + w5 * v5[k])
+        )
 
 
 @_jit
@@ -551,11 +478,11 @@ def convolve_bands(
 ):
     """Compute ``output`` (``(N, H, W * C)``) band by band on ``workers`` threads.
 
-    ``image`` is a stack ``(N, H, W, C)``; the parallel loop runs over the bands of
-    every frame at once, so a stack of small frames keeps every thread busy. ``pixels``,
-    when not empty, holds the same pixels as one flat array in which row ``y`` of frame
-    ``n`` is the ``W * C`` elements from ``n * frame_stride + y * row_stride`` (see
-    ``backend.flat_rows``): lines are then loaded by contiguous copies.
+    ``image`` is a stack ``(N, H, W, C)`` (its shape is read here); the parallel loop
+    runs over the bands of every frame at once, so a stack of small frames keeps every
+    thread busy. ``pixels`` holds its pixels as one flat array in which row ``y`` of
+    frame ``n`` is the ``W * C`` elements from ``n * frame_stride + y * row_stride``
+    (``backend.flat_rows``): lines are loaded by contiguous copies.
     ``row_index[y + i]`` is the source row of output row ``y``'s kernel row
     ``i`` (``-1``: constant); ``col_index`` the same for padded columns. The
     weights arrays have the accumulator dtype, which is also the lines' dtype.
@@ -576,7 +503,6 @@ def convolve_bands(
     for job in prange(frames * band_count):
         frame = job // band_count
         band = job - frame * band_count
-        frame_image = image[frame]
         frame_output = output[frame]
         worker = numba.get_thread_id()
         lines = all_lines[worker]
@@ -604,27 +530,19 @@ def convolve_bands(
         bottom = min(height, top + band_height)
         for t in range(bottom - top + kernel_height - 1):
             line = lines[t]
-            source_row = row_index[top + t]
-            if pixels.shape[0] > 0:
-                finite[t] = _load_flat_line(
-                    pixels,
-                    frame * frame_stride + source_row * row_stride,
-                    width * channels,
-                    source_row,
-                    col_index,
-                    anchor_x,
-                    channels,
-                    constant,
-                    line[:padded_length],
-                )
-            else:
-                _load_line(
-                    frame_image, source_row, col_index, anchor_x, constant, line[:padded_length]
-                )
+            finite[t] = _load_flat_line(
+                pixels,
+                frame * frame_stride + row_index[top + t] * row_stride,
+                width * channels,
+                row_index[top + t],
+                col_index,
+                anchor_x,
+                channels,
+                constant,
+                line[:padded_length],
+            )
             if path == PATH_RUNS:
                 _prefix_line(line, padded_length, channels)
-            elif path == PATH_FUSED_SPARSE_FINITE and pixels.shape[0] == 0:
-                finite[t] = _is_finite_line(line[:padded_length])
         for y in range(top, bottom):
             if path == PATH_FUSED_3X3_INT16 or path == PATH_FUSED_PLUS_INT16:
                 _fused_int16_row(
@@ -654,9 +572,6 @@ def convolve_bands(
                     sparse_weights,
                     channels,
                     frame_output[y],
-                    store_mode,
-                    lowest,
-                    highest,
                 )
                 continue
             if path == PATH_FUSED_PLUS or sparse_row:
