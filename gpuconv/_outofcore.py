@@ -35,6 +35,7 @@ far end of the image.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import resource
 import sys
@@ -298,30 +299,47 @@ class BandPipeline:
         #: Rows a band reads beyond its own: the sum of every kernel's halo.
         self.halo_rows = sum(plan.kernel_height - 1 for _, plan, _ in self.stages)
 
-    def run(self, writer, rows_per_chunk: int, *, progress: bool) -> int:
-        """Compute every band and hand it to ``writer.write(start, rows)``; return the band count."""
+    def run(self, writer, rows_per_chunk: int, *, progress: bool, overlap: bool = True) -> int:
+        """Compute every band and hand it to ``writer.write(start, rows)``; return the band count.
+
+        With ``overlap`` (the default) band k+1 is read and band k-1 written
+        while band k is filtered (:func:`overlapped`); without, one band after
+        another. The result is the same.
+        """
         bar = _progress_bar(self.height, progress)
-        bands = 0
+        bands = [
+            (top, min(self.height, top + rows_per_chunk))
+            for top in range(0, self.height, rows_per_chunk)
+        ]
+
+        def write(band, rows):
+            writer.write(band[0], rows)
+            if bar is not None:
+                bar.update(band[1] - band[0])
+
         try:
-            for top in range(0, self.height, rows_per_chunk):
-                bottom = min(self.height, top + rows_per_chunk)
-                writer.write(top, self.band(top, bottom))
-                bands += 1
-                if bar is not None:
-                    bar.update(bottom - top)
+            if overlap:
+                overlapped(bands, lambda band: self.fetch(*band), self.compute, write)
+            else:
+                for band in bands:
+                    write(band, self.compute(self.fetch(*band)))
         finally:
             if bar is not None:
                 bar.close()
-        return bands
+        return len(bands)
 
     def band(self, top: int, bottom: int) -> np.ndarray:
-        """Output rows ``[top, bottom)`` after every kernel, reading only what they need.
+        """Output rows ``[top, bottom)`` after every kernel, reading only what they need."""
+        return self.compute(self.fetch(top, bottom))
 
-        First, from the last kernel back to the file, the set of rows each
-        stage needs (the rows its border mode maps the halo to); then, from
-        the file forward, each stage computed on exactly those rows. Every
-        row of every stage is read or computed once per band, so a band reads
-        at most ``bottom - top + halo_rows`` rows of the file.
+    def fetch(self, top: int, bottom: int) -> tuple[list, np.ndarray]:
+        """Read the file rows output rows ``[top, bottom)`` need: ``(needed, rows)`` for :meth:`compute`.
+
+        From the last kernel back to the file, the set of rows each stage
+        needs (the rows its border mode maps the halo to); ``needed[0]`` are
+        the file's rows, read as contiguous runs. Every row of every stage is
+        read or computed once per band, so a band reads at most
+        ``bottom - top + halo_rows`` rows of the file.
         """
         needed = [np.empty(0, np.int64)] * len(self.stages) + [np.arange(top, bottom)]
         for stage in range(len(self.stages), 0, -1):
@@ -333,6 +351,11 @@ class BandPipeline:
         values = np.concatenate(
             [np.asarray(self.reader.read(run[0], run[-1] + 1)) for run in _runs(needed[0])]
         )
+        return needed, values
+
+    def compute(self, fetched: tuple[list, np.ndarray]) -> np.ndarray:
+        """Every kernel, from the file's rows forward, each on exactly the rows the next needs."""
+        needed, values = fetched
         for stage, (kernel, plan, options) in enumerate(self.stages, start=1):
             pieces = []
             for run in _runs(needed[stage]):
@@ -357,6 +380,51 @@ class BandPipeline:
             return np.arange(first, last), start - first
         positions = np.arange(start - before, stop + after)
         return source_indices(positions, self.height, plan.border), before
+
+
+def overlapped(items, read, compute, write) -> None:
+    """``write(item, compute(read(item)))`` for every item in order, three items at a time.
+
+    Why: read, filter and write one band after another, and the cores wait
+    for the disk (and the disk for the cores) at every band. Here item k+1
+    is read (in a worker thread) and item k-1 written (in another) while
+    item k is computed in the calling thread; the readers (``os.preadv``,
+    tifffile's decoders, zarr), the writers and the compiled filter loops
+    release the GIL, so the three run at the same time.
+
+    Memory stays bounded: at most one read, one computation and one write
+    are in flight, so at most three items (bands) are held. Each item is
+    read, and written, after the one before it, in order.
+
+    An exception in any stage is raised here, unchanged, once the other
+    stage in flight has finished (nothing is left running, nothing hangs:
+    each stage is one bounded call); the caller's ``with`` then removes the
+    output's temporary as for a failure without overlap.
+    """
+    items = list(items)
+    if not items:
+        return
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gpuconv-band") as pool:
+        reading = pool.submit(read, items[0])
+        writing = None
+        try:
+            for index, item in enumerate(items):
+                fetched = reading.result()  # a reader's error is raised here
+                if index + 1 < len(items):
+                    reading = pool.submit(read, items[index + 1])
+                rows = compute(fetched)
+                del fetched  # the band as read is no longer needed
+                if writing is not None:
+                    writing.result()  # a writer's error is raised here
+                writing = pool.submit(write, item, rows)
+                del rows
+            writing.result()
+        finally:
+            # On an error: wait for the stage still in flight (the pool's exit
+            # joins it), so that nothing writes into a temporary being removed.
+            for future in (reading, writing):
+                if future is not None:
+                    future.cancel()
 
 
 def _runs(sorted_rows: np.ndarray) -> list[np.ndarray]:
