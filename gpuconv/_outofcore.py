@@ -348,10 +348,8 @@ class BandPipeline:
                 self._source_rows(plan, run[0], run[-1] + 1)[0] for run in _runs(needed[stage])
             ]
             needed[stage - 1] = np.unique(np.concatenate(sources))
-        values = np.concatenate(
-            [np.asarray(self.reader.read(run[0], run[-1] + 1)) for run in _runs(needed[0])]
-        )
-        return needed, values
+        pieces = [np.asarray(self.reader.read(run[0], run[-1] + 1)) for run in _runs(needed[0])]
+        return needed, pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def compute(self, fetched: tuple[list, np.ndarray]) -> np.ndarray:
         """Every kernel, from the file's rows forward, each on exactly the rows the next needs."""
@@ -361,7 +359,7 @@ class BandPipeline:
             for run in _runs(needed[stage]):
                 start, stop = int(run[0]), int(run[-1]) + 1
                 rows, offset = self._source_rows(plan, start, stop)
-                source = values[np.searchsorted(needed[stage - 1], rows)]
+                source = _take_rows(values, np.searchsorted(needed[stage - 1], rows))
                 pieces.append(convolve(source, kernel, **options)[offset : offset + stop - start])
             values = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return values
@@ -425,6 +423,17 @@ def overlapped(items, read, compute, write) -> None:
             for future in (reading, writing):
                 if future is not None:
                     future.cancel()
+
+
+def _take_rows(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``values[indices]``, as a view (no copy of the band) when the indices are consecutive."""
+    if (
+        len(indices)
+        and indices[-1] - indices[0] == len(indices) - 1
+        and np.all(np.diff(indices) == 1)
+    ):
+        return values[indices[0] : indices[-1] + 1]
+    return values[indices]
 
 
 def _runs(sorted_rows: np.ndarray) -> list[np.ndarray]:
