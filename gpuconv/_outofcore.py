@@ -90,6 +90,7 @@ def apply_file(
     progress=True,
     intermediate_dtype=np.float64,
     convert=False,
+    sync_directory=True,
 ) -> dict:
     """Apply ``kernels`` one after the other to an image file, band by band.
 
@@ -124,6 +125,11 @@ def apply_file(
         When the output format cannot hold ``dtype`` (float32 in a PNG),
         clip and round to a type it holds (the image's if it can, else its
         widest) instead of raising.
+    sync_directory : bool, default True
+        ``fsync`` the output's directory after the rename. ``False`` for a
+        caller that writes many files into one directory and flushes it once
+        at the end (``gpuconv apply --out-dir``); the output is still written
+        to a flushed temporary and renamed into place, whole or not at all.
 
     Returns
     -------
@@ -162,7 +168,9 @@ def apply_file(
     if intermediate_dtype is not None:
         intermediate_dtype = parse_dtype(intermediate_dtype, "intermediate dtype")
 
-    reader = open_reader(input_path)
+    # PNG to PNG (any two formats OpenCV decodes and encodes): the pixels stay
+    # in OpenCV's BGR order, as every kernel acts on each channel alike.
+    reader = open_reader(input_path, opencv_order=not output_format(output_path).streamed)
     try:
         check_image(input_path, reader.shape, reader.dtype)
         if output_path.exists() and os.path.samefile(input_path, output_path):
@@ -195,7 +203,14 @@ def apply_file(
             rows_per_chunk = height if whole else max(1, _BAND_INPUT_BYTES // row_bytes)
         rows_per_chunk = int(min(rows_per_chunk, height))
         started = time.perf_counter()
-        with open_writer(output_path, reader.shape, stored, rows_per_chunk) as writer:
+        with open_writer(
+            output_path,
+            reader.shape,
+            stored,
+            rows_per_chunk,
+            opencv_order=getattr(reader, "opencv_order", False),
+            sync_directory=sync_directory,
+        ) as writer:
             bands = pipeline.run(writer, rows_per_chunk, progress=progress)
         seconds = time.perf_counter() - started
     finally:
@@ -400,7 +415,9 @@ def overlapped(items, read, compute, write) -> None:
     output's temporary as for a failure without overlap.
     """
     items = list(items)
-    if not items:
+    if len(items) <= 1:  # nothing to overlap (a small image, a PNG): no threads
+        for item in items:
+            write(item, compute(read(item)))
         return
     with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gpuconv-band") as pool:
         reading = pool.submit(read, items[0])

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, _registry, kernels
-from ._atomic import OutputError
+from ._atomic import OutputError, sync_directory
 from ._convolve import convolve
 from ._image_files import (
     FORMATS,
@@ -432,6 +432,9 @@ def _apply_batch(args, names: list[str], options: dict) -> int:
             pass
     failures: list[tuple[Path, int, str]] = []
     started = time.perf_counter()
+    # Each file is flushed and renamed into place on its own (whole or absent);
+    # the directory that holds the renames is flushed once, at the end.
+    options = dict(options, sync_directory=False)
     workers = max(1, min(BATCH_WORKERS, len(targets)))
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="gpuconv") as pool:
         futures = {
@@ -455,6 +458,7 @@ def _apply_batch(args, names: list[str], options: dict) -> int:
         finally:
             if bar is not None:
                 bar.close()
+    sync_directory(out_dir)
     seconds = time.perf_counter() - started
     written = len(targets) - len(failures)
     print(

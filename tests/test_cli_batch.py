@@ -109,3 +109,39 @@ def test_info_startup_reports_each_cost_of_a_fresh_process(capsys):
     labels = [line.rsplit(None, 1)[0].strip() for line in figures]
     assert labels[0] == "import gpuconv" and len(labels) == 4
     assert all(float(line.rsplit(None, 1)[1]) > 0 for line in figures)
+
+
+def test_each_file_is_flushed_and_the_directory_once_at_the_end(tmp_path, monkeypatch):
+    """Every output is flushed (fsync) before its rename; the directory once, after all."""
+    from gpuconv import _atomic
+
+    inputs = _write_photos(tmp_path, 4)
+    out_dir = tmp_path / "out"
+    flushed = []
+    real_fsync_path = _atomic._fsync_path
+
+    def recording_fsync_path(path):
+        flushed.append(path)
+        real_fsync_path(path)
+
+    monkeypatch.setattr(_atomic, "_fsync_path", recording_fsync_path)
+    code = main(["apply", *map(str, inputs), "-k", "sharpen", "--out-dir", str(out_dir), "-q"])
+    assert code == EXIT_OK
+    files = [path for path in flushed if path != out_dir]
+    assert len(files) == 4 and all(_atomic.TEMPORARY_MARK in path.name for path in files)
+    assert flushed[-1] == out_dir and flushed.count(out_dir) == 1
+    for path in inputs:  # BGR kept from decoding to encoding: the colours are right
+        np.testing.assert_array_equal(cv2.imread(str(out_dir / path.name)), _expected(path))
+
+
+def test_a_single_apply_flushes_its_directory(tmp_path, monkeypatch):
+    from gpuconv import _atomic
+
+    (source,) = _write_photos(tmp_path, 1)
+    flushed = []
+    real_fsync_path = _atomic._fsync_path
+    monkeypatch.setattr(
+        _atomic, "_fsync_path", lambda path: (flushed.append(path), real_fsync_path(path))
+    )
+    assert main(["apply", str(source), "-k", "sharpen", "-o", str(tmp_path / "o.png"), "-q"]) == 0
+    assert flushed[-1] == tmp_path and len(flushed) == 2  # the file, then its directory

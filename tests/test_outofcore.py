@@ -184,8 +184,8 @@ def test_apply_file_reads_the_file_band_by_band(tmp_path, monkeypatch, rng):
     recorded = []
     real_open_reader = _outofcore.open_reader
 
-    def recording_open_reader(path):
-        reader = real_open_reader(path)
+    def recording_open_reader(path, **options):
+        reader = real_open_reader(path, **options)
         real_read = reader.read
 
         def read(start, stop):
@@ -558,8 +558,8 @@ def test_a_reader_failure_mid_stream_raises_and_leaves_nothing(kind, tmp_path, m
     real_open_reader = _outofcore.open_reader
     reads = []
 
-    def failing_open_reader(path):
-        reader = real_open_reader(path)
+    def failing_open_reader(path, **options):
+        reader = real_open_reader(path, **options)
         real_read = reader.read
 
         def read(start, stop):
