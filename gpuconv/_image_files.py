@@ -595,41 +595,94 @@ def _open_zarr(path: Path):
     return _ArrayRows(array)
 
 
+class _QuietStderr:
+    """File descriptor 2 sent to a temporary file while any thread decodes or encodes.
+
+    The descriptor is the process's, shared by every thread: the first thread in
+    redirects it, the last one out puts it back (threads of ``apply --out-dir``
+    overlap; each saving and restoring on its own would leave descriptor 2 on
+    another thread's deleted temporary, and the batch's report lost).
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved = self.capture = None
+        self.log_level = None
+
+    def enter(self) -> int:
+        """Start (or join) the redirection; return where this caller's messages begin."""
+        with self.lock:
+            if self.users == 0:
+                self._redirect()
+            self.users += 1
+            return self._end()
+
+    def leave(self, offset: int) -> list[str]:
+        """What the codecs wrote since ``offset`` (other threads' lines too), one per line."""
+        with self.lock:
+            text = ""
+            if self.capture is not None:  # pread: the codecs' writes keep their offset
+                size = max(0, self._end() - offset)
+                text = os.pread(self.capture.fileno(), size, offset).decode(errors="replace")
+            self.users -= 1
+            if self.users == 0:
+                self._restore()
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def _end(self) -> int:
+        """Bytes written to the capture so far (the shared offset of descriptor 2)."""
+        if self.capture is None:
+            return 0
+        return os.lseek(self.capture.fileno(), 0, os.SEEK_CUR)
+
+    def _redirect(self) -> None:
+        import cv2
+
+        logging_module = getattr(getattr(cv2, "utils", None), "logging", None)
+        if logging_module is not None:
+            self.log_level = (logging_module, logging_module.getLogLevel())
+            logging_module.setLogLevel(logging_module.LOG_LEVEL_SILENT)
+        try:
+            sys.stderr.flush()
+            self.capture = tempfile.TemporaryFile()
+            self.saved = os.dup(2)
+            os.dup2(self.capture.fileno(), 2)
+        except (OSError, ValueError):  # no file descriptor 2 (embedded interpreters)
+            if self.capture is not None:
+                self.capture.close()
+            self.saved = self.capture = None
+
+    def _restore(self) -> None:
+        if self.capture is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+            self.capture.close()
+            self.saved = self.capture = None
+        if self.log_level is not None:
+            logging_module, level = self.log_level
+            logging_module.setLogLevel(level)
+            self.log_level = None
+
+
+_QUIET = _QuietStderr()
+
+
 @contextlib.contextmanager
 def _opencv_quiet():
     """OpenCV's log and its codecs' messages (libpng writes to stderr itself) kept off stderr.
 
     Yields a list that receives, at the end of the block, what the codecs
     wrote, so that an error can quote it on its one line. The process's
-    file descriptor 2 points to a temporary file meanwhile.
+    file descriptor 2 points to a temporary file meanwhile (one for all the
+    threads inside such a block at once: :class:`_QuietStderr`).
     """
-    import cv2
-
-    logging_module = getattr(getattr(cv2, "utils", None), "logging", None)
-    previous = None
-    if logging_module is not None:
-        previous = logging_module.getLogLevel()
-        logging_module.setLogLevel(logging_module.LOG_LEVEL_SILENT)
     messages: list[str] = []
-    with contextlib.ExitStack() as stack:
-        try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-            capture = stack.enter_context(tempfile.TemporaryFile())
-            os.dup2(capture.fileno(), 2)
-        except (OSError, ValueError):  # no file descriptor 2 (embedded interpreters)
-            saved = capture = None
-        try:
-            yield messages
-        finally:
-            if capture is not None:
-                os.dup2(saved, 2)
-                os.close(saved)
-                capture.seek(0)
-                text = capture.read().decode(errors="replace")
-                messages.extend(line.strip() for line in text.splitlines() if line.strip())
-            if previous is not None:
-                logging_module.setLogLevel(previous)
+    offset = _QUIET.enter()
+    try:
+        yield messages
+    finally:
+        messages.extend(_QUIET.leave(offset))
 
 
 def from_opencv(image: np.ndarray) -> np.ndarray:

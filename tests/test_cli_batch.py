@@ -145,3 +145,29 @@ def test_a_single_apply_flushes_its_directory(tmp_path, monkeypatch):
     )
     assert main(["apply", str(source), "-k", "sharpen", "-o", str(tmp_path / "o.png"), "-q"]) == 0
     assert flushed[-1] == tmp_path and len(flushed) == 2  # the file, then its directory
+
+
+def test_the_report_reaches_stderr_after_threads_decoded_at_once(tmp_path):
+    """A whole process (file descriptor 2, not pytest's capture): the failures are printed.
+
+    The threads of a batch hide the codecs' messages at once; each saving and restoring
+    descriptor 2 on its own once left it on a deleted temporary, and the report was lost.
+    """
+    import subprocess
+    import sys
+
+    photo = np.ascontiguousarray(data.astronaut()[:, :, ::-1])  # 512 x 512: decodes overlap
+    inputs = [tmp_path / f"big{index}.png" for index in range(8)]
+    for index, path in enumerate(inputs):
+        cv2.imwrite(str(path), np.roll(photo, index, axis=0))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    done = subprocess.run(
+        [sys.executable, "-m", "gpuconv", "apply", *map(str, [*inputs, bad]), "-k", "sharpen"]
+        + ["--out-dir", str(tmp_path / "out"), "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == EXIT_SOME_FAILED
+    assert f"gpuconv apply: error: {bad}: cannot read {bad}" in done.stderr
+    assert "wrote 8 of 9 files" in done.stdout
