@@ -7,11 +7,13 @@ output path names: ``gpuconv apply`` is this function. Any format
 the result's dtype and channels. Only a band is in memory when both files
 are ``.npy``, ``.tif``/``.tiff`` or ``.zarr``: ``rows_per_chunk`` output rows
 plus the halo the kernels read (``kh - 1`` rows per kernel). The band
-defaults to about 32 MiB of input rows (of the widest type a band holds),
-and a run needs a few times that on top of the interpreter: the band as
-read, the filtered band, and the backend's temporaries. Measured on a
-32768 x 32768 uint8 ``.npy`` (``benchmarks/outofcore_bench.py``): 100 MiB
-above an idle interpreter, against 2 GiB for the in-memory call. That holds
+defaults to about 16 MiB of input rows (of the widest type a band holds),
+and a run needs a few times that on top of the interpreter: up to three
+bands are in flight (band k+1 being read and band k-1 written while band
+k is filtered, :func:`overlapped`), each as read and as filtered, and
+the backend's temporaries. Measured on a 32768 x 32768 uint8 ``.npy``
+(``benchmarks/outofcore_bench.py``, one band at a time with 32 MiB bands):
+100 MiB above an idle interpreter, against 2 GiB for the in-memory call. That holds
 whatever the image's height; it grows with its width. PNG, JPEG and the
 other OpenCV formats are decoded or encoded whole, so with one of them on
 either side the image is in memory, in one band.
@@ -60,8 +62,11 @@ from ._plan import Border, make_plan, parse_dtype
 #: Suffixes :func:`apply_file` reads and writes band by band (memory bounded by a band).
 OUT_OF_CORE_SUFFIXES = STREAMED_SUFFIXES
 
-# Default band size: this many bytes of input rows per band.
+# Default Dask chunk (gpuconv.read_dask): this many bytes of input rows.
 _BAND_INPUT_BYTES = 32 * 2**20
+# Default band of apply_file: this many bytes of input rows. Half the Dask chunk, as three
+# bands are in flight at once (read, filtered, written), against one or two without overlap.
+_STREAMED_BAND_BYTES = 16 * 2**20
 
 
 def is_out_of_core_path(path) -> bool:
@@ -114,7 +119,7 @@ def apply_file(
     dtype : dtype, optional
         Output dtype of the last kernel; default: the image's.
     rows_per_chunk : int, optional
-        Output rows per band; default: about 32 MiB of input rows (the whole
+        Output rows per band; default: about 16 MiB of input rows (the whole
         image when either file is decoded or encoded whole).
     progress : bool, default True
         Show a tqdm progress bar (on stderr) when tqdm is installed.
@@ -200,7 +205,7 @@ def apply_file(
         if rows_per_chunk is None:
             widest = max([reader.dtype.itemsize, *pipeline.intermediate_itemsizes])
             row_bytes = widest * int(np.prod(reader.shape[1:]))
-            rows_per_chunk = height if whole else max(1, _BAND_INPUT_BYTES // row_bytes)
+            rows_per_chunk = height if whole else max(1, _STREAMED_BAND_BYTES // row_bytes)
         rows_per_chunk = int(min(rows_per_chunk, height))
         started = time.perf_counter()
         with open_writer(

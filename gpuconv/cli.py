@@ -708,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="output rows per band for .npy/.tif/.zarr (default: about 32 MiB of input rows)",
+        help="output rows per band for .npy/.tif/.zarr (default: about 16 MiB of input rows; three bands are in flight)",
     )
     apply.add_argument(
         "--axes",
