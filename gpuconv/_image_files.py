@@ -844,8 +844,7 @@ class _PositionedWriter(_Writer):
         self.file.write(start, rows)
 
     def _finish(self) -> None:
-        self.file.flush()
-        self.file.close()
+        self.file.close()  # the commit flushes the file (fsync) before the rename
 
     def _release(self) -> None:
         if "file" in self.__dict__:

@@ -207,6 +207,8 @@ def apply_file(
             row_bytes = widest * int(np.prod(reader.shape[1:]))
             rows_per_chunk = height if whole else max(1, _STREAMED_BAND_BYTES // row_bytes)
         rows_per_chunk = int(min(rows_per_chunk, height))
+        if backend == "auto" and rows_per_chunk < height:
+            pipeline.expect_bands()
         started = time.perf_counter()
         with open_writer(
             output_path,
@@ -318,6 +320,23 @@ class BandPipeline:
         ]
         #: Rows a band reads beyond its own: the sum of every kernel's halo.
         self.halo_rows = sum(plan.kernel_height - 1 for _, plan, _ in self.stages)
+
+    def expect_bands(self) -> None:
+        """Tell ``backend="auto"`` that the whole image is coming, band after band.
+
+        Its ski rental weighs one call at a time: the first bands of a big image
+        would run on the NumPy reference (each looks small) before numba loads.
+        Where the whole image would cost the reference more than loading numba,
+        numba loads at the first band instead.
+        """
+        try:
+            from ._backends.numba import backend as numba_backend
+        except ImportError:  # pragma: no cover - numba's module imports numba lazily
+            return
+        pixels = self.height * int(np.prod(self.reader.shape[1:]))
+        taps = sum(plan.kernel.size for _, plan, _ in self.stages)
+        if pixels * taps * numba_backend.REFERENCE_SECONDS_PER_TAP >= numba_backend.LOADING_SECONDS:
+            numba_backend.expect_many_calls()
 
     def run(self, writer, rows_per_chunk: int, *, progress: bool, overlap: bool = True) -> int:
         """Compute every band and hand it to ``writer.write(start, rows)``; return the band count.

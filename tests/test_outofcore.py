@@ -656,3 +656,26 @@ def test_overlapped_runs_in_order_and_raises_the_first_failure():
     with pytest.raises(KeyError, match="read 2"):
         overlapped(range(7), read, lambda v: v, lambda i, v: written.append(i))
     assert written == [0, 1]  # the bands before the failure were written, none after
+
+
+def test_a_big_image_loads_the_jit_at_its_first_band(tmp_path, monkeypatch):
+    """The bands of one big image are one piece of work: ``auto`` is told so up front."""
+    pytest.importorskip("numba", reason="numba is not installed: nothing to load")
+    from gpuconv._backends.numba import backend as numba_backend
+
+    called = []
+    monkeypatch.setattr(numba_backend, "expect_many_calls", lambda: called.append(True))
+    image = np.zeros((64, 48), np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    # Pretend the reference is slow: 64 x 48 x 9 taps then cost more than loading numba.
+    monkeypatch.setattr(numba_backend, "REFERENCE_SECONDS_PER_TAP", 1.0)
+    apply_file(source, tmp_path / "a.npy", ["sharpen"], rows_per_chunk=8, progress=False)
+    assert called == [True]
+    apply_file(source, tmp_path / "b.npy", ["sharpen"], progress=False)  # one band: one call
+    apply_file(
+        source, tmp_path / "c.npy", ["sharpen"], rows_per_chunk=8, backend="numpy", progress=False
+    )
+    assert called == [True]
+    monkeypatch.setattr(numba_backend, "REFERENCE_SECONDS_PER_TAP", 1e-12)  # cheap: no hint
+    apply_file(source, tmp_path / "d.npy", ["sharpen"], rows_per_chunk=8, progress=False)
+    assert called == [True]
