@@ -96,6 +96,7 @@ def apply_file(
     intermediate_dtype=np.float64,
     convert=False,
     sync_directory=True,
+    overlap=True,
 ) -> dict:
     """Apply ``kernels`` one after the other to an image file, band by band.
 
@@ -135,6 +136,10 @@ def apply_file(
         caller that writes many files into one directory and flushes it once
         at the end (``gpuconv apply --out-dir``); the output is still written
         to a flushed temporary and renamed into place, whole or not at all.
+    overlap : bool, default True
+        Read band k+1 and write band k-1 while band k is filtered
+        (:func:`overlapped`); ``False``: one band after another (the same
+        result; ``benchmarks/streaming_bench.py`` compares the two).
 
     Returns
     -------
@@ -218,7 +223,7 @@ def apply_file(
             opencv_order=getattr(reader, "opencv_order", False),
             sync_directory=sync_directory,
         ) as writer:
-            bands = pipeline.run(writer, rows_per_chunk, progress=progress)
+            bands = pipeline.run(writer, rows_per_chunk, progress=progress, overlap=overlap)
         seconds = time.perf_counter() - started
     finally:
         reader.close()
