@@ -679,3 +679,34 @@ def test_a_big_image_loads_the_jit_at_its_first_band(tmp_path, monkeypatch):
     monkeypatch.setattr(numba_backend, "REFERENCE_SECONDS_PER_TAP", 1e-12)  # cheap: no hint
     apply_file(source, tmp_path / "d.npy", ["sharpen"], rows_per_chunk=8, progress=False)
     assert called == [True]
+
+
+def test_overlap_false_reads_one_band_after_another_in_the_calling_thread(
+    tmp_path, monkeypatch, rng
+):
+    import threading
+
+    image = rng.integers(0, 256, (50, 9), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    real_open_reader = _outofcore.open_reader
+    threads = []
+
+    def recording_open_reader(path, **options):
+        reader = real_open_reader(path, **options)
+        real_read = reader.read
+
+        def read(start, stop):
+            threads.append(threading.current_thread())
+            return real_read(start, stop)
+
+        reader.read = read
+        return reader
+
+    monkeypatch.setattr(_outofcore, "open_reader", recording_open_reader)
+    for overlap in (False, True):
+        threads.clear()
+        target = tmp_path / f"out-{overlap}.npy"
+        apply_file(source, target, ["sharpen"], rows_per_chunk=7, overlap=overlap, progress=False)
+        np.testing.assert_array_equal(np.load(target), gpuconv.convolve(image, "sharpen"))
+        in_caller = {thread is threading.main_thread() for thread in threads}
+        assert in_caller == ({True} if not overlap else {False})
