@@ -210,3 +210,35 @@ print(before, backend.worth_loading(plan))
     assert main(args) == 0 and called == [True]  # 2 files: the ski rental decides
     args = ["apply", *map(str, inputs), "-k", "sharpen", "--out-dir", str(tmp_path / "c")]
     assert main([*args, "--backend", "numpy"]) == 0 and called == [True]  # asked for numpy
+
+
+@pytest.mark.parametrize("backend, code", [("numba", 0), ("numpy", 0), ("numba", 1)])
+def test_the_console_entry_flushes_runs_exit_handlers_and_keeps_the_exit_code(
+    tmp_path, backend, code
+):
+    """``console_main`` ends a process that loaded numba with ``os._exit`` (issue 15: the
+    interpreter's teardown cost 0.2-0.3 s): output, exit handlers and code must survive."""
+    import subprocess
+    import sys
+
+    if backend == "numba":
+        pytest.importorskip("numba", reason="numba is not installed: the quick exit is for it")
+    (source,) = _write_photos(tmp_path, 1)
+    if code:
+        source = tmp_path / "missing.png"
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('exit handler ran'))\n"
+        "from gpuconv.cli import console_main\n"
+        f"sys.argv = ['gpuconv', 'apply', {str(source)!r}, '-k', 'sharpen', '-o', "
+        f"{str(tmp_path / 'out.png')!r}, '--backend', {backend!r}]\n"
+        "console_main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == code, done.stderr
+    assert done.stdout.rstrip().endswith("exit handler ran")  # after main's own line
+    if code:
+        assert f"gpuconv apply: error: no such file: {source}" in done.stderr
+    else:
+        assert done.stdout.startswith(f"wrote {tmp_path / 'out.png'}")
+        np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out.png")), _expected(source))
