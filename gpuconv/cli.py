@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import os
 import platform
 import signal
 import sys
@@ -426,13 +427,18 @@ def _apply_batch(args, names: list[str], options: dict) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"cannot create --out-dir {out_dir}: {error.strerror or error}") from None
-    bar = None
+    bar = bar_stream = None
     if not args.quiet and sys.stderr.isatty():
         try:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(targets), unit="file", file=sys.stderr)
-        except ImportError:
+            # Through its own copy of the terminal's descriptor: while a thread decodes or
+            # encodes, descriptor 2 itself points to a temporary that collects the codecs'
+            # messages (gpuconv._image_files._QuietStderr), which would swallow the bar.
+            sys.stderr.flush()
+            bar_stream = open(os.dup(sys.stderr.fileno()), "w", encoding="utf-8")  # noqa: SIM115
+            bar = tqdm(total=len(targets), unit="file", file=bar_stream)
+        except (ImportError, OSError, ValueError):  # no tqdm, or no descriptor to copy
             pass
     failures: list[tuple[Path, int, str]] = []
     started = time.perf_counter()
@@ -467,6 +473,8 @@ def _apply_batch(args, names: list[str], options: dict) -> int:
         finally:
             if bar is not None:
                 bar.close()
+            if bar_stream is not None:
+                bar_stream.close()
     sync_directory(out_dir)
     seconds = time.perf_counter() - started
     written = len(targets) - len(failures)
@@ -848,7 +856,6 @@ def console_main() -> None:
     loaded it exits as usual.
     """
     import atexit
-    import os
 
     code = main()
     if "numba" not in sys.modules:

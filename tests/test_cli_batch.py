@@ -242,3 +242,41 @@ def test_the_console_entry_flushes_runs_exit_handlers_and_keeps_the_exit_code(
     else:
         assert done.stdout.startswith(f"wrote {tmp_path / 'out.png'}")
         np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out.png")), _expected(source))
+
+
+def test_the_progress_bar_reaches_the_terminal_while_files_are_decoded(tmp_path):
+    """stderr on a terminal (a pseudo-terminal here): the bar shows its updates, although
+    descriptor 2 points to the codecs' message trap while threads decode and encode."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("tqdm", reason="tqdm is not installed: no progress bar to show")
+    pty = pytest.importorskip("pty", reason="no pseudo-terminals on this platform")
+    photo = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index in range(40):
+        cv2.imwrite(str(inputs / f"p{index:02d}.png"), np.roll(photo, index, axis=1))
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpuconv", "apply", str(inputs), "-k", "sharpen"]
+        + ["--out-dir", str(tmp_path / "out")],
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the process ended: the terminal is closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert process.wait() == 0
+    updates = [part for part in shown.decode(errors="replace").split("\r") if "file/s" in part]
+    assert any("40/40" in part for part in updates)
+    assert len(updates) >= 3  # the start, updates while decoding, the end
