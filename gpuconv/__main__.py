@@ -1,3 +1,3 @@
-from gpuconv.cli import main
+from gpuconv.cli import console_main
 
-raise SystemExit(main())
+console_main()

@@ -130,6 +130,12 @@ def _fsync_path(path: Path) -> None:
         os.close(descriptor)
 
 
+def sync_directory(path) -> None:
+    """``fsync`` a directory, so that the renames into it reach the disk (best effort)."""
+    with contextlib.suppress(OSError):
+        _fsync_path(Path(path))
+
+
 def _fsync_tree(path: Path) -> None:
     if path.is_dir():
         for root, _, files in os.walk(path):
@@ -152,7 +158,11 @@ class AtomicOutput:
     """A temporary beside ``path``, renamed over it by :meth:`commit`, removed by :meth:`discard`.
 
     ``directory=True`` makes an empty temporary directory (a Zarr store),
-    else an empty file. Creating it raises :class:`OutputError` for a missing
+    else an empty file. ``sync_directory=False`` leaves out the ``fsync`` of
+    the output's directory after the rename (the file itself is still
+    flushed before it): for a caller that writes many files into one
+    directory and flushes it once at the end (``gpuconv apply --out-dir``).
+    Each file is still whole or absent; only the rename's durability waits. Creating it raises :class:`OutputError` for a missing
     directory, no permission, a read-only file system.
 
     Examples
@@ -168,9 +178,10 @@ class AtomicOutput:
     (b'whole', False)
     """
 
-    def __init__(self, path, *, directory: bool = False):
+    def __init__(self, path, *, directory: bool = False, sync_directory: bool = True):
         self.path = Path(path)
         self.directory = directory
+        self.sync_directory = sync_directory
         self.committed = False
         check_destination(self.path)
         if self.path.is_dir() and not directory:
@@ -194,8 +205,9 @@ class AtomicOutput:
             with signals_held():
                 self._replace()
                 self.committed = True
-            with contextlib.suppress(OSError):
-                _fsync_path(self.path.parent)  # the rename itself reaches the disk
+            if self.sync_directory:
+                with contextlib.suppress(OSError):
+                    _fsync_path(self.path.parent)  # the rename itself reaches the disk
         except OSError as error:
             self.discard()
             raise output_error(self.path, error) from None

@@ -429,10 +429,14 @@ class _TiffSegments(_RowIndexing):
 # --- readers --------------------------------------------------------------------------------
 
 
-def open_reader(path):
+def open_reader(path, *, opencv_order: bool = False):
     """A row reader (``shape``, ``dtype``, ``read(start, stop)``, ``close()``) for an image file.
 
-    Raises ``FileNotFoundError`` for a missing file and :class:`ImageFileError`
+    ``opencv_order=True``: a file OpenCV decodes (PNG, JPEG ...) keeps OpenCV's
+    BGR(A) channel order (no swap; the reader's ``opencv_order`` says so), for
+    a caller that filters every channel alike and encodes the result with
+    OpenCV again (:func:`open_writer` with ``opencv_order=True``). Other
+    formats are read as always. Raises ``FileNotFoundError`` for a missing file and :class:`ImageFileError`
     (naming the file) for one that cannot be read: no permission, corrupt,
     truncated, not an image. The shape and dtype are not judged here
     (:func:`check_image` does).
@@ -448,7 +452,7 @@ def open_reader(path):
             return _open_tiff(path)
         if suffix == ".zarr":
             return _open_zarr(path)
-        return _open_encoded(path)
+        return _open_encoded(path, opencv_order)
     except OSError as error:
         raise ImageFileError(f"cannot read {path}: {describe_os_error(error)}") from None
 
@@ -591,41 +595,94 @@ def _open_zarr(path: Path):
     return _ArrayRows(array)
 
 
+class _QuietStderr:
+    """File descriptor 2 sent to a temporary file while any thread decodes or encodes.
+
+    The descriptor is the process's, shared by every thread: the first thread in
+    redirects it, the last one out puts it back (threads of ``apply --out-dir``
+    overlap; each saving and restoring on its own would leave descriptor 2 on
+    another thread's deleted temporary, and the batch's report lost).
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved = self.capture = None
+        self.log_level = None
+
+    def enter(self) -> int:
+        """Start (or join) the redirection; return where this caller's messages begin."""
+        with self.lock:
+            if self.users == 0:
+                self._redirect()
+            self.users += 1
+            return self._end()
+
+    def leave(self, offset: int) -> list[str]:
+        """What the codecs wrote since ``offset`` (other threads' lines too), one per line."""
+        with self.lock:
+            text = ""
+            if self.capture is not None:  # pread: the codecs' writes keep their offset
+                size = max(0, self._end() - offset)
+                text = os.pread(self.capture.fileno(), size, offset).decode(errors="replace")
+            self.users -= 1
+            if self.users == 0:
+                self._restore()
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def _end(self) -> int:
+        """Bytes written to the capture so far (the shared offset of descriptor 2)."""
+        if self.capture is None:
+            return 0
+        return os.lseek(self.capture.fileno(), 0, os.SEEK_CUR)
+
+    def _redirect(self) -> None:
+        import cv2
+
+        logging_module = getattr(getattr(cv2, "utils", None), "logging", None)
+        if logging_module is not None:
+            self.log_level = (logging_module, logging_module.getLogLevel())
+            logging_module.setLogLevel(logging_module.LOG_LEVEL_SILENT)
+        try:
+            sys.stderr.flush()
+            self.capture = tempfile.TemporaryFile()
+            self.saved = os.dup(2)
+            os.dup2(self.capture.fileno(), 2)
+        except (OSError, ValueError):  # no file descriptor 2 (embedded interpreters)
+            if self.capture is not None:
+                self.capture.close()
+            self.saved = self.capture = None
+
+    def _restore(self) -> None:
+        if self.capture is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+            self.capture.close()
+            self.saved = self.capture = None
+        if self.log_level is not None:
+            logging_module, level = self.log_level
+            logging_module.setLogLevel(level)
+            self.log_level = None
+
+
+_QUIET = _QuietStderr()
+
+
 @contextlib.contextmanager
 def _opencv_quiet():
     """OpenCV's log and its codecs' messages (libpng writes to stderr itself) kept off stderr.
 
     Yields a list that receives, at the end of the block, what the codecs
     wrote, so that an error can quote it on its one line. The process's
-    file descriptor 2 points to a temporary file meanwhile.
+    file descriptor 2 points to a temporary file meanwhile (one for all the
+    threads inside such a block at once: :class:`_QuietStderr`).
     """
-    import cv2
-
-    logging_module = getattr(getattr(cv2, "utils", None), "logging", None)
-    previous = None
-    if logging_module is not None:
-        previous = logging_module.getLogLevel()
-        logging_module.setLogLevel(logging_module.LOG_LEVEL_SILENT)
     messages: list[str] = []
-    with contextlib.ExitStack() as stack:
-        try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-            capture = stack.enter_context(tempfile.TemporaryFile())
-            os.dup2(capture.fileno(), 2)
-        except (OSError, ValueError):  # no file descriptor 2 (embedded interpreters)
-            saved = capture = None
-        try:
-            yield messages
-        finally:
-            if capture is not None:
-                os.dup2(saved, 2)
-                os.close(saved)
-                capture.seek(0)
-                text = capture.read().decode(errors="replace")
-                messages.extend(line.strip() for line in text.splitlines() if line.strip())
-            if previous is not None:
-                logging_module.setLogLevel(previous)
+    offset = _QUIET.enter()
+    try:
+        yield messages
+    finally:
+        messages.extend(_QUIET.leave(offset))
 
 
 def from_opencv(image: np.ndarray) -> np.ndarray:
@@ -644,7 +701,7 @@ def to_opencv(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(from_opencv(image))  # the swap is its own inverse
 
 
-def _open_encoded(path: Path):
+def _open_encoded(path: Path, opencv_order: bool = False):
     import cv2
 
     if path.is_dir():
@@ -663,6 +720,10 @@ def _open_encoded(path: Path):
             f"cannot read {path}: OpenCV does not recognise it as an image, or it is corrupt "
             f"or truncated{detail}"
         )
+    if opencv_order:
+        reader = _ArrayRows(image, in_memory=True)
+        reader.opencv_order = True
+        return reader
     return _ArrayRows(from_opencv(image), in_memory=True)
 
 
@@ -689,13 +750,15 @@ class _Writer(_RowIndexing):
 
     streamed = True
 
-    def _start(self, path, shape, dtype, *, directory: bool = False) -> None:
+    def _start(
+        self, path, shape, dtype, *, directory: bool = False, sync_directory: bool = True
+    ) -> None:
         self.path = Path(path)
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         self.finished = False
         self.owner = True
-        self.output = AtomicOutput(self.path, directory=directory)
+        self.output = AtomicOutput(self.path, directory=directory, sync_directory=sync_directory)
 
     @property
     def temporary(self) -> Path:
@@ -761,8 +824,8 @@ class _Writer(_RowIndexing):
 class _PositionedWriter(_Writer):
     """``.npy`` and ``.tif``: a header, then the pixels with ``os.pwrite`` at their offsets."""
 
-    def __init__(self, path, shape, dtype, kind: str):
-        self._start(path, shape, dtype)
+    def __init__(self, path, shape, dtype, kind: str, *, sync_directory: bool = True):
+        self._start(path, shape, dtype, sync_directory=sync_directory)
         temporary = self.output.temporary
         try:
             header = _npy_header if kind == "npy" else _tiff_header
@@ -781,8 +844,7 @@ class _PositionedWriter(_Writer):
         self.file.write(start, rows)
 
     def _finish(self) -> None:
-        self.file.flush()
-        self.file.close()
+        self.file.close()  # the commit flushes the file (fsync) before the rename
 
     def _release(self) -> None:
         if "file" in self.__dict__:
@@ -827,14 +889,14 @@ def _tiff_header(path: Path, shape, dtype: np.dtype) -> int:
 class _ZarrWriter(_Writer):
     """A ``.zarr`` store, built in a temporary directory and renamed into place."""
 
-    def __init__(self, path, shape, dtype, rows_per_chunk: int):
+    def __init__(self, path, shape, dtype, rows_per_chunk: int, *, sync_directory: bool = True):
         try:
             import zarr
         except ImportError:
             raise FormatError(
                 f"{path}: writing .zarr needs zarr: pip install 'gpuconv[dask]'"
             ) from None
-        self._start(path, shape, dtype, directory=True)
+        self._start(path, shape, dtype, directory=True, sync_directory=sync_directory)
         try:
             chunks = (max(1, min(rows_per_chunk, self.shape[0])), *self.shape[1:])
             self.array = zarr.open_array(
@@ -856,15 +918,24 @@ class _ZarrWriter(_Writer):
 
 
 class _EncodedWriter(_Writer):
-    """PNG, JPEG, ...: rows gathered in memory, encoded by OpenCV, written at ``close()``."""
+    """PNG, JPEG, ...: rows gathered in memory, encoded by OpenCV, written at ``close()``.
+
+    ``opencv_order``: the rows are in OpenCV's BGR(A) order already (no swap).
+    """
 
     streamed = False
 
-    def __init__(self, path, shape, dtype):
-        self._start(path, shape, dtype)
-        self.pixels = np.zeros(self.shape, self.dtype)
+    def __init__(self, path, shape, dtype, *, opencv_order=False, sync_directory=True):
+        self._start(path, shape, dtype, sync_directory=sync_directory)
+        self.opencv_order = opencv_order
+        self.pixels = None  # the whole image, allocated by the first band unless that is all
 
     def _write(self, start: int, rows: np.ndarray) -> None:
+        if start == 0 and rows.shape == self.shape and rows.dtype == self.dtype:
+            self.pixels = rows  # one band, the whole image: no copy
+            return
+        if self.pixels is None:
+            self.pixels = np.zeros(self.shape, self.dtype)
         self.pixels[start : start + len(rows)] = rows
 
     def __getstate__(self) -> dict:
@@ -873,9 +944,14 @@ class _EncodedWriter(_Writer):
     def _finish(self) -> None:
         import cv2
 
+        pixels = np.zeros(self.shape, self.dtype) if self.pixels is None else self.pixels
+        if self.opencv_order:
+            pixels = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+        else:
+            pixels = to_opencv(pixels)
         with _opencv_quiet() as messages:
             try:
-                written, encoded = cv2.imencode(self.path.suffix, to_opencv(self.pixels))
+                written, encoded = cv2.imencode(self.path.suffix, pixels)
             except cv2.error as error:
                 written = False
                 messages.append(str(error).strip().splitlines()[-1])
@@ -891,14 +967,19 @@ class _EncodedWriter(_Writer):
             done = 0
             while done < len(data):
                 done += os.write(descriptor, data[done:])
-            os.fsync(descriptor)
-        finally:
+        finally:  # the commit flushes the file (fsync) before the rename
             os.close(descriptor)
         self.pixels = None
 
 
-def open_writer(path, shape, dtype, rows_per_chunk: int):
+def open_writer(
+    path, shape, dtype, rows_per_chunk: int, *, opencv_order=False, sync_directory=True
+):
     """A row writer (``write(start, rows)``, ``close()``, ``abort()``) for a new ``path``.
+
+    ``opencv_order=True``: rows for a format OpenCV encodes come in its BGR(A)
+    order (from :func:`open_reader` with ``opencv_order=True``) and are not
+    swapped. ``sync_directory=False``: see :class:`gpuconv._atomic.AtomicOutput`.
 
     The format follows the suffix (:data:`FORMATS`); the rows go to a
     temporary beside ``path`` that ``close()`` renames into place. Raises
@@ -910,12 +991,14 @@ def open_writer(path, shape, dtype, rows_per_chunk: int):
     fit_output(path, dtype, channels_of(shape), convert=False, image_dtype=dtype)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return _PositionedWriter(path, shape, dtype, "npy")
+        return _PositionedWriter(path, shape, dtype, "npy", sync_directory=sync_directory)
     if suffix in (".tif", ".tiff"):
-        return _PositionedWriter(path, shape, dtype, "tif")
+        return _PositionedWriter(path, shape, dtype, "tif", sync_directory=sync_directory)
     if suffix == ".zarr":
-        return _ZarrWriter(path, shape, dtype, rows_per_chunk)
-    return _EncodedWriter(path, shape, dtype)
+        return _ZarrWriter(path, shape, dtype, rows_per_chunk, sync_directory=sync_directory)
+    return _EncodedWriter(
+        path, shape, dtype, opencv_order=opencv_order, sync_directory=sync_directory
+    )
 
 
 def write_image(path, image: np.ndarray) -> None:

@@ -7,11 +7,13 @@ output path names: ``gpuconv apply`` is this function. Any format
 the result's dtype and channels. Only a band is in memory when both files
 are ``.npy``, ``.tif``/``.tiff`` or ``.zarr``: ``rows_per_chunk`` output rows
 plus the halo the kernels read (``kh - 1`` rows per kernel). The band
-defaults to about 32 MiB of input rows (of the widest type a band holds),
-and a run needs a few times that on top of the interpreter: the band as
-read, the filtered band, and the backend's temporaries. Measured on a
-32768 x 32768 uint8 ``.npy`` (``benchmarks/outofcore_bench.py``): 100 MiB
-above an idle interpreter, against 2 GiB for the in-memory call. That holds
+defaults to about 16 MiB of input rows (of the widest type a band holds),
+and a run needs a few times that on top of the interpreter: up to three
+bands are in flight (band k+1 being read and band k-1 written while band
+k is filtered, :func:`overlapped`), each as read and as filtered, and
+the backend's temporaries. Measured on a 32768 x 32768 uint8 ``.npy``
+(``benchmarks/outofcore_bench.py``, one band at a time with 32 MiB bands):
+100 MiB above an idle interpreter, against 2 GiB for the in-memory call. That holds
 whatever the image's height; it grows with its width. PNG, JPEG and the
 other OpenCV formats are decoded or encoded whole, so with one of them on
 either side the image is in memory, in one band.
@@ -35,6 +37,7 @@ far end of the image.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import resource
 import sys
@@ -59,8 +62,11 @@ from ._plan import Border, make_plan, parse_dtype
 #: Suffixes :func:`apply_file` reads and writes band by band (memory bounded by a band).
 OUT_OF_CORE_SUFFIXES = STREAMED_SUFFIXES
 
-# Default band size: this many bytes of input rows per band.
+# Default Dask chunk (gpuconv.read_dask): this many bytes of input rows.
 _BAND_INPUT_BYTES = 32 * 2**20
+# Default band of apply_file: this many bytes of input rows. Half the Dask chunk, as three
+# bands are in flight at once (read, filtered, written), against one or two without overlap.
+_STREAMED_BAND_BYTES = 16 * 2**20
 
 
 def is_out_of_core_path(path) -> bool:
@@ -89,6 +95,8 @@ def apply_file(
     progress=True,
     intermediate_dtype=np.float64,
     convert=False,
+    sync_directory=True,
+    overlap=True,
 ) -> dict:
     """Apply ``kernels`` one after the other to an image file, band by band.
 
@@ -112,7 +120,7 @@ def apply_file(
     dtype : dtype, optional
         Output dtype of the last kernel; default: the image's.
     rows_per_chunk : int, optional
-        Output rows per band; default: about 32 MiB of input rows (the whole
+        Output rows per band; default: about 16 MiB of input rows (the whole
         image when either file is decoded or encoded whole).
     progress : bool, default True
         Show a tqdm progress bar (on stderr) when tqdm is installed.
@@ -123,6 +131,15 @@ def apply_file(
         When the output format cannot hold ``dtype`` (float32 in a PNG),
         clip and round to a type it holds (the image's if it can, else its
         widest) instead of raising.
+    sync_directory : bool, default True
+        ``fsync`` the output's directory after the rename. ``False`` for a
+        caller that writes many files into one directory and flushes it once
+        at the end (``gpuconv apply --out-dir``); the output is still written
+        to a flushed temporary and renamed into place, whole or not at all.
+    overlap : bool, default True
+        Read band k+1 and write band k-1 while band k is filtered
+        (:func:`overlapped`); ``False``: one band after another (the same
+        result; ``benchmarks/streaming_bench.py`` compares the two).
 
     Returns
     -------
@@ -161,7 +178,9 @@ def apply_file(
     if intermediate_dtype is not None:
         intermediate_dtype = parse_dtype(intermediate_dtype, "intermediate dtype")
 
-    reader = open_reader(input_path)
+    # PNG to PNG (any two formats OpenCV decodes and encodes): the pixels stay
+    # in OpenCV's BGR order, as every kernel acts on each channel alike.
+    reader = open_reader(input_path, opencv_order=not output_format(output_path).streamed)
     try:
         check_image(input_path, reader.shape, reader.dtype)
         if output_path.exists() and os.path.samefile(input_path, output_path):
@@ -191,11 +210,20 @@ def apply_file(
         if rows_per_chunk is None:
             widest = max([reader.dtype.itemsize, *pipeline.intermediate_itemsizes])
             row_bytes = widest * int(np.prod(reader.shape[1:]))
-            rows_per_chunk = height if whole else max(1, _BAND_INPUT_BYTES // row_bytes)
+            rows_per_chunk = height if whole else max(1, _STREAMED_BAND_BYTES // row_bytes)
         rows_per_chunk = int(min(rows_per_chunk, height))
+        if backend == "auto" and rows_per_chunk < height:
+            pipeline.expect_bands()
         started = time.perf_counter()
-        with open_writer(output_path, reader.shape, stored, rows_per_chunk) as writer:
-            bands = pipeline.run(writer, rows_per_chunk, progress=progress)
+        with open_writer(
+            output_path,
+            reader.shape,
+            stored,
+            rows_per_chunk,
+            opencv_order=getattr(reader, "opencv_order", False),
+            sync_directory=sync_directory,
+        ) as writer:
+            bands = pipeline.run(writer, rows_per_chunk, progress=progress, overlap=overlap)
         seconds = time.perf_counter() - started
     finally:
         reader.close()
@@ -298,30 +326,64 @@ class BandPipeline:
         #: Rows a band reads beyond its own: the sum of every kernel's halo.
         self.halo_rows = sum(plan.kernel_height - 1 for _, plan, _ in self.stages)
 
-    def run(self, writer, rows_per_chunk: int, *, progress: bool) -> int:
-        """Compute every band and hand it to ``writer.write(start, rows)``; return the band count."""
-        bar = _progress_bar(self.height, progress)
-        bands = 0
+    def expect_bands(self) -> None:
+        """Tell ``backend="auto"`` that the whole image is coming, band after band.
+
+        Its ski rental weighs one call at a time: the first bands of a big image
+        would run on the NumPy reference (each looks small) before numba loads.
+        Where the whole image would cost the reference more than loading numba,
+        numba loads at the first band instead.
+        """
         try:
-            for top in range(0, self.height, rows_per_chunk):
-                bottom = min(self.height, top + rows_per_chunk)
-                writer.write(top, self.band(top, bottom))
-                bands += 1
-                if bar is not None:
-                    bar.update(bottom - top)
+            from ._backends.numba import backend as numba_backend
+        except ImportError:  # pragma: no cover - numba's module imports numba lazily
+            return
+        pixels = self.height * int(np.prod(self.reader.shape[1:]))
+        taps = sum(plan.kernel.size for _, plan, _ in self.stages)
+        if pixels * taps * numba_backend.REFERENCE_SECONDS_PER_TAP >= numba_backend.LOADING_SECONDS:
+            numba_backend.expect_many_calls()
+
+    def run(self, writer, rows_per_chunk: int, *, progress: bool, overlap: bool = True) -> int:
+        """Compute every band and hand it to ``writer.write(start, rows)``; return the band count.
+
+        With ``overlap`` (the default) band k+1 is read and band k-1 written
+        while band k is filtered (:func:`overlapped`); without, one band after
+        another. The result is the same.
+        """
+        bar = _progress_bar(self.height, progress)
+        bands = [
+            (top, min(self.height, top + rows_per_chunk))
+            for top in range(0, self.height, rows_per_chunk)
+        ]
+
+        def write(band, rows):
+            writer.write(band[0], rows)
+            if bar is not None:
+                bar.update(band[1] - band[0])
+
+        try:
+            if overlap:
+                overlapped(bands, lambda band: self.fetch(*band), self.compute, write)
+            else:
+                for band in bands:
+                    write(band, self.compute(self.fetch(*band)))
         finally:
             if bar is not None:
                 bar.close()
-        return bands
+        return len(bands)
 
     def band(self, top: int, bottom: int) -> np.ndarray:
-        """Output rows ``[top, bottom)`` after every kernel, reading only what they need.
+        """Output rows ``[top, bottom)`` after every kernel, reading only what they need."""
+        return self.compute(self.fetch(top, bottom))
 
-        First, from the last kernel back to the file, the set of rows each
-        stage needs (the rows its border mode maps the halo to); then, from
-        the file forward, each stage computed on exactly those rows. Every
-        row of every stage is read or computed once per band, so a band reads
-        at most ``bottom - top + halo_rows`` rows of the file.
+    def fetch(self, top: int, bottom: int) -> tuple[list, np.ndarray]:
+        """Read the file rows output rows ``[top, bottom)`` need: ``(needed, rows)`` for :meth:`compute`.
+
+        From the last kernel back to the file, the set of rows each stage
+        needs (the rows its border mode maps the halo to); ``needed[0]`` are
+        the file's rows, read as contiguous runs. Every row of every stage is
+        read or computed once per band, so a band reads at most
+        ``bottom - top + halo_rows`` rows of the file.
         """
         needed = [np.empty(0, np.int64)] * len(self.stages) + [np.arange(top, bottom)]
         for stage in range(len(self.stages), 0, -1):
@@ -330,15 +392,18 @@ class BandPipeline:
                 self._source_rows(plan, run[0], run[-1] + 1)[0] for run in _runs(needed[stage])
             ]
             needed[stage - 1] = np.unique(np.concatenate(sources))
-        values = np.concatenate(
-            [np.asarray(self.reader.read(run[0], run[-1] + 1)) for run in _runs(needed[0])]
-        )
+        pieces = [np.asarray(self.reader.read(run[0], run[-1] + 1)) for run in _runs(needed[0])]
+        return needed, pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def compute(self, fetched: tuple[list, np.ndarray]) -> np.ndarray:
+        """Every kernel, from the file's rows forward, each on exactly the rows the next needs."""
+        needed, values = fetched
         for stage, (kernel, plan, options) in enumerate(self.stages, start=1):
             pieces = []
             for run in _runs(needed[stage]):
                 start, stop = int(run[0]), int(run[-1]) + 1
                 rows, offset = self._source_rows(plan, start, stop)
-                source = values[np.searchsorted(needed[stage - 1], rows)]
+                source = _take_rows(values, np.searchsorted(needed[stage - 1], rows))
                 pieces.append(convolve(source, kernel, **options)[offset : offset + stop - start])
             values = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return values
@@ -357,6 +422,64 @@ class BandPipeline:
             return np.arange(first, last), start - first
         positions = np.arange(start - before, stop + after)
         return source_indices(positions, self.height, plan.border), before
+
+
+def overlapped(items, read, compute, write) -> None:
+    """``write(item, compute(read(item)))`` for every item in order, three items at a time.
+
+    Why: read, filter and write one band after another, and the cores wait
+    for the disk (and the disk for the cores) at every band. Here item k+1
+    is read (in a worker thread) and item k-1 written (in another) while
+    item k is computed in the calling thread; the readers (``os.preadv``,
+    tifffile's decoders, zarr), the writers and the compiled filter loops
+    release the GIL, so the three run at the same time.
+
+    Memory stays bounded: at most one read, one computation and one write
+    are in flight, so at most three items (bands) are held. Each item is
+    read, and written, after the one before it, in order.
+
+    An exception in any stage is raised here, unchanged, once the other
+    stage in flight has finished (nothing is left running, nothing hangs:
+    each stage is one bounded call); the caller's ``with`` then removes the
+    output's temporary as for a failure without overlap.
+    """
+    items = list(items)
+    if len(items) <= 1:  # nothing to overlap (a small image, a PNG): no threads
+        for item in items:
+            write(item, compute(read(item)))
+        return
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gpuconv-band") as pool:
+        reading = pool.submit(read, items[0])
+        writing = None
+        try:
+            for index, item in enumerate(items):
+                fetched = reading.result()  # a reader's error is raised here
+                if index + 1 < len(items):
+                    reading = pool.submit(read, items[index + 1])
+                rows = compute(fetched)
+                del fetched  # the band as read is no longer needed
+                if writing is not None:
+                    writing.result()  # a writer's error is raised here
+                writing = pool.submit(write, item, rows)
+                del rows
+            writing.result()
+        finally:
+            # On an error: wait for the stage still in flight (the pool's exit
+            # joins it), so that nothing writes into a temporary being removed.
+            for future in (reading, writing):
+                if future is not None:
+                    future.cancel()
+
+
+def _take_rows(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``values[indices]``, as a view (no copy of the band) when the indices are consecutive."""
+    if (
+        len(indices)
+        and indices[-1] - indices[0] == len(indices) - 1
+        and np.all(np.diff(indices) == 1)
+    ):
+        return values[indices[0] : indices[-1] + 1]
+    return values[indices]
 
 
 def _runs(sorted_rows: np.ndarray) -> list[np.ndarray]:

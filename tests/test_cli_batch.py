@@ -109,3 +109,174 @@ def test_info_startup_reports_each_cost_of_a_fresh_process(capsys):
     labels = [line.rsplit(None, 1)[0].strip() for line in figures]
     assert labels[0] == "import gpuconv" and len(labels) == 4
     assert all(float(line.rsplit(None, 1)[1]) > 0 for line in figures)
+
+
+def test_each_file_is_flushed_and_the_directory_once_at_the_end(tmp_path, monkeypatch):
+    """Every output is flushed (fsync) before its rename; the directory once, after all."""
+    from gpuconv import _atomic
+
+    inputs = _write_photos(tmp_path, 4)
+    out_dir = tmp_path / "out"
+    flushed = []
+    real_fsync_path = _atomic._fsync_path
+
+    def recording_fsync_path(path):
+        flushed.append(path)
+        real_fsync_path(path)
+
+    monkeypatch.setattr(_atomic, "_fsync_path", recording_fsync_path)
+    code = main(["apply", *map(str, inputs), "-k", "sharpen", "--out-dir", str(out_dir), "-q"])
+    assert code == EXIT_OK
+    files = [path for path in flushed if path != out_dir]
+    assert len(files) == 4 and all(_atomic.TEMPORARY_MARK in path.name for path in files)
+    assert flushed[-1] == out_dir and flushed.count(out_dir) == 1
+    for path in inputs:  # BGR kept from decoding to encoding: the colours are right
+        np.testing.assert_array_equal(cv2.imread(str(out_dir / path.name)), _expected(path))
+
+
+def test_a_single_apply_flushes_its_directory(tmp_path, monkeypatch):
+    from gpuconv import _atomic
+
+    (source,) = _write_photos(tmp_path, 1)
+    flushed = []
+    real_fsync_path = _atomic._fsync_path
+    monkeypatch.setattr(
+        _atomic, "_fsync_path", lambda path: (flushed.append(path), real_fsync_path(path))
+    )
+    assert main(["apply", str(source), "-k", "sharpen", "-o", str(tmp_path / "o.png"), "-q"]) == 0
+    assert flushed[-1] == tmp_path and len(flushed) == 2  # the file, then its directory
+
+
+def test_the_report_reaches_stderr_after_threads_decoded_at_once(tmp_path):
+    """A whole process (file descriptor 2, not pytest's capture): the failures are printed.
+
+    The threads of a batch hide the codecs' messages at once; each saving and restoring
+    descriptor 2 on its own once left it on a deleted temporary, and the report was lost.
+    """
+    import subprocess
+    import sys
+
+    photo = np.ascontiguousarray(data.astronaut()[:, :, ::-1])  # 512 x 512: decodes overlap
+    inputs = [tmp_path / f"big{index}.png" for index in range(8)]
+    for index, path in enumerate(inputs):
+        cv2.imwrite(str(path), np.roll(photo, index, axis=0))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    done = subprocess.run(
+        [sys.executable, "-m", "gpuconv", "apply", *map(str, [*inputs, bad]), "-k", "sharpen"]
+        + ["--out-dir", str(tmp_path / "out"), "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == EXIT_SOME_FAILED
+    assert f"gpuconv apply: error: {bad}: cannot read {bad}" in done.stderr
+    assert "wrote 8 of 9 files" in done.stdout
+
+
+def test_a_big_batch_loads_the_jit_at_its_first_file_not_after_dozens(tmp_path, monkeypatch):
+    """In a fresh process numba's loading waits for the reference to have cost as much;
+    a batch of 32 files or more asks for numba at its first file instead."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba", reason="numba is not installed: nothing to load")
+    script = """
+import sys, numpy as np
+from gpuconv._backends.numba import backend
+from gpuconv._plan import make_plan
+_, plan, _ = make_plan(np.zeros((64, 64), np.uint8), "sharpen", border="reflect101",
+                       value=0.0, anchor=None, flip=False, dtype=None)
+before = backend.worth_loading(plan)
+backend.expect_many_calls()
+print(before, backend.worth_loading(plan))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
+
+    from gpuconv import cli
+
+    called = []
+    from gpuconv._backends.numba import backend
+
+    monkeypatch.setattr(backend, "expect_many_calls", lambda: called.append(True))
+    monkeypatch.setattr(cli, "_BATCH_LOADS_JIT", 3)
+    inputs = _write_photos(tmp_path, 3)
+    assert (
+        main(["apply", *map(str, inputs), "-k", "sharpen", "--out-dir", str(tmp_path / "a")]) == 0
+    )
+    assert called == [True]
+    args = ["apply", *map(str, inputs[:2]), "-k", "sharpen", "--out-dir", str(tmp_path / "b")]
+    assert main(args) == 0 and called == [True]  # 2 files: the ski rental decides
+    args = ["apply", *map(str, inputs), "-k", "sharpen", "--out-dir", str(tmp_path / "c")]
+    assert main([*args, "--backend", "numpy"]) == 0 and called == [True]  # asked for numpy
+
+
+@pytest.mark.parametrize("backend, code", [("numba", 0), ("numpy", 0), ("numba", 1)])
+def test_the_console_entry_flushes_runs_exit_handlers_and_keeps_the_exit_code(
+    tmp_path, backend, code
+):
+    """``console_main`` ends a process that loaded numba with ``os._exit`` (issue 15: the
+    interpreter's teardown cost 0.2-0.3 s): output, exit handlers and code must survive."""
+    import subprocess
+    import sys
+
+    if backend == "numba":
+        pytest.importorskip("numba", reason="numba is not installed: the quick exit is for it")
+    (source,) = _write_photos(tmp_path, 1)
+    if code:
+        source = tmp_path / "missing.png"
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('exit handler ran'))\n"
+        "from gpuconv.cli import console_main\n"
+        f"sys.argv = ['gpuconv', 'apply', {str(source)!r}, '-k', 'sharpen', '-o', "
+        f"{str(tmp_path / 'out.png')!r}, '--backend', {backend!r}]\n"
+        "console_main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == code, done.stderr
+    assert done.stdout.rstrip().endswith("exit handler ran")  # after main's own line
+    if code:
+        assert f"gpuconv apply: error: no such file: {source}" in done.stderr
+    else:
+        assert done.stdout.startswith(f"wrote {tmp_path / 'out.png'}")
+        np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out.png")), _expected(source))
+
+
+def test_the_progress_bar_reaches_the_terminal_while_files_are_decoded(tmp_path):
+    """stderr on a terminal (a pseudo-terminal here): the bar shows its updates, although
+    descriptor 2 points to the codecs' message trap while threads decode and encode."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("tqdm", reason="tqdm is not installed: no progress bar to show")
+    pty = pytest.importorskip("pty", reason="no pseudo-terminals on this platform")
+    photo = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index in range(40):
+        cv2.imwrite(str(inputs / f"p{index:02d}.png"), np.roll(photo, index, axis=1))
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpuconv", "apply", str(inputs), "-k", "sharpen"]
+        + ["--out-dir", str(tmp_path / "out")],
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the process ended: the terminal is closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert process.wait() == 0
+    updates = [part for part in shown.decode(errors="replace").split("\r") if "file/s" in part]
+    assert any("40/40" in part for part in updates)
+    assert len(updates) >= 3  # the start, updates while decoding, the end

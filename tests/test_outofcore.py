@@ -140,7 +140,9 @@ def _run_recorded(image, kernels, rows_per_chunk, **options):
     reader = _RecordingReader(image, log)
     pipeline = BandPipeline(reader, kernels, **options)
     writer = _CollectingWriter(image.shape, pipeline.output_dtype, log)
-    pipeline.run(writer, rows_per_chunk, progress=False)
+    # One band after another, so that the log splits into bands (what a band
+    # reads does not depend on the scheduling; the overlapped runs are below).
+    pipeline.run(writer, rows_per_chunk, progress=False, overlap=False)
     return pipeline, reader, writer, _rows_read_per_band(log)
 
 
@@ -182,8 +184,8 @@ def test_apply_file_reads_the_file_band_by_band(tmp_path, monkeypatch, rng):
     recorded = []
     real_open_reader = _outofcore.open_reader
 
-    def recording_open_reader(path):
-        reader = real_open_reader(path)
+    def recording_open_reader(path, **options):
+        reader = real_open_reader(path, **options)
         real_read = reader.read
 
         def read(start, stop):
@@ -386,3 +388,325 @@ def test_intermediate_dtype_none_rounds_after_every_kernel(tmp_path, rng):
     np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), floated)
     np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), rounded)
     assert floated.min() < rounded.min()  # the per-kernel rounding clipped negative responses
+
+
+# --- overlapped streaming (issue 15, deliverable 1) ---------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["npy", "tif", "tif-zlib-strips", "zarr"])
+@pytest.mark.parametrize("border", ["wrap", "reflect101", "constant"])
+@pytest.mark.parametrize("rows_per_chunk", [1, 4, 9, 64])
+def test_overlapped_streaming_equals_the_in_memory_chain(
+    kind, border, rows_per_chunk, tmp_path, rng
+):
+    image = rng.integers(0, 256, (37, 11, 3), dtype=np.uint8)
+    kernels = ["small_blur", rng.normal(size=(4, 2))]  # a 6-row halo, then an even kernel
+    options = dict(border=border, value=9.5, anchor=None, flip=False, backend="numpy")
+    source = _write(tmp_path / "in", image, kind)
+    target = source.with_name("out" + source.suffix)
+    stats = apply_file(
+        source,
+        target,
+        kernels,
+        dtype=np.float32,
+        rows_per_chunk=rows_per_chunk,
+        progress=False,
+        **options,
+    )
+    assert stats["bands"] == -(-37 // rows_per_chunk)
+    np.testing.assert_array_equal(
+        _read(target), _in_memory_chain(image, kernels, dtype=np.float32, **options)
+    )
+
+
+def test_overlapped_streaming_with_the_compiled_backend(tmp_path, rng):
+    pytest.importorskip("numba", reason="numba is not installed: the compiled loops are its")
+    image = rng.integers(0, 256, (301, 67), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    apply_file(
+        source,
+        tmp_path / "out.npy",
+        ["sharpen"],
+        backend="numba",
+        rows_per_chunk=13,
+        border="wrap",
+        progress=False,
+    )
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "out.npy"), gpuconv.convolve(image, "sharpen", border="wrap")
+    )
+
+
+class _InstrumentedReader(_RecordingReader):
+    """Counts bands in flight: a band is live from its read until its write ends."""
+
+    def __init__(self, image, state):
+        super().__init__(image, [])
+        self.state = state
+
+    def read(self, start, stop):
+        with self.state["lock"]:
+            self.state["started"] += 1
+            live = self.state["started"] - self.state["finished"]
+            self.state["most_live"] = max(self.state["most_live"], live)
+            if self.state["started"] == 3:
+                self.state["third_read"].set()
+        return super().read(start, stop)
+
+
+def test_reads_filters_and_writes_overlap_with_at_most_three_bands_live(rng):
+    import threading
+
+    image = rng.integers(0, 256, (64, 5), dtype=np.uint8)
+    state = dict(lock=threading.Lock(), started=0, finished=0, most_live=0)
+    state["third_read"] = threading.Event()
+    reader = _InstrumentedReader(image, state)
+    # reflect101 and one 3 x 3 kernel: one read per band, so reads count bands.
+    pipeline = BandPipeline(
+        reader,
+        ["sharpen"],
+        border="reflect101",
+        value=0.0,
+        anchor=None,
+        flip=False,
+        dtype=None,
+        backend="numpy",
+    )
+    overlapped_writes = []
+    writer = _CollectingWriter(image.shape, pipeline.output_dtype, [])
+    real_write = writer.write
+
+    def slow_write(start, rows):
+        if start == 0:
+            # Band 0 is being written: with overlap, band 1 is filtered and band
+            # 2 read meanwhile. Without, this wait would run out (and fail below).
+            overlapped_writes.append(state["third_read"].wait(timeout=30))
+        real_write(start, rows)
+        with state["lock"]:
+            state["finished"] += 1
+
+    writer.write = slow_write
+    assert pipeline.run(writer, 4, progress=False) == 16
+    assert overlapped_writes == [True]  # band 2 was read while band 0 was written
+    assert 2 <= state["most_live"] <= 3
+    assert state["finished"] == 16
+    np.testing.assert_array_equal(writer.output, gpuconv.convolve(image, "sharpen"))
+
+
+def test_overlapped_memory_stays_bounded_over_many_bands(rng):
+    """Without bounds a fast reader would run ahead: hold it to one band beyond the filter."""
+    import threading
+
+    image = rng.integers(0, 256, (200, 3), dtype=np.uint8)
+    state = dict(lock=threading.Lock(), started=0, finished=0, most_live=0)
+    state["third_read"] = threading.Event()
+    reader = _InstrumentedReader(image, state)
+    pipeline = BandPipeline(
+        reader,
+        ["sharpen"],
+        border="reflect101",
+        value=0.0,
+        anchor=None,
+        flip=False,
+        dtype=None,
+        backend="numpy",
+    )
+    writer = _CollectingWriter(image.shape, pipeline.output_dtype, [])
+    real_write = writer.write
+
+    def slow_write(start, rows):  # a slow disk: the reader must wait, not pile up bands
+        import time
+
+        time.sleep(0.002)
+        real_write(start, rows)
+        with state["lock"]:
+            state["finished"] += 1
+
+    writer.write = slow_write
+    assert pipeline.run(writer, 2, progress=False) == 100
+    assert state["most_live"] <= 3
+    np.testing.assert_array_equal(writer.output, gpuconv.convolve(image, "sharpen"))
+
+
+def _run_to_completion(function):
+    """Run ``function()`` in a thread; assert it ends (no hang); return its exception."""
+    import threading
+
+    outcome = {}
+
+    def target():
+        try:
+            function()
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "apply_file hung after a failure in a stage"
+    return outcome.get("error")
+
+
+@pytest.mark.parametrize("kind", ["npy", "tif", "zarr"])
+def test_a_reader_failure_mid_stream_raises_and_leaves_nothing(kind, tmp_path, monkeypatch, rng):
+    import threading
+
+    from gpuconv._image_files import ImageFileError
+
+    image = rng.integers(0, 256, (60, 8), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, kind)
+    real_open_reader = _outofcore.open_reader
+    reads = []
+
+    def failing_open_reader(path, **options):
+        reader = real_open_reader(path, **options)
+        real_read = reader.read
+
+        def read(start, stop):
+            reads.append(threading.current_thread().name)
+            if len(reads) == 4:
+                raise ImageFileError(f"{path}: cannot decode rows {start}-{stop} (injected)")
+            return real_read(start, stop)
+
+        reader.read = read
+        return reader
+
+    monkeypatch.setattr(_outofcore, "open_reader", failing_open_reader)
+    target = tmp_path / ("out." + source.suffix.lstrip("."))
+    error = _run_to_completion(
+        lambda: apply_file(source, target, ["sharpen"], rows_per_chunk=5, progress=False)
+    )
+    assert isinstance(error, ImageFileError) and "injected" in str(error)
+    assert len(reads) == 4  # nothing read after the failure
+    assert all(name.startswith("gpuconv-band") for name in reads)  # read in the reader thread
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]  # no output, no temporary
+
+
+@pytest.mark.parametrize("kind", ["npy", "tif", "zarr"])
+def test_a_writer_failure_mid_stream_raises_and_leaves_nothing(kind, tmp_path, monkeypatch, rng):
+    import errno
+
+    from gpuconv._atomic import OutputError
+
+    image = rng.integers(0, 256, (60, 8), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, kind)
+    target = tmp_path / ("out." + source.suffix.lstrip("."))
+    real_open_writer = _outofcore.open_writer
+    writes = []
+
+    def failing_open_writer(*args, **kwargs):
+        writer = real_open_writer(*args, **kwargs)
+        real_write = writer._write
+
+        def _write(start, rows):
+            writes.append(start)
+            if len(writes) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_write(start, rows)
+
+        writer._write = _write
+        return writer
+
+    monkeypatch.setattr(_outofcore, "open_writer", failing_open_writer)
+    error = _run_to_completion(
+        lambda: apply_file(source, target, ["sharpen"], rows_per_chunk=5, progress=False)
+    )
+    assert isinstance(error, OutputError)
+    assert str(error) == f"cannot write {target}: no space left on device"
+    assert writes == [0, 5, 10]  # in order, and none after the failure
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
+
+
+def test_a_filter_failure_mid_stream_raises_and_leaves_nothing(tmp_path, monkeypatch, rng):
+    image = rng.integers(0, 256, (60, 8), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    real_compute = BandPipeline.compute
+    calls = []
+
+    def failing_compute(self, fetched):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("injected")
+        return real_compute(self, fetched)
+
+    monkeypatch.setattr(BandPipeline, "compute", failing_compute)
+    error = _run_to_completion(
+        lambda: apply_file(
+            source, tmp_path / "out.npy", ["sharpen"], rows_per_chunk=5, progress=False
+        )
+    )
+    assert isinstance(error, MemoryError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+
+
+def test_overlapped_runs_in_order_and_raises_the_first_failure():
+    from gpuconv._outofcore import overlapped
+
+    written = []
+    overlapped(range(7), lambda i: i * 10, lambda v: v + 1, lambda i, v: written.append((i, v)))
+    assert written == [(i, i * 10 + 1) for i in range(7)]
+    overlapped([], None, None, None)  # nothing to do: no thread, no call
+
+    def read(i):
+        if i == 2:
+            raise KeyError("read 2")
+        return i
+
+    written.clear()
+    with pytest.raises(KeyError, match="read 2"):
+        overlapped(range(7), read, lambda v: v, lambda i, v: written.append(i))
+    assert written == [0, 1]  # the bands before the failure were written, none after
+
+
+def test_a_big_image_loads_the_jit_at_its_first_band(tmp_path, monkeypatch):
+    """The bands of one big image are one piece of work: ``auto`` is told so up front."""
+    pytest.importorskip("numba", reason="numba is not installed: nothing to load")
+    from gpuconv._backends.numba import backend as numba_backend
+
+    called = []
+    monkeypatch.setattr(numba_backend, "expect_many_calls", lambda: called.append(True))
+    image = np.zeros((64, 48), np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    # Pretend the reference is slow: 64 x 48 x 9 taps then cost more than loading numba.
+    monkeypatch.setattr(numba_backend, "REFERENCE_SECONDS_PER_TAP", 1.0)
+    apply_file(source, tmp_path / "a.npy", ["sharpen"], rows_per_chunk=8, progress=False)
+    assert called == [True]
+    apply_file(source, tmp_path / "b.npy", ["sharpen"], progress=False)  # one band: one call
+    apply_file(
+        source, tmp_path / "c.npy", ["sharpen"], rows_per_chunk=8, backend="numpy", progress=False
+    )
+    assert called == [True]
+    monkeypatch.setattr(numba_backend, "REFERENCE_SECONDS_PER_TAP", 1e-12)  # cheap: no hint
+    apply_file(source, tmp_path / "d.npy", ["sharpen"], rows_per_chunk=8, progress=False)
+    assert called == [True]
+
+
+def test_overlap_false_reads_one_band_after_another_in_the_calling_thread(
+    tmp_path, monkeypatch, rng
+):
+    import threading
+
+    image = rng.integers(0, 256, (50, 9), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    real_open_reader = _outofcore.open_reader
+    threads = []
+
+    def recording_open_reader(path, **options):
+        reader = real_open_reader(path, **options)
+        real_read = reader.read
+
+        def read(start, stop):
+            threads.append(threading.current_thread())
+            return real_read(start, stop)
+
+        reader.read = read
+        return reader
+
+    monkeypatch.setattr(_outofcore, "open_reader", recording_open_reader)
+    for overlap in (False, True):
+        threads.clear()
+        target = tmp_path / f"out-{overlap}.npy"
+        apply_file(source, target, ["sharpen"], rows_per_chunk=7, overlap=overlap, progress=False)
+        np.testing.assert_array_equal(np.load(target), gpuconv.convolve(image, "sharpen"))
+        in_caller = {thread is threading.main_thread() for thread in threads}
+        assert in_caller == ({True} if not overlap else {False})

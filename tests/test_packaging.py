@@ -24,7 +24,11 @@ CONDA_NAME = {
     "torch": "pytorch",
 }
 # Extras that environment.yml does not carry, and why.
-NOT_IN_CONDA_ENV = {"cupy-cuda12x", "cupy-cuda13x"}  # GPU wheels: `conda install cupy` instead
+NOT_IN_CONDA_ENV = {
+    "cupy-cuda12x",  # GPU wheels: `conda install cupy` instead
+    "cupy-cuda13x",
+    "pyvips",  # gpuconv[vips]: benchmarks/vips_bench.py's optional peer, not a dev/test package
+}
 
 
 def _name(requirement: str) -> str:

@@ -142,6 +142,18 @@ def worth_loading(plan: ConvolutionPlan) -> bool:
         return False
 
 
+def expect_many_calls() -> None:
+    """A caller about to filter many images (``gpuconv apply --out-dir``): load numba at once.
+
+    The ski rental of :func:`worth_loading` weighs an unknown future one call at a
+    time; a batch of files knows it will outgrow the loading cost, so its first call
+    loads numba instead of running the reference for the first few dozen files.
+    """
+    global _reference_seconds
+    with _reference_lock:
+        _reference_seconds = max(_reference_seconds, LOADING_SECONDS)
+
+
 def describe() -> str:
     """The numba version, the number of threads a call uses and numba's threading layer."""
     import numba
