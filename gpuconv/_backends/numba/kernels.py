@@ -500,6 +500,19 @@ def convolve_bands(
     all_finite = np.ones((workers, band_height + kernel_height - 1), np.bool_)
     all_vertical = np.empty((workers, padded_length), tap_weights.dtype)
     all_sums = np.empty((workers, width * channels), tap_weights.dtype)
+    sparse_rows = np.empty(6, np.int64)
+    sparse_columns = np.empty(6, np.int64)
+    sparse_weights = np.empty(6, tap_weights.dtype)
+    # Zero corners (sharpen, laplacian): the five-tap loop, else the six-tap one.
+    plus = (
+        tap_weights.shape[0] == 9
+        and tap_weights[0] == 0
+        and tap_weights[2] == 0
+        and tap_weights[6] == 0
+        and tap_weights[8] == 0
+    )
+    if path == PATH_FUSED_SPARSE_FINITE:
+        _sparse_taps(tap_weights, sparse_rows, sparse_columns, sparse_weights)
     for job in prange(frames * band_count):
         frame = job // band_count
         band = job - frame * band_count
@@ -513,19 +526,6 @@ def convolve_bands(
             max(tap_weights.shape[0], column_weights.shape[0], row_weights.shape[0]), np.int64
         )
         offsets = np.empty_like(rows)
-        sparse_rows = np.empty(6, np.int64)
-        sparse_columns = np.empty(6, np.int64)
-        sparse_weights = np.empty(6, tap_weights.dtype)
-        # Zero corners (sharpen, laplacian): the five-tap loop, else the six-tap one.
-        plus = (
-            tap_weights.shape[0] == 9
-            and tap_weights[0] == 0
-            and tap_weights[2] == 0
-            and tap_weights[6] == 0
-            and tap_weights[8] == 0
-        )
-        if path == PATH_FUSED_SPARSE_FINITE:
-            _sparse_taps(tap_weights, sparse_rows, sparse_columns, sparse_weights)
         top = band * band_height
         bottom = min(height, top + band_height)
         for t in range(bottom - top + kernel_height - 1):
