@@ -454,14 +454,15 @@ class _InstrumentedReader(_RecordingReader):
         return super().read(start, stop)
 
 
-def test_reads_filters_and_writes_overlap_with_at_most_three_bands_live(rng):
+def _instrumented_sharpen(image):
+    """``(state, pipeline, writer)``: sharpen through a reader that counts the bands live
+    (started, not yet written) in ``state``; reflect101 and one 3 x 3 kernel make one read
+    per band, so reads count bands."""
     import threading
 
-    image = rng.integers(0, 256, (64, 5), dtype=np.uint8)
     state = dict(lock=threading.Lock(), started=0, finished=0, most_live=0)
     state["third_read"] = threading.Event()
     reader = _InstrumentedReader(image, state)
-    # reflect101 and one 3 x 3 kernel: one read per band, so reads count bands.
     pipeline = BandPipeline(
         reader,
         ["sharpen"],
@@ -472,8 +473,13 @@ def test_reads_filters_and_writes_overlap_with_at_most_three_bands_live(rng):
         dtype=None,
         backend="numpy",
     )
+    return state, pipeline, _CollectingWriter(image.shape, pipeline.output_dtype, [])
+
+
+def test_reads_filters_and_writes_overlap_with_at_most_three_bands_live(rng):
+    image = rng.integers(0, 256, (64, 5), dtype=np.uint8)
+    state, pipeline, writer = _instrumented_sharpen(image)
     overlapped_writes = []
-    writer = _CollectingWriter(image.shape, pipeline.output_dtype, [])
     real_write = writer.write
 
     def slow_write(start, rows):
@@ -495,23 +501,8 @@ def test_reads_filters_and_writes_overlap_with_at_most_three_bands_live(rng):
 
 def test_overlapped_memory_stays_bounded_over_many_bands(rng):
     """Without bounds a fast reader would run ahead: hold it to one band beyond the filter."""
-    import threading
-
     image = rng.integers(0, 256, (200, 3), dtype=np.uint8)
-    state = dict(lock=threading.Lock(), started=0, finished=0, most_live=0)
-    state["third_read"] = threading.Event()
-    reader = _InstrumentedReader(image, state)
-    pipeline = BandPipeline(
-        reader,
-        ["sharpen"],
-        border="reflect101",
-        value=0.0,
-        anchor=None,
-        flip=False,
-        dtype=None,
-        backend="numpy",
-    )
-    writer = _CollectingWriter(image.shape, pipeline.output_dtype, [])
+    state, pipeline, writer = _instrumented_sharpen(image)
     real_write = writer.write
 
     def slow_write(start, rows):  # a slow disk: the reader must wait, not pile up bands
