@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test mutation
+.PHONY: demo test mutation compile-check
 
 # Sets up and runs the tutorial on scikit-image's bundled astronaut photo:
 # six montages original | gpuconv | cv2.filter2D under demo_out/.
@@ -17,6 +17,12 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check gpuconv tests benchmarks
 	$(BIN)/ruff format --check gpuconv tests benchmarks
 	GPUCONV_CUDA_EMULATOR=1 $(BIN)/python -m pytest
+
+# Every CUDA compile check, including the two that repeat what `make test` covers (NVRTC's
+# PTX for sm_80, nvcc for sm_90; about 75 s): results in benchmarks/results/compile-check.log.
+compile-check: $(VENV)/.installed-test
+	GPUCONV_FULL_COMPILE_CHECK=1 $(BIN)/python -m pytest -p no:cacheprovider -rA -q \
+		tests/test_cuda_compile.py | tee benchmarks/results/compile-check.log
 
 # Mutation testing (benchmarks/mutation.py) of the planner, the registry, the border rule and
 # the reference: each mutant on a scratch copy, scored in benchmarks/results/mutation.md.
