@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import secrets
 import shutil
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -117,6 +119,40 @@ def signals_held():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait
+
+
+@functools.cache
+def _sync_file_range():
+    """libc's ``sync_file_range`` (Linux), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # here: only streamed writers pay its import
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def start_writeback(descriptor: int, offset: int, length: int) -> None:
+    """Start writing ``length`` bytes at ``offset`` of a file to the disk; do not wait.
+
+    Why: :meth:`AtomicOutput.commit` flushes the whole file (``fsync``) before the rename.
+    When a streamed 256 MiB output was still all dirty at the end, that ``fsync`` alone
+    took 0.12 s (2 cores, ext4); with the writeback started band by band it overlaps
+    the filtering, and the final ``fsync`` finds almost nothing left to write. Only a
+    hint: where there is no ``sync_file_range`` (not Linux), or it fails, nothing
+    happens, and the commit's ``fsync`` still makes the file durable.
+    """
+    function = _sync_file_range()
+    if function is not None:
+        function(descriptor, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def _fsync_path(path: Path) -> None:

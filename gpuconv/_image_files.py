@@ -46,7 +46,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import AtomicOutput, OutputError, describe_os_error, output_error
+from ._atomic import (
+    AtomicOutput,
+    OutputError,
+    describe_os_error,
+    output_error,
+    start_writeback,
+)
 from ._plan import SUPPORTED_DTYPES
 
 
@@ -300,6 +306,7 @@ class _PositionedFile(_RowIndexing):
         position, done = self.offset + start * self.row_bytes, 0
         while done < len(view):
             done += os.pwrite(self.descriptor, view[done:], position + done)
+        start_writeback(self.descriptor, position, len(view))
 
     def flush(self) -> None:
         os.fsync(self.descriptor)

@@ -38,6 +38,7 @@ far end of the image.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import resource
 import sys
@@ -212,8 +213,6 @@ def apply_file(
             row_bytes = widest * int(np.prod(reader.shape[1:]))
             rows_per_chunk = height if whole else max(1, _STREAMED_BAND_BYTES // row_bytes)
         rows_per_chunk = int(min(rows_per_chunk, height))
-        if backend == "auto" and rows_per_chunk < height:
-            pipeline.expect_bands()
         started = time.perf_counter()
         with open_writer(
             output_path,
@@ -326,23 +325,6 @@ class BandPipeline:
         #: Rows a band reads beyond its own: the sum of every kernel's halo.
         self.halo_rows = sum(plan.kernel_height - 1 for _, plan, _ in self.stages)
 
-    def expect_bands(self) -> None:
-        """Tell ``backend="auto"`` that the whole image is coming, band after band.
-
-        Its ski rental weighs one call at a time: the first bands of a big image
-        would run on the NumPy reference (each looks small) before numba loads.
-        Where the whole image would cost the reference more than loading numba,
-        numba loads at the first band instead.
-        """
-        try:
-            from ._backends.numba import backend as numba_backend
-        except ImportError:  # pragma: no cover - numba's module imports numba lazily
-            return
-        pixels = self.height * int(np.prod(self.reader.shape[1:]))
-        taps = sum(plan.kernel.size for _, plan, _ in self.stages)
-        if pixels * taps * numba_backend.REFERENCE_SECONDS_PER_TAP >= numba_backend.LOADING_SECONDS:
-            numba_backend.expect_many_calls()
-
     def run(self, writer, rows_per_chunk: int, *, progress: bool, overlap: bool = True) -> int:
         """Compute every band and hand it to ``writer.write(start, rows)``; return the band count.
 
@@ -362,11 +344,12 @@ class BandPipeline:
                 bar.update(band[1] - band[0])
 
         try:
-            if overlap:
-                overlapped(bands, lambda band: self.fetch(*band), self.compute, write)
-            else:
-                for band in bands:
-                    write(band, self.compute(self.fetch(*band)))
+            with calls_expected(len(bands)):
+                if overlap:
+                    overlapped(bands, lambda band: self.fetch(*band), self.compute, write)
+                else:
+                    for band in bands:
+                        write(band, self.compute(self.fetch(*band)))
         finally:
             if bar is not None:
                 bar.close()
@@ -391,7 +374,7 @@ class BandPipeline:
             sources = [
                 self._source_rows(plan, run[0], run[-1] + 1)[0] for run in _runs(needed[stage])
             ]
-            needed[stage - 1] = np.unique(np.concatenate(sources))
+            needed[stage - 1] = _sorted_unique(np.concatenate(sources))
         pieces = [np.asarray(self.reader.read(run[0], run[-1] + 1)) for run in _runs(needed[0])]
         return needed, pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
@@ -480,6 +463,28 @@ def _take_rows(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
     ):
         return values[indices[0] : indices[-1] + 1]
     return values[indices]
+
+
+def calls_expected(calls: int):
+    """Tell ``backend="auto"`` that ``calls`` calls like the next one are coming.
+
+    The bands of one file (or the files of a batch) are one piece of work: where
+    all of them on the stand-in (the reference, or OpenCV) would cost more than
+    loading numba, numba loads at the first call instead of after the first few
+    (:func:`gpuconv._backends.numba.backend.expecting`). Nothing where numba's
+    module does not import.
+    """
+    try:
+        from ._backends.numba import backend as numba_backend
+    except ImportError:  # pragma: no cover - numba's module imports numba lazily
+        return contextlib.nullcontext()
+    return numba_backend.expecting(calls)
+
+
+def _sorted_unique(rows: np.ndarray) -> np.ndarray:
+    """``np.unique`` of row indices, without the ``numpy.ma`` import (7 ms) it pulls in."""
+    rows = np.sort(rows)
+    return rows[np.concatenate(([True], rows[1:] != rows[:-1]))] if len(rows) else rows
 
 
 def _runs(sorted_rows: np.ndarray) -> list[np.ndarray]:

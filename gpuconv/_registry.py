@@ -19,10 +19,13 @@ numba nor cupy) and provides:
     the transfer pays). Absent means yes.
 ``accepts_library(library) -> bool`` (optional)
     Which array libraries the backend takes; absent means NumPy only.
-``worth_loading(plan) -> bool`` (optional)
+``worth_loading(plan, stand_in_seconds) -> bool`` (optional)
     Asked by ``backend="auto"`` before the probe, for a NumPy image: False while
     loading the backend in this process (importing and loading a JIT) would cost
-    more than the reference takes. Absent means yes.
+    more than the stand-in takes: the reference, or OpenCV where it gives the
+    same bits. ``stand_in_seconds()`` returns OpenCV's predicted seconds in that
+    case, else None (a call, so that a loaded JIT never pays for the question).
+    Absent means yes.
 """
 
 from __future__ import annotations
@@ -186,8 +189,22 @@ def _module_is_importable(name: str) -> bool:
     return True
 
 
-def resolve(requested: str, plan, library: str):
-    """Return ``(name, module)`` of the backend that will run ``plan``."""
+def _stand_in(plan):
+    """OpenCV where it gives the reference's exact answer for ``plan``, else None."""
+    from ._backends import opencv
+
+    return opencv if plan is not None and opencv.accepts(plan) else None
+
+
+def resolve(requested: str, plan, library: str, *, stand_ins: bool = True):
+    """Return ``(name, module)`` of the backend that will run ``plan``.
+
+    ``backend="auto"`` on a NumPy image, where it passes numba over for now (not
+    worth loading yet: its ski rental) and would run the NumPy reference instead,
+    runs OpenCV where OpenCV's answer is the reference's, bit for bit
+    (:mod:`gpuconv._backends.opencv`); the name is then ``"opencv"``. ``stand_ins=False`` leaves that out (the demo, which
+    compares against OpenCV).
+    """
     check_name(requested)
     if requested == "auto":
         requested = _default_backend.get() or os.environ.get(ENVIRONMENT_VARIABLE) or "auto"
@@ -204,11 +221,21 @@ def resolve(requested: str, plan, library: str):
                 "host and device; use backend='cuda' for CuPy arrays, or convert the image"
             )
         return requested, module
+    stand_in = None  # looked up only when needed: a loaded JIT never asks (2 us a call)
+
+    @functools.cache
+    def stand_in_seconds():
+        nonlocal stand_in
+        stand_in = _stand_in(plan) if stand_ins else None
+        return None if stand_in is None else stand_in.seconds(plan)
+
+    renting = False  # a JIT passed over for now: its stand-in runs
     for name in BACKEND_MODULES:
         if library == "numpy" and plan is not None and _module_is_importable(name):
             worth_loading = getattr(_module(name), "worth_loading", None)
-            if worth_loading is not None and not worth_loading(plan):
-                continue  # a small first call: the reference finishes before the JIT loads
+            if worth_loading is not None and not worth_loading(plan, stand_in_seconds):
+                renting = True
+                continue  # a small first call: the stand-in finishes before the JIT loads
         if not status(name).available:
             continue
         module = _module(name)
@@ -220,5 +247,9 @@ def resolve(requested: str, plan, library: str):
             pays_off = getattr(module, "pays_off_for_host_image", None)
             if pays_off is not None and not pays_off(plan):
                 continue
+        if renting and name == "numpy":
+            stand_in_seconds()
+            if stand_in is not None:
+                return stand_in.NAME, stand_in
         return name, module
     raise BackendUnavailableError(f"no available backend accepts a {library} array")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import os
 import platform
 import signal
@@ -97,6 +96,8 @@ class _Terminated(BaseException):
 
 
 def _package_version(name: str) -> str:
+    import importlib.metadata  # here, not at the top: 12 ms that only ``info`` needs
+
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -397,10 +398,6 @@ def _batch_inputs(arguments: list[str]) -> list[Path]:
 #: Files filtered at once by ``apply --out-dir``: reading and writing (which release the
 #: GIL in OpenCV and tifffile) overlap with filtering another file.
 BATCH_WORKERS = 4
-#: From this many files, ``apply --out-dir`` with ``--backend auto`` loads numba at the first
-#: file (about 0.5 s) rather than after the reference has filtered a few dozen (200 PNGs of
-#: 512 x 512 RGB: the reference's 17 ms per file for the first 28 files, then the loading).
-_BATCH_LOADS_JIT = 32
 
 
 def _apply_batch(args, names: list[str], options: dict) -> int:
@@ -411,7 +408,7 @@ def _apply_batch(args, names: list[str], options: dict) -> int:
     """
     import concurrent.futures
 
-    from ._outofcore import apply_file
+    from ._outofcore import apply_file, calls_expected
 
     inputs = _batch_inputs(args.image)
     out_dir = Path(args.out_dir)
@@ -445,13 +442,14 @@ def _apply_batch(args, names: list[str], options: dict) -> int:
     # Each file is flushed and renamed into place on its own (whole or absent);
     # the directory that holds the renames is flushed once, at the end.
     options = dict(options, sync_directory=False)
-    if len(targets) >= _BATCH_LOADS_JIT and options["backend"] == "auto":
-        with contextlib.suppress(ImportError):  # no numba: the reference runs, as always
-            from ._backends.numba import backend as numba_backend
-
-            numba_backend.expect_many_calls()
     workers = max(1, min(BATCH_WORKERS, len(targets)))
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="gpuconv") as pool:
+    # With backend "auto", numba loads at the first file if the whole batch on the stand-in
+    # (the reference, or OpenCV) would cost more than loading it (200 PNGs of 512 x 512 RGB:
+    # the reference's 17 ms per file, against OpenCV's 0.5 ms for sharpen).
+    with (
+        calls_expected(len(targets)),
+        concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="gpuconv") as pool,
+    ):
         futures = {
             pool.submit(apply_file, source, target, progress=False, **options): source
             for target, source in targets.items()
@@ -522,7 +520,7 @@ def _run_demo(args) -> int:
     _, plan, _ = make_plan(
         grey, "sharpen", border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
     )
-    chosen, _ = _registry.resolve(args.backend, plan, "numpy")
+    chosen, _ = _registry.resolve(args.backend, plan, "numpy", stand_ins=False)  # vs OpenCV
     print(f"[INFO] image {grey.shape[1]}x{grey.shape[0]} grey, backend {chosen!r}")
     worst = 0
     for name in kernels.TUTORIAL_BANK:
@@ -639,7 +637,12 @@ input, also through a hard or symbolic link.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, with_bench: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; ``with_bench=False`` lists ``bench`` without importing it.
+
+    Why: :mod:`gpuconv.bench` costs 17 ms of imports, a fifteenth of a one-image
+    ``apply`` in a fresh process, and only ``bench`` needs its arguments.
+    """
     parser = _Parser(
         prog="gpuconv",
         description="Fast 2-D image convolution.",
@@ -741,18 +744,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_debug(demo, argparse.SUPPRESS)
     demo.set_defaults(run=_run_demo)
 
+    bench_help = "time backends against cv2, scipy (and GPU peers)"
+    if not with_bench:
+        commands.add_parser("bench", help=bench_help, add_help=False)
+        return parser
     try:
         from . import bench
     except ImportError:
         bench = None
     if bench is not None:
-        bench_parser = commands.add_parser(
-            "bench", help="time backends against cv2, scipy (and GPU peers)"
-        )
+        bench_parser = commands.add_parser("bench", help=bench_help)
         bench.add_arguments(bench_parser)
         _add_debug(bench_parser, argparse.SUPPRESS)
         bench_parser.set_defaults(run=bench.run)
     return parser
+
+
+#: Commands whose arguments do not need :mod:`gpuconv.bench` imported.
+_LIGHT_COMMANDS = frozenset({"info", "apply", "demo"})
 
 
 # --- failures ------------------------------------------------------------------------------
@@ -831,7 +840,9 @@ def _signals_raise():
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gpuconv`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    light = bool(argv) and argv[0] in _LIGHT_COMMANDS
+    args = build_parser(with_bench=not light).parse_args(argv)
     try:
         with _signals_raise():
             return args.run(args)

@@ -173,43 +173,28 @@ def test_the_report_reaches_stderr_after_threads_decoded_at_once(tmp_path):
     assert "wrote 8 of 9 files" in done.stdout
 
 
-def test_a_big_batch_loads_the_jit_at_its_first_file_not_after_dozens(tmp_path, monkeypatch):
-    """In a fresh process numba's loading waits for the reference to have cost as much;
-    a batch of 32 files or more asks for numba at its first file instead."""
-    import subprocess
-    import sys
+def test_a_batch_announces_its_files_to_the_ski_rental(tmp_path, monkeypatch):
+    """The files of a batch are one piece of work: ``auto`` is told how many are coming,
+    so that numba loads at the first file where the whole batch pays for it."""
+    import contextlib
 
     pytest.importorskip("numba", reason="numba is not installed: nothing to load")
-    script = """
-import sys, numpy as np
-from gpuconv._backends.numba import backend
-from gpuconv._plan import make_plan
-_, plan, _ = make_plan(np.zeros((64, 64), np.uint8), "sharpen", border="reflect101",
-                       value=0.0, anchor=None, flip=False, dtype=None)
-before = backend.worth_loading(plan)
-backend.expect_many_calls()
-print(before, backend.worth_loading(plan))
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "True"]
-
-    from gpuconv import cli
-
-    called = []
     from gpuconv._backends.numba import backend
 
-    monkeypatch.setattr(backend, "expect_many_calls", lambda: called.append(True))
-    monkeypatch.setattr(cli, "_BATCH_LOADS_JIT", 3)
+    announced = []
+
+    @contextlib.contextmanager
+    def expecting(calls):
+        announced.append(calls)
+        yield
+
+    monkeypatch.setattr(backend, "expecting", expecting)
     inputs = _write_photos(tmp_path, 3)
     assert (
         main(["apply", *map(str, inputs), "-k", "sharpen", "--out-dir", str(tmp_path / "a")]) == 0
     )
-    assert called == [True]
-    args = ["apply", *map(str, inputs[:2]), "-k", "sharpen", "--out-dir", str(tmp_path / "b")]
-    assert main(args) == 0 and called == [True]  # 2 files: the ski rental decides
-    args = ["apply", *map(str, inputs), "-k", "sharpen", "--out-dir", str(tmp_path / "c")]
-    assert main([*args, "--backend", "numpy"]) == 0 and called == [True]  # asked for numpy
+    assert announced[0] == 3  # the batch first, then one band per file
+    assert sorted(announced[1:]) == [1, 1, 1]
 
 
 @pytest.mark.parametrize("backend, code", [("numba", 0), ("numpy", 0), ("numba", 1)])

@@ -358,23 +358,82 @@ def test_a_fresh_process_runs_a_small_first_call_without_loading_numba():
     assert result.stdout.split() == ["False", "True"]
 
 
-def test_auto_loads_numba_once_the_reference_has_cost_as_much_as_loading(monkeypatch):
-    from gpuconv import _registry
+def _fresh_rental(monkeypatch, kernel, loading_in_calls: float):
+    """A process that has not loaded numba's loops, and the plan of a 400 x 500 uint8 image.
+
+    Loading numba is made to cost ``loading_in_calls`` times one call on the stand-in.
+    Returns ``(plan, rent)``: the plan and the stand-in's predicted seconds per call.
+    """
+    from gpuconv._backends import opencv
     from gpuconv._backends.numba import backend, kernels
     from gpuconv._plan import make_plan
 
     monkeypatch.setattr(kernels, "_COMPILED", {})  # as in a process that has not loaded them
-    monkeypatch.setattr(backend, "_reference_seconds", 0.0)
+    monkeypatch.setattr(backend, "_rent_seconds", 0.0)
+    monkeypatch.setattr(backend, "_expected_calls", [])
     monkeypatch.delenv("GPUCONV_BACKEND", raising=False)
     image = np.zeros((400, 500), np.uint8)
     _, plan, _ = make_plan(
-        image, np.ones((5, 5)), border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+        image, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
     )
-    estimate = 400 * 500 * 25 * backend.REFERENCE_SECONDS_PER_TAP
-    monkeypatch.setattr(backend, "LOADING_SECONDS", 2.5 * estimate)
+    if opencv.accepts(plan):
+        rent = opencv.seconds(plan)
+    else:
+        rent = 400 * 500 * plan.kernel.size * backend.REFERENCE_SECONDS_PER_TAP
+    monkeypatch.setattr(backend, "LOADING_SECONDS", loading_in_calls * rent)
+    return plan, rent
+
+
+def test_auto_loads_numba_once_the_reference_has_cost_as_much_as_loading(monkeypatch):
+    from gpuconv import _registry
+    from gpuconv._backends.numba import backend
+
+    plan, rent = _fresh_rental(monkeypatch, np.full((5, 5), 0.3), loading_in_calls=2.5)
     chosen = [_registry.resolve("auto", plan, "numpy")[0] for _ in range(3)]
     assert chosen == ["numpy", "numpy", "numba"]  # 1x, 2x, then 3x the estimate >= 2.5x
-    assert backend._reference_seconds == pytest.approx(2 * estimate)
+    assert backend._rent_seconds == pytest.approx(2 * rent)
+
+
+def test_auto_rents_opencv_where_it_gives_the_references_bits(monkeypatch):
+    """An integer kernel on uint8: OpenCV stands in for the reference, and its (much
+    smaller) predicted time is the rent that decides when numba loads."""
+    from gpuconv import _registry
+    from gpuconv._backends import opencv
+    from gpuconv._backends.numba import backend
+
+    plan, rent = _fresh_rental(monkeypatch, "sharpen", loading_in_calls=2.5)
+    assert opencv.accepts(plan)
+    assert rent < 400 * 500 * 9 * backend.REFERENCE_SECONDS_PER_TAP / 10
+    chosen = [_registry.resolve("auto", plan, "numpy")[0] for _ in range(3)]
+    assert chosen == ["opencv", "opencv", "numba"]
+    assert backend._rent_seconds == pytest.approx(2 * rent)
+    assert _registry.resolve("numpy", plan, "numpy")[0] == "numpy"  # asked for: the reference
+    demo = _registry.resolve("auto", plan, "numpy", stand_ins=False)[0]
+    assert demo == "numba"  # numba counts as loaded from here on in this test's rental
+
+
+@pytest.mark.parametrize(
+    "announced, loading_in_calls, expected",
+    [
+        (10, 9.5, [True]),  # all ten calls on the stand-in would pass the cost: load now
+        (10, 10.5, [False] * 10 + [True]),  # they would not: the 11th call passes the cost
+        (1, 2.5, [False, False, True]),  # one call announced: the plain ski rental
+    ],
+)
+def test_announced_calls_load_numba_at_the_first_when_they_pay_for_it(
+    monkeypatch, announced, loading_in_calls, expected
+):
+    from gpuconv._backends.numba import backend
+
+    plan, _ = _fresh_rental(monkeypatch, np.full((5, 5), 0.3), loading_in_calls)
+    answers = []
+    with backend.expecting(announced):
+        for _ in range(len(expected)):
+            answers.append(backend.worth_loading(plan))
+            if answers[-1]:
+                break
+    assert answers == expected
+    assert backend._expected_calls == []  # the announcement ends with its block
 
 
 @pytest.mark.parametrize(

@@ -649,27 +649,33 @@ def test_overlapped_runs_in_order_and_raises_the_first_failure():
     assert written == [0, 1]  # the bands before the failure were written, none after
 
 
-def test_a_big_image_loads_the_jit_at_its_first_band(tmp_path, monkeypatch):
-    """The bands of one big image are one piece of work: ``auto`` is told so up front."""
+def test_the_bands_of_one_file_are_announced_to_the_ski_rental(tmp_path, monkeypatch):
+    """The bands of one image are one piece of work: ``auto`` is told how many are coming."""
     pytest.importorskip("numba", reason="numba is not installed: nothing to load")
+    import contextlib
+
     from gpuconv._backends.numba import backend as numba_backend
 
-    called = []
-    monkeypatch.setattr(numba_backend, "expect_many_calls", lambda: called.append(True))
-    image = np.zeros((64, 48), np.uint8)
-    source = _write(tmp_path / "in", image, "npy")
-    # Pretend the reference is slow: 64 x 48 x 9 taps then cost more than loading numba.
-    monkeypatch.setattr(numba_backend, "REFERENCE_SECONDS_PER_TAP", 1.0)
-    apply_file(source, tmp_path / "a.npy", ["sharpen"], rows_per_chunk=8, progress=False)
-    assert called == [True]
-    apply_file(source, tmp_path / "b.npy", ["sharpen"], progress=False)  # one band: one call
-    apply_file(
-        source, tmp_path / "c.npy", ["sharpen"], rows_per_chunk=8, backend="numpy", progress=False
+    announced, seen = [], []
+
+    @contextlib.contextmanager
+    def expecting(calls):
+        announced.append(calls)
+        yield
+
+    monkeypatch.setattr(numba_backend, "expecting", expecting)
+    real_worth_loading = numba_backend.worth_loading
+    monkeypatch.setattr(
+        numba_backend,
+        "worth_loading",
+        lambda plan, *rest: seen.append(announced[-1:]) or real_worth_loading(plan, *rest),
     )
-    assert called == [True]
-    monkeypatch.setattr(numba_backend, "REFERENCE_SECONDS_PER_TAP", 1e-12)  # cheap: no hint
-    apply_file(source, tmp_path / "d.npy", ["sharpen"], rows_per_chunk=8, progress=False)
-    assert called == [True]
+    source = _write(tmp_path / "in", np.zeros((64, 48), np.uint8), "npy")
+    apply_file(source, tmp_path / "a.npy", ["sharpen"], rows_per_chunk=8, progress=False)
+    assert announced == [8]  # 64 rows in bands of 8, announced before the first band
+    assert seen and all(entry == [8] for entry in seen)
+    apply_file(source, tmp_path / "b.npy", ["sharpen"], progress=False)  # one band
+    assert announced == [8, 1]
 
 
 def test_overlap_false_reads_one_band_after_another_in_the_calling_thread(

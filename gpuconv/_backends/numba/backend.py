@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import functools
 import os
 import site
 import sys
@@ -116,42 +117,71 @@ def _load_tbb() -> str | None:
 LOADING_SECONDS = 0.5
 #: Seconds per multiply-add of the NumPy reference (0.9-4.5 ns measured on 2 cores).
 REFERENCE_SECONDS_PER_TAP = 2.5e-9
-_reference_seconds = 0.0  # spent on the reference instead of loading numba, this process
-_reference_lock = threading.Lock()
+_rent_seconds = 0.0  # spent on stand-ins (the reference, OpenCV) instead of loading numba
+_expected_calls: list[list[int]] = []  # [calls still to come] per expecting() in force
+_rent_lock = threading.Lock()
 
 
-def worth_loading(plan: ConvolutionPlan) -> bool:
-    """Whether ``backend="auto"`` should load numba for ``plan`` now, or run the reference.
+@functools.cache
+def _installed() -> bool:
+    """Whether numba is installed, without importing it (0.3 s)."""
+    import importlib.util
 
-    Once numba's loops are loaded, always. Before, a ski rental: the reference runs
-    while the time it has taken, this call's included, stays under the cost of loading
-    numba (:data:`LOADING_SECONDS`); the call that would pass it loads numba. So a
-    process that filters one small image never pays for the JIT, and one that filters
-    many pays at most about twice the better of the two choices.
+    return importlib.util.find_spec("numba") is not None
+
+
+def worth_loading(plan: ConvolutionPlan, stand_in_seconds=None) -> bool:
+    """Whether ``backend="auto"`` should load numba for ``plan`` now, or run a stand-in.
+
+    The stand-in is the NumPy reference, or OpenCV where it gives the same bits
+    (:mod:`gpuconv._backends.opencv`): ``stand_in_seconds()`` then returns
+    OpenCV's predicted seconds, else None (or it is None).
+
+    Once numba's loops are loaded, always. Before, a ski rental: the stand-in runs
+    while the time it has taken, this call's included, stays under the cost of
+    loading numba (:data:`LOADING_SECONDS`); the call that would pass it loads numba. So a process that filters one small image never pays
+    for the JIT, and one that filters many pays at most about twice the better of
+    the two choices. Where the caller announced more calls like this one
+    (:func:`expecting`: the bands of a file, a batch of files), they count too, so
+    numba loads at the first call when all of them together would pass the cost.
     """
-    global _reference_seconds
+    global _rent_seconds
     compiled = getattr(sys.modules.get(f"{__package__}.kernels"), "_COMPILED", None)
-    if compiled:
-        return True
-    height, width, channels = plan.shape
-    estimate = height * width * channels * plan.kernel.size * REFERENCE_SECONDS_PER_TAP
-    with _reference_lock:
-        if _reference_seconds + estimate >= LOADING_SECONDS:
+    if compiled or not _installed():
+        return True  # loaded; or nothing to load, and the probe says why
+    rent = None if stand_in_seconds is None else stand_in_seconds()
+    if rent is None:
+        height, width, channels = plan.shape
+        pixels = plan.frames * height * width * channels
+        rent = pixels * plan.kernel.size * REFERENCE_SECONDS_PER_TAP
+    with _rent_lock:
+        coming = max((remaining[0] for remaining in _expected_calls), default=1)
+        if _rent_seconds + rent * coming >= LOADING_SECONDS:
             return True
-        _reference_seconds += estimate
+        _rent_seconds += rent
+        for remaining in _expected_calls:  # this call was one of them
+            remaining[0] = max(1, remaining[0] - 1)
         return False
 
 
-def expect_many_calls() -> None:
-    """A caller about to filter many images (``gpuconv apply --out-dir``): load numba at once.
+@contextlib.contextmanager
+def expecting(calls: int):
+    """Tell :func:`worth_loading` that about ``calls`` calls like the next one are coming.
 
-    The ski rental of :func:`worth_loading` weighs an unknown future one call at a
-    time; a batch of files knows it will outgrow the loading cost, so its first call
-    loads numba instead of running the reference for the first few dozen files.
+    Why: the ski rental weighs an unknown future one call at a time, so the first
+    bands of a big file, or the first few dozen files of a batch, would run on the
+    stand-in before numba loads, even where the whole job clearly pays for it. Each
+    call on the stand-in counts one off. Nests and is shared by threads: the largest
+    announcement in force counts.
     """
-    global _reference_seconds
-    with _reference_lock:
-        _reference_seconds = max(_reference_seconds, LOADING_SECONDS)
+    remaining = [max(1, int(calls))]
+    with _rent_lock:
+        _expected_calls.append(remaining)
+    try:
+        yield
+    finally:
+        with _rent_lock:
+            _expected_calls.remove(remaining)
 
 
 def describe() -> str:
