@@ -189,11 +189,24 @@ def _module_is_importable(name: str) -> bool:
     return True
 
 
-def _stand_in(plan):
-    """OpenCV where it gives the reference's exact answer for ``plan``, else None."""
-    from ._backends import opencv
+class _StandIn:
+    """OpenCV where it gives the reference's exact answer for ``plan``: ``module``, else None.
 
-    return opencv if plan is not None and opencv.accepts(plan) else None
+    Looked up on the first question only: a loaded JIT never asks (2 us a call).
+    """
+
+    def __init__(self, plan):
+        self.plan = plan
+
+    @functools.cached_property
+    def module(self):
+        from ._backends import opencv
+
+        return opencv if self.plan is not None and opencv.accepts(self.plan) else None
+
+    def seconds(self) -> float | None:
+        """OpenCV's predicted seconds for the plan, or None where it does not stand in."""
+        return None if self.module is None else self.module.seconds(self.plan)
 
 
 def resolve(requested: str, plan, library: str, *, stand_ins: bool = True):
@@ -202,8 +215,8 @@ def resolve(requested: str, plan, library: str, *, stand_ins: bool = True):
     ``backend="auto"`` on a NumPy image, where it passes numba over for now (not
     worth loading yet: its ski rental) and would run the NumPy reference instead,
     runs OpenCV where OpenCV's answer is the reference's, bit for bit
-    (:mod:`gpuconv._backends.opencv`); the name is then ``"opencv"``. ``stand_ins=False`` leaves that out (the demo, which
-    compares against OpenCV).
+    (:mod:`gpuconv._backends.opencv`); the name is then ``"opencv"``.
+    ``stand_ins=False`` leaves that out (the demo, which compares against OpenCV).
     """
     check_name(requested)
     if requested == "auto":
@@ -221,14 +234,8 @@ def resolve(requested: str, plan, library: str, *, stand_ins: bool = True):
                 "host and device; use backend='cuda' for CuPy arrays, or convert the image"
             )
         return requested, module
-    stand_in = None  # looked up only when needed: a loaded JIT never asks (2 us a call)
-
-    @functools.cache
-    def stand_in_seconds():
-        nonlocal stand_in
-        stand_in = _stand_in(plan) if stand_ins else None
-        return None if stand_in is None else stand_in.seconds(plan)
-
+    stand_in = _StandIn(plan) if stand_ins else None
+    stand_in_seconds = None if stand_in is None else stand_in.seconds
     renting = False  # a JIT passed over for now: its stand-in runs
     for name in BACKEND_MODULES:
         if library == "numpy" and plan is not None and _module_is_importable(name):
@@ -247,9 +254,7 @@ def resolve(requested: str, plan, library: str, *, stand_ins: bool = True):
             pays_off = getattr(module, "pays_off_for_host_image", None)
             if pays_off is not None and not pays_off(plan):
                 continue
-        if renting and name == "numpy":
-            stand_in_seconds()
-            if stand_in is not None:
-                return stand_in.NAME, stand_in
+        if renting and name == "numpy" and stand_in is not None and stand_in.module is not None:
+            return stand_in.module.NAME, stand_in.module
         return name, module
     raise BackendUnavailableError(f"no available backend accepts a {library} array")

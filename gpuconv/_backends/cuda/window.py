@@ -50,8 +50,6 @@ _BOX_WINDOW_WORDS = 80
 #: ran best with fewer, longer strips (32 rows), 32-bit ones with 16-row strips.
 _TARGET_THREADS = {1: 2**18, 2: 2**18, 4: 2**20, 8: 2**20}
 _MAX_GRID_X = 2**31 - 1
-#: The last template argument of the instantiations that take a whole stack (STACK).
-_STACK_SUFFIX = ", true"
 _INT32_LIMIT = 2**31 - 1
 
 
@@ -98,7 +96,7 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
                     f"{'true' if separable else 'false'}>"
                 )
                 if same_dtype:
-                    expressions.append(expressions[-1][:-1] + _STACK_SUFFIX + ">")
+                    expressions.append(stack_twin(expressions[-1]))
         if np.dtype(input_dtype).kind in "ui" and (
             np.dtype(accumulator).kind == "f" or np.dtype(accumulator) == np.dtype(np.int32)
         ):
@@ -107,15 +105,26 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
                 if vector is not None:
                     expressions.append(f"gpuconv_box<{types}, {width}, {channels}, {vector}>")
                     if same_dtype:
-                        expressions.append(expressions[-1][:-1] + _STACK_SUFFIX + ">")
+                        expressions.append(stack_twin(expressions[-1]))
     return expressions
+
+
+#: Template arguments of the single-image window and box instantiations; the STACK twin
+#: appends one more, ``true`` (``kernels_cuda/convolve_window.cu``).
+_SINGLE_IMAGE_ARGUMENTS = {"gpuconv_window": 8, "gpuconv_box": 6}
+
+
+def stack_twin(expression: str) -> str:
+    """The STACK instantiation of a single-image window or box name expression."""
+    assert not is_stack_expression(expression), expression
+    return expression[:-1] + ", true>"
 
 
 def is_stack_expression(expression: str) -> bool:
     """Whether a window or box name expression is a STACK instantiation (its last argument)."""
     template, arguments = expression.split("<", 1)
-    count = len(arguments.split(","))
-    return {"gpuconv_window": 9, "gpuconv_box": 7}.get(template) == count
+    single = _SINGLE_IMAGE_ARGUMENTS.get(template)
+    return single is not None and len(arguments.split(",")) == single + 1
 
 
 def rows_per_strip(
@@ -163,7 +172,6 @@ def window_launch(
         if plan.frames <= limits.max_grid_z and plan.input_dtype == plan.output_dtype
         else 1
     )
-    stack = _STACK_SUFFIX if frames > 1 else ""
     integer_value = plan.border_value == round(plan.border_value)
     box = (
         plan.input_dtype.kind in "ui"
@@ -179,7 +187,7 @@ def window_launch(
         box = vector is not None
     if box:
         template = "gpuconv_box"
-        expression = f"gpuconv_box<{types}, {kernel_width}, {channels}, {vector}{stack}>"
+        expression = f"gpuconv_box<{types}, {kernel_width}, {channels}, {vector}>"
         weights = np.array([plan.kernel.flat[0]])
     else:
         square = kernel_height == kernel_width
@@ -206,8 +214,10 @@ def window_launch(
         template = "gpuconv_window"
         expression = (
             f"gpuconv_window<{types}, {kernel_height}, {kernel_width}, {channels}, {vector}, "
-            f"{'true' if separable else 'false'}{stack}>"
+            f"{'true' if separable else 'false'}>"
         )
+    if frames > 1:
+        expression = stack_twin(expression)
     row_elements = width * channels
     chunks = _ceil_div(row_elements, vector)
     rows = rows_per_strip(height, chunks, kernel_height, box, plan.input_dtype.itemsize)
