@@ -227,6 +227,8 @@ class Execution:
         ``"lowrank"``, ``"runs"`` or ``"fft"`` (``"direct"`` for the fused 3 x 3 loop).
     choice : PathChoice or None
         The cost model's decision and estimates (None for 3 x 3 kernels).
+    plan : ConvolutionPlan
+        The plan this execution runs (the arguments of :attr:`compiled_loop` come from it).
     """
 
     strategy: Strategy
@@ -244,6 +246,7 @@ class Execution:
     accumulator_dtype: np.dtype
     path_name: str = "direct"
     choice: _costmodel.PathChoice | None = None
+    plan: ConvolutionPlan | None = None
 
     @property
     def accumulator(self) -> np.dtype:
@@ -253,14 +256,15 @@ class Execution:
     def uses_fft(self) -> bool:
         return self.path_name == "fft"
 
-    def compiled_loop(self, plan: ConvolutionPlan) -> tuple:
+    @functools.cached_property  # works on a frozen dataclass: it writes the instance's dict
+    def compiled_loop(self) -> tuple:
         """``(function, arguments)``: :func:`kernels.convolve_bands` compiled for the plan's
-        types, and every argument after the image and output. Built once per execution
-        (cached on it): a repeated small call would pay microseconds for each NumPy scalar."""
-        cached = self.__dict__.get("_compiled_loop")
-        if cached is not None:
-            return cached
+        types, and every argument after the image and output. Built once per execution, on
+        first use (compiling loads numba): a repeated small call would pay microseconds for
+        each NumPy scalar."""
         from . import kernels
+
+        plan = self.plan
 
         accumulator = self.accumulator
         scalar = accumulator.type
@@ -289,9 +293,7 @@ class Execution:
             highest,
         )
         function = kernels.compiled(plan.input_dtype, accumulator, plan.output_dtype)
-        cached = (function, arguments)
-        self.__dict__["_compiled_loop"] = cached  # frozen: set behind the dataclass's back
-        return cached
+        return function, arguments
 
     def scratch_bytes(self, plan: ConvolutionPlan) -> int:
         """Bytes of working memory the call allocates besides the output."""
@@ -456,6 +458,7 @@ def execution_for(plan: ConvolutionPlan, workers: int, force: str | None = None)
         accumulator_dtype=np.dtype(accumulator),
         path_name=path_name,
         choice=choice,
+        plan=plan,
     )
 
 
@@ -630,7 +633,7 @@ def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, execution
                 output[frame] = frame_result
             return
     height, width, channels = plan.shape
-    function, arguments = run.compiled_loop(plan)
+    function, arguments = run.compiled_loop
     # Thread settings are thread-local and cost microseconds each: changed only when needed
     # (a small call runs on the calling thread, where the chunk size does not matter).
     parallel = run.workers > 1
