@@ -399,7 +399,12 @@ def execution_for(plan: ConvolutionPlan, workers: int, force: str | None = None)
             and plan.input_dtype.kind == "f"
             and plan.output_dtype.kind == "f"
         ):
-            path = kernels.PATH_FUSED_SPARSE_FINITE  # its <= 6 taps on rows free of NaN, inf
+            # Their <= 6 taps on rows free of NaN and inf: five for zero corners, else six.
+            path = (
+                kernels.PATH_FUSED_SPARSE_FINITE
+                if corners.any()
+                else kernels.PATH_FUSED_PLUS_FINITE
+            )
         column_taps = row_taps = (*empty, np.zeros(1, np.int64))
         indices = np.arange(9)
         taps = (indices // 3, indices % 3, plan.kernel.ravel().astype(accumulator))

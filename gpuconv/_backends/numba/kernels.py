@@ -63,11 +63,13 @@ PATH_FUSED_PLUS = 3  # a 3 x 3 kernel with zero corners on an integer image: fiv
 PATH_FUSED_3X3_INT16 = 4
 PATH_FUSED_PLUS_INT16 = 5
 PATH_RUNS = 6  # the direct path over each line's prefix sums: two taps per run of equal taps
-# A float image to a float output, a 3 x 3 kernel with three zero taps or more (sharpen,
-# laplacian, Sobel): its (at most six) non-zero taps where the three lines are finite
-# (0 * x adds nothing there), all nine where one holds NaN or inf (0 * inf is NaN, which
-# the contract has propagate).
+# A float image to a float output, a 3 x 3 kernel with three zero taps or more (Sobel):
+# its (at most six) non-zero taps where the three lines are finite (0 * x adds nothing
+# there), all nine where one holds NaN or inf (0 * inf is NaN, which the contract has
+# propagate).
 PATH_FUSED_SPARSE_FINITE = 7
+# The same for zero corners (sharpen, laplacian): the five-tap loop on finite lines.
+PATH_FUSED_PLUS_FINITE = 8
 
 # "contract" lets LLVM fuse multiply-adds (one rounding instead of two); no
 # other fast-math flag, so NaN and inf behave as IEEE says.
@@ -503,14 +505,6 @@ def convolve_bands(
     sparse_rows = np.empty(6, np.int64)
     sparse_columns = np.empty(6, np.int64)
     sparse_weights = np.empty(6, tap_weights.dtype)
-    # Zero corners (sharpen, laplacian): the five-tap loop, else the six-tap one.
-    plus = (
-        tap_weights.shape[0] == 9
-        and tap_weights[0] == 0
-        and tap_weights[2] == 0
-        and tap_weights[6] == 0
-        and tap_weights[8] == 0
-    )
     if path == PATH_FUSED_SPARSE_FINITE:
         _sparse_taps(tap_weights, sparse_rows, sparse_columns, sparse_weights)
     for job in prange(frames * band_count):
@@ -558,12 +552,12 @@ def convolve_bands(
                 continue
             first = y - top
             sparse_row = (
-                path == PATH_FUSED_SPARSE_FINITE
+                (path == PATH_FUSED_SPARSE_FINITE or path == PATH_FUSED_PLUS_FINITE)
                 and finite[first]
                 and finite[first + 1]
                 and finite[first + 2]
             )
-            if sparse_row and not plus:
+            if sparse_row and path == PATH_FUSED_SPARSE_FINITE:
                 _fused6_row(
                     lines,
                     first,
@@ -586,7 +580,11 @@ def convolve_bands(
                     highest,
                 )
                 continue
-            if path == PATH_FUSED_3X3 or path == PATH_FUSED_SPARSE_FINITE:
+            if (
+                path == PATH_FUSED_3X3
+                or path == PATH_FUSED_SPARSE_FINITE
+                or path == PATH_FUSED_PLUS_FINITE
+            ):
                 _fused3x3_row(
                     lines,
                     y - top,
