@@ -412,6 +412,17 @@ def test_auto_rents_opencv_where_it_gives_the_references_bits(monkeypatch):
     assert demo == "numba"  # numba counts as loaded from here on in this test's rental
 
 
+def test_without_numba_installed_the_rental_defers_to_the_probe(monkeypatch):
+    """No numba to load: ``worth_loading`` says yes, so that the probe (not a stand-in)
+    decides, and ``auto`` runs the reference as the contract's order says."""
+    from gpuconv._backends.numba import backend
+
+    plan, _ = _fresh_rental(monkeypatch, "sharpen", loading_in_calls=1e6)
+    assert not backend.worth_loading(plan)  # installed here, not loaded: a stand-in runs
+    monkeypatch.setattr(backend, "_installed", lambda: False)
+    assert backend.worth_loading(plan)
+
+
 @pytest.mark.parametrize(
     "announced, loading_in_calls, expected",
     [

@@ -201,6 +201,59 @@ AVAILABLE = {"available": True}
 GPU = {"available": True, "cupy": True, "pays": True}
 
 
+def _renting_numba(modules, worth_loading: bool) -> list:
+    """Give the fake numba a ski rental that answers ``worth_loading``; returns what it saw:
+    the stand-in's predicted seconds at each question (None: the reference stands in)."""
+    seen = []
+
+    def rental(plan, stand_in_seconds=None):
+        seen.append(None if stand_in_seconds is None else stand_in_seconds())
+        return worth_loading
+
+    modules["numba"].worth_loading = rental
+    return seen
+
+
+@pytest.mark.parametrize(
+    "kernel, stand_ins, expected",
+    [
+        ("sharpen", True, "opencv"),  # integer kernel, uint8: OpenCV gives the same bits
+        ("gaussian5", True, "numpy"),  # float kernel: only the reference is exact
+        ("sharpen", False, "numpy"),  # the demo, which compares against OpenCV, asks for none
+    ],
+)
+def test_a_jit_not_worth_loading_yet_leaves_the_call_to_a_stand_in(
+    monkeypatch, kernel, stand_ins, expected
+):
+    from gpuconv._backends import opencv
+
+    modules = _fake_registry(monkeypatch, numba=AVAILABLE, numpy=AVAILABLE)
+    seen = _renting_numba(modules, worth_loading=False)
+    plan = make_plan(
+        IMAGE, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+    )[1]
+    name, module = _registry.resolve("auto", plan, "numpy", stand_ins=stand_ins)
+    assert name == expected
+    assert module is (opencv if expected == "opencv" else modules["numpy"])
+    # The rental is charged what the stand-in will cost: OpenCV's prediction, or the
+    # reference's (None: numba's own estimate).
+    assert seen == [opencv.seconds(plan) if expected == "opencv" else None]
+    assert _registry.resolve("numpy", plan, "numpy") == ("numpy", modules["numpy"])
+
+
+def test_a_jit_worth_loading_runs_where_opencv_could_stand_in(monkeypatch):
+    modules = _fake_registry(monkeypatch, numba=AVAILABLE, numpy=AVAILABLE)
+    _renting_numba(modules, worth_loading=True)
+    assert _registry.resolve("auto", _plan(), "numpy") == ("numba", modules["numba"])
+
+
+def test_without_numba_auto_runs_the_reference_never_the_stand_in(monkeypatch):
+    """The contract's order: numba, else numpy; OpenCV only ever stands in while a
+    numba that is there is not worth loading yet."""
+    modules = _fake_registry(monkeypatch, numpy=AVAILABLE)
+    assert _registry.resolve("auto", _plan(), "numpy") == ("numpy", modules["numpy"])
+
+
 @pytest.mark.parametrize(
     "backends, expected",
     [
