@@ -142,15 +142,18 @@ def test_a_box_division_that_opencv_got_wrong_is_left_to_the_reference(monkeypat
             return blurred
 
     opencv._blur_divides_exactly.cache_clear()
+    opencv._ROUTES.clear()  # the decision is cached per plan, and plans are cached
     monkeypatch.setattr(opencv, "_cv2", lambda: OffByOne())
     try:
         _, plan, _, _ = _plan(np.zeros((20, 20), np.uint8), np.full((3, 3), 1 / 9))
         assert not opencv.accepts(plan)
         monkeypatch.setattr(opencv, "_cv2", lambda: real)
         opencv._blur_divides_exactly.cache_clear()
+        opencv._ROUTES.clear()
         assert opencv.accepts(plan)
     finally:
         opencv._blur_divides_exactly.cache_clear()
+        opencv._ROUTES.clear()
 
 
 def test_predicted_seconds_grow_with_pixels_and_taps():

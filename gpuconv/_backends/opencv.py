@@ -32,7 +32,9 @@ checks it against the reference on every kernel shape, border and anchor it take
 
 from __future__ import annotations
 
+import collections
 import functools
+import threading
 
 import numpy as np
 
@@ -99,10 +101,10 @@ def _is_exact_integer(plan: ConvolutionPlan) -> bool:
     )
 
 
-def accepts(plan: ConvolutionPlan) -> bool:
-    """Whether OpenCV gives exactly the reference's answer for ``plan`` (see the module)."""
+def _decide(plan: ConvolutionPlan):
+    """``"box"``, a float32 kernel for ``cv2.filter2D``, or None where OpenCV is not exact."""
     height, width, channels = plan.shape
-    return (
+    if not (
         plan.input_dtype == np.uint8
         and plan.output_dtype == np.uint8
         and 1 <= channels <= 4
@@ -110,16 +112,45 @@ def accepts(plan: ConvolutionPlan) -> bool:
         and width >= plan.kernel_width
         and plan.border in _BORDERS
         and (plan.border != Border.CONSTANT or plan.border_value == 0.0)
-        and (_is_exact_integer(plan) or _is_box(plan))
         and _cv2() is not None
-    )
+    ):
+        return None
+    if _is_exact_integer(plan):
+        return plan.kernel.astype(np.float32)  # integers below 2**24: exact
+    return "box" if _is_box(plan) else None
+
+
+_ROUTES: collections.OrderedDict = collections.OrderedDict()
+_ROUTES_LOCK = threading.Lock()
+_ROUTE_CACHE_SIZE = 64
+
+
+def _route(plan: ConvolutionPlan):
+    """:func:`_decide`, once per plan object (plans are cached; a repeated call is then
+    a dictionary look-up instead of 5-10 us of checks on the kernel)."""
+    key = id(plan)
+    with _ROUTES_LOCK:
+        entry = _ROUTES.get(key)
+        if entry is not None and entry[0] is plan:  # the entry holds its plan: ids stay unique
+            return entry[1]
+    route = _decide(plan)
+    with _ROUTES_LOCK:
+        _ROUTES[key] = (plan, route)
+        while len(_ROUTES) > _ROUTE_CACHE_SIZE:
+            _ROUTES.popitem(last=False)
+    return route
+
+
+def accepts(plan: ConvolutionPlan) -> bool:
+    """Whether OpenCV gives exactly the reference's answer for ``plan`` (see the module)."""
+    return _route(plan) is not None
 
 
 def seconds(plan: ConvolutionPlan) -> float:
     """Predicted seconds for ``plan`` on 2 cores (the rent in numba's ski rental)."""
     height, width, channels = plan.shape
     pixels = plan.frames * height * width * channels
-    if _is_box(plan):
+    if isinstance(_route(plan), str):
         return pixels * BOX_SECONDS_PER_PIXEL
     return pixels * (SECONDS_PER_PIXEL + SECONDS_PER_TAP * plan.kernel.size)
 
@@ -127,9 +158,10 @@ def seconds(plan: ConvolutionPlan) -> float:
 def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) -> np.ndarray:
     """Run ``plan`` (which :func:`accepts`) on an ``(H, W, C)`` image or ``(N, H, W, C)`` stack."""
     cv2 = _cv2()
+    route = _route(plan)
     stack = image if image.ndim == 4 else image[None]
     if output is None and len(stack) == 1:  # one image: OpenCV's own array, no copy
-        return _filter_frame(cv2, stack[0], plan).reshape(image.shape)
+        return _filter_frame(cv2, stack[0], plan, route).reshape(image.shape)
     if output is None:
         output = np.empty(stack.shape, np.uint8)
         result = output if image.ndim == 4 else output[0]
@@ -137,18 +169,18 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) 
         result = output  # any strides, the image's shape
     output_stack = output if output.ndim == 4 else output[None]
     for frame, source in enumerate(stack):
-        output_stack[frame] = _filter_frame(cv2, source, plan).reshape(output_stack.shape[1:])
+        filtered = _filter_frame(cv2, source, plan, route)
+        output_stack[frame] = filtered.reshape(output_stack.shape[1:])
     return result
 
 
-def _filter_frame(cv2, source: np.ndarray, plan: ConvolutionPlan) -> np.ndarray:
+def _filter_frame(cv2, source: np.ndarray, plan: ConvolutionPlan, route) -> np.ndarray:
     """One ``(H, W, C)`` frame through OpenCV: ``(H, W)`` or ``(H, W, C)`` uint8."""
     anchor = (plan.anchor_x, plan.anchor_y)
     border = int(plan.border)
     # OpenCV reads (H, W) or (H, W, C) with contiguous rows.
     source = np.ascontiguousarray(source[..., 0] if source.shape[-1] == 1 else source)
-    if _is_box(plan):
+    if isinstance(route, str):  # the box
         size = (plan.kernel_width, plan.kernel_height)
         return cv2.blur(source, size, anchor=anchor, borderType=border)
-    kernel = plan.kernel.astype(np.float32)  # integers below 2**24: exact
-    return cv2.filter2D(source, -1, kernel, anchor=anchor, borderType=border)
+    return cv2.filter2D(source, -1, route, anchor=anchor, borderType=border)
