@@ -344,7 +344,7 @@ class BandPipeline:
                 bar.update(band[1] - band[0])
 
         try:
-            with calls_expected(len(bands)):
+            with calls_expected(len(bands) * len(self.stages)):  # one call per band and kernel
                 if overlap:
                     overlapped(bands, lambda band: self.fetch(*band), self.compute, write)
                 else:

@@ -139,11 +139,12 @@ def worth_loading(plan: ConvolutionPlan, stand_in_seconds=None) -> bool:
 
     Once numba's loops are loaded, always. Before, a ski rental: the stand-in runs
     while the time it has taken, this call's included, stays under the cost of
-    loading numba (:data:`LOADING_SECONDS`); the call that would pass it loads numba. So a process that filters one small image never pays
-    for the JIT, and one that filters many pays at most about twice the better of
-    the two choices. Where the caller announced more calls like this one
-    (:func:`expecting`: the bands of a file, a batch of files), they count too, so
-    numba loads at the first call when all of them together would pass the cost.
+    loading numba (:data:`LOADING_SECONDS`); the call that would pass it loads
+    numba. So a process that filters one image never pays for the JIT, and one that
+    filters many pays at most about twice the better of the two choices. Where the
+    caller announced more calls like this one (:func:`expecting`: the bands of a
+    file, a batch of files), they count too, so numba loads at the first call when
+    all of them together would pass the cost.
     """
     global _rent_seconds
     compiled = getattr(sys.modules.get(f"{__package__}.kernels"), "_COMPILED", None)
@@ -265,7 +266,6 @@ class Execution:
         from . import kernels
 
         plan = self.plan
-
         accumulator = self.accumulator
         scalar = accumulator.type
         if accumulator.kind == "f":
