@@ -183,6 +183,36 @@ print(np.array_equal(blurred, gpuconv.convolve(image, "small_blur", backend="num
     assert done.stdout.split() == ["False", "True", "True"]
 
 
+def test_many_threads_on_the_stand_in_get_the_references_answer():
+    """Before numba loads, concurrent ``auto`` calls share the stand-in's caches and the
+    rental's lock: every answer is the reference's, and nothing deadlocks."""
+    script = """
+import sys, threading, numpy as np, gpuconv
+rng = np.random.default_rng(5)
+images = [rng.integers(0, 256, (97, 131, 3), dtype=np.uint8) for _ in range(4)]
+kernels = ["sharpen", "small_blur", "sobel_x", "box3"]
+expected = {(i, k): gpuconv.convolve(images[i], k, backend="numpy")
+            for i in range(4) for k in kernels}
+wrong = []
+def work(seed):
+    for step in range(25):
+        i, k = (seed + step) % 4, kernels[(seed * 7 + step) % 4]
+        if not np.array_equal(gpuconv.convolve(images[i], k), expected[i, k]):
+            wrong.append((i, k))
+threads = [threading.Thread(target=work, args=(seed,)) for seed in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join(timeout=120)
+print(sum(thread.is_alive() for thread in threads), len(wrong), "numba" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0", "0", "False"]
+
+
 def test_the_bank_names_used_here_exist():
     for name in INTEGER_KERNELS:
         assert np.all(kernels.get(name) == np.round(kernels.get(name))), name
