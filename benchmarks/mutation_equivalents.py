@@ -88,7 +88,7 @@ EQUIVALENTS: list[dict] = [
     # --- _registry.py ------------------------------------------------------------------------
     {
         "file": "_registry.py",
-        "line": 72,
+        "line": 79,
         "code": "__str__ = __repr__",
         "operator": "delete",
         "before": "__str__ = __repr__",
@@ -98,7 +98,7 @@ EQUIVALENTS: list[dict] = [
     },
     {
         "file": "_registry.py",
-        "line": 120,
+        "line": 133,
         "code": "return name",
         "operator": "return",
         "before": "return name",
@@ -106,6 +106,16 @@ EQUIVALENTS: list[dict] = [
         "why": "equivalent: every caller of check_name (convolve, resolve, use_backend, the "
         "Dask and out-of-core paths, the benchmark) uses it for its ValueError only, never "
         "its return value",
+    },
+    {
+        "file": "_registry.py",
+        "line": 188,
+        "code": "return False",
+        "operator": "return",
+        "before": "return False",
+        "after": "return None",
+        "why": "equivalent: _module_is_importable's only caller tests it in an `and`, where "
+        "None and False are alike",
     },
     # --- _strategy.py ------------------------------------------------------------------------
     {

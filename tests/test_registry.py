@@ -232,13 +232,34 @@ def test_a_jit_not_worth_loading_yet_leaves_the_call_to_a_stand_in(
     plan = make_plan(
         IMAGE, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
     )[1]
-    name, module = _registry.resolve("auto", plan, "numpy", stand_ins=stand_ins)
+    choice = {} if stand_ins else {"stand_ins": False}  # stand-ins are the default
+    name, module = _registry.resolve("auto", plan, "numpy", **choice)
     assert name == expected
     assert module is (opencv if expected == "opencv" else modules["numpy"])
     # The rental is charged what the stand-in will cost: OpenCV's prediction, or the
     # reference's (None: numba's own estimate).
     assert seen == [opencv.seconds(plan) if expected == "opencv" else None]
     assert _registry.resolve("numpy", plan, "numpy") == ("numpy", modules["numpy"])
+
+
+def test_a_backend_module_that_fails_to_import_is_passed_over_by_auto(monkeypatch):
+    """A backend whose own module raises on import (a broken install) is never asked
+    whether it is worth loading; ``auto`` goes on to the next."""
+    modules = _fake_registry(monkeypatch, numba=AVAILABLE, numpy=AVAILABLE)
+    _renting_numba(modules, worth_loading=True)
+
+    def module(name):
+        if name == "numba":
+            raise ImportError("numba's module is broken (fake)")
+        return modules[name]
+
+    monkeypatch.setattr(_registry, "_module", module)
+    monkeypatch.setattr(
+        _registry,
+        "status",
+        lambda name: _registry.BackendStatus(name, name == "numpy", "fake"),
+    )
+    assert _registry.resolve("auto", _plan(), "numpy") == ("numpy", modules["numpy"])
 
 
 def test_a_jit_worth_loading_runs_where_opencv_could_stand_in(monkeypatch):
