@@ -87,6 +87,23 @@ def test_odd_boxes_are_the_reference(rng, shape, border):
             np.testing.assert_array_equal(actual, expected, err_msg=f"anchor {anchor}")
 
 
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 3), (7, 7), (2, 2), (4, 6), (1, 7), (9, 1)])
+def test_images_as_small_as_the_kernel_are_the_reference(rng, shape, border):
+    """The smallest images the route takes, where every output reads the border."""
+    kh, kw = shape
+    kernels_here = [_random_integer_kernel(rng, shape)]
+    if kh * kw % 2:
+        kernels_here.append(np.full(shape, 1.0 / (kh * kw)))
+    for kernel in kernels_here:
+        for height, width in ((kh, kw), (kh + 1, kw), (kh, kw + 1)):
+            image = rng.integers(0, 256, (height, width), dtype=np.uint8)
+            for anchor in (None, (0, 0), (kw - 1, kh - 1)):
+                expected = reference(image, kernel, border=border, anchor=anchor)
+                actual = _through_opencv(image, kernel, border=border, anchor=anchor)
+                np.testing.assert_array_equal(actual, expected, err_msg=f"{image.shape} {anchor}")
+
+
 def test_the_tutorial_blurs_are_boxes_the_route_takes(photograph):
     for name in ("box3", "box5", "small_blur"):
         image = photograph[:64, :80]
