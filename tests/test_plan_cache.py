@@ -117,6 +117,28 @@ def test_the_cache_is_bounded_and_thread_safe(monkeypatch, rng):
     assert len(_plan._PLANS) <= 8
 
 
+@pytest.mark.parametrize("dtype", [np.float16, None])
+def test_a_float16_image_reuses_its_numba_execution_too(rng, monkeypatch, dtype):
+    """float16 runs as float32 through a twin plan; the twin is cached with the plan, so
+    a repeated call plans nothing again (it was planned at every call: 120 us against
+    float32's 22 us for 64 x 64, now 45 us)."""
+    pytest.importorskip("numba", reason="the numba backend needs numba")
+    from gpuconv._backends.numba import backend as numba_backend
+
+    image = rng.standard_normal((16, 24)).astype(np.float16)
+    options = dict(backend="numba", dtype=dtype)
+    gpuconv.convolve(image, "sharpen", **options)  # planned (once) here
+    planned = []
+    real = numba_backend.execution_for
+    monkeypatch.setattr(numba_backend, "execution_for", lambda *a: planned.append(a) or real(*a))
+    for _ in range(3):
+        np.testing.assert_array_equal(
+            gpuconv.convolve(image, "sharpen", **options),
+            gpuconv.convolve(image, "sharpen", backend="numpy", dtype=dtype),
+        )
+    assert planned == []
+
+
 def test_the_numba_backend_reuses_its_execution_for_a_cached_plan(rng):
     pytest.importorskip("numba", reason="the numba backend needs numba")
     from gpuconv._backends.numba import backend as numba_backend

@@ -32,12 +32,11 @@ checks it against the reference on every kernel shape, border and anchor it take
 
 from __future__ import annotations
 
-import collections
 import functools
-import threading
 
 import numpy as np
 
+from .._cache import BoundedCache
 from .._plan import Border, ConvolutionPlan
 
 NAME = "opencv"
@@ -120,25 +119,13 @@ def _decide(plan: ConvolutionPlan):
     return "box" if _is_box(plan) else None
 
 
-_ROUTES: collections.OrderedDict = collections.OrderedDict()
-_ROUTES_LOCK = threading.Lock()
-_ROUTE_CACHE_SIZE = 64
+_ROUTES = BoundedCache(64)
 
 
 def _route(plan: ConvolutionPlan):
     """:func:`_decide`, once per plan object (plans are cached; a repeated call is then
     a dictionary look-up instead of 5-10 us of checks on the kernel)."""
-    key = id(plan)
-    with _ROUTES_LOCK:
-        entry = _ROUTES.get(key)
-        if entry is not None and entry[0] is plan:  # the entry holds its plan: ids stay unique
-            return entry[1]
-    route = _decide(plan)
-    with _ROUTES_LOCK:
-        _ROUTES[key] = (plan, route)
-        while len(_ROUTES) > _ROUTE_CACHE_SIZE:
-            _ROUTES.popitem(last=False)
-    return route
+    return _ROUTES.get(id(plan), lambda: _decide(plan), plan)
 
 
 def accepts(plan: ConvolutionPlan) -> bool:

@@ -23,14 +23,13 @@ CuPy is imported only when a GPU is used.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import os
-import threading
 
 import numpy as np
 
+from ..._cache import BoundedCache
 from ..._plan import ConvolutionPlan
 from ..._strategy import choose_strategy
 from . import launch as _cuda_launch
@@ -166,10 +165,9 @@ def plan_key(plan: ConvolutionPlan) -> tuple:
     )
 
 
-_LAUNCHES: collections.OrderedDict = collections.OrderedDict()
-_LAUNCHES_LOCK = threading.Lock()
 #: Prepared launches kept (least recently used dropped first).
 LAUNCH_CACHE_SIZE = 256
+_LAUNCHES = BoundedCache(LAUNCH_CACHE_SIZE)
 
 
 def prepared_launch(plan: ConvolutionPlan, device_id: int) -> PreparedLaunch:
@@ -179,20 +177,12 @@ def prepared_launch(plan: ConvolutionPlan, device_id: int) -> PreparedLaunch:
     same device skip the strategy, the launch arithmetic, the weight upload and the
     kernel lookup. Thread-safe; bounded (:data:`LAUNCH_CACHE_SIZE`).
     """
-    key = (plan_key(plan), device_id)
-    with _LAUNCHES_LOCK:
-        prepared = _LAUNCHES.get(key)
-        if prepared is not None:
-            _LAUNCHES.move_to_end(key)
-            return prepared
-    launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), _device_limits(device_id))
-    function, weights = _prepare(launch, device_id)
-    prepared = PreparedLaunch(launch, function, weights)
-    with _LAUNCHES_LOCK:
-        _LAUNCHES[key] = prepared
-        while len(_LAUNCHES) > LAUNCH_CACHE_SIZE:
-            _LAUNCHES.popitem(last=False)
-    return prepared
+
+    def prepare() -> PreparedLaunch:
+        launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), _device_limits(device_id))
+        return PreparedLaunch(launch, *_prepare(launch, device_id))
+
+    return _LAUNCHES.get((plan_key(plan), device_id), prepare)
 
 
 def _prepare(launch: _cuda_launch.Launch, device_id: int):
@@ -209,30 +199,21 @@ def _prepare(launch: _cuda_launch.Launch, device_id: int):
 
 def prepared_lowrank(plan: ConvolutionPlan, device_id: int):
     """``(prepared launches, accumulator)`` of the low-rank path, or None; cached."""
-    key = ("lowrank", plan_key(plan), device_id)
-    with _LAUNCHES_LOCK:
-        if key in _LAUNCHES:
-            _LAUNCHES.move_to_end(key)
-            return _LAUNCHES[key]
-    found = _cuda_lowrank.lowrank_launches(plan, _device_limits(device_id))
-    prepared = None
-    if found is not None:
+
+    def prepare():
+        found = _cuda_lowrank.lowrank_launches(plan, _device_limits(device_id))
+        if found is None:
+            return None
         launches, accumulator = found
-        prepared = (
-            [PreparedLaunch(launch, *_prepare(launch, device_id)) for launch in launches],
-            accumulator,
-        )
-    with _LAUNCHES_LOCK:
-        _LAUNCHES[key] = prepared
-        while len(_LAUNCHES) > LAUNCH_CACHE_SIZE:
-            _LAUNCHES.popitem(last=False)
-    return prepared
+        prepared = [PreparedLaunch(launch, *_prepare(launch, device_id)) for launch in launches]
+        return prepared, accumulator
+
+    return _LAUNCHES.get(("lowrank", plan_key(plan), device_id), prepare)
 
 
 def clear_launch_cache() -> None:
     """Forget every prepared launch (tests; a device reset)."""
-    with _LAUNCHES_LOCK:
-        _LAUNCHES.clear()
+    _LAUNCHES.clear()
 
 
 def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):

@@ -19,7 +19,6 @@ descheduled worker from holding a call up on a busy machine.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import ctypes
 import functools
@@ -33,6 +32,7 @@ import numpy as np
 
 from ... import _costmodel, _fft
 from ..._borders import source_indices
+from ..._cache import BoundedCache
 from ..._plan import ConvolutionPlan
 from ..._strategy import Strategy, choose_strategy
 
@@ -478,27 +478,29 @@ def _terms(factors: np.ndarray, skip_zero: bool, dtype: np.dtype):
 
 #: Executions kept for repeated calls: plans are cached objects (gpuconv._plan), so a
 #: repeated call finds its border tables, taps and band height here by the plan's identity.
+#: Executions kept for repeated calls (least recently used dropped first).
 EXECUTION_CACHE_SIZE = 128
-_EXECUTIONS: collections.OrderedDict = collections.OrderedDict()
-_EXECUTIONS_LOCK = threading.Lock()
+_EXECUTIONS = BoundedCache(EXECUTION_CACHE_SIZE)
+#: float16 plans as the loop runs them (float32), one object per plan (so that their
+#: executions are cached too, instead of being planned again at every call).
+_FLOAT32_TWINS = BoundedCache(EXECUTION_CACHE_SIZE)
 
 
 def cached_execution(plan: ConvolutionPlan, workers: int, force: str | None = None) -> Execution:
     """:func:`execution_for`, computed once per (plan object, thread count, forced path)."""
-    key = (id(plan), workers, force)
-    with _EXECUTIONS_LOCK:
-        entry = _EXECUTIONS.get(key)
-        # The entry holds its plan, so an id cannot be reused while the entry lives.
-        if entry is not None and entry[0] is plan:
-            _EXECUTIONS.move_to_end(key)
-            return entry[1]
     # Two arguments when not forced: execution_for keeps its two-argument call (tests wrap it).
-    run = execution_for(plan, workers) if force is None else execution_for(plan, workers, force)
-    with _EXECUTIONS_LOCK:
-        _EXECUTIONS[key] = (plan, run)
-        while len(_EXECUTIONS) > EXECUTION_CACHE_SIZE:
-            _EXECUTIONS.popitem(last=False)
-    return run
+    if force is None:
+        return _EXECUTIONS.get((id(plan), workers), lambda: execution_for(plan, workers), plan)
+    return _EXECUTIONS.get(
+        (id(plan), workers, force), lambda: execution_for(plan, workers, force), plan
+    )
+
+
+def _float32_twin(plan: ConvolutionPlan, field: str) -> ConvolutionPlan:
+    """``plan`` with ``field`` (``"input_dtype"`` or ``"output_dtype"``) float32, cached."""
+    return _FLOAT32_TWINS.get(
+        (id(plan), field), lambda: replace(plan, **{field: np.dtype(np.float32)}), plan
+    )
 
 
 def _thread_count(numba) -> int:
@@ -589,7 +591,7 @@ def _convolve_stack(image, plan: ConvolutionPlan, output, execution) -> np.ndarr
         stack = stack.astype(np.float32)
     if plan.output_dtype == np.float16:
         sums = np.empty(stack.shape, dtype=np.float32)
-        _run(stack, replace(plan, output_dtype=np.dtype(np.float32)), sums, execution)
+        _run(stack, _float32_twin(plan, "output_dtype"), sums, execution)
         output_stack[...] = sums  # the one rounding, to nearest
     else:
         _run(stack, plan, output_stack, execution)
@@ -621,7 +623,7 @@ def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, execution
     import numba
 
     if plan.input_dtype == np.float16:
-        plan = replace(plan, input_dtype=np.dtype(np.float32))
+        plan = _float32_twin(plan, "input_dtype")
     workers = _thread_count(numba)
     run = execution(plan)
     frames = stack.shape[0]
