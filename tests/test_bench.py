@@ -276,3 +276,22 @@ def test_peers_option_keeps_only_the_named_peers(tmp_path, capsys):
     assert names == {"gpuconv:numpy", "cv2.filter2D"}
     assert bench.run(_arguments("--peers", "no_such_peer", "--no-compile-times")) == 1
     assert "no_such_peer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["/venv/bin/gpuconv", "bench", "--sizes", "256"], "gpuconv bench --sizes 256"),
+        (["/repo/gpuconv/__main__.py", "bench", "--sizes", "256"], "gpuconv bench --sizes 256"),
+        (["benchmarks/run_cpu.py", "--repeats", "7"], "python benchmarks/run_cpu.py --repeats 7"),
+    ],
+)
+def test_results_files_name_the_command_that_made_them(monkeypatch, argv, expected):
+    from gpuconv.bench import _machine
+
+    monkeypatch.setattr(sys, "argv", argv)
+    for name in ("NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    assert _machine._command_line() == expected
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    assert _machine._command_line() == f"NUMBA_NUM_THREADS=2 {expected}"

@@ -82,10 +82,10 @@ def machine_facts() -> dict:
 
 def _command_line() -> str:
     program = sys.argv[0]
-    if program.endswith(".py"):
+    if program.endswith(("gpuconv", "__main__.py")):  # the console script, python -m gpuconv
+        program = "gpuconv"  # sys.argv[1:] starts with "bench"
+    elif program.endswith(".py"):
         program = f"python {program}"
-    elif program.endswith(("gpuconv", "__main__.py")):
-        program = "gpuconv bench"
     # Environment variables that change what is measured belong to the command.
     settings = [
         f"{name}={os.environ[name]}"
