@@ -88,7 +88,7 @@ EQUIVALENTS: list[dict] = [
     # --- _registry.py ------------------------------------------------------------------------
     {
         "file": "_registry.py",
-        "line": 79,
+        "line": 81,
         "code": "__str__ = __repr__",
         "operator": "delete",
         "before": "__str__ = __repr__",
@@ -98,7 +98,7 @@ EQUIVALENTS: list[dict] = [
     },
     {
         "file": "_registry.py",
-        "line": 133,
+        "line": 135,
         "code": "return name",
         "operator": "return",
         "before": "return name",
@@ -109,7 +109,7 @@ EQUIVALENTS: list[dict] = [
     },
     {
         "file": "_registry.py",
-        "line": 188,
+        "line": 190,
         "code": "return False",
         "operator": "return",
         "before": "return False",

@@ -37,6 +37,8 @@ import importlib
 import os
 from dataclasses import dataclass
 
+from ._backends import opencv as _opencv  # cv2 itself is imported only when it stands in
+
 #: Backends in order of preference for ``backend="auto"`` on NumPy images.
 BACKEND_MODULES: dict[str, str] = {
     "cuda": "gpuconv._backends.cuda.backend",
@@ -189,26 +191,6 @@ def _module_is_importable(name: str) -> bool:
     return True
 
 
-class _StandIn:
-    """OpenCV where it gives the reference's exact answer for ``plan``: ``module``, else None.
-
-    Looked up on the first question only: a loaded JIT never asks (2 us a call).
-    """
-
-    def __init__(self, plan):
-        self.plan = plan
-
-    @functools.cached_property
-    def module(self):
-        from ._backends import opencv
-
-        return opencv if self.plan is not None and opencv.accepts(self.plan) else None
-
-    def seconds(self) -> float | None:
-        """OpenCV's predicted seconds for the plan, or None where it does not stand in."""
-        return None if self.module is None else self.module.seconds(self.plan)
-
-
 def resolve(requested: str, plan, library: str, *, stand_ins: bool = True):
     """Return ``(name, module)`` of the backend that will run ``plan``.
 
@@ -234,8 +216,12 @@ def resolve(requested: str, plan, library: str, *, stand_ins: bool = True):
                 "host and device; use backend='cuda' for CuPy arrays, or convert the image"
             )
         return requested, module
-    stand_in = _StandIn(plan) if stand_ins else None
-    stand_in_seconds = None if stand_in is None else stand_in.seconds
+    # Asked only while numba is not worth loading; a loaded JIT never calls it.
+    stand_in_seconds = (
+        functools.partial(_opencv.seconds_if_exact, plan)
+        if stand_ins and plan is not None
+        else None
+    )
     renting = False  # a JIT passed over for now: its stand-in runs
     for name in BACKEND_MODULES:
         if library == "numpy" and plan is not None and _module_is_importable(name):
@@ -254,7 +240,7 @@ def resolve(requested: str, plan, library: str, *, stand_ins: bool = True):
             pays_off = getattr(module, "pays_off_for_host_image", None)
             if pays_off is not None and not pays_off(plan):
                 continue
-        if renting and name == "numpy" and stand_in is not None and stand_in.module is not None:
-            return stand_in.module.NAME, stand_in.module
+        if renting and name == "numpy" and stand_in_seconds is not None and _opencv.accepts(plan):
+            return _opencv.NAME, _opencv
         return name, module
     raise BackendUnavailableError(f"no available backend accepts a {library} array")

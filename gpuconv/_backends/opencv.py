@@ -142,6 +142,12 @@ def seconds(plan: ConvolutionPlan) -> float:
     return pixels * (SECONDS_PER_PIXEL + SECONDS_PER_TAP * plan.kernel.size)
 
 
+def seconds_if_exact(plan: ConvolutionPlan) -> float | None:
+    """:func:`seconds` where OpenCV gives the reference's bits for ``plan``, else None:
+    the rent numba's ski rental is charged (None: the reference's estimate)."""
+    return seconds(plan) if accepts(plan) else None
+
+
 def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) -> np.ndarray:
     """Run ``plan`` (which :func:`accepts`) on an ``(H, W, C)`` image or ``(N, H, W, C)`` stack."""
     cv2 = _cv2()

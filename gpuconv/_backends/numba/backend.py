@@ -390,8 +390,8 @@ def execution_for(plan: ConvolutionPlan, workers: int, force: str | None = None)
         # separable or not; zero taps cost nothing in a vector lane.
         empty = (np.zeros(0, np.int64), np.zeros(0, accumulator))
         path = kernels.PATH_FUSED_3X3_INT16 if small_sums else kernels.PATH_FUSED_3X3
-        corners = plan.kernel[::2, ::2]
-        if skip and not corners.any():  # sharpen, laplacian: five taps, not nine
+        zero_corners = not plan.kernel[::2, ::2].any()
+        if skip and zero_corners:  # sharpen, laplacian: five taps, not nine
             path = kernels.PATH_FUSED_PLUS_INT16 if small_sums else kernels.PATH_FUSED_PLUS
         elif (
             np.count_nonzero(plan.kernel) <= 6
@@ -401,9 +401,7 @@ def execution_for(plan: ConvolutionPlan, workers: int, force: str | None = None)
         ):
             # Their <= 6 taps on rows free of NaN and inf: five for zero corners, else six.
             path = (
-                kernels.PATH_FUSED_SPARSE_FINITE
-                if corners.any()
-                else kernels.PATH_FUSED_PLUS_FINITE
+                kernels.PATH_FUSED_PLUS_FINITE if zero_corners else kernels.PATH_FUSED_SPARSE_FINITE
             )
         column_taps = row_taps = (*empty, np.zeros(1, np.int64))
         indices = np.arange(9)
@@ -478,7 +476,6 @@ def _terms(factors: np.ndarray, skip_zero: bool, dtype: np.dtype):
 
 #: Executions kept for repeated calls: plans are cached objects (gpuconv._plan), so a
 #: repeated call finds its border tables, taps and band height here by the plan's identity.
-#: Executions kept for repeated calls (least recently used dropped first).
 EXECUTION_CACHE_SIZE = 128
 _EXECUTIONS = BoundedCache(EXECUTION_CACHE_SIZE)
 #: float16 plans as the loop runs them (float32), one object per plan (so that their
@@ -490,10 +487,10 @@ def cached_execution(plan: ConvolutionPlan, workers: int, force: str | None = No
     """:func:`execution_for`, computed once per (plan object, thread count, forced path)."""
     # Two arguments when not forced: execution_for keeps its two-argument call (tests wrap it).
     if force is None:
-        return _EXECUTIONS.get((id(plan), workers), lambda: execution_for(plan, workers), plan)
-    return _EXECUTIONS.get(
-        (id(plan), workers, force), lambda: execution_for(plan, workers, force), plan
-    )
+        make = lambda: execution_for(plan, workers)  # noqa: E731
+    else:
+        make = lambda: execution_for(plan, workers, force)  # noqa: E731
+    return _EXECUTIONS.get((id(plan), workers, force), make, plan)
 
 
 def _float32_twin(plan: ConvolutionPlan, field: str) -> ConvolutionPlan:
@@ -532,6 +529,7 @@ _WORKQUEUE_LOCK = threading.Lock()
 
 
 _NO_LOCK = contextlib.nullcontext()
+_NEEDS_LOCK: bool | None = None  # known once numba's layer is chosen
 
 
 def _serialised_if_not_threadsafe(numba):
@@ -545,9 +543,6 @@ def _serialised_if_not_threadsafe(numba):
         return _WORKQUEUE_LOCK
     _NEEDS_LOCK = layer not in ("omp", "tbb")
     return _WORKQUEUE_LOCK if _NEEDS_LOCK else _NO_LOCK
-
-
-_NEEDS_LOCK: bool | None = None
 
 
 def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) -> np.ndarray:
