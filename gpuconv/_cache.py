@@ -44,10 +44,15 @@ class BoundedCache:
         Two threads missing the same key both build it; the last one's value is kept,
         and both are equal, so neither caller can tell.
         """
-        with self._lock:
-            entry = self._entries.get(key, _MISSING)
-            if entry is not _MISSING and entry[0] is owner:
+        # A hit takes no lock: each OrderedDict call is atomic under the GIL, and an entry
+        # dropped by another thread between the two only makes this call a miss.
+        entry = self._entries.get(key, _MISSING)
+        if entry is not _MISSING and entry[0] is owner:
+            try:
                 self._entries.move_to_end(key)
+            except KeyError:
+                pass
+            else:
                 return entry[1]
         value = make()
         with self._lock:

@@ -295,6 +295,10 @@ def _typed(value):
     return (type(value), value)
 
 
+#: Argument types whose values key a plan as they are (with their type beside them).
+_PLAIN_KEY_TYPES = frozenset((str, float, int, bool, type(None)))
+
+
 def _plan_key(stack_shape, image_dtype, kernel, border, value, anchor, flip, dtype):
     """What a plan depends on, hashable; None where a call must be planned anew."""
     if isinstance(kernel, str):
@@ -309,16 +313,12 @@ def _plan_key(stack_shape, image_dtype, kernel, border, value, anchor, flip, dty
         kernel_key = ("array", kernel.dtype.str, kernel.shape, kernel.tobytes())
     else:
         return None
-    key = (
-        kernel_key,
-        np.dtype(image_dtype).str,
-        tuple(stack_shape),
-        _typed(border),
-        _typed(value),
-        _typed(anchor),
-        _typed(flip),
-        _typed(dtype),
-    )
+    options = (border, value, anchor, flip, dtype)
+    types = tuple(map(type, options))
+    if _PLAIN_KEY_TYPES.issuperset(types):  # the usual call: no tuple to look into
+        key = (kernel_key, image_dtype, stack_shape, options, types)
+    else:
+        key = (kernel_key, image_dtype, stack_shape, tuple(map(_typed, options)))
     try:
         hash(key)
     except TypeError:  # an unhashable argument: validation will say what is wrong with it

@@ -249,6 +249,43 @@ def test_results_do_not_depend_on_the_thread_count(rng):
     np.testing.assert_array_equal(single, default)  # every row is summed the same way
 
 
+def test_packed_arguments_give_back_every_scalar_and_table():
+    scalars = {
+        "height": 7,
+        "width": 11,
+        "channels": 3,
+        "anchor_x": 2,
+        "kernel_height": 5,
+        "kernel_width": 4,
+        "path": _numba_kernels.PATH_RUNS,
+        "band_height": 6,
+        "workers": 2,
+        "store_mode": _numba_kernels.STORE_ROUND,
+    }
+    sizes = iter(range(1, 20))
+    tables = {name: np.arange(next(sizes)) - 1 for name in _numba_kernels.INTEGER_TABLES}
+    tables.update({name: np.linspace(-1, 1, next(sizes)) for name in _numba_kernels.WEIGHT_TABLES})
+    integers, weights = _numba_kernels.pack_arguments(
+        scalars, tables, np.float32(9.5), np.float32(-3), np.float32(4), np.dtype(np.float32)
+    )
+    assert integers.dtype == np.int64 and weights.dtype == np.float32
+    assert not integers.flags.writeable and not weights.flags.writeable
+    for name, value in scalars.items():
+        assert integers[getattr(_numba_kernels, name.upper())] == value
+    for index, name in enumerate(_numba_kernels.INTEGER_TABLES):
+        got = _numba_kernels._table.py_func(
+            integers, integers, _numba_kernels.INTEGER_BOUNDS, index
+        )
+        np.testing.assert_array_equal(got, tables[name])
+    for index, name in enumerate(_numba_kernels.WEIGHT_TABLES):
+        got = _numba_kernels._table.py_func(weights, integers, _numba_kernels.WEIGHT_BOUNDS, index)
+        np.testing.assert_array_equal(got, tables[name].astype(np.float32))
+    constant, lowest, highest = (
+        weights[getattr(_numba_kernels, name)] for name in ("CONSTANT", "LOWEST", "HIGHEST")
+    )
+    assert (constant, lowest, highest) == (9.5, -3, 4)
+
+
 def test_module_imports_and_explains_without_numba():
     result = _python(
         """

@@ -57,6 +57,32 @@ def test_every_argument_is_part_of_the_key(change):
     assert plan_of(np.zeros((20, 30, 3), np.uint8), kernel).shape == (20, 30, 3)
 
 
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (dict(value=1), dict(value=1.0)),
+        (dict(value=True), dict(value=1)),
+        (dict(anchor=(1, 1)), dict(anchor=[1, 1])),
+        (dict(anchor=(1, 1)), dict(anchor=(np.int64(1), 1))),
+        (dict(dtype="float32"), dict(dtype=np.float32)),
+    ],
+)
+def test_arguments_equal_in_value_but_not_in_type_are_keyed_apart(first, second):
+    """Validation may treat them differently (a bool value is refused), so one must never
+    be answered with the other's plan."""
+    image = np.zeros((20, 30), np.uint8)
+    kernel = np.arange(9.0).reshape(3, 3)
+    plan_a, plan_b = (_plan_or_error(image, kernel, **change) for change in (first, second))
+    assert plan_a is not plan_b
+
+
+def _plan_or_error(image, kernel, **options):
+    try:
+        return plan_of(image, kernel, **options)
+    except (TypeError, ValueError) as error:
+        return type(error)
+
+
 def test_a_kernel_changed_in_place_is_planned_anew(rng):
     image = rng.integers(0, 256, (16, 16)).astype(np.uint8)
     kernel = np.ones((3, 3)) / 9

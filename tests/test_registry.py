@@ -391,6 +391,18 @@ def test_use_backend_auto_restores_automatic_choice(monkeypatch):
         assert _registry.resolve("auto", _plan(), "numpy")[0] == "numpy"
 
 
+def test_the_environment_variable_is_read_at_every_call(monkeypatch):
+    modules = _fake_registry(monkeypatch, numba=AVAILABLE, numpy=AVAILABLE)
+    monkeypatch.delenv("GPUCONV_BACKEND", raising=False)
+    assert _registry.resolve("auto", _plan(), "numpy")[0] == "numba"
+    monkeypatch.setenv("GPUCONV_BACKEND", "numpy")
+    assert _registry.resolve("auto", _plan(), "numpy") == ("numpy", modules["numpy"])
+    monkeypatch.setenv("GPUCONV_BACKEND", "numba")
+    assert _registry.resolve("auto", _plan(), "numpy")[0] == "numba"
+    monkeypatch.delenv("GPUCONV_BACKEND")
+    assert _registry.resolve("auto", _plan(), "numpy")[0] == "numba"
+
+
 def test_explicit_backend_beats_the_environment_variable(monkeypatch):
     modules = _fake_registry(monkeypatch, numba=AVAILABLE, numpy=AVAILABLE)
     for variable, explicit in (("numba", "numpy"), ("numpy", "numba"), ("cuda", "numpy")):

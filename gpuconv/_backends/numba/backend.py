@@ -275,22 +275,40 @@ class Execution:
             finite = np.isfinite(plan.border_value)
             constant = scalar(int(plan.border_value)) if finite else scalar(0)
             lowest, highest = scalar(int(self.lowest)), scalar(int(self.highest))
-        arguments = (
-            self.row_index,
-            self.col_index,
-            plan.anchor_x,
-            plan.kernel_height,
-            plan.kernel_width,
+        height, width, channels = plan.shape
+        tap_rows, tap_cols, tap_weights = self.taps
+        column_taps, column_weights, column_splits = self.column_taps
+        row_taps, row_weights, row_splits = self.row_taps
+        arguments = kernels.pack_arguments(
+            {
+                "height": height,
+                "width": width,
+                "channels": channels,
+                "anchor_x": plan.anchor_x,
+                "kernel_height": plan.kernel_height,
+                "kernel_width": plan.kernel_width,
+                "path": self.path,
+                "band_height": self.band_height,
+                "workers": self.workers,
+                "store_mode": self.store_mode,
+            },
+            {
+                "row_index": self.row_index,
+                "col_index": self.col_index,
+                "tap_rows": tap_rows,
+                "tap_cols": tap_cols,
+                "column_taps": column_taps,
+                "column_splits": column_splits,
+                "row_taps": row_taps,
+                "row_splits": row_splits,
+                "tap_weights": tap_weights,
+                "column_weights": column_weights,
+                "row_weights": row_weights,
+            },
             constant,
-            self.path,
-            *self.taps,
-            *self.column_taps,
-            *self.row_taps,
-            self.band_height,
-            self.workers,
-            self.store_mode,
             lowest,
             highest,
+            accumulator,
         )
         function = kernels.compiled(plan.input_dtype, accumulator, plan.output_dtype)
         return function, arguments
@@ -651,7 +669,6 @@ def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, execution
                 stack = np.ascontiguousarray(stack)
                 pixels, frame_stride, row_stride = flat_rows(stack)
             function(
-                stack,
                 pixels,
                 frame_stride,
                 row_stride,
