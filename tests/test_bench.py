@@ -80,6 +80,32 @@ def test_a_slow_warm_up_call_is_the_only_measurement(monkeypatch):
     assert [row.repeats for row in rows] == [1] and len(calls) == 1
 
 
+def test_a_slow_first_gpuconv_call_that_compiled_is_not_the_measurement(monkeypatch):
+    """numba's first call on a cold cache compiles for seconds; the bench must time calls."""
+    monkeypatch.setattr(bench, "SLOW_CALL_SECONDS", 0.05)
+    calls = []
+
+    def compiling_first(image, kernel):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.1)  # the compile
+
+    def always_slow(image, kernel):
+        time.sleep(0.06)
+
+    rows = bench.measure(
+        np.zeros((8, 8), np.uint8),
+        {"identity": kernels.get("identity")},
+        {"gpuconv:numba": compiling_first, "scipy.ndimage.correlate": always_slow},
+        repeats=3,
+        warmup=1,
+    )
+    by_name = {row.implementation: row for row in rows}
+    assert by_name["gpuconv:numba"].repeats == 3 and len(calls) == 2 + 3
+    assert by_name["gpuconv:numba"].median_ms < 50
+    assert by_name["scipy.ndimage.correlate"].repeats == 1  # a peer is not timed twice
+
+
 def test_ratios_and_summary_are_computed_from_the_measured_times():
     rows = [
         bench.Measurement("gpuconv:numba", "a", (4, 4), "uint8", 2.0, 8.0, 5),
