@@ -756,6 +756,9 @@ class _Writer(_RowIndexing):
     """
 
     streamed = True
+    #: Whether ``write`` has copied the rows out when it returns (the caller may then
+    #: reuse their memory); an encoder that keeps the whole image says no.
+    done_with_rows = False
 
     def _start(
         self, path, shape, dtype, *, directory: bool = False, sync_directory: bool = True
@@ -831,6 +834,8 @@ class _Writer(_RowIndexing):
 class _PositionedWriter(_Writer):
     """``.npy`` and ``.tif``: a header, then the pixels with ``os.pwrite`` at their offsets."""
 
+    done_with_rows = True  # pwrite copies them into the page cache
+
     def __init__(self, path, shape, dtype, kind: str, *, sync_directory: bool = True):
         self._start(path, shape, dtype, sync_directory=sync_directory)
         temporary = self.output.temporary
@@ -895,6 +900,8 @@ def _tiff_header(path: Path, shape, dtype: np.dtype) -> int:
 
 class _ZarrWriter(_Writer):
     """A ``.zarr`` store, built in a temporary directory and renamed into place."""
+
+    done_with_rows = True  # each chunk is encoded and stored before the assignment returns
 
     def __init__(self, path, shape, dtype, rows_per_chunk: int, *, sync_directory: bool = True):
         try:

@@ -37,6 +37,7 @@ far end of the image.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import os
@@ -324,6 +325,7 @@ class BandPipeline:
         ]
         #: Rows a band reads beyond its own: the sum of every kernel's halo.
         self.halo_rows = sum(plan.kernel_height - 1 for _, plan, _ in self.stages)
+        self._output_buffers = None  # set by run() while it runs
 
     def run(self, writer, rows_per_chunk: int, *, progress: bool, overlap: bool = True) -> int:
         """Compute every band and hand it to ``writer.write(start, rows)``; return the band count.
@@ -338,11 +340,20 @@ class BandPipeline:
             for top in range(0, self.height, rows_per_chunk)
         ]
 
+        # A writer that is done with a band's rows when write() returns (a positioned
+        # file, a Zarr store; not an encoder that keeps the whole image) gets them in
+        # recycled buffers: a fresh 16 MiB band costs 4096 page faults, and OpenCV
+        # filtered a band into fresh memory in 12 ms against 7 ms into a reused one.
+        buffers = _BandBuffers() if getattr(writer, "done_with_rows", False) else None
+
         def write(band, rows):
             writer.write(band[0], rows)
+            if buffers is not None:
+                buffers.give_back(rows)
             if bar is not None:
                 bar.update(band[1] - band[0])
 
+        self._output_buffers = buffers
         try:
             with calls_expected(len(bands) * len(self.stages)):  # one call per band and kernel
                 if overlap:
@@ -351,6 +362,7 @@ class BandPipeline:
                     for band in bands:
                         write(band, self.compute(self.fetch(*band)))
         finally:
+            self._output_buffers = None
             if bar is not None:
                 bar.close()
         return len(bands)
@@ -379,15 +391,25 @@ class BandPipeline:
         return needed, pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def compute(self, fetched: tuple[list, np.ndarray]) -> np.ndarray:
-        """Every kernel, from the file's rows forward, each on exactly the rows the next needs."""
+        """Every kernel, from the file's rows forward, each on exactly the rows the next needs.
+
+        Inside :meth:`run`, the last kernel writes a band computed in one piece into a
+        recycled buffer (:class:`_BandBuffers`) instead of a new array.
+        """
+        buffers = self._output_buffers
         needed, values = fetched
         for stage, (kernel, plan, options) in enumerate(self.stages, start=1):
             pieces = []
-            for run in _runs(needed[stage]):
+            runs = _runs(needed[stage])
+            for run in runs:
                 start, stop = int(run[0]), int(run[-1]) + 1
                 rows, offset = self._source_rows(plan, start, stop)
                 source = _take_rows(values, np.searchsorted(needed[stage - 1], rows))
-                pieces.append(convolve(source, kernel, **options)[offset : offset + stop - start])
+                out = None
+                if buffers is not None and stage == len(self.stages) and len(runs) == 1:
+                    out = buffers.take(source.shape, plan.output_dtype)
+                result = convolve(source, kernel, out=out, **options)
+                pieces.append(result[offset : offset + stop - start])
             values = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return values
 
@@ -405,6 +427,42 @@ class BandPipeline:
             return np.arange(first, last), start - first
         positions = np.arange(start - before, stop + after)
         return source_indices(positions, self.height, plan.border), before
+
+
+class _BandBuffers:
+    """Arrays for the last kernel's output bands, handed out again once written.
+
+    :meth:`take` gives a C-contiguous array of the asked shape: the leading rows of a
+    buffer given back (same row shape and dtype, at least as many rows), else a new one.
+    A band goes back only after the writer has written it, so a buffer is never
+    handed out while its rows are still in flight; at most as many exist as bands are
+    held at once (two: one computed, one written).
+    """
+
+    def __init__(self):
+        self._free = collections.deque()  # append and pop are atomic: no lock needed
+        self._owned: dict[int, np.ndarray] = {}
+
+    def take(self, shape, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        try:
+            buffer = self._free.pop()
+        except IndexError:
+            buffer = None
+        if buffer is None or buffer.dtype != dtype or buffer.shape[1:] != tuple(shape[1:]):
+            buffer = np.empty(shape, dtype)
+            self._owned[id(buffer)] = buffer
+        elif len(buffer) < shape[0]:  # a longer band than before (the first may be short)
+            del self._owned[id(buffer)]
+            buffer = np.empty(shape, dtype)
+            self._owned[id(buffer)] = buffer
+        return buffer[: shape[0]]
+
+    def give_back(self, rows: np.ndarray) -> None:
+        """Return the buffer ``rows`` is a view of (nothing for an array not handed out)."""
+        owner = rows if rows.base is None else rows.base
+        if self._owned.get(id(owner)) is owner:
+            self._free.append(owner)
 
 
 def overlapped(items, read, compute, write) -> None:

@@ -122,6 +122,18 @@ def test_stacks_and_strided_outputs_are_filled_frame_by_frame(rng):
     np.testing.assert_array_equal(opencv.convolve(stack, plan), output)  # without out=
 
 
+@pytest.mark.parametrize("kernel", ["sharpen", "small_blur"])  # filter2D, and the box
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_contiguous_output_is_written_in_place(rng, kernel, channels):
+    image = rng.integers(0, 256, (30, 40, channels), dtype=np.uint8)
+    stack, plan, _, _ = _plan(image, kernel)
+    assert opencv.accepts(plan)
+    output = np.full((1, 30, 40, channels), 7, np.uint8)
+    returned = opencv.convolve(stack, plan, output=output)
+    assert returned is output
+    np.testing.assert_array_equal(output[0], reference(image, kernel))
+
+
 @pytest.mark.parametrize(
     "case, image, kernel, options",
     [

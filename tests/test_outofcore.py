@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -417,6 +418,76 @@ def test_overlapped_streaming_equals_the_in_memory_chain(
     np.testing.assert_array_equal(
         _read(target), _in_memory_chain(image, kernels, dtype=np.float32, **options)
     )
+
+
+class _RecordingBuffers(_outofcore._BandBuffers):
+    """The pipeline's band buffers, recording every array handed out."""
+
+    handed_out: list = []
+
+    def take(self, shape, dtype):
+        band = super().take(shape, dtype)
+        type(self).handed_out.append(band)
+        return band
+
+
+@pytest.mark.parametrize("backend", ["auto", "numpy"])  # auto: OpenCV's dst, numpy: out=
+@pytest.mark.parametrize("border", ["replicate", "constant", "wrap"])
+def test_bands_reuse_written_buffers_and_equal_the_in_memory_call(
+    backend, border, tmp_path, rng, monkeypatch
+):
+    monkeypatch.setattr(_RecordingBuffers, "handed_out", [])
+    monkeypatch.setattr(_outofcore, "_BandBuffers", _RecordingBuffers)
+    image = rng.integers(0, 256, (61, 23), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    target = tmp_path / "out.npy"
+    stats = apply_file(
+        source,
+        target,
+        ["sharpen"],
+        border=border,
+        backend=backend,
+        rows_per_chunk=6,
+        progress=False,
+    )
+    options = dict(border=border, value=0.0, anchor=None, flip=False, backend="numpy")
+    np.testing.assert_array_equal(_read(target), _in_memory_chain(image, ["sharpen"], **options))
+    bands = _RecordingBuffers.handed_out
+    assert len(bands) == stats["bands"] == 11
+    owners = {id(band.base) for band in bands}
+    assert len(owners) <= 3 < len(bands)  # reused: at most three bands are live at once
+
+
+def test_an_encoder_that_keeps_its_rows_gets_new_arrays(tmp_path, rng, monkeypatch):
+    def refuse(*args):
+        raise AssertionError("a PNG writer keeps the rows: no buffer may be reused")
+
+    monkeypatch.setattr(_outofcore, "_BandBuffers", refuse)
+    image = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    apply_file(source, tmp_path / "out.png", ["sharpen"], rows_per_chunk=7, progress=False)
+    options = dict(border="reflect101", value=0.0, anchor=None, flip=False, backend="numpy")
+    expected = _in_memory_chain(image, ["sharpen"], **options)
+    written = cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED)[:, :, ::-1]  # BGR
+    np.testing.assert_array_equal(written, expected)
+
+
+def test_band_buffers_hand_out_only_what_was_given_back():
+    buffers = _outofcore._BandBuffers()
+    first = buffers.take((4, 5, 3), np.uint8)
+    second = buffers.take((4, 5, 3), np.uint8)
+    assert first.flags.c_contiguous and first.shape == (4, 5, 3)
+    assert not np.shares_memory(first, second)  # the first was not given back
+    buffers.give_back(first[1:3])  # a view of a band gives back the whole buffer
+    buffers.give_back(np.empty((4, 5, 3), np.uint8))  # not one of its own: ignored
+    shorter = buffers.take((3, 5, 3), np.uint8)
+    assert np.shares_memory(shorter, first) and shorter.shape == (3, 5, 3)
+    assert not np.shares_memory(buffers.take((4, 5, 3), np.uint8), first)  # none left
+    buffers.give_back(shorter)
+    longer = buffers.take((6, 5, 3), np.uint8)  # too short a buffer is replaced
+    assert longer.shape == (6, 5, 3) and not np.shares_memory(longer, first)
+    buffers.give_back(longer)
+    assert buffers.take((6, 5, 3), np.float32).dtype == np.float32  # another type: new
 
 
 def test_overlapped_streaming_with_the_compiled_backend(tmp_path, rng):

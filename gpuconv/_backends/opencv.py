@@ -162,18 +162,28 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) 
         result = output  # any strides, the image's shape
     output_stack = output if output.ndim == 4 else output[None]
     for frame, source in enumerate(stack):
-        filtered = _filter_frame(cv2, source, plan, route)
-        output_stack[frame] = filtered.reshape(output_stack.shape[1:])
+        target = output_stack[frame]
+        # OpenCV writes into a C-contiguous frame itself (no copy, no new memory).
+        destination = target if target.flags.c_contiguous else None
+        filtered = _filter_frame(cv2, source, plan, route, destination)
+        if destination is None or not np.shares_memory(filtered, target):
+            target[...] = filtered.reshape(target.shape)
     return result
 
 
-def _filter_frame(cv2, source: np.ndarray, plan: ConvolutionPlan, route) -> np.ndarray:
-    """One ``(H, W, C)`` frame through OpenCV: ``(H, W)`` or ``(H, W, C)`` uint8."""
+def _filter_frame(
+    cv2, source: np.ndarray, plan: ConvolutionPlan, route, destination=None
+) -> np.ndarray:
+    """One ``(H, W, C)`` frame through OpenCV: ``(H, W)`` or ``(H, W, C)`` uint8.
+
+    ``destination``: a C-contiguous ``(H, W, C)`` uint8 array for OpenCV to write into.
+    """
     anchor = (plan.anchor_x, plan.anchor_y)
     border = int(plan.border)
     # OpenCV reads (H, W) or (H, W, C) with contiguous rows.
     source = np.ascontiguousarray(source[..., 0] if source.shape[-1] == 1 else source)
+    dst = None if destination is None else destination.reshape(source.shape)
     if isinstance(route, str):  # the box
         size = (plan.kernel_width, plan.kernel_height)
-        return cv2.blur(source, size, anchor=anchor, borderType=border)
-    return cv2.filter2D(source, -1, route, anchor=anchor, borderType=border)
+        return cv2.blur(source, size, dst=dst, anchor=anchor, borderType=border)
+    return cv2.filter2D(source, -1, route, dst=dst, anchor=anchor, borderType=border)
