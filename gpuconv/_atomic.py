@@ -198,8 +198,13 @@ class AtomicOutput:
     the output's directory after the rename (the file itself is still
     flushed before it): for a caller that writes many files into one
     directory and flushes it once at the end (``gpuconv apply --out-dir``).
-    Each file is still whole or absent; only the rename's durability waits. Creating it raises :class:`OutputError` for a missing
-    directory, no permission, a read-only file system.
+    Each file is still whole or absent; only the rename's durability waits.
+    ``durable=False`` leaves out every ``fsync``, as ``cp``, ``cv2.imwrite`` and libvips
+    do: other processes still see the old file or the whole new one, never a part, but
+    a power failure soon after the commit may leave the output incomplete or empty (the
+    disk's write time is saved: 0.2-0.5 s for 256 MiB on a virtual disk). Creating it
+    raises :class:`OutputError` for a missing directory, no permission, a read-only
+    file system.
 
     Examples
     --------
@@ -214,10 +219,11 @@ class AtomicOutput:
     (b'whole', False)
     """
 
-    def __init__(self, path, *, directory: bool = False, sync_directory: bool = True):
+    def __init__(self, path, *, directory: bool = False, sync_directory: bool = True, durable=True):
         self.path = Path(path)
         self.directory = directory
         self.sync_directory = sync_directory
+        self.durable = durable
         self.committed = False
         check_destination(self.path)
         if self.path.is_dir() and not directory:
@@ -233,15 +239,16 @@ class AtomicOutput:
             raise output_error(self.path, error) from None
 
     def commit(self) -> None:
-        """Flush the temporary to the disk and rename it over the output path."""
+        """Flush the temporary to the disk (if durable) and rename it over the output path."""
         if self.committed:
             return
         try:
-            _fsync_tree(self.temporary)
+            if self.durable:
+                _fsync_tree(self.temporary)
             with signals_held():
                 self._replace()
                 self.committed = True
-            if self.sync_directory:
+            if self.sync_directory and self.durable:
                 with contextlib.suppress(OSError):
                     _fsync_path(self.path.parent)  # the rename itself reaches the disk
         except OSError as error:

@@ -258,6 +258,9 @@ class _PositionedFile(_RowIndexing):
     """
 
     in_memory = False
+    #: Start the disk write of each written band at once (for a durable output, whose
+    #: commit waits for the disk anyway); see gpuconv._atomic.start_writeback.
+    writeback = True
 
     def __init__(self, path, shape, dtype, offset: int, mode: str):
         self.path, self.mode = str(path), mode
@@ -306,7 +309,8 @@ class _PositionedFile(_RowIndexing):
         position, done = self.offset + start * self.row_bytes, 0
         while done < len(view):
             done += os.pwrite(self.descriptor, view[done:], position + done)
-        start_writeback(self.descriptor, position, len(view))
+        if self.writeback:
+            start_writeback(self.descriptor, position, len(view))
 
     def flush(self) -> None:
         os.fsync(self.descriptor)
@@ -761,14 +765,23 @@ class _Writer(_RowIndexing):
     done_with_rows = False
 
     def _start(
-        self, path, shape, dtype, *, directory: bool = False, sync_directory: bool = True
+        self,
+        path,
+        shape,
+        dtype,
+        *,
+        directory: bool = False,
+        sync_directory: bool = True,
+        durable: bool = True,
     ) -> None:
         self.path = Path(path)
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         self.finished = False
         self.owner = True
-        self.output = AtomicOutput(self.path, directory=directory, sync_directory=sync_directory)
+        self.output = AtomicOutput(
+            self.path, directory=directory, sync_directory=sync_directory, durable=durable
+        )
 
     @property
     def temporary(self) -> Path:
@@ -836,13 +849,14 @@ class _PositionedWriter(_Writer):
 
     done_with_rows = True  # pwrite copies them into the page cache
 
-    def __init__(self, path, shape, dtype, kind: str, *, sync_directory: bool = True):
-        self._start(path, shape, dtype, sync_directory=sync_directory)
+    def __init__(self, path, shape, dtype, kind: str, *, sync_directory: bool = True, durable=True):
+        self._start(path, shape, dtype, sync_directory=sync_directory, durable=durable)
         temporary = self.output.temporary
         try:
             header = _npy_header if kind == "npy" else _tiff_header
             offset = header(temporary, self.shape, self.dtype)
             self.file = _PositionedFile(temporary, self.shape, self.dtype, offset, "w")
+            self.file.writeback = durable  # not durable: nothing waits for the disk
         except OSError as error:
             self.output.discard()
             self.finished = True
@@ -903,14 +917,18 @@ class _ZarrWriter(_Writer):
 
     done_with_rows = True  # each chunk is encoded and stored before the assignment returns
 
-    def __init__(self, path, shape, dtype, rows_per_chunk: int, *, sync_directory: bool = True):
+    def __init__(
+        self, path, shape, dtype, rows_per_chunk: int, *, sync_directory: bool = True, durable=True
+    ):
         try:
             import zarr
         except ImportError:
             raise FormatError(
                 f"{path}: writing .zarr needs zarr: pip install 'gpuconv[dask]'"
             ) from None
-        self._start(path, shape, dtype, directory=True, sync_directory=sync_directory)
+        self._start(
+            path, shape, dtype, directory=True, sync_directory=sync_directory, durable=durable
+        )
         try:
             chunks = (max(1, min(rows_per_chunk, self.shape[0])), *self.shape[1:])
             self.array = zarr.open_array(
@@ -939,8 +957,10 @@ class _EncodedWriter(_Writer):
 
     streamed = False
 
-    def __init__(self, path, shape, dtype, *, opencv_order=False, sync_directory=True):
-        self._start(path, shape, dtype, sync_directory=sync_directory)
+    def __init__(
+        self, path, shape, dtype, *, opencv_order=False, sync_directory=True, durable=True
+    ):
+        self._start(path, shape, dtype, sync_directory=sync_directory, durable=durable)
         self.opencv_order = opencv_order
         self.pixels = None  # the whole image, allocated by the first band unless that is all
 
@@ -987,13 +1007,21 @@ class _EncodedWriter(_Writer):
 
 
 def open_writer(
-    path, shape, dtype, rows_per_chunk: int, *, opencv_order=False, sync_directory=True
+    path,
+    shape,
+    dtype,
+    rows_per_chunk: int,
+    *,
+    opencv_order=False,
+    sync_directory=True,
+    durable=True,
 ):
     """A row writer (``write(start, rows)``, ``close()``, ``abort()``) for a new ``path``.
 
     ``opencv_order=True``: rows for a format OpenCV encodes come in its BGR(A)
     order (from :func:`open_reader` with ``opencv_order=True``) and are not
-    swapped. ``sync_directory=False``: see :class:`gpuconv._atomic.AtomicOutput`.
+    swapped. ``sync_directory=False`` and ``durable=False``: see
+    :class:`gpuconv._atomic.AtomicOutput`.
 
     The format follows the suffix (:data:`FORMATS`); the rows go to a
     temporary beside ``path`` that ``close()`` renames into place. Raises
@@ -1004,15 +1032,14 @@ def open_writer(
     path = Path(path)
     fit_output(path, dtype, channels_of(shape), convert=False, image_dtype=dtype)
     suffix = path.suffix.lower()
+    syncs = dict(sync_directory=sync_directory, durable=durable)
     if suffix == ".npy":
-        return _PositionedWriter(path, shape, dtype, "npy", sync_directory=sync_directory)
+        return _PositionedWriter(path, shape, dtype, "npy", **syncs)
     if suffix in (".tif", ".tiff"):
-        return _PositionedWriter(path, shape, dtype, "tif", sync_directory=sync_directory)
+        return _PositionedWriter(path, shape, dtype, "tif", **syncs)
     if suffix == ".zarr":
-        return _ZarrWriter(path, shape, dtype, rows_per_chunk, sync_directory=sync_directory)
-    return _EncodedWriter(
-        path, shape, dtype, opencv_order=opencv_order, sync_directory=sync_directory
-    )
+        return _ZarrWriter(path, shape, dtype, rows_per_chunk, **syncs)
+    return _EncodedWriter(path, shape, dtype, opencv_order=opencv_order, **syncs)
 
 
 def write_image(path, image: np.ndarray) -> None:

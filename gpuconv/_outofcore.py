@@ -99,6 +99,7 @@ def apply_file(
     convert=False,
     sync_directory=True,
     overlap=True,
+    durable=True,
 ) -> dict:
     """Apply ``kernels`` one after the other to an image file, band by band.
 
@@ -138,6 +139,11 @@ def apply_file(
         caller that writes many files into one directory and flushes it once
         at the end (``gpuconv apply --out-dir``); the output is still written
         to a flushed temporary and renamed into place, whole or not at all.
+    durable : bool, default True
+        Flush the output to the disk before renaming it into place (``fsync``), so that
+        a power failure leaves the old file or the whole new one. ``False`` does not wait
+        for the disk (``gpuconv apply --no-fsync``): other processes still never see a
+        partial file, but a crash soon after may leave the output incomplete.
     overlap : bool, default True
         Read band k+1 and write band k-1 while band k is filtered
         (:func:`overlapped`); ``False``: one band after another (the same
@@ -222,6 +228,7 @@ def apply_file(
             rows_per_chunk,
             opencv_order=getattr(reader, "opencv_order", False),
             sync_directory=sync_directory,
+            durable=durable,
         ) as writer:
             bands = pipeline.run(writer, rows_per_chunk, progress=progress, overlap=overlap)
         seconds = time.perf_counter() - started

@@ -57,13 +57,14 @@ def read_stack(path) -> np.ndarray:
     return array
 
 
-def write_stack(path, array: np.ndarray) -> None:
-    """Write ``array`` whole to a new ``.npy`` or ``.tif`` at ``path``, atomically."""
+def write_stack(path, array: np.ndarray, *, durable: bool = True) -> None:
+    """Write ``array`` whole to a new ``.npy`` or ``.tif`` at ``path``, atomically
+    (``durable``: see :class:`gpuconv._atomic.AtomicOutput`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in STACK_SUFFIXES:
         raise FormatError(f"{path}: --axes writes stacks to {', '.join(STACK_SUFFIXES)} files only")
-    output = AtomicOutput(path)
+    output = AtomicOutput(path, durable=durable)
     try:
         if suffix == ".npy":
             with open(output.temporary, "wb") as stream:
@@ -90,10 +91,12 @@ def apply_stack_file(
     dtype=None,
     backend="auto",
     intermediate_dtype=np.float64,
+    durable=True,
 ) -> dict:
     """Apply ``kernels`` one after the other to the stack in a file, image axes ``axes``.
 
     Returns the statistics :func:`gpuconv._outofcore.apply_file` returns (one band).
+    ``durable`` as for :func:`gpuconv._outofcore.apply_file`.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.suffix.lower() not in STACK_SUFFIXES:
@@ -126,7 +129,7 @@ def apply_stack_file(
             backend=backend,
         )
     seconds = time.perf_counter() - started
-    write_stack(output_path, values)
+    write_stack(output_path, values, durable=durable)
     height, width = stack.shape[rows], stack.shape[columns]
     return {
         "shape": tuple(stack.shape),

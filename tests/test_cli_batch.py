@@ -7,10 +7,13 @@ stopping the others.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 from skimage import data
+from support import reference
 
 from gpuconv import kernels
 from gpuconv.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
@@ -151,6 +154,39 @@ def test_a_single_apply_flushes_its_directory(tmp_path, monkeypatch):
     )
     assert main(["apply", str(source), "-k", "sharpen", "-o", str(tmp_path / "o.png"), "-q"]) == 0
     assert flushed[-1] == tmp_path and len(flushed) == 2  # the file, then its directory
+
+
+@pytest.mark.parametrize("mode", ["single npy", "batch", "stack"])
+def test_no_fsync_flushes_nothing_and_writes_the_same_pixels(tmp_path, monkeypatch, mode):
+    """``--no-fsync``: no file or directory flushed, no writeback started; same output."""
+    from gpuconv import _atomic, _image_files
+
+    synced = []
+    monkeypatch.setattr(_atomic, "_fsync_path", lambda path: synced.append(path))
+    monkeypatch.setattr(_atomic, "_fsync_tree", lambda path: synced.append(path))
+    monkeypatch.setattr(_image_files, "start_writeback", lambda *args: synced.append(args))
+    image = np.random.default_rng(5).integers(0, 256, (70, 40), dtype=np.uint8)
+    if mode == "batch":
+        inputs = list(map(str, _write_photos(tmp_path, 3)))
+        outputs = [tmp_path / "out" / Path(path).name for path in inputs]
+        target = ["--out-dir", str(tmp_path / "out")]
+    else:
+        inputs = [str(tmp_path / "in.npy")]
+        np.save(inputs[0], image[None] if mode == "stack" else image)
+        outputs = [tmp_path / "out.npy"]
+        target = ["-o", str(outputs[0])] + (["--axes", "1,2"] if mode == "stack" else [])
+    band_rows = ["--band-rows", "16"] if mode == "single npy" else []  # several bands
+    arguments = ["apply", *inputs, "-k", "sharpen", *target, *band_rows, "-q", "--no-fsync"]
+    assert main(arguments) == EXIT_OK
+    assert synced == []
+    if mode == "batch":
+        for source, output in zip(inputs, outputs):
+            np.testing.assert_array_equal(cv2.imread(str(output)), _expected(Path(source)))
+    else:
+        expected = reference(image, "sharpen")
+        written = np.load(outputs[0])
+        np.testing.assert_array_equal(written[0] if mode == "stack" else written, expected)
+    assert not [path for path in tmp_path.rglob("*") if _atomic.TEMPORARY_MARK in path.name]
 
 
 def test_the_report_reaches_stderr_after_threads_decoded_at_once(tmp_path):
