@@ -219,7 +219,9 @@ class AtomicOutput:
     (b'whole', False)
     """
 
-    def __init__(self, path, *, directory: bool = False, sync_directory: bool = True, durable=True):
+    def __init__(
+        self, path, *, directory: bool = False, sync_directory: bool = True, durable: bool = True
+    ):
         self.path = Path(path)
         self.directory = directory
         self.sync_directory = sync_directory

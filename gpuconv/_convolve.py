@@ -124,7 +124,7 @@ def convolve(
            [10, 10, 10]], dtype=uint8)
     >>> _ = gpuconv.convolve(frames, "identity", axes=(1, 2), out=frames)  # in place
     """
-    if type(image) is np.ndarray:  # the usual call: a microsecond of checks skipped
+    if type(image) is np.ndarray:  # the usual call: the foreign-array checks skipped
         library = "numpy"
     elif _foreign.is_foreign(image):
         return _convolve_foreign(

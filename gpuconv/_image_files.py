@@ -849,7 +849,9 @@ class _PositionedWriter(_Writer):
 
     done_with_rows = True  # pwrite copies them into the page cache
 
-    def __init__(self, path, shape, dtype, kind: str, *, sync_directory: bool = True, durable=True):
+    def __init__(
+        self, path, shape, dtype, kind: str, *, sync_directory: bool = True, durable: bool = True
+    ):
         self._start(path, shape, dtype, sync_directory=sync_directory, durable=durable)
         temporary = self.output.temporary
         try:
@@ -918,7 +920,14 @@ class _ZarrWriter(_Writer):
     done_with_rows = True  # each chunk is encoded and stored before the assignment returns
 
     def __init__(
-        self, path, shape, dtype, rows_per_chunk: int, *, sync_directory: bool = True, durable=True
+        self,
+        path,
+        shape,
+        dtype,
+        rows_per_chunk: int,
+        *,
+        sync_directory: bool = True,
+        durable: bool = True,
     ):
         try:
             import zarr

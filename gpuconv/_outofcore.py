@@ -442,8 +442,8 @@ class _BandBuffers:
     :meth:`take` gives a C-contiguous array of the asked shape: the leading rows of a
     buffer given back (same row shape and dtype, at least as many rows), else a new one.
     A band goes back only after the writer has written it, so a buffer is never
-    handed out while its rows are still in flight; at most as many exist as bands are
-    held at once (two: one computed, one written).
+    handed out while its rows are still in flight; at most as many exist as output bands
+    are held at once (two or three: one computed, one being written, one given back late).
     """
 
     def __init__(self):
@@ -456,11 +456,15 @@ class _BandBuffers:
             buffer = self._free.pop()
         except IndexError:
             buffer = None
-        if buffer is None or buffer.dtype != dtype or buffer.shape[1:] != tuple(shape[1:]):
-            buffer = np.empty(shape, dtype)
-            self._owned[id(buffer)] = buffer
-        elif len(buffer) < shape[0]:  # a longer band than before (the first may be short)
-            del self._owned[id(buffer)]
+        fits = (
+            buffer is not None
+            and buffer.dtype == dtype
+            and buffer.shape[1:] == tuple(shape[1:])
+            and len(buffer) >= shape[0]  # the first band may be shorter than the next
+        )
+        if not fits:
+            if buffer is not None:
+                del self._owned[id(buffer)]  # dropped: another shape or type from now on
             buffer = np.empty(shape, dtype)
             self._owned[id(buffer)] = buffer
         return buffer[: shape[0]]

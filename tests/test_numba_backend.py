@@ -284,6 +284,16 @@ def test_packed_arguments_give_back_every_scalar_and_table():
         weights[getattr(_numba_kernels, name)] for name in ("CONSTANT", "LOWEST", "HIGHEST")
     )
     assert (constant, lowest, highest) == (9.5, -3, 4)
+    for missing in ("workers", "row_weights"):  # a slot left at 0 would be a silent bug
+        with pytest.raises(ValueError, match="every scalar and every table"):
+            _numba_kernels.pack_arguments(
+                {key: value for key, value in scalars.items() if key != missing},
+                {key: value for key, value in tables.items() if key != missing},
+                np.float32(0),
+                np.float32(0),
+                np.float32(0),
+                np.dtype(np.float32),
+            )
 
 
 def test_module_imports_and_explains_without_numba():

@@ -166,7 +166,7 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) 
         # OpenCV writes into a C-contiguous frame itself (no copy, no new memory).
         destination = target if target.flags.c_contiguous else None
         filtered = _filter_frame(cv2, source, plan, route, destination)
-        if destination is None or not np.shares_memory(filtered, target):
+        if destination is None or not np.may_share_memory(filtered, target):
             target[...] = filtered.reshape(target.shape)
     return result
 

@@ -456,10 +456,22 @@ def _fused_int16_row(lines, first_line, weights, channels, output_row, lowest, h
 # then the bounds of its own tables and of the weights' tables (table ``k`` is
 # ``values[integers[BOUNDS + k] : integers[BOUNDS + k + 1]]``), then its tables;
 # ``weights`` (the accumulator dtype) opens with the constant and the output's range.
-HEIGHT, WIDTH, CHANNELS = 0, 1, 2
+SCALARS = (
+    "height",
+    "width",
+    "channels",
+    "anchor_x",
+    "kernel_height",
+    "kernel_width",
+    "path",
+    "band_height",
+    "workers",
+    "store_mode",
+)
+HEIGHT, WIDTH, CHANNELS = 0, 1, 2  # = SCALARS.index("height")...: constants for numba
 ANCHOR_X, KERNEL_HEIGHT, KERNEL_WIDTH = 3, 4, 5
 PATH, BAND_HEIGHT, WORKERS, STORE_MODE = 6, 7, 8, 9
-_INTEGER_SCALARS = 10
+_INTEGER_SCALARS = len(SCALARS)
 INTEGER_TABLES = (
     "row_index",
     "col_index",
@@ -483,14 +495,14 @@ _WEIGHT_SCALARS = 3
 def pack_arguments(scalars, tables, constant, lowest, highest, accumulator):
     """``(integers, weights)`` for :func:`convolve_bands`, read-only.
 
-    ``scalars`` maps ``"height"``, ``"width"``... (the upper-case indices above, in
-    lower case) to ints; ``tables`` maps every name of :data:`INTEGER_TABLES` and
-    :data:`WEIGHT_TABLES` to a 1-D array; ``constant``, ``lowest`` and ``highest`` are
-    already of the accumulator's type.
+    ``scalars`` maps every name of :data:`SCALARS` to an int; ``tables`` maps every name
+    of :data:`INTEGER_TABLES` and :data:`WEIGHT_TABLES` to a 1-D array; ``constant``,
+    ``lowest`` and ``highest`` are already of the accumulator's type.
     """
+    if set(scalars) != set(SCALARS) or set(tables) != {*INTEGER_TABLES, *WEIGHT_TABLES}:
+        raise ValueError("pack_arguments needs every scalar and every table, and no other")
     header = np.zeros(WEIGHT_BOUNDS + len(WEIGHT_TABLES) + 1, np.int64)
-    for name, value in scalars.items():
-        header[globals()[name.upper()]] = value
+    header[:_INTEGER_SCALARS] = [scalars[name] for name in SCALARS]
     integer_tables = [np.asarray(tables[name], np.int64) for name in INTEGER_TABLES]
     weight_tables = [np.asarray(tables[name], accumulator) for name in WEIGHT_TABLES]
     header[INTEGER_BOUNDS:WEIGHT_BOUNDS] = header.size + np.cumsum(
