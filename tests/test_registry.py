@@ -403,6 +403,15 @@ def test_the_environment_variable_is_read_at_every_call(monkeypatch):
     assert _registry.resolve("auto", _plan(), "numpy")[0] == "numba"
 
 
+def test_an_environment_without_posix_bytes_is_read_through_its_mapping(monkeypatch):
+    """Where ``os.environ`` keeps no ``_data`` dict (another platform, a replaced mapping)
+    the variable is read with ``os.environ.get``."""
+    monkeypatch.setattr(_registry.os, "environ", {"GPUCONV_BACKEND": "numpy"})
+    assert _registry._environment_backend() == "numpy"
+    monkeypatch.setattr(_registry.os, "environ", {})
+    assert _registry._environment_backend() is None
+
+
 def test_explicit_backend_beats_the_environment_variable(monkeypatch):
     modules = _fake_registry(monkeypatch, numba=AVAILABLE, numpy=AVAILABLE)
     for variable, explicit in (("numba", "numpy"), ("numpy", "numba"), ("cuda", "numpy")):
