@@ -574,8 +574,7 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) 
         offer_tbb()  # before numba's first parallel call chooses the layer
     import numba
 
-    threads = _thread_count(numba)
-    return _convolve_stack(image, plan, output, lambda p: cached_execution(p, threads))
+    return _convolve_stack(image, plan, output, _thread_count(numba))
 
 
 def convolve_path(image3d: np.ndarray, plan: ConvolutionPlan, path: str) -> np.ndarray:
@@ -587,12 +586,14 @@ def convolve_path(image3d: np.ndarray, plan: ConvolutionPlan, path: str) -> np.n
 
     if plan.kernel.shape == (3, 3):
         raise ValueError("3 x 3 kernels always run the fused 3 x 3 loop")
-    threads = numba.get_num_threads()
-    return _convolve_stack(image3d, plan, None, lambda p: cached_execution(p, threads, force=path))
+    return _convolve_stack(image3d, plan, None, _thread_count(numba), force=path)
 
 
-def _convolve_stack(image, plan: ConvolutionPlan, output, execution) -> np.ndarray:
-    """:func:`convolve` with ``execution(plan) -> Execution`` choosing how."""
+def _convolve_stack(
+    image, plan: ConvolutionPlan, output, threads: int, force: str | None = None
+) -> np.ndarray:
+    """:func:`convolve` on up to ``threads`` threads (the caller's numba thread count), on
+    the cost model's path ``force`` where given (:func:`cached_execution`)."""
     stack = image if image.ndim == 4 else image[None]
     if output is None:
         output = np.empty(stack.shape, dtype=plan.output_dtype)
@@ -604,10 +605,10 @@ def _convolve_stack(image, plan: ConvolutionPlan, output, execution) -> np.ndarr
         stack = stack.astype(np.float32)
     if plan.output_dtype == np.float16:
         sums = np.empty(stack.shape, dtype=np.float32)
-        _run(stack, _float32_twin(plan, "output_dtype"), sums, execution)
+        _run(stack, _float32_twin(plan, "output_dtype"), sums, threads, force)
         output_stack[...] = sums  # the one rounding, to nearest
     else:
-        _run(stack, plan, output_stack, execution)
+        _run(stack, plan, output_stack, threads, force)
     return result
 
 
@@ -632,13 +633,14 @@ def flat_rows(stack: np.ndarray) -> tuple:
     return np.empty(0, stack.dtype), 0, 0
 
 
-def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, execution) -> None:
+def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, workers: int, force) -> None:
+    """``stack`` into ``output`` by the cached execution for ``workers`` threads (the
+    caller's thread count, restored afterwards if the execution takes fewer)."""
     import numba
 
     if plan.input_dtype == np.float16:
         plan = _float32_twin(plan, "input_dtype")
-    workers = _thread_count(numba)
-    run = execution(plan)
+    run = cached_execution(plan, workers, force)
     frames = stack.shape[0]
     if run.uses_fft:
         # None: non-finite pixels or an error bound the FFT misses; the loop path runs.
