@@ -9,15 +9,18 @@
 # --dry-run runs, for every step, what needs no GPU: the Python entry points plan every case
 # (their --dry-run), pytest collects, the benchmark parses its arguments, and the output
 # layout below is written; the GPU tools are only named.
-# Steps, in this order (each time-limited; a failing step does not stop the others):
+# Steps, in this order, most wanted first (each time-limited; a failing step does not stop
+# the others; BUDGET, default 570 s, caps the whole run: a step gets at most what is left, so
+# one lease call of 600 s always returns its logs):
 #   nvidia-smi     the device, driver, clocks, and gpuconv.backends()
-#   kernel-times   benchmarks/gpu_kernel_times.py: kernel-only times of the model's cases
-#                  against a device copy, the shared-memory kernels beside them
 #   memcheck       compute-sanitizer memcheck over every kernel family (gpu_sanitize_cases.py)
 #   racecheck      compute-sanitizer racecheck, one case per family
 #   synccheck      compute-sanitizer synccheck, one case per family
+#   bench          gpuconv bench --backend cuda: kernel and whole-call times against a device
+#                  copy, cupyx.scipy.ndimage.correlate and torch conv2d
 #   pytest         the whole test suite with the REAL cuda backend (no emulator)
-#   bench          gpuconv bench --backend cuda: whole calls against cupyx and torch
+#   kernel-times   benchmarks/gpu_kernel_times.py: kernel-only times of the model's cases
+#                  against a device copy, the shared-memory kernels beside them
 #   ncu            hardware counters (instructions, DRAM bytes) of the model's cases
 # Everything lands in $OUT/gpu_check_logs.tar.gz, beside $OUT/summary.txt (the device tool
 # returns at most 8 files).
@@ -32,6 +35,8 @@ export PYTHONUNBUFFERED=1
 unset GPUCONV_CUDA_EMULATOR
 PYTHON="${PYTHON:-python3}"
 SUMMARY="$OUT/summary.txt"
+BUDGET="${BUDGET:-570}"
+RESERVE=15 # seconds kept back for the summary and the archive
 : >"$SUMMARY"
 FAILED=0
 
@@ -43,6 +48,13 @@ step() {
     local name="$1" limit="$2" dry="$3"
     shift 4
     want "$name" || return 0
+    local left=$((BUDGET - RESERVE - SECONDS))
+    if ((left < 10)); then
+        echo "$name: not run, the budget of $BUDGET s is spent" | tee -a "$SUMMARY"
+        FAILED=$((FAILED + 1))
+        return 0
+    fi
+    ((limit > left)) && limit=$left
     local started=$SECONDS
     if ((DRY_RUN)); then
         { echo "dry run; on a GPU: $*"; bash -c "$dry"; } >"$LOGS/$name.log" 2>&1
@@ -59,9 +71,6 @@ step nvidia-smi 60 "$BACKENDS" -- bash -c 'nvidia-smi; nvidia-smi --format=csv \
     --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem; \
     "$0" -c "import gpuconv; print(gpuconv.backends())"' "$PYTHON"
 
-TIMES=(benchmarks/gpu_kernel_times.py --size 8192 --legacy --json "$LOGS/kernel_times.json")
-step kernel-times 200 "\"$PYTHON\" ${TIMES[*]} --dry-run" -- "$PYTHON" "${TIMES[@]}"
-
 SANITIZE=benchmarks/gpu_sanitize_cases.py
 SANITIZER=(compute-sanitizer --error-exitcode 9 --tool)
 if command -v compute-sanitizer >/dev/null || ((DRY_RUN)); then
@@ -75,16 +84,20 @@ else
     echo "compute-sanitizer: not found, memcheck/racecheck/synccheck not run" | tee -a "$SUMMARY"
 fi
 
+BENCH=(-m gpuconv bench --backend cuda --sizes 8192 --dtypes uint8,float32 --repeats 5
+    --warmup 2 --no-peers --kernels small_blur,large_blur,sharpen,laplacian,sobel_x,sobel_y,random9,random21,dog25
+    --no-compile-times --json "$LOGS/bench.json" --table "$LOGS/bench.md")
+step bench 90 "\"$PYTHON\" ${BENCH[*]} --help" -- "$PYTHON" "${BENCH[@]}"
+
 PARALLEL=()
 if "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n 16); fi
 # -p no:benchmark: the image's pytest-benchmark warns under xdist, an error with our filters.
-PYTEST=(-m pytest tests -v -ra -p no:cacheprovider -p no:benchmark)
-step pytest 240 "\"$PYTHON\" ${PYTEST[*]} --collect-only -q" -- \
+PYTEST=(-m pytest tests -v -ra --durations=20 -p no:cacheprovider -p no:benchmark)
+step pytest 330 "\"$PYTHON\" ${PYTEST[*]} --collect-only -q" -- \
     "$PYTHON" "${PYTEST[@]}" "${PARALLEL[@]}"
 
-BENCH=(-m gpuconv bench --backend cuda --sizes 8192 --dtypes uint8,float32 --repeats 10
-    --warmup 2 --no-peers --no-compile-times --json "$LOGS/bench.json")
-step bench 60 "\"$PYTHON\" ${BENCH[*]} --help" -- "$PYTHON" "${BENCH[@]}"
+TIMES=(benchmarks/gpu_kernel_times.py --size 8192 --legacy --json "$LOGS/kernel_times.json")
+step kernel-times 120 "\"$PYTHON\" ${TIMES[*]} --dry-run" -- "$PYTHON" "${TIMES[@]}"
 
 if command -v ncu >/dev/null || ((DRY_RUN)); then
     NCU_TIMES=(benchmarks/gpu_kernel_times.py --size 8192 --launches 1 --rounds 1)
