@@ -87,7 +87,7 @@ fi
 BENCH=(-m gpuconv bench --backend cuda --sizes 8192 --dtypes uint8,float32 --repeats 5
     --warmup 2 --no-peers --kernels small_blur,large_blur,sharpen,laplacian,sobel_x,sobel_y,random9,random21,dog25
     --no-compile-times --json "$LOGS/bench.json" --table "$LOGS/bench.md")
-step bench 90 "\"$PYTHON\" ${BENCH[*]} --help" -- "$PYTHON" "${BENCH[@]}"
+step bench 150 "\"$PYTHON\" ${BENCH[*]} --help" -- "$PYTHON" "${BENCH[@]}"
 
 PARALLEL=()
 if "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n 16); fi

@@ -464,6 +464,9 @@ def test_cuda_tensor_in_cuda_tensor_out_on_torchs_stream(monkeypatch, rng):
 
     if gpuconv.backends()["cuda"].available is False:
         pytest.skip(f"cuda backend unavailable: {gpuconv.backends()['cuda']}")
+    # The stand-ins hold host memory, so the emulator filters it, also where a real GPU is
+    # (where the backend would hand the stand-in "cupy" to the device path).
+    monkeypatch.setenv(cuda_backend.EMULATOR_VARIABLE, "1")
     events = []
     torch, cupy, active = _stand_ins(events)
     monkeypatch.setitem(sys.modules, "torch", torch)

@@ -66,3 +66,24 @@ def test_a_failing_step_makes_the_run_fail(tmp_path):
     )
     assert result.returncode != 0
     assert "1 step(s) failed" in (tmp_path / "summary.txt").read_text()
+
+
+def test_a_spent_budget_runs_no_further_step_and_says_so(tmp_path):
+    """BUDGET caps the whole run (one lease call): a step with no time left is not started,
+    and is counted as failed, so a clipped run never reads as a clean one."""
+    environment = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, BUDGET="0")
+    environment.pop("STEPS", None)
+    result = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--dry-run"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    for step in STEPS:
+        assert f"{step}: not run, the budget of 0 s is spent" in summary, (step, summary)
+    assert summary[-1] == f"{len(STEPS)} step(s) failed"

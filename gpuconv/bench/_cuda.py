@@ -164,15 +164,37 @@ def _time_ms(cupy, function, repeats: int, warmup: int, batch: int = BATCH) -> l
 
 
 def _kernel_only(cupy, image, kernel):
-    """A callable that launches the prepared (cached) launch of ``convolve(image, kernel)``."""
+    """A callable that runs the prepared (cached) launches of ``convolve(image, kernel)``.
+
+    A low-rank plan runs its term launches, their sum and the store (the device work of the
+    whole call, without its host checks); any other plan its one launch.
+    """
     from .._backends.cuda import backend as _cuda
+    from .._backends.cuda import lowrank as _cuda_lowrank
     from .._plan import make_plan
 
     image3d, plan, _ = make_plan(
         image, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
     )
-    prepared = _cuda.prepared_launch(plan, cupy.cuda.runtime.getDevice())
+    device_id = cupy.cuda.runtime.getDevice()
     device_image = cupy.ascontiguousarray(image3d)
+    lowrank = _cuda.prepared_lowrank(plan, device_id)
+    if lowrank is not None:
+        terms, accumulator = lowrank
+
+        def run_lowrank():
+            return _cuda_lowrank.run_terms(
+                device_image,
+                plan,
+                terms,
+                accumulator,
+                lambda prepared, partial: prepared(device_image, partial),
+                cupy,
+            )
+
+        names = ", ".join(term.launch.name_expression for term in terms)
+        return run_lowrank, f"low-rank, {len(terms)} terms: {names}"
+    prepared = _cuda.prepared_launch(plan, device_id)
     output = cupy.empty(plan.shape, dtype=plan.output_dtype)
     return functools.partial(prepared, device_image, output), prepared.launch.name_expression
 
