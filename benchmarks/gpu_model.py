@@ -3,6 +3,7 @@
     python benchmarks/gpu_model.py --json m.json            # today's kernels
     python benchmarks/gpu_model.py --shared --json old.json # the shared-memory kernels
     python benchmarks/gpu_model.py --calibration            # predicted vs ncu instructions
+    python benchmarks/gpu_model.py --measured               # predicted vs measured times, the fit
     python benchmarks/gpu_model.py --markdown benchmarks/results/GPU-model.md
     python benchmarks/gpu_model.py --images float32:1,float16:1   # float16 halves the bytes
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -99,6 +101,31 @@ def calibration_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def measured_table(rows: list[dict], device: str) -> str:
+    lines = [
+        f"| case | path | measured ms ({device}) | predicted ms | predicted / measured | "
+        "bound | resident warps / SM |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | `{r['path']}` | {r['measured_ms']:.3f} | {r['predicted_ms']:.3f} | "
+            f"{r['ratio']:.2f} | {r['bound']} | {r['resident_warps_per_sm']:g} |"
+        )
+    return "\n".join(lines)
+
+
+def fit_summary(rows: list[dict], device: str) -> str:
+    ratios = [r["ratio"] for r in rows]
+    spread = math.exp(sum(abs(math.log(x)) for x in ratios) / len(ratios))
+    return (
+        f"{device}: {len(rows)} measured cases; fitted cycles per warp instruction "
+        f"{model.fit_cycles_per_instruction(rows)} (in use: "
+        f"{machine.CYCLES_PER_WARP_INSTRUCTION}); predicted / measured "
+        f"{min(ratios):.2f} to {max(ratios):.2f}, typical error {spread - 1:.0%}"
+    )
+
+
 #: Low-rank cases: of the sizes with a compile-time separable specialisation (the SASS
 #: interpreter does not run the run-time-size separable kernel: its loop exits use BREAK),
 #: 21 x 21 is the one the GPU takes the low-rank path for (gpuconv._costmodel's rule).
@@ -153,6 +180,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--calibration", action="store_true", help="predicted vs ncu instructions")
     parser.add_argument(
+        "--measured",
+        action="store_true",
+        help="predicted vs the kernel times measured on the H100 and H200, and the fit of "
+        "CYCLES_PER_WARP_INSTRUCTION",
+    )
+    parser.add_argument(
         "--lowrank",
         action="store_true",
         help="the low-rank path (issue 11): a 21x21 difference of Gaussians, "
@@ -173,7 +206,8 @@ def main(argv=None) -> int:
         today = [model.predict(c) for c in model.cases(True, args.size)]
         shared = [model.predict(c) for c in model.cases(False, args.size)]
         calibrated = [model.calibrate(e) for e in model.calibration()["cases"]]
-        Path(args.markdown).write_text(markdown(today, shared, calibrated))
+        measured = {device: model.against_measured(device) for device in ("H100", "H200")}
+        Path(args.markdown).write_text(markdown(today, shared, calibrated, measured))
         print(f"wrote {args.markdown} in {time.perf_counter() - started:.0f} s")
         return 0
     if args.lowrank:
@@ -181,6 +215,11 @@ def main(argv=None) -> int:
         print(lowrank_table(rows))
         if args.json:
             Path(args.json).write_text(json.dumps({"lowrank": rows}, indent=1) + "\n")
+        return 0
+    if args.measured:
+        for device in model.MEASURED_KERNEL_TIMES:
+            rows = model.against_measured(device)
+            print(measured_table(rows, device) + "\n\n" + fit_summary(rows, device) + "\n")
         return 0
     if args.calibration:
         print(calibration_table([model.calibrate(e) for e in model.calibration()["cases"]]))
@@ -194,11 +233,15 @@ def main(argv=None) -> int:
     return 0
 
 
-def markdown(today: list[dict], shared: list[dict], calibrated: list[dict]) -> str:
+def markdown(
+    today: list[dict], shared: list[dict], calibrated: list[dict], measured: dict[str, list]
+) -> str:
     constants = (
         f"DRAM {machine.DRAM_BYTES_PER_SECOND / 1e12:.1f} TB/s; issue {machine.SMS} SMs x "
-        f"{machine.ISSUE_PER_CLOCK}/clock x {machine.CLOCK_HZ / 1e9:.2f} GHz x "
-        f"{machine.ISSUE_EFFICIENCY} = {machine.issue_rate() / 1e12:.3f}e12 warp instructions/s"
+        f"{machine.CLOCK_HZ / 1e9:.2f} GHz x min({machine.ISSUE_PER_CLOCK} x "
+        f"{machine.ISSUE_EFFICIENCY}, resident warps / "
+        f"{machine.CYCLES_PER_WARP_INSTRUCTION}) per clock (at most "
+        f"{machine.issue_rate() / 1e12:.3f}e12 warp instructions/s)"
     )
     template = (ROOT / "benchmarks/results/gpu-model/GPU-model.template.md").read_text()
     return template.format(
@@ -207,6 +250,10 @@ def markdown(today: list[dict], shared: list[dict], calibrated: list[dict]) -> s
         shared=table(shared),
         side_by_side=side_by_side(today, shared),
         calibration=calibration_table(calibrated),
+        measured_h100=measured_table(measured["H100"], "H100"),
+        fit_h100=fit_summary(measured["H100"], "H100"),
+        measured_h200=measured_table(measured["H200"], "H200"),
+        fit_h200=fit_summary(measured["H200"], "H200"),
     )
 
 

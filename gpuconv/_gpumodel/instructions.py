@@ -191,6 +191,7 @@ class LaunchCount:
     warp_instructions: float
     pixels: int
     representative: dict[str, int]  # what each simulated warp (or block) issued
+    warps: int = 0  # warps of the launch that do work (a window kernel's idle ones left out)
 
     @property
     def per_pixel(self) -> float:
@@ -222,12 +223,14 @@ def launch_instructions(
         per_strip = busy.instructions / strips_done
         total = launch.grid[0] * (per_strip * height / rows_per_strip + idle_slots * idle)
         representative = {"strip warp": busy.instructions, "idle warp": idle}
+        warps = launch.grid[0] * min(slots, strips)
     elif launch.template in TILED_TEMPLATES:
         middle = (launch.grid[0] // 2, launch.grid[1] // 2, 0)
-        warps = run_block(kernel, launch, middle, memory(launch, shape, input_dtype))
-        per_block = sum(w.instructions for w in warps)
+        runs = run_block(kernel, launch, middle, memory(launch, shape, input_dtype))
+        per_block = sum(run.instructions for run in runs)
         total = per_block * launch.grid[0] * launch.grid[1] * launch.grid[2]
         representative = {"block": per_block}
+        warps = len(runs) * launch.grid[0] * launch.grid[1] * launch.grid[2]
     else:
         raise ValueError(f"the model does not cover {launch.template}")
-    return LaunchCount(float(total), height * width, representative)
+    return LaunchCount(float(total), height * width, representative, warps)

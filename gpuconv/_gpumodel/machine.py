@@ -1,12 +1,18 @@
 """The H100 SXM of the model (issue 10), with its constants in this one place.
 
-    predicted = max(dram_bytes / DRAM_BYTES_PER_SECOND,
-                    warp_instructions / (SMS * ISSUE_PER_CLOCK * CLOCK_HZ * ISSUE_EFFICIENCY))
+    predicted = max(dram_bytes / DRAM_BYTES_PER_SECOND, warp_instructions / issue_rate(resident))
+    issue_rate(resident) = SMS * CLOCK_HZ * min(ISSUE_PER_CLOCK * ISSUE_EFFICIENCY,
+                                                resident / CYCLES_PER_WARP_INSTRUCTION)
     copy = ideal_dram_bytes / DRAM_BYTES_PER_SECOND;  fraction_of_copy = copy / predicted
 
-A measured GPU may recalibrate them later, with the data shown (GPU-model.md). The model
-knows no latency: a kernel whose few resident warps cannot keep enough loads in flight
-runs slower than this predicts (GPU-model.md compares with the H100's measured times).
+``resident`` is the warps an SM holds at once (the occupancy the registers and shared
+memory allow, or fewer when the grid is small). The issue fixed the first three constants;
+CYCLES_PER_WARP_INSTRUCTION was fitted afterwards to kernel times measured on an H100
+(2026-11-25), the data and the fit shown in GPU-model.md (``gpu_model.py --fit``): one warp
+issues an instruction only every ~13 cycles on average (it waits on its loads and on the
+results of its own previous instructions), so an SM with fewer than ~39 resident warps
+cannot fill its issue slots. Without that term the model predicted the register-heavy
+window kernels 2-3x too fast.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ ISSUE_PER_CLOCK = 4
 CLOCK_HZ = 1.98e9
 #: Share of the issue slots an integer-heavy kernel fills.
 ISSUE_EFFICIENCY = 0.75
+#: Average cycles between two instructions of one warp (latency of its loads and of its
+#: dependent arithmetic, as seen by the warp): fitted to the H100's measured kernel times
+#: (benchmarks/results/gpu-model/kernel-times-measured.json, ``gpu_model.py --fit``).
+CYCLES_PER_WARP_INSTRUCTION = 12.4
 #: Registers and warps an SM holds (occupancy, reported beside the time).
 REGISTERS_PER_SM = 65536
 MAX_WARPS_PER_SM = 64
@@ -31,14 +41,37 @@ SHARED_BYTES_PER_SM = 228 * 1024
 L2_BYTES = 50 * 2**20
 
 
-def issue_rate() -> float:
-    """Warp instructions per second the whole GPU issues."""
-    return SMS * ISSUE_PER_CLOCK * CLOCK_HZ * ISSUE_EFFICIENCY
+def issue_rate(resident_warps: float | None = None) -> float:
+    """Warp instructions per second the whole GPU issues, with ``resident_warps`` per SM
+    (None: enough to fill every issue slot the efficiency allows)."""
+    per_clock = ISSUE_PER_CLOCK * ISSUE_EFFICIENCY
+    if resident_warps is not None:
+        per_clock = min(per_clock, resident_warps / CYCLES_PER_WARP_INSTRUCTION)
+    return SMS * per_clock * CLOCK_HZ
 
 
-def predicted_seconds(dram_bytes: float, warp_instructions: float) -> float:
-    """The issue's formula: the slower of moving the bytes and issuing the instructions."""
-    return max(dram_bytes / DRAM_BYTES_PER_SECOND, warp_instructions / issue_rate())
+def resident_warps(occupancy_fraction: float, total_warps: int) -> float:
+    """Warps an SM holds at once: what its occupancy allows, or the grid's share of them."""
+    return min(occupancy_fraction * MAX_WARPS_PER_SM, total_warps / SMS)
+
+
+def predicted_seconds(
+    dram_bytes: float, warp_instructions: float, resident: float | None = None
+) -> float:
+    """The slower of moving the bytes and issuing the instructions (with ``resident`` warps
+    per SM; None: the issue's original formula, every issue slot fillable)."""
+    return max(dram_bytes / DRAM_BYTES_PER_SECOND, warp_instructions / issue_rate(resident))
+
+
+def bound(dram_bytes: float, warp_instructions: float, resident: float | None = None) -> str:
+    """Which limit sets the predicted time: ``dram``, ``issue``, or ``warps`` (too few
+    resident warps to fill the issue slots)."""
+    dram = dram_bytes / DRAM_BYTES_PER_SECOND
+    issue = warp_instructions / issue_rate()
+    warps = warp_instructions / issue_rate(resident)
+    if dram >= warps:
+        return "dram"
+    return "warps" if warps > issue else "issue"
 
 
 def copy_seconds(ideal_bytes: float) -> float:

@@ -167,9 +167,11 @@ def predict(case: Case) -> dict:
     plan, launch = plan_and_launch(case)
     kernel, count = count_instructions(plan, launch)
     traffic = count_memory(plan, launch)
-    seconds = machine.predicted_seconds(traffic.dram_bytes, count.warp_instructions)
-    copy = machine.copy_seconds(traffic.ideal_dram_bytes)
     threads = launch.block[0] * launch.block[1] * launch.block[2]
+    occupancy = machine.occupancy(kernel.registers, threads, launch.shared_bytes)
+    resident = machine.resident_warps(occupancy, count.warps)
+    seconds = machine.predicted_seconds(traffic.dram_bytes, count.warp_instructions, resident)
+    copy = machine.copy_seconds(traffic.ideal_dram_bytes)
     return {
         "name": case.name,
         "kernel": case.kernel,
@@ -186,10 +188,8 @@ def predict(case: Case) -> dict:
         "fraction_of_copy": round(copy / seconds, 4),
         # beyond the issue's fields
         "warp_instructions": int(count.warp_instructions),
-        "bound": "dram"
-        if traffic.dram_bytes / machine.DRAM_BYTES_PER_SECOND
-        >= count.warp_instructions / machine.issue_rate()
-        else "issue",
+        "bound": machine.bound(traffic.dram_bytes, count.warp_instructions, resident),
+        "resident_warps_per_sm": round(resident, 2),
         "store_sectors_per_request": round(traffic.global_store.sectors_per_request, 3),
         "shared_wavefronts_per_request": round(
             (traffic.shared_load.wavefronts + traffic.shared_store.wavefronts)
@@ -197,7 +197,7 @@ def predict(case: Case) -> dict:
             3,
         ),
         "registers": kernel.registers,
-        "occupancy": round(machine.occupancy(kernel.registers, threads, launch.shared_bytes), 3),
+        "occupancy": round(occupancy, 3),
         "grid": list(launch.grid),
         "block": list(launch.block),
     }
@@ -227,9 +227,12 @@ def predict_lowrank(kernel, dtype: str = "float32", size: int = SIZE) -> dict | 
     warp_instructions = 0
     dram = 0
     for term_plan, launch in terms:
-        _, count = count_instructions(term_plan, launch)
+        kernel, count = count_instructions(term_plan, launch)
         traffic = count_memory(term_plan, launch)
-        seconds += machine.predicted_seconds(traffic.dram_bytes, count.warp_instructions)
+        threads = launch.block[0] * launch.block[1] * launch.block[2]
+        occupancy = machine.occupancy(kernel.registers, threads, launch.shared_bytes)
+        resident = machine.resident_warps(occupancy, count.warps)
+        seconds += machine.predicted_seconds(traffic.dram_bytes, count.warp_instructions, resident)
         warp_instructions += count.warp_instructions
         dram += traffic.dram_bytes
     item = np.dtype(accumulator).itemsize
@@ -295,3 +298,81 @@ def calibrate(entry: dict) -> dict:
         "measured": entry["measured"],
         "ratio": count.warp_instructions / entry["measured"],
     }
+
+
+# ------------------------------------------------------------------ measured kernel times
+
+_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+#: Kernel-only times measured on GPUs (``gpu_kernel_times.py --json``), by device: what
+#: CYCLES_PER_WARP_INSTRUCTION is fitted to (the H100, the model's device) and checked on.
+MEASURED_KERNEL_TIMES = {
+    "H100": (
+        _RESULTS / "gpu-window-h100-2026-11-25" / "kernel_times.json",
+        _RESULTS / "gpu-baseline-h100-2026-11-25" / "kernel_times.json",
+    ),
+    "H200": (_RESULTS / "gpu-check-h200-2026-11-26" / "kernel_times.json",),
+}
+
+
+def measured_kernel_times(device: str = "H100") -> list[dict]:
+    """``{kernel, dtype, channels, path, kernel_ms}`` of every measured tutorial-bank case
+    (a ``legacy`` variant is the same case's shared-memory kernel); the first file wins
+    where two measured the same path."""
+    found: dict[tuple, dict] = {}
+    for path in MEASURED_KERNEL_TIMES[device]:
+        for case in json.loads(path.read_text())["cases"]:
+            if case["kernel"] not in TUTORIAL_BANK or case.get("size", SIZE) != SIZE:
+                continue
+            runs = [(case["path"], case["kernel_ms"])]
+            runs += [(v["path"], v["kernel_ms"]) for v in case.get("variants", {}).values()]
+            for launched, ms in runs:
+                key = (case["kernel"], case["dtype"], case["channels"], launched)
+                found.setdefault(key, dict(zip(("kernel", "dtype", "channels", "path"), key)))
+                found[key].setdefault("kernel_ms", ms)
+    return list(found.values())
+
+
+def against_measured(device: str = "H100") -> list[dict]:
+    """The model beside each measured time whose kernel is the one gpuconv launches today
+    (the window family or the shared-memory one); cases measured on another configuration
+    are left out. Each row carries what the fit of CYCLES_PER_WARP_INSTRUCTION needs."""
+    rows = []
+    for entry in measured_kernel_times(device):
+        for window in (True, False):
+            case = Case(entry["kernel"], entry["dtype"], entry["channels"], SIZE, window)
+            plan, launch = plan_and_launch(case)
+            if launch.name_expression != entry["path"]:
+                continue
+            row = predict(case)
+            seconds_per_cycle = row["warp_instructions"] / (
+                machine.SMS * row["resident_warps_per_sm"] * machine.CLOCK_HZ
+            )
+            other_limits = max(
+                row["dram_bytes"] / machine.DRAM_BYTES_PER_SECOND,
+                row["warp_instructions"] / machine.issue_rate(),
+            )
+            rows.append(
+                {
+                    **row,
+                    "measured_ms": entry["kernel_ms"],
+                    "ratio": row["predicted_ms"] / entry["kernel_ms"],
+                    "seconds_per_cycle": seconds_per_cycle,
+                    "other_limits_s": other_limits,
+                }
+            )
+            break
+    return rows
+
+
+def fit_cycles_per_instruction(rows: list[dict]) -> float:
+    """The CYCLES_PER_WARP_INSTRUCTION (to 0.1) that minimises the squared relative error of
+    ``max(other limits, instructions x cycles / (resident warps x clock))`` against the
+    measured times of ``rows`` (:func:`against_measured`)."""
+    measured = np.array([row["measured_ms"] * 1e-3 for row in rows])
+    per_cycle = np.array([row["seconds_per_cycle"] for row in rows])
+    floor = np.array([row["other_limits_s"] for row in rows])
+    candidates = np.arange(1.0, 40.0, 0.1)
+    errors = [
+        float(np.sum((np.maximum(floor, per_cycle * c) / measured - 1.0) ** 2)) for c in candidates
+    ]
+    return round(float(candidates[int(np.argmin(errors))]), 1)
