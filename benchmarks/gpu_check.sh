@@ -22,6 +22,8 @@
 #   kernel-times   benchmarks/gpu_kernel_times.py: kernel-only times of the model's cases
 #                  against a device copy, the shared-memory kernels beside them
 #   ncu            hardware counters (instructions, DRAM bytes) of the model's cases
+#   variants       benchmarks/gpu_window_variants.py: the window kernels' tuning knobs
+#                  (launch bounds, rows loaded together, V), the model's candidates among them
 # Everything lands in $OUT/gpu_check_logs.tar.gz, beside $OUT/summary.txt (the device tool
 # returns at most 8 files).
 set -u
@@ -106,9 +108,12 @@ if command -v ncu >/dev/null || ((DRY_RUN)); then
         -k regex:gpuconv --launch-skip 0 --launch-count 40 "$PYTHON" "${NCU_TIMES[@]}"
 fi
 
+VARIANTS=(benchmarks/gpu_window_variants.py --size 8192)
+step variants 150 "\"$PYTHON\" ${VARIANTS[*]} --help" -- "$PYTHON" "${VARIANTS[@]}"
+
 echo "--- summary"
 cat "$SUMMARY"
-for name in kernel-times memcheck racecheck synccheck pytest bench ncu; do
+for name in kernel-times memcheck racecheck synccheck pytest bench ncu variants; do
     [[ -f "$LOGS/$name.log" ]] && { echo "--- $name (tail)"; tail -n 30 "$LOGS/$name.log"; }
 done
 tar czf "$OUT/gpu_check_logs.tar.gz" -C "$LOGS" .

@@ -20,6 +20,7 @@ STEPS = (
     "pytest",
     "bench",
     "ncu",
+    "variants",
 )
 
 
