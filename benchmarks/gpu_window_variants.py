@@ -20,16 +20,21 @@ import numpy as np
 CASES = [
     ("sharpen", "uint8", 1),
     ("sobel_x", "uint8", 1),
+    ("small_blur", "uint8", 1),  # the box kernel (GPUCONV_BOX_MIN_BLOCKS)
+    ("sharpen", "uint8", 3),
     ("small_blur", "uint8", 3),
 ]
 # min_blocks 6 and 8 cap 128-thread blocks at 80 and 64 registers (no spills for these
-# cases): the GPU model (GPU-model.md, resident-warps term) predicts uint8 grey 3x3 at
-# 0.087 ms with 8 (32 resident warps) against 0.129 ms today (20); the H100 sweeps tried
-# only 1 and 4 (both 96 registers). Measure before changing the production launch bounds.
+# cases under NVRTC for sm_90): the GPU model (GPU-model.md, resident-warps term) predicts
+# uint8 grey 3x3 at 0.087 ms with 8 (32 resident warps) against 0.129 ms today (20), the
+# 7-wide box at 0.158 against 0.299 ms, uint8 RGB 3x3 at 0.304 against 0.762 ms (group 0).
+# The H100 sweeps tried only 1 and 4, where 4 already paid despite spills (box 0.288
+# against 0.317 ms, RGB 0.473 against 0.558). Measure before changing the production
+# launch bounds. (V = 16, ring_words 64, measured slower in both H100 sweeps: left out.)
 VARIANTS = {
     "group": [0, 1],
     "min_blocks": [1, 6, 8],
-    "ring_words": [32, 64],
+    "ring_words": [32],
     "target_threads": [2**18],
     "scalar_halo": [1],
 }
@@ -102,6 +107,7 @@ def main(argv=None) -> int:
                 *_cuda_source.COMPILE_OPTIONS,
                 f"-DGPUCONV_WINDOW_GROUP_ROWS={group}",
                 f"-DGPUCONV_WINDOW_MIN_BLOCKS={min_blocks}",
+                f"-DGPUCONV_BOX_MIN_BLOCKS={min_blocks}",
                 f"-DGPUCONV_WINDOW_SCALAR_HALO={scalar_halo}",
             )
             module = cupy.RawModule(
