@@ -8,16 +8,15 @@ a 3-D channels-last view ``(H, W, C)``; a 2-D image is given ``C == 1``.
 
 from __future__ import annotations
 
-import collections
 import enum
 import numbers
 import sys
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import kernels as _bank
+from ._cache import BoundedCache
 from ._layout import Layout, layout_for
 
 #: Image (and output) dtypes every backend supports.
@@ -265,25 +264,17 @@ def make_stack_plan(image, kernel, *, border, value, anchor, flip, dtype, axes=(
     stack = None if library == "dask" else layout.to_stack(image)
     stack_shape = layout.stack_shape
     key = _plan_key(stack_shape, image.dtype, kernel, border, value, anchor, flip, dtype)
-    if key is not None:
-        with _PLANS_LOCK:
-            plan = _PLANS.get(key)
-            if plan is not None:
-                _PLANS.move_to_end(key)
-                return stack, plan, library, layout
-    plan = _new_plan(stack_shape, image.dtype, kernel, border, value, anchor, flip, dtype)
-    if key is not None:
-        with _PLANS_LOCK:
-            _PLANS[key] = plan
-            while len(_PLANS) > PLAN_CACHE_SIZE:
-                _PLANS.popitem(last=False)
+
+    def plan_anew():
+        return _new_plan(stack_shape, image.dtype, kernel, border, value, anchor, flip, dtype)
+
+    plan = plan_anew() if key is None else _PLANS.get(key, plan_anew)
     return stack, plan, library, layout
 
 
-#: Plans kept for repeated calls (least recently used dropped first).
+#: Plans kept for repeated calls (least recently used dropped first), keyed by value.
 PLAN_CACHE_SIZE = 256
-_PLANS: collections.OrderedDict = collections.OrderedDict()
-_PLANS_LOCK = threading.Lock()
+_PLANS = BoundedCache(PLAN_CACHE_SIZE)
 #: Kernels up to this many taps are keyed by value (their bytes); larger ones are planned anew.
 _KEYED_KERNEL_TAPS = 4096
 
@@ -328,8 +319,7 @@ def _plan_key(stack_shape, image_dtype, kernel, border, value, anchor, flip, dty
 
 def clear_plan_cache() -> None:
     """Forget every cached plan (tests)."""
-    with _PLANS_LOCK:
-        _PLANS.clear()
+    _PLANS.clear()
 
 
 def _new_plan(stack_shape, image_dtype, kernel, border, value, anchor, flip, dtype):

@@ -121,7 +121,7 @@ def test_the_image_is_checked_on_every_call():
 def test_the_cache_is_bounded_and_thread_safe(monkeypatch, rng):
     from gpuconv import _plan
 
-    monkeypatch.setattr(_plan, "PLAN_CACHE_SIZE", 8)
+    monkeypatch.setattr(_plan._PLANS, "size", 8)
     image = rng.integers(0, 256, (12, 12)).astype(np.uint8)
     kernels = [rng.integers(-3, 4, (3, 3)).astype(float) for _ in range(20)]
     expected = [gpuconv.convolve(image, k.copy(), backend="numpy") for k in kernels]
@@ -185,7 +185,7 @@ def test_the_numba_backend_reuses_its_execution_for_a_cached_plan(rng):
 def test_the_least_recently_used_plan_is_dropped_first(monkeypatch, rng):
     from gpuconv import _plan
 
-    monkeypatch.setattr(_plan, "PLAN_CACHE_SIZE", 4)
+    monkeypatch.setattr(_plan._PLANS, "size", 4)
     image = np.zeros((6, 6), np.uint8)
     kernels = [np.full((3, 3), float(n)) for n in range(6)]
     first = [plan_of(image, k) for k in kernels[:4]]  # the cache is full: 4 plans
