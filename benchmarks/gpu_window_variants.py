@@ -24,7 +24,7 @@ CASES = [
     ("sharpen", "uint8", 3),
     ("small_blur", "uint8", 3),
 ]
-# min_blocks 6 and 8 cap 128-thread blocks at 80 and 64 registers (no spills for these
+# min_blocks 6, 8 and 10 cap 128-thread blocks at 80, 64 and 48 registers (no spills for these
 # cases under NVRTC for sm_90): the GPU model (GPU-model.md, resident-warps term) predicts
 # uint8 grey 3x3 at 0.087 ms with 8 (32 resident warps) against 0.129 ms today (20), the
 # 7-wide box at 0.158 against 0.299 ms, uint8 RGB 3x3 at 0.304 against 0.762 ms (group 0).
@@ -33,7 +33,7 @@ CASES = [
 # launch bounds. (V = 16, ring_words 64, measured slower in both H100 sweeps: left out.)
 VARIANTS = {
     "group": [0, 1],
-    "min_blocks": [1, 6, 8],
+    "min_blocks": [1, 6, 8, 10],
     "ring_words": [32],
     "target_threads": [2**18],
     "scalar_halo": [1],
