@@ -2,7 +2,8 @@
 # gpu_check.sh: everything a lent GPU should tell us, in one bounded run (< 10 minutes).
 #
 # Run from the repository root on a machine with an NVIDIA GPU, CuPy and the CUDA tools
-# (the device machines' image has them; nothing is installed):
+# (the device machines' image has them; nothing is installed there, but its image lacks
+# imagecodecs, dask and zarr: carry them as wheels, benchmarks/gpu_wheels.sh says how):
 #     OUT=/some/dir bash benchmarks/gpu_check.sh
 #     STEPS="kernel-times memcheck" OUT=... bash benchmarks/gpu_check.sh   # only these steps
 #     OUT=... bash benchmarks/gpu_check.sh --dry-run   # no GPU: CI runs this (tests/test_gpu_check.py)
