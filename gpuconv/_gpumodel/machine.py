@@ -8,9 +8,9 @@
 ``resident`` is the warps an SM holds at once (the occupancy the registers and shared
 memory allow, or fewer when the grid is small). The issue fixed the first three constants;
 CYCLES_PER_WARP_INSTRUCTION was fitted afterwards to kernel times measured on an H100
-(2026-11-25), the data and the fit shown in GPU-model.md (``gpu_model.py --fit``): one warp
-issues an instruction only every ~13 cycles on average (it waits on its loads and on the
-results of its own previous instructions), so an SM with fewer than ~39 resident warps
+(2026-11-25), the data and the fit shown in GPU-model.md (``gpu_model.py --measured``): one
+warp issues an instruction only every ~12 cycles on average (it waits on its loads and on
+the results of its own previous instructions), so an SM with fewer than ~37 resident warps
 cannot fill its issue slots. Without that term the model predicted the register-heavy
 window kernels 2-3x too fast.
 """
@@ -29,7 +29,7 @@ CLOCK_HZ = 1.98e9
 ISSUE_EFFICIENCY = 0.75
 #: Average cycles between two instructions of one warp (latency of its loads and of its
 #: dependent arithmetic, as seen by the warp): fitted to the H100's measured kernel times
-#: (benchmarks/results/gpu-model/kernel-times-measured.json, ``gpu_model.py --fit``).
+#: (``model.MEASURED_KERNEL_TIMES``; ``gpu_model.py --measured`` shows the fit).
 CYCLES_PER_WARP_INSTRUCTION = 12.4
 #: Registers and warps an SM holds (occupancy, reported beside the time).
 REGISTERS_PER_SM = 65536

@@ -340,7 +340,7 @@ def against_measured(device: str = "H100") -> list[dict]:
     for entry in measured_kernel_times(device):
         for window in (True, False):
             case = Case(entry["kernel"], entry["dtype"], entry["channels"], SIZE, window)
-            plan, launch = plan_and_launch(case)
+            _, launch = plan_and_launch(case)
             if launch.name_expression != entry["path"]:
                 continue
             row = predict(case)
