@@ -155,6 +155,51 @@ def start_writeback(descriptor: int, offset: int, length: int) -> None:
         function(descriptor, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+_RENAME_EXCHANGE = 2  # <linux/fs.h>: swap two existing paths atomically
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2():
+    """libc's ``renameat2`` (Linux, glibc 2.28 and later), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step (``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False, having changed nothing, where the system or the file system cannot
+    (not Linux, an old C library, a file system without it); raises any other error.
+    """
+    function = _renameat2()
+    if function is None:
+        return False
+    import ctypes
+
+    if function(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE):
+        code = ctypes.get_errno()
+        if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            return False
+        raise OSError(code, os.strerror(code), str(second))
+    return True
+
+
 def _fsync_path(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
@@ -202,7 +247,9 @@ class AtomicOutput:
     ``durable=False`` leaves out every ``fsync``, as ``cp``, ``cv2.imwrite`` and libvips
     do: other processes still see the old file or the whole new one, never a part, but
     a power failure soon after the commit may leave the output incomplete or empty (the
-    disk's write time is saved: 0.2-0.5 s for 256 MiB on a virtual disk). Creating it
+    disk's write time is saved: 0.2-0.5 s for 256 MiB on a virtual disk). It also
+    replaces an existing file by swapping the two names (:func:`exchange`, Linux), so
+    that ext4 does not write the new file out before a rename over the old one. Creating it
     raises :class:`OutputError` for a missing directory, no permission, a read-only
     file system.
 
@@ -259,6 +306,21 @@ class AtomicOutput:
 
     def _replace(self) -> None:
         occupied = self.path.exists() or self.path.is_symlink()
+        if (
+            not self.durable
+            and not self.directory
+            and occupied
+            and self.path.is_file()
+            and not self.path.is_symlink()
+            and exchange(self.temporary, self.path)
+        ):
+            # Why not os.replace: renaming over an existing file makes ext4 (auto_da_alloc)
+            # write the new file's unwritten pages out first, 0.16-0.22 s for 256 MiB here,
+            # the disk wait durable=False leaves out. Swapping the two names asks for no
+            # writeback; readers still see the old file or the new one. The temporary's
+            # name now holds the old file: remove it.
+            _remove(self.temporary)
+            return
         if not (self.directory or (occupied and self.path.is_dir() and not self.path.is_symlink())):
             os.replace(self.temporary, self.path)  # atomic: the old file or the new one
             return

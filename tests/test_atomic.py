@@ -32,6 +32,56 @@ def test_commit_renames_and_discard_removes(tmp_path):
     assert target.read_bytes() == b"new" and _names(tmp_path) == ["out.bin"]
 
 
+def test_exchange_swaps_two_files_or_changes_nothing(tmp_path):
+    from gpuconv import _atomic
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_bytes(b"first")
+    second.write_bytes(b"second")
+    if _atomic.exchange(first, second):
+        assert (first.read_bytes(), second.read_bytes()) == (b"second", b"first")
+        with pytest.raises(FileNotFoundError):  # errors other than "unsupported" are raised
+            _atomic.exchange(tmp_path / "missing", second)
+    else:  # not Linux, an old C library, or a file system without RENAME_EXCHANGE
+        assert (first.read_bytes(), second.read_bytes()) == (b"first", b"second")
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_a_non_durable_commit_swaps_names_over_an_existing_file(supported, tmp_path, monkeypatch):
+    """durable=False replaces an existing file by exchanging the two names, then removing
+    the old file (a rename over it made ext4 write the new file out first); where the
+    exchange is unsupported, os.replace. Either way: the new bytes, nothing left over."""
+    from gpuconv import _atomic
+
+    swaps = []
+    real = _atomic.exchange
+
+    def recording(first, second):
+        swaps.append((first, second))
+        return real(first, second) if supported else False
+
+    monkeypatch.setattr(_atomic, "exchange", recording)
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    output = AtomicOutput(target, durable=False)
+    output.temporary.write_bytes(b"new")
+    output.commit()
+    assert target.read_bytes() == b"new" and _names(tmp_path) == ["out.bin"]
+    assert swaps == [(output.temporary, target)]
+    # No file to replace, or a durable commit (its fsync left ext4 nothing to write): a rename.
+    swaps.clear()
+    for durable, existing in ((False, False), (True, True)):
+        fresh = tmp_path / f"fresh-{durable}.bin"
+        if existing:
+            fresh.write_bytes(b"old")
+        output = AtomicOutput(fresh, durable=durable)
+        output.temporary.write_bytes(b"new")
+        output.commit()
+        assert fresh.read_bytes() == b"new"
+    assert swaps == []
+    assert _names(tmp_path) == ["fresh-False.bin", "fresh-True.bin", "out.bin"]
+
+
 def test_destination_errors_are_output_errors(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="directory .*missing does not exist"):
