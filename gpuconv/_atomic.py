@@ -310,8 +310,7 @@ class AtomicOutput:
             not self.durable
             and not self.directory
             and occupied
-            and self.path.is_file()
-            and not self.path.is_symlink()
+            and self.path.is_file()  # a link to one too: the link is swapped, as replaced
             and exchange(self.temporary, self.path)
         ):
             # Why not os.replace: renaming over an existing file makes ext4 (auto_da_alloc)

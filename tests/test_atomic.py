@@ -80,6 +80,18 @@ def test_a_non_durable_commit_swaps_names_over_an_existing_file(supported, tmp_p
         assert fresh.read_bytes() == b"new"
     assert swaps == []
     assert _names(tmp_path) == ["fresh-False.bin", "fresh-True.bin", "out.bin"]
+    # A link at the output path is replaced by the file, as os.replace does; what it
+    # pointed to is left alone.
+    pointed = tmp_path / "pointed.bin"
+    pointed.write_bytes(b"keep")
+    link = tmp_path / "link.bin"
+    link.symlink_to(pointed)
+    output = AtomicOutput(link, durable=False)
+    output.temporary.write_bytes(b"new")
+    output.commit()
+    assert not link.is_symlink() and link.read_bytes() == b"new"
+    assert pointed.read_bytes() == b"keep"
+    assert "link.bin" in _names(tmp_path) and not any(".tmp" in n for n in _names(tmp_path))
 
 
 def test_destination_errors_are_output_errors(tmp_path):
