@@ -125,19 +125,25 @@ _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do n
 
 
 @functools.cache
-def _sync_file_range():
-    """libc's ``sync_file_range`` (Linux), or None where there is none."""
+def _linux_libc_function(name: str, *argument_types: str):
+    """libc's function ``name`` (Linux), typed by ctypes type names, or None where there is
+    none (another system, an older C library)."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes  # here: only streamed writers pay its import
+    import ctypes  # here: only the callers that need it pay its import
 
     try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.argtypes = [getattr(ctypes, type_name) for type_name in argument_types]
     function.restype = ctypes.c_int
     return function
+
+
+def _sync_file_range():
+    """libc's ``sync_file_range`` (Linux), or None where there is none."""
+    return _linux_libc_function("sync_file_range", "c_int", "c_int64", "c_int64", "c_uint")
 
 
 def start_writeback(descriptor: int, offset: int, length: int) -> None:
@@ -159,26 +165,9 @@ _RENAME_EXCHANGE = 2  # <linux/fs.h>: swap two existing paths atomically
 _AT_FDCWD = -100
 
 
-@functools.cache
 def _renameat2():
     """libc's ``renameat2`` (Linux, glibc 2.28 and later), or None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        function = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
-    function.restype = ctypes.c_int
-    return function
+    return _linux_libc_function("renameat2", "c_int", "c_char_p", "c_int", "c_char_p", "c_uint")
 
 
 def exchange(first: Path, second: Path) -> bool:

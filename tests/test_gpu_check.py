@@ -24,19 +24,25 @@ STEPS = (
 )
 
 
-@pytest.mark.slow
-def test_dry_run_runs_every_step_and_writes_the_output_layout(tmp_path):
-    environment = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
+def _dry_run(out, timeout: int, **variables) -> subprocess.CompletedProcess:
+    """``gpu_check.sh --dry-run`` writing to ``out``, every step unless STEPS is given."""
+    environment = dict(os.environ, OUT=str(out), PYTHON=sys.executable)
     environment.pop("STEPS", None)
-    result = subprocess.run(
+    environment.update(variables)
+    return subprocess.run(
         ["bash", "benchmarks/gpu_check.sh", "--dry-run"],
         cwd=ROOT,
         env=environment,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
+
+
+@pytest.mark.slow
+def test_dry_run_runs_every_step_and_writes_the_output_layout(tmp_path):
+    result = _dry_run(tmp_path, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = (tmp_path / "summary.txt").read_text().splitlines()
     for step in STEPS:
@@ -55,16 +61,7 @@ def test_dry_run_runs_every_step_and_writes_the_output_layout(tmp_path):
 
 
 def test_a_failing_step_makes_the_run_fail(tmp_path):
-    environment = dict(os.environ, OUT=str(tmp_path), PYTHON="false", STEPS="kernel-times")
-    result = subprocess.run(
-        ["bash", "benchmarks/gpu_check.sh", "--dry-run"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = _dry_run(tmp_path, timeout=120, PYTHON="false", STEPS="kernel-times")
     assert result.returncode != 0
     assert "1 step(s) failed" in (tmp_path / "summary.txt").read_text()
 
@@ -72,17 +69,7 @@ def test_a_failing_step_makes_the_run_fail(tmp_path):
 def test_a_spent_budget_runs_no_further_step_and_says_so(tmp_path):
     """BUDGET caps the whole run (one lease call): a step with no time left is not started,
     and is counted as failed, so a clipped run never reads as a clean one."""
-    environment = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, BUDGET="0")
-    environment.pop("STEPS", None)
-    result = subprocess.run(
-        ["bash", "benchmarks/gpu_check.sh", "--dry-run"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = _dry_run(tmp_path, timeout=120, BUDGET="0")
     assert result.returncode != 0
     summary = (tmp_path / "summary.txt").read_text().splitlines()
     for step in STEPS:
