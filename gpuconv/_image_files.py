@@ -258,12 +258,12 @@ class _PositionedFile(_RowIndexing):
     """
 
     in_memory = False
-    #: Start the disk write of each written band at once (for a durable output, whose
-    #: commit waits for the disk anyway); see gpuconv._atomic.start_writeback.
-    writeback = True
 
-    def __init__(self, path, shape, dtype, offset: int, mode: str):
+    def __init__(self, path, shape, dtype, offset: int, mode: str, *, writeback: bool = True):
         self.path, self.mode = str(path), mode
+        #: Start the disk write of each written band at once (for a durable output, whose
+        #: commit waits for the disk anyway); see gpuconv._atomic.start_writeback.
+        self.writeback = writeback
         self.shape = tuple(int(n) for n in shape)
         self.stored_dtype = np.dtype(dtype)
         self.dtype = self.stored_dtype.newbyteorder("=")
@@ -857,8 +857,10 @@ class _PositionedWriter(_Writer):
         try:
             header = _npy_header if kind == "npy" else _tiff_header
             offset = header(temporary, self.shape, self.dtype)
-            self.file = _PositionedFile(temporary, self.shape, self.dtype, offset, "w")
-            self.file.writeback = durable  # not durable: nothing waits for the disk
+            # Not durable: nothing waits for the disk, so no writeback is started.
+            self.file = _PositionedFile(
+                temporary, self.shape, self.dtype, offset, "w", writeback=durable
+            )
         except OSError as error:
             self.output.discard()
             self.finished = True

@@ -200,6 +200,9 @@ def _module_is_importable(name: str) -> bool:
     return True
 
 
+_ENVIRONMENT_KEY = os.fsencode(ENVIRONMENT_VARIABLE)
+
+
 def _environment_backend() -> str | None:
     """``os.environ.get(ENVIRONMENT_VARIABLE)``, read at every call (tests and users may set
     it at run time) but without the KeyError that ``os.environ.get`` raises and catches
@@ -210,9 +213,6 @@ def _environment_backend() -> str | None:
         return os.environ.get(ENVIRONMENT_VARIABLE)
     value = data.get(_ENVIRONMENT_KEY)
     return None if value is None else os.fsdecode(value)
-
-
-_ENVIRONMENT_KEY = os.fsencode(ENVIRONMENT_VARIABLE)
 
 
 def resolve(requested: str, plan, library: str, *, stand_ins: bool = True):

@@ -170,7 +170,6 @@ def _kernel_only(cupy, image, kernel):
     whole call, without its host checks); any other plan its one launch.
     """
     from .._backends.cuda import backend as _cuda
-    from .._backends.cuda import lowrank as _cuda_lowrank
     from .._plan import make_plan
 
     image3d, plan, _ = make_plan(
@@ -179,21 +178,11 @@ def _kernel_only(cupy, image, kernel):
     device_id = cupy.cuda.runtime.getDevice()
     device_image = cupy.ascontiguousarray(image3d)
     lowrank = _cuda.prepared_lowrank(plan, device_id)
-    if lowrank is not None:
-        terms, accumulator = lowrank
-
-        def run_lowrank():
-            return _cuda_lowrank.run_terms(
-                device_image,
-                plan,
-                terms,
-                accumulator,
-                lambda prepared, partial: prepared(device_image, partial),
-                cupy,
-            )
-
+    if lowrank is not None:  # what convolve runs for the plan: the same helper
+        terms = lowrank[0]
         names = ", ".join(term.launch.name_expression for term in terms)
-        return run_lowrank, f"low-rank, {len(terms)} terms: {names}"
+        call = functools.partial(_cuda.run_lowrank, device_image, plan, lowrank, cupy)
+        return call, f"low-rank, {len(terms)} terms: {names}"
     prepared = _cuda.prepared_launch(plan, device_id)
     output = cupy.empty(plan.shape, dtype=plan.output_dtype)
     return functools.partial(prepared, device_image, output), prepared.launch.name_expression

@@ -211,6 +211,20 @@ def prepared_lowrank(plan: ConvolutionPlan, device_id: int):
     return _LAUNCHES.get(("lowrank", plan_key(plan), device_id), prepare)
 
 
+def run_lowrank(frame, plan: ConvolutionPlan, lowrank, cupy):
+    """One ``(H, W, C)`` device frame through :func:`prepared_lowrank`'s launches: every
+    term, their sum, the one store. Returns the frame's output (a new device array)."""
+    prepared_terms, accumulator = lowrank
+    return _cuda_lowrank.run_terms(
+        frame,
+        plan,
+        prepared_terms,
+        accumulator,
+        lambda prepared, partial: prepared(frame, partial),
+        cupy,
+    )
+
+
 def clear_launch_cache() -> None:
     """Forget every prepared launch (tests; a device reset)."""
     _LAUNCHES.clear()
@@ -262,18 +276,9 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):
     device_stack = cupy.ascontiguousarray(cupy.asarray(stack))
     lowrank = None if half else prepared_lowrank(plan, device_id)
     if lowrank is not None:
-        prepared_terms, accumulator = lowrank
         device_output = cupy.empty(stack.shape, dtype=plan.output_dtype)
         for frame in range(stack.shape[0]):
-            frame_image = device_stack[frame]
-            device_output[frame] = _cuda_lowrank.run_terms(
-                frame_image,
-                plan,
-                prepared_terms,
-                accumulator,
-                lambda prepared, partial, im=frame_image: prepared(im, partial),
-                cupy,
-            )
+            device_output[frame] = run_lowrank(device_stack[frame], plan, lowrank, cupy)
     else:
         prepared = prepared_launch(device_plan, device_id)
         if device_stack.dtype != device_plan.input_dtype:
