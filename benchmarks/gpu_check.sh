@@ -25,6 +25,8 @@
 #   ncu            hardware counters (instructions, DRAM bytes) of the model's cases
 #   variants       benchmarks/gpu_window_variants.py: the window kernels' tuning knobs
 #                  (launch bounds, rows loaded together, V), the model's candidates among them
+#   fft            benchmarks/gpu_fft_crossover.py: dense float32 kernels of 9 to 63 taps a
+#                  side, the loops against overlap-save and whole-image FFTs (issue 11)
 # Everything lands in $OUT/gpu_check_logs.tar.gz, beside $OUT/summary.txt (the device tool
 # returns at most 8 files).
 set -u
@@ -112,9 +114,12 @@ fi
 VARIANTS=(benchmarks/gpu_window_variants.py --size 8192)
 step variants 150 "\"$PYTHON\" ${VARIANTS[*]} --help" -- "$PYTHON" "${VARIANTS[@]}"
 
+FFT=(benchmarks/gpu_fft_crossover.py --sizes 2048,8192 --json "$LOGS/fft_crossover.json")
+step fft 120 "\"$PYTHON\" ${FFT[*]} --dry-run --sizes 256" -- "$PYTHON" "${FFT[@]}"
+
 echo "--- summary"
 cat "$SUMMARY"
-for name in kernel-times memcheck racecheck synccheck pytest bench ncu variants; do
+for name in kernel-times memcheck racecheck synccheck pytest bench ncu variants fft; do
     [[ -f "$LOGS/$name.log" ]] && { echo "--- $name (tail)"; tail -n 30 "$LOGS/$name.log"; }
 done
 tar czf "$OUT/gpu_check_logs.tar.gz" -C "$LOGS" .

@@ -21,6 +21,7 @@ STEPS = (
     "bench",
     "ncu",
     "variants",
+    "fft",
 )
 
 
