@@ -3,23 +3,27 @@
     PYTHONPATH=. python benchmarks/gpu_fft_crossover.py --sizes 2048,8192
     PYTHONPATH=. python benchmarks/gpu_fft_crossover.py --dry-run   # no GPU: plans only
 
-For each image size and each dense kernel (``randomN``: full rank, so neither the
-separable nor the low-rank path applies) on a float32 image, times with CUDA events
-(median of ``--repeats`` rounds of ``--batch`` back-to-back calls, after a warm-up):
+For each image size, dtype and dense kernel (``randomN``: full rank, so neither the
+separable nor the low-rank path applies), times with CUDA events (median of ``--repeats``
+rounds of ``--batch`` back-to-back calls, after a warm-up):
 
-- ``loops``: ``gpuconv.convolve(..., backend="cuda")`` (the path the cost model picks today);
-- ``overlap-save``: :func:`gpuconv._fft.convolve_fft` with ``xp=cupy`` (tiles as on the CPU);
+- ``loops``: the cuda backend's direct kernel (its prepared launch);
+- ``gpuconv FFT``: the backend's FFT path (:func:`gpuconv._backends.cuda.backend.run_fft`:
+  overlap-save over :func:`gpuconv._fft.gpu_tile_shape`'s tiles, cuFFT);
+- ``convolve``: the whole ``gpuconv.convolve`` call, on the path the cost model picks
+  (named in the line: ``fft`` or ``loops``);
 - ``whole-image FFT``: one padded ``rfft2``/``irfft2`` of the whole image with CuPy, the
-  reflect101 border by ``cupy.pad``: the floor an FFT path could reach.
+  reflect101 border by ``cupy.pad``: the floor an FFT path could reach (float32 only);
 
-and the largest difference of each FFT result from the loops' result, against the
-contract's float32 tolerance (``1e-5 * max|output|``). Prints one line per cell and, with
-``--json``, writes them.
+and the largest difference of each result from the loops' result, against the contract's
+tolerance (float32 output: ``1e-5 * max|output|``; uint8: one grey level). Prints one line
+per cell and, with ``--json``, writes them.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -44,6 +48,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2048,8192")
     parser.add_argument("--kernels", default=",".join(KERNELS))
+    parser.add_argument("--dtypes", default="float32,uint8")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=3)
     parser.add_argument("--json")
@@ -53,10 +58,11 @@ def main(argv=None) -> int:
     from gpuconv._plan import make_plan
 
     sizes = [int(s) for s in args.sizes.split(",")]
+    dtypes = args.dtypes.split(",")
     kernels = bench.bench_kernels(args.kernels.split(","))
     if args.dry_run:
-        for size in sizes:
-            host = bench.bench_image(size, "float32")
+        for size, dtype in itertools.product(sizes, dtypes):
+            host = bench.bench_image(size, dtype)
             for name, kernel in kernels.items():
                 make_plan(
                     host,
@@ -67,31 +73,41 @@ def main(argv=None) -> int:
                     flip=False,
                     dtype=None,
                 )
-                print(f"{size} {name}: planned")
+                print(f"{size} {dtype} {name}: planned")
         return 0
     import cupy
     import cupyx.scipy.fft as fft
 
     import gpuconv
-    from gpuconv import _fft
+    from gpuconv._backends.cuda import backend as _cuda
     from gpuconv.bench._cuda import _time_ms
 
     rows = []
-    for size in sizes:
-        host = bench.bench_image(size, "float32")
+    device = cupy.cuda.runtime.getDevice()
+    for size, dtype in itertools.product(sizes, dtypes):
+        host = bench.bench_image(size, dtype)
         image = cupy.asarray(host)
         for name, kernel in kernels.items():
             _, plan, _ = make_plan(
                 host, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
             )
             image3d = image.reshape(plan.shape)
+            prepared = _cuda.prepared_launch(plan, device)
+            loops_output = cupy.empty(plan.shape, plan.output_dtype)
+            chosen = "fft" if _cuda.takes_fft(plan) else "loops"
             calls = {
-                "loops": lambda i=image, k=kernel: gpuconv.convolve(i, k, backend="cuda"),
-                "overlap-save": lambda i=image3d, p=plan: _fft.convolve_fft(i, p, xp=cupy, fft=fft),
-                "whole-image FFT": lambda i=image, k=kernel: _whole_image_fft(cupy, fft, i, k),
+                "loops": lambda p=prepared, i=image3d, o=loops_output: p(i, o) or o,
+                "gpuconv FFT": lambda i=image3d, p=plan: _cuda.run_fft(i, p, cupy, cupy.fft),
+                f"convolve ({chosen})": lambda i=image, k=kernel: gpuconv.convolve(
+                    i, k, backend="cuda"
+                ),
             }
+            if dtype == "float32":
+                calls["whole-image FFT"] = lambda i=image, k=kernel: _whole_image_fft(
+                    cupy, fft, i, k
+                )
             reference = cupy.asarray(calls["loops"](), dtype=cupy.float64)
-            tolerance = 1e-5 * float(cupy.abs(reference).max())
+            tolerance = 1.0 if dtype == "uint8" else 1e-5 * float(cupy.abs(reference).max())
             for method, call in calls.items():
                 result = call()
                 difference = (
@@ -108,6 +124,7 @@ def main(argv=None) -> int:
                 )
                 row = {
                     "size": size,
+                    "dtype": dtype,
                     "kernel": name,
                     "method": method,
                     "ms": milliseconds,
@@ -116,7 +133,7 @@ def main(argv=None) -> int:
                 }
                 rows.append(row)
                 print(
-                    f"{size} {name} {method}: {milliseconds:.3f} ms, max difference "
+                    f"{size} {dtype} {name} {method}: {milliseconds:.3f} ms, max difference "
                     f"{difference if difference is None else f'{difference:.3g}'} "
                     f"(tolerance {tolerance:.3g})",
                     flush=True,

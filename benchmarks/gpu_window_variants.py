@@ -22,19 +22,19 @@ CASES = [
     ("sobel_x", "uint8", 1),
     ("small_blur", "uint8", 1),  # the box kernel (GPUCONV_BOX_MIN_BLOCKS)
     ("sharpen", "uint8", 3),
-    ("small_blur", "uint8", 3),
+    ("sharpen", "uint16", 1),
 ]
-# min_blocks 6, 8 and 10 cap 128-thread blocks at 80, 64 and 48 registers (no spills for these
-# cases under NVRTC for sm_90): the GPU model (GPU-model.md, resident-warps term) predicts
-# uint8 grey 3x3 at 0.087 ms with 8 (32 resident warps) against 0.129 ms today (20), the
-# 7-wide box at 0.158 against 0.299 ms, uint8 RGB 3x3 at 0.304 against 0.762 ms (group 0).
-# The H100 sweeps tried only 1 and 4, where 4 already paid despite spills (box 0.288
-# against 0.317 ms, RGB 0.473 against 0.558). Measure before changing the production
-# launch bounds. (V = 16, ring_words 64, measured slower in both H100 sweeps: left out.)
+# The first H200 sweep (benchmarks/results/gpu-check-h200-2026-11-26/variants.log) tried
+# min_blocks 1, 6, 8 and 10 with V = 8: 6 paid for 8-bit grey 3x3 (0.127 against 0.143 ms,
+# no spill where the sums are integers; the separable and float-sum kernels spilled), 8 and
+# 10 spilled and lost, the box kernel lost under every cap; 8-bit colour ran faster with
+# each row loaded just before its use (group 0). Now in production (convolve_window.cu).
+# This sweep: 5 (up to 102 registers: the separable 3x3 without a spill?), and ring_words
+# 16 (V = 4: half the registers, twice the threads) at each cap, 16-bit grey beside.
 VARIANTS = {
     "group": [0, 1],
-    "min_blocks": [1, 6, 8, 10],
-    "ring_words": [32],
+    "min_blocks": [1, 5, 6, 8],
+    "ring_words": [16, 32],
     "target_threads": [2**18],
     "scalar_halo": [1],
 }

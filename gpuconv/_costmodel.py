@@ -230,6 +230,45 @@ def gpu_lowrank_terms(plan: ConvolutionPlan, strategy: Strategy):
     return columns, rows, np.dtype(accumulator)
 
 
+#: The CUDA backend's FFT against its loops, measured on an NVIDIA H200 (2026-11-26,
+#: benchmarks/results/gpu-fft-h200-2026-11-26.log: dense float32 kernels of 9 to 63 taps a
+#: side on 2048 x 2048 and 8192 x 8192 images): the direct kernel took 1.44e-13 to 1.79e-13 s
+#: per pixel-tap; float64 sums (a uint8 image under a float kernel) 1.7 times that; a whole
+#: image FFT (transform, product, inverse) 5.1e-11 s per transformed element plus about
+#: 0.2 ms of launches and host round trips (here per band of tiles), twice that in float64.
+GPU_TAP_SECONDS = {np.dtype(np.float32): 1.6e-13, np.dtype(np.float64): 2.8e-13}
+GPU_FFT_ELEMENT_SECONDS = {np.dtype(np.float32): 5.5e-11, np.dtype(np.float64): 1.1e-10}
+GPU_FFT_BAND_SECONDS = 1.5e-4
+#: Below this many taps the FFT never pays on a GPU (64 x 1.6e-13 s per pixel against more
+#: than 5.5e-11 s per element); it also keeps the FFT away from the register-window
+#: kernels, whose launch may cover a whole stack (the FFT runs frame by frame).
+_GPU_FFT_MIN_TAPS = 64
+
+
+def gpu_fft_pays(plan: ConvolutionPlan, strategy: Strategy) -> bool:
+    """Whether the CUDA backend should try the FFT for ``plan`` (one frame).
+
+    Never for exact integer sums, rank-1 kernels (the separable kernel) or kernels whose
+    non-zero taps are few; otherwise when the transforms of the GPU's tiles
+    (:func:`gpuconv._fft.gpu_tile_shape`) are estimated faster than the direct kernel.
+    At run time the FFT still declines non-finite pixels and a failed error bound.
+    """
+    if strategy.integer or strategy.separable or plan.kernel.size < _GPU_FFT_MIN_TAPS:
+        return False
+    height, width, channels = plan.shape
+    taps = np.count_nonzero(plan.kernel) if strategy.skip_zero_taps else plan.kernel.size
+    float64 = np.dtype(strategy.accumulator) == np.float64
+    real = np.dtype(np.float64 if float64 else np.float32)
+    loops = height * width * channels * taps * GPU_TAP_SECONDS[real]
+    tile_y, tile_x = _fft.gpu_tile_shape(plan)
+    block_y = tile_y - plan.kernel_height + 1
+    block_x = tile_x - plan.kernel_width + 1
+    bands = -(-height // block_y) * channels
+    elements = bands * tile_y * tile_x * -(-width // block_x)
+    transforms = bands * GPU_FFT_BAND_SECONDS + elements * GPU_FFT_ELEMENT_SECONDS[real]
+    return transforms < loops
+
+
 def estimate(plan: ConvolutionPlan, path: str, costs: BackendCosts, **details) -> float:
     """Estimated seconds of ``path`` for ``plan`` (``details``: what the path needs)."""
     height, width, channels = plan.shape

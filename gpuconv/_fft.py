@@ -41,6 +41,9 @@ None and the caller runs its loop path. Exact integer plans never come here: an 
 cannot give the bit-identical sums the contract requires (the cost model does not offer it).
 
 ``xp`` and ``fft`` are NumPy and ``scipy.fft`` on the CPU, CuPy and ``cupy.fft`` on a GPU.
+A GPU transforms few, large tiles (:func:`gpu_tile_shape`): each band costs a few launches
+and host round trips, and cuFFT is fast on any 2-3-5-smooth length, so the tiles are the
+fewest that keep one band's scratch within :data:`GPU_BAND_ELEMENTS`.
 """
 
 from __future__ import annotations
@@ -100,9 +103,40 @@ def _side(length: int, kernel_length: int) -> int:
 
 
 def tile_shape(plan: ConvolutionPlan) -> tuple[int, int]:
-    """``(Ty, Tx)``, the FFT size of one tile for ``plan``."""
+    """``(Ty, Tx)``, the FFT size of one tile for ``plan`` on the CPU."""
     height, width, _ = plan.shape
     return _side(height, plan.kernel_height), _side(width, plan.kernel_width)
+
+
+#: Elements of one band of tiles on a GPU (the band, its spectrum and its inverse each hold
+#: about this many reals: some 200 MB of float32 scratch beside cuFFT's work area).
+GPU_BAND_ELEMENTS = 2**24
+
+
+def _fewest_tiles(length: int, kernel_length: int, largest: int) -> tuple[int, int]:
+    """``(tiles, side)``: the fewest tiles of a fast side ``<= largest`` covering ``length``
+    outputs, or one tile of the smallest side that can hold the kernel if none fits."""
+    for tiles in range(1, length + 1):
+        side = fast_length(-(-length // tiles) + kernel_length - 1)
+        if side <= largest:
+            return tiles, side
+        if -(-length // tiles) == 1:
+            break
+    return length, fast_length(kernel_length)
+
+
+def gpu_tile_shape(plan: ConvolutionPlan) -> tuple[int, int]:
+    """``(Ty, Tx)`` for a GPU: the whole width in one tile where a band of at least
+    ``4 * kh`` rows still fits :data:`GPU_BAND_ELEMENTS`, else the fewest columns of tiles
+    that leave room for such a band; then the fewest bands of rows that fit."""
+    height, width, _ = plan.shape
+    kernel_height, kernel_width = plan.kernel.shape
+    shortest = fast_length(min(height, 4 * kernel_height) + kernel_height - 1)
+    tiles_x, side_x = _fewest_tiles(width, kernel_width, GPU_BAND_ELEMENTS // shortest)
+    _, side_y = _fewest_tiles(
+        height, kernel_height, max(GPU_BAND_ELEMENTS // (tiles_x * side_x), 1)
+    )
+    return side_y, side_x
 
 
 def work_per_pixel(plan: ConvolutionPlan) -> float:
@@ -159,18 +193,19 @@ def error_bound(tile: tuple[int, int], largest: float, gain: float, real_dtype) 
     return unit * math.log2(tile[0] * tile[1]) * largest * gain
 
 
-def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft=None):
+def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft=None, tile=None):
     """The plan's result through overlap-save FFTs, or None where the estimate forbids it.
 
     ``image3d`` is read, never written. ``workers`` is handed to ``scipy.fft``. A
     non-finite pixel (or constant) makes the sums non-finite: then None, and the caller's
-    loop path keeps the NaN or inf local to the taps that touch it.
+    loop path keeps the NaN or inf local to the taps that touch it. ``tile``: the FFT size
+    ``(Ty, Tx)`` (default :func:`tile_shape`, the CPU's).
     """
     if not math.isfinite(plan.border_value):
         return None
     if fft is None:
         import scipy.fft as fft
-    tile = tile_shape(plan)
+    tile = tile_shape(plan) if tile is None else tile
     first = np.float64 if plan.accumulate_dtype == np.float64 else np.float32
     for real_dtype in dict.fromkeys((first, np.float64)):
         sums, largest = _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft)
@@ -229,7 +264,7 @@ def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
             else:
                 band[:, inside] = source[:, :, c].take(xp.asarray(np.maximum(rows, 0)), axis=0)
                 if plan.border == Border.CONSTANT:
-                    band[xp.asarray(rows < 0), inside] = plan.border_value
+                    band[xp.asarray(np.flatnonzero(rows < 0)), inside] = plan.border_value
             band[:, outside_copied] = band[:, outside_from]
             band[:, outside_constant] = plan.border_value
             largest = max(largest, float(band.max()), -float(band.min()))
@@ -237,8 +272,9 @@ def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
             spectra *= spectrum[:, None, :]
             result = fft.irfft2(spectra, s=tile, axes=(0, 2), **keyword)
             del spectra
-            for index, left in enumerate(starts_x):
-                right = min(width, left + block_x)
-                output[top:bottom, left:right, c] = result[: bottom - top, index, : right - left]
-            del result
+            # tile t's block is result[:, t, :block_x]: side by side, they are the band's
+            # output row (one copy, not a small one per tile: each is a launch on a GPU)
+            blocks = result[: bottom - top, :, :block_x].reshape(bottom - top, -1)
+            output[top:bottom, :, c] = blocks[:, :width]
+            del result, blocks
     return output, largest

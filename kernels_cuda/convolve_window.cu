@@ -180,29 +180,41 @@ __device__ __forceinline__ void gpuconv_store_row(Out* __restrict__ output, int 
 // Tuned on an H100 (benchmarks/results/gpu-window-variants*-h100-2026-11-25.log), all
 // without spills: 32-bit pixels run best with the loads of 4 rows issued together and at
 // most 128 registers (4 blocks per SM; in colour that cap spilled, so none); 8- and 16-bit
-// grey images with each row loaded just before its use (fewer registers, more warps);
-// colour ones with KH rows loaded together.
+// grey images with each row loaded just before its use (fewer registers, more warps).
+// Retuned on an H200 (benchmarks/results/gpu-check-h200-2026-11-26/variants.log): 8-bit
+// colour also with each row loaded just before its use (0.611 against 0.653 ms, 8192 x 8192
+// RGB 3x3), and the 8-bit grey 3x3 kernel with integer sums (not separable) capped at 80
+// registers, 6 blocks per SM without a spill (0.127 against 0.143 ms); 8 blocks and more
+// spilled and ran no faster (10: 0.220 ms), nor did any cap for the box kernel (6: 0.469
+// against 0.322 ms). Under the cap of 6 the float-sum and separable 3x3 kernels spilled.
 // The macros override, for tuning sweeps.
 // The STACK instantiations of 32-bit grey images keep 3 blocks per SM: their two frame
 // pointers live in registers, and under the cap of 4 (128 registers) they spilled (sm_80).
-template <typename In, int C, bool STACK = false>
+template <typename In, int C, bool STACK = false, int TAPS = 0, bool SEPARABLE = false,
+          typename Acc = float>
 struct gpuconv_window_tuning {
 #ifdef GPUCONV_WINDOW_GROUP_ROWS
     static constexpr int group_rows = GPUCONV_WINDOW_GROUP_ROWS;
 #else
-    static constexpr int group_rows = sizeof(In) >= 4 ? 4 : (C > 1 ? 1 : 0);
+    static constexpr int group_rows = sizeof(In) >= 4 ? 4 : (C > 1 && sizeof(In) > 1 ? 1 : 0);
 #endif
 #ifdef GPUCONV_WINDOW_MIN_BLOCKS
     static constexpr int min_blocks = GPUCONV_WINDOW_MIN_BLOCKS;
 #else
-    static constexpr int min_blocks = sizeof(In) >= 4 && C == 1 ? (STACK ? 3 : 4) : 1;
+    static constexpr int min_blocks =
+        sizeof(In) >= 4 && C == 1 ? (STACK ? 3 : 4)
+        : sizeof(In) == 1 && C == 1 && TAPS == 9 && !SEPARABLE && !STACK &&
+                  !gpuconv_is_float<Acc>::value
+            ? 6
+            : 1;
 #endif
 };
 
 template <typename In, typename Out, typename Acc, int KH, int KW, int C, int V, bool SEPARABLE,
           bool STACK = false>
-__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y,
-                                  gpuconv_window_tuning<In, C, STACK>::min_blocks)
+__global__ void __launch_bounds__(
+    GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y,
+    gpuconv_window_tuning<In, C, STACK, KH * KW, SEPARABLE, Acc>::min_blocks)
 gpuconv_window(const In* __restrict__ image, Out* __restrict__ output,
                const Acc* __restrict__ weights, int height, int width, int anchor_y,
                int border, Acc border_value, int rows_per_strip, int vector_ok) {

@@ -557,12 +557,21 @@ def _fake_cupy(optin_bytes: int):
         Device=lambda device_id: contextlib.nullcontext(),
         get_current_stream=lambda: stream,
     )
-    return types.SimpleNamespace(
+
+    class FakeCupy(types.SimpleNamespace):
+        def __getattr__(self, name):  # the array functions the FFT path uses: NumPy's
+            return getattr(np, name)
+
+    import scipy.fft
+
+    return FakeCupy(
+        __name__="cupy",
         cuda=cuda,
         asarray=np.asarray,
         ascontiguousarray=np.ascontiguousarray,
         empty=np.empty,
         asnumpy=np.asarray,
+        fft=scipy.fft,  # cupy.fft's rfft2/irfft2 (float32 in, complex64 out, as cuFFT)
     )
 
 
@@ -649,6 +658,90 @@ def test_benchmark_kernel_only_row_runs_the_low_rank_terms_of_a_low_rank_plan(mo
         _cuda._device_limits.cache_clear()
         _cuda._device_weights.cache_clear()
         _cuda.clear_launch_cache()
+
+
+@pytest.fixture
+def stand_in_cupy(monkeypatch):
+    """CuPy replaced by the stand-in (NumPy arrays, emulated kernels): ``(fake, launched)``,
+    ``launched`` the name expressions compiled."""
+    import sys
+
+    from gpuconv._backends.cuda import source as _cuda_source
+
+    monkeypatch.delenv(_cuda.EMULATOR_VARIABLE, raising=False)
+    fake = _fake_cupy(48 * 1024)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    _cuda._device_limits.cache_clear()
+    _cuda._device_weights.cache_clear()
+    _cuda.clear_launch_cache()
+    launched = []
+
+    def fake_function(file_name, expression):
+        launched.append(expression)
+        return _FakeKernel(_cuda_source.emulated_function(file_name, expression))
+
+    monkeypatch.setattr(_cuda_source, "cupy_function", fake_function)
+    yield fake, launched
+    _cuda._device_limits.cache_clear()
+    _cuda._device_weights.cache_clear()
+    _cuda.clear_launch_cache()
+
+
+@needs_emulator
+def test_a_large_dense_kernel_runs_through_the_fft_on_the_gpu(stand_in_cupy, monkeypatch, rng):
+    """The cupy branch: where the cost model prefers transforms, cupy.fft computes every
+    frame (no kernel is compiled); a frame with a NaN is declined and runs the loops, the
+    NaN staying local to the taps that touch it."""
+    from gpuconv import _costmodel
+    from gpuconv.bench import _cuda as _bench_cuda
+
+    fake, launched = stand_in_cupy
+    # At 2 x 120 x 100 the launches' fixed cost would keep the loops: made free here.
+    monkeypatch.setattr(_costmodel, "GPU_FFT_BAND_SECONDS", 0.0)
+    stack = random_image(rng, (2, 120, 100), np.float32)
+    kernel = rng.normal(size=(31, 26))  # even width, anchor off-centre below
+    for border, anchor in [("reflect101", None), ("constant", (3, 20)), ("wrap", (25, 0))]:
+        image3d, plan, _ = plan_for(
+            stack, kernel, border=border, value=0.5, anchor=anchor, axes=(1, 2)
+        )
+        assert plan.frames == 2 and _cuda.takes_fft(plan)
+        result = _cuda.convolve(image3d, plan, "cupy")
+        assert launched == []
+        for frame in range(2):
+            assert_contract_accuracy(
+                result[frame, ..., 0],
+                reference(stack[frame], kernel, border=border, value=0.5, anchor=anchor),
+            )
+    with_nan = stack.copy()
+    with_nan[1, 60, 50] = np.nan
+    image3d, plan, _ = plan_for(with_nan, kernel, axes=(1, 2))
+    result = _cuda.convolve(image3d, plan, "cupy")
+    assert len(launched) == 1  # frame 1 only: the loops' kernel
+    assert np.isnan(result[1, 60, 50, 0]) and np.isfinite(result[1, :20]).all()
+    for frame in range(2):
+        assert_contract_accuracy(result[frame, ..., 0], reference(with_nan[frame], kernel))
+    # The bench's kernel-only row runs the same transforms.
+    call, name = _bench_cuda._kernel_only(fake, stack[0], kernel)
+    assert name.startswith("FFT, tiles ")
+    assert_contract_accuracy(call()[..., 0], reference(stack[0], kernel))
+
+
+def test_the_gpu_takes_the_fft_only_for_large_dense_float_kernels_on_large_images(rng):
+    """The crossover measured on an H200 (gpu_fft_crossover.py): at 2048 x 2048 float32 the
+    loops won up to 21 x 21, the FFT from 31 x 31; never exact integer sums, rank 1 or
+    float16 (whose direct kernels load and store half)."""
+    image = np.zeros((2048, 2048), np.float32)
+
+    def takes(kernel, image=image):
+        return _cuda.takes_fft(plan_for(image, kernel)[1])
+
+    assert not takes(rng.normal(size=(21, 21)))
+    assert takes(rng.normal(size=(31, 31)))
+    assert not takes(rng.normal(size=(63, 63)), np.zeros((256, 256), np.float32))
+    assert not takes(np.ones((41, 41)) / 41**2)  # rank 1: the separable kernel
+    assert not takes(rng.integers(-3, 4, size=(41, 41)), np.zeros((2048, 2048), np.uint8))
+    assert takes(rng.normal(size=(41, 41)), np.zeros((2048, 2048), np.uint8))  # float sums
+    assert not takes(rng.normal(size=(63, 63)), image.astype(np.float16))
 
 
 def test_prepared_launches_are_keyed_on_what_the_launch_depends_on(monkeypatch):

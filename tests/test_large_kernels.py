@@ -142,6 +142,33 @@ def test_fft_tiles_stay_bounded_whatever_the_image():
     assert tile_y <= 2048 and tile_x <= 2048
 
 
+@pytest.mark.parametrize(
+    ("shape", "kernel_shape"),
+    [
+        ((65536, 65536), (63, 63)),
+        ((8192, 8192), (63, 63)),
+        ((2048, 2048), (31, 31)),
+        ((100, 40000), (31, 45)),
+        ((40000, 100), (45, 31)),
+        ((20, 33), (91, 91)),
+    ],
+)
+def test_gpu_fft_bands_fit_their_scratch_and_cover_the_image(shape, kernel_shape):
+    """The GPU's tiles (large, few): one band of tiles within GPU_BAND_ELEMENTS (the peak
+    memory of the FFT path stays bounded whatever the image), every tile holding the
+    kernel with room for output, and a whole image that fits taken in one tile."""
+    _, plan, _ = plan_of(np.broadcast_to(np.zeros(1, np.float32), shape), np.ones(kernel_shape))
+    tile_y, tile_x = _fft.gpu_tile_shape(plan)
+    block_y, block_x = tile_y - kernel_shape[0] + 1, tile_x - kernel_shape[1] + 1
+    assert block_y >= 1 and block_x >= 1
+    tiles_x = -(-shape[1] // block_x)
+    assert tile_y * tiles_x * tile_x <= _fft.GPU_BAND_ELEMENTS
+    assert (tile_y, tile_x) == tuple(_fft.fast_length(n) for n in (tile_y, tile_x))
+    whole = [_fft.fast_length(n + k - 1) for n, k in zip(shape, kernel_shape)]
+    if whole[0] * whole[1] <= _fft.GPU_BAND_ELEMENTS:
+        assert [tile_y, tile_x] == whole
+
+
 # ---- every path against the reference (numba) --------------------------------------------
 
 

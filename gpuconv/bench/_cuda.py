@@ -167,8 +167,10 @@ def _kernel_only(cupy, image, kernel):
     """A callable that runs the prepared (cached) launches of ``convolve(image, kernel)``.
 
     A low-rank plan runs its term launches, their sum and the store (the device work of the
-    whole call, without its host checks); any other plan its one launch.
+    whole call, without its host checks); a plan the FFT takes its transforms (cuFFT);
+    any other plan its one launch.
     """
+    from .. import _fft
     from .._backends.cuda import backend as _cuda
     from .._plan import make_plan
 
@@ -183,6 +185,10 @@ def _kernel_only(cupy, image, kernel):
         names = ", ".join(term.launch.name_expression for term in terms)
         call = functools.partial(_cuda.run_lowrank, device_image, plan, lowrank, cupy)
         return call, f"low-rank, {len(terms)} terms: {names}"
+    if _cuda.takes_fft(plan):
+        tile_y, tile_x = _fft.gpu_tile_shape(plan)
+        call = functools.partial(_cuda.run_fft, device_image, plan, cupy, cupy.fft)
+        return call, f"FFT, tiles {tile_y} x {tile_x} (cuFFT)"
     prepared = _cuda.prepared_launch(plan, device_id)
     output = cupy.empty(plan.shape, dtype=plan.output_dtype)
     return functools.partial(prepared, device_image, output), prepared.launch.name_expression

@@ -9,7 +9,12 @@ The kernels (see the header comment of each ``.cu`` file):
 - ``gpuconv_global``: the fallback when a tile and halo exceed shared memory.
 
 Kernels of rank 2 to a few (a difference of Gaussians) run as one separable launch per
-term, summed and rounded once (:mod:`.lowrank`); there is no FFT path on the GPU (see there).
+term, summed and rounded once (:mod:`.lowrank`). Large dense float kernels run through
+cuFFT (``cupy.fft``) by overlap-save over large tiles (:func:`gpuconv._fft.convolve_fft`,
+:func:`gpuconv._fft.gpu_tile_shape`) where :func:`gpuconv._costmodel.gpu_fft_pays` says the
+transforms beat the direct kernel (from about 25 x 25 on a 2048 x 2048 image, measured on an
+H200); a frame the FFT declines (non-finite pixels, the error bound) runs the loops. Under
+the emulator the same choice runs the same code with NumPy and ``scipy.fft``.
 
 :func:`gpuconv._strategy.choose_strategy` decides separable or not and the
 accumulator; :func:`gpuconv._backends.cuda.launch.plan_launch` turns that into
@@ -29,6 +34,7 @@ import os
 
 import numpy as np
 
+from ... import _costmodel, _fft
 from ..._cache import BoundedCache
 from ..._plan import ConvolutionPlan
 from ..._strategy import choose_strategy
@@ -225,6 +231,19 @@ def run_lowrank(frame, plan: ConvolutionPlan, lowrank, cupy):
     )
 
 
+def takes_fft(plan: ConvolutionPlan) -> bool:
+    """Whether ``plan`` tries the FFT first (float16 plans keep their direct kernels)."""
+    if np.dtype(np.float16) in (plan.input_dtype, plan.output_dtype):
+        return False
+    return _costmodel.gpu_fft_pays(plan, choose_strategy(plan))
+
+
+def run_fft(frame, plan: ConvolutionPlan, xp, fft):
+    """One ``(H, W, C)`` frame through overlap-save FFTs over the GPU's tiles (``xp``:
+    CuPy, or NumPy under the emulator), or None where the FFT declines the frame."""
+    return _fft.convolve_fft(frame, plan, xp=xp, fft=fft, tile=_fft.gpu_tile_shape(plan))
+
+
 def clear_launch_cache() -> None:
     """Forget every prepared launch (tests; a device reset)."""
     _LAUNCHES.clear()
@@ -262,7 +281,15 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):
                 )
             return result
         launch = _cuda_launch.plan_launch(device_plan, choose_strategy(device_plan))
-        if launch.frames == stack.shape[0]:  # the whole stack in one launch
+        if takes_fft(plan):
+            import scipy.fft
+
+            for frame in range(stack.shape[0]):
+                found = run_fft(stack[frame], plan, np, scipy.fft)
+                if found is None:
+                    found = _run_emulated(stack[frame], plan, launch)
+                output_stack[frame] = found
+        elif launch.frames == stack.shape[0]:  # the whole stack in one launch
             output_stack[...] = _run_emulated(stack, plan, launch)
         else:
             for frame in range(stack.shape[0]):
@@ -279,6 +306,14 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):
         device_output = cupy.empty(stack.shape, dtype=plan.output_dtype)
         for frame in range(stack.shape[0]):
             device_output[frame] = run_lowrank(device_stack[frame], plan, lowrank, cupy)
+    elif takes_fft(plan):
+        device_output = cupy.empty(stack.shape, dtype=plan.output_dtype)
+        for frame in range(stack.shape[0]):
+            found = run_fft(device_stack[frame], plan, cupy, cupy.fft)
+            if found is None:  # declined: non-finite pixels, or the error bound
+                prepared_launch(device_plan, device_id)(device_stack[frame], device_output[frame])
+            else:
+                device_output[frame] = found
     else:
         prepared = prepared_launch(device_plan, device_id)
         if device_stack.dtype != device_plan.input_dtype:
