@@ -209,10 +209,14 @@ def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft
     first = np.float64 if plan.accumulate_dtype == np.float64 else np.float32
     for real_dtype in dict.fromkeys((first, np.float64)):
         sums, largest = _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft)
-        magnitude = max(float(sums.max()), -float(sums.min()))
+        spectrum = _spectrum(plan, tile, real_dtype, xp, fft)
+        # One transfer for the three figures the estimate needs (on a GPU each float() of
+        # a device value would wait for the stream: once per call, not once per figure).
+        magnitude, largest, gain = xp.stack(
+            [xp.maximum(sums.max(), -sums.min()), largest, xp.abs(spectrum).max()]
+        ).tolist()
         if not (math.isfinite(magnitude) and math.isfinite(largest)):
             return None
-        gain = float(xp.abs(_spectrum(plan, tile, real_dtype, xp, fft)).max())
         if error_bound(tile, largest, gain, real_dtype) <= _allowed_error(plan, magnitude):
             return _store(sums, plan.output_dtype, xp)
         del sums
@@ -251,7 +255,8 @@ def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
     )
     keyword = {"workers": workers} if xp is np else {}
     source = xp.asarray(image3d)
-    largest = 0.0
+    single = starts_x.size == 1  # one tile across: the band is the tile, a plain 2-D FFT
+    largest = None  # the largest |source pixel| so far, kept where the band is (no wait)
     for top in range(0, height, block_y):
         rows = source_indices(
             np.arange(top - plan.anchor_y, top - plan.anchor_y + tile_y), height, plan.border
@@ -267,14 +272,21 @@ def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
                     band[xp.asarray(np.flatnonzero(rows < 0)), inside] = plan.border_value
             band[:, outside_copied] = band[:, outside_from]
             band[:, outside_constant] = plan.border_value
-            largest = max(largest, float(band.max()), -float(band.min()))
-            spectra = fft.rfft2(windows, axes=(0, 2), **keyword)  # (Ty, tiles, Tx // 2 + 1)
-            spectra *= spectrum[:, None, :]
-            result = fft.irfft2(spectra, s=tile, axes=(0, 2), **keyword)
+            band_largest = xp.maximum(band.max(), -band.min())
+            largest = band_largest if largest is None else xp.maximum(largest, band_largest)
+            if single:
+                spectra = fft.rfft2(band, **keyword)  # (Ty, Tx // 2 + 1)
+                spectra *= spectrum
+                result = fft.irfft2(spectra, s=tile, **keyword)
+                blocks = result[: bottom - top, :width]
+            else:
+                spectra = fft.rfft2(windows, axes=(0, 2), **keyword)  # (Ty, tiles, Tx // 2 + 1)
+                spectra *= spectrum[:, None, :]
+                result = fft.irfft2(spectra, s=tile, axes=(0, 2), **keyword)
+                # tile t's block is result[:, t, :block_x]: side by side, they are the band's
+                # output row (one copy, not a small one per tile: each is a launch on a GPU)
+                blocks = result[: bottom - top, :, :block_x].reshape(bottom - top, -1)[:, :width]
             del spectra
-            # tile t's block is result[:, t, :block_x]: side by side, they are the band's
-            # output row (one copy, not a small one per tile: each is a launch on a GPU)
-            blocks = result[: bottom - top, :, :block_x].reshape(bottom - top, -1)
-            output[top:bottom, :, c] = blocks[:, :width]
+            output[top:bottom, :, c] = blocks
             del result, blocks
     return output, largest

@@ -181,12 +181,14 @@ __device__ __forceinline__ void gpuconv_store_row(Out* __restrict__ output, int 
 // without spills: 32-bit pixels run best with the loads of 4 rows issued together and at
 // most 128 registers (4 blocks per SM; in colour that cap spilled, so none); 8- and 16-bit
 // grey images with each row loaded just before its use (fewer registers, more warps).
-// Retuned on an H200 (benchmarks/results/gpu-check-h200-2026-11-26/variants.log): 8-bit
-// colour also with each row loaded just before its use (0.611 against 0.653 ms, 8192 x 8192
-// RGB 3x3), and the 8-bit grey 3x3 kernel with integer sums (not separable) capped at 80
-// registers, 6 blocks per SM without a spill (0.127 against 0.143 ms); 8 blocks and more
-// spilled and ran no faster (10: 0.220 ms), nor did any cap for the box kernel (6: 0.469
-// against 0.322 ms). Under the cap of 6 the float-sum and separable 3x3 kernels spilled.
+// Retuned on an H200 (benchmarks/results/gpu-retune-h200-2026-11-26/, two sweeps): 8-bit
+// colour also with each row loaded just before its use (0.598 against 0.654 ms, 8192 x 8192
+// RGB 3x3); 3x3 grey kernels with integer sums on 8- and 16-bit images capped so that more
+// blocks fit an SM, without a spill: 6 blocks (80 registers) where the kernel is not
+// separable (uint8 0.126 against 0.143 ms, uint16 0.122 against 0.140), 5 (96 registers)
+// for the separable 8-bit one (0.136 against 0.152; under 6 it spilled). Caps of 8 and
+// more spilled and ran no faster, nor did any cap help the box kernel (6: 0.469 against
+// 0.322 ms); under 6 the float-sum 3x3 kernels spilled. V = 4 (half the registers) lost.
 // The macros override, for tuning sweeps.
 // The STACK instantiations of 32-bit grey images keep 3 blocks per SM: their two frame
 // pointers live in registers, and under the cap of 4 (128 registers) they spilled (sm_80).
@@ -203,9 +205,8 @@ struct gpuconv_window_tuning {
 #else
     static constexpr int min_blocks =
         sizeof(In) >= 4 && C == 1 ? (STACK ? 3 : 4)
-        : sizeof(In) == 1 && C == 1 && TAPS == 9 && !SEPARABLE && !STACK &&
-                  !gpuconv_is_float<Acc>::value
-            ? 6
+        : sizeof(In) <= 2 && C == 1 && TAPS == 9 && !STACK && !gpuconv_is_float<Acc>::value
+            ? (SEPARABLE ? (sizeof(In) == 1 ? 5 : 1) : 6)
             : 1;
 #endif
 };

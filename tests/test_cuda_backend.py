@@ -412,6 +412,33 @@ def test_real_gpu_cupy_in_cupy_out(kernel, dtype, rng):
     np.testing.assert_array_equal(host, result.get())
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu_reason() is not None, reason=f"needs a real CUDA GPU: {_gpu_reason()}")
+@pytest.mark.parametrize(
+    ("border", "anchor"),
+    [("constant", (2, 30)), ("reflect101", None), ("wrap", (35, 0)), ("replicate", None)],
+)
+def test_real_gpu_fft_path_meets_the_contract_on_every_border(border, anchor, monkeypatch, rng):
+    """cuFFT through the CuPy code the stand-in cannot check: gathers, border columns, the
+    strided output copy, on colour and with a NaN pixel (declined: the loops run)."""
+    import cupy
+
+    from gpuconv import _costmodel
+
+    monkeypatch.setattr(_costmodel, "GPU_FFT_BAND_SECONDS", 0.0)  # small image: force it
+    image = random_image(rng, (230, 190, 2), np.float32)
+    kernel = rng.normal(size=(41, 36))
+    _, plan, _ = plan_for(image, kernel, border=border, value=0.5, anchor=anchor)
+    assert _cuda.takes_fft(plan)
+    options = dict(border=border, value=0.5, anchor=anchor)
+    result = gpuconv.convolve(cupy.asarray(image), kernel, backend="cuda", **options)
+    assert_contract_accuracy(result.get(), reference(image, kernel, **options))
+    image[100, 90, 1] = np.nan
+    result = gpuconv.convolve(cupy.asarray(image), kernel, backend="cuda", **options).get()
+    assert np.isnan(result[100, 90, 1]) and np.isfinite(result[:, :, 0]).all()
+    assert_contract_accuracy(result, reference(image, kernel, **options))
+
+
 # --- the GPU benchmark's pure parts ----------------------------------------------------
 
 

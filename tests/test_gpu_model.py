@@ -211,13 +211,14 @@ def test_predicted_times_agree_with_the_measured_h100_and_h200_kernel_times():
     ratios = {row["name"]: row["ratio"] for row in h100}
     assert all(0.7 <= ratio <= 1.45 for ratio in ratios.values()), ratios
     assert float(np.exp(np.mean(np.abs(np.log(list(ratios.values())))))) <= 1.15, ratios
-    # Without the resident-warps term the register-heavy window kernels were predicted
-    # 2-3x too fast: the uint8 3x3 one is limited by warps, not by DRAM or issue.
-    uint8 = next(row for row in h100 if row["name"] == "sharpen-uint8-grey")
-    assert uint8["bound"] == "warps" and uint8["other_limits_s"] * 1e3 < 0.6 * uint8["measured_ms"]
     h200 = model.against_measured("H200")
     assert len(h200) >= 15
     assert abs(model.fit_cycles_per_instruction(h200) - machine.CYCLES_PER_WARP_INSTRUCTION) <= 1.0
+    # Without the resident-warps term the register-heavy window kernels were predicted
+    # 2-3x too fast: the uint8 3x3 one (as retuned, measured on the H200) is limited by
+    # warps, not by DRAM or issue.
+    uint8 = next(row for row in h200 if row["name"] == "sharpen-uint8-grey")
+    assert uint8["bound"] == "warps" and uint8["other_limits_s"] * 1e3 < 0.6 * uint8["measured_ms"]
 
 
 @pytest.mark.skipif(_emulator.available() is not None, reason=str(_emulator.available()))
