@@ -231,14 +231,19 @@ def gpu_lowrank_terms(plan: ConvolutionPlan, strategy: Strategy):
 
 
 #: The CUDA backend's FFT against its loops, measured on an NVIDIA H200 (2026-11-26,
-#: benchmarks/results/gpu-fft-h200-2026-11-26.log: dense float32 kernels of 9 to 63 taps a
-#: side on 2048 x 2048 and 8192 x 8192 images): the direct kernel took 1.44e-13 to 1.79e-13 s
-#: per pixel-tap; float64 sums (a uint8 image under a float kernel) 1.7 times that; a whole
-#: image FFT (transform, product, inverse) 5.1e-11 s per transformed element plus about
-#: 0.2 ms of launches and host round trips (here per band of tiles), twice that in float64.
+#: benchmarks/results/gpu-retune-h200-2026-11-26/call3/fft.log, gpu_fft_crossover.py: dense
+#: kernels of 9 to 63 taps a side on 2048 x 2048 and 8192 x 8192 float32 and uint8 images):
+#: the direct kernel took 1.4e-13 to 1.8e-13 s per pixel-tap in float32 sums, about 2.8e-13
+#: in float64 (a uint8 image under most float kernels); the FFT path 4.4e-11 s per
+#: transformed element in float32 (8192 x 8192: 4.2-4.3 ms, five bands of 1728 x 8640),
+#: 1.3e-10 where the sums are float64 (a uint8 image: 10.8 ms at 8192 x 8192 where the
+#: float32 transform failed its error bound and was redone in float64; 4.9 ms where it
+#: passed: the estimate takes the worse), plus some 0.7 ms a call whatever the size: the
+#: host enqueues some 30 small operations, and the error estimate waits for the stream.
 GPU_TAP_SECONDS = {np.dtype(np.float32): 1.6e-13, np.dtype(np.float64): 2.8e-13}
-GPU_FFT_ELEMENT_SECONDS = {np.dtype(np.float32): 5.5e-11, np.dtype(np.float64): 1.1e-10}
-GPU_FFT_BAND_SECONDS = 1.5e-4
+GPU_FFT_ELEMENT_SECONDS = {np.dtype(np.float32): 4.4e-11, np.dtype(np.float64): 1.3e-10}
+GPU_FFT_CALL_SECONDS = 7.0e-4
+GPU_FFT_BAND_SECONDS = 5.0e-5
 #: Below this many taps the FFT never pays on a GPU (64 x 1.6e-13 s per pixel against more
 #: than 5.5e-11 s per element); it also keeps the FFT away from the register-window
 #: kernels, whose launch may cover a whole stack (the FFT runs frame by frame).
@@ -265,7 +270,11 @@ def gpu_fft_pays(plan: ConvolutionPlan, strategy: Strategy) -> bool:
     block_x = tile_x - plan.kernel_width + 1
     bands = -(-height // block_y) * channels
     elements = bands * tile_y * tile_x * -(-width // block_x)
-    transforms = bands * GPU_FFT_BAND_SECONDS + elements * GPU_FFT_ELEMENT_SECONDS[real]
+    transforms = (
+        GPU_FFT_CALL_SECONDS
+        + bands * GPU_FFT_BAND_SECONDS
+        + elements * GPU_FFT_ELEMENT_SECONDS[real]
+    )
     return transforms < loops
 
 

@@ -426,6 +426,7 @@ def test_real_gpu_fft_path_meets_the_contract_on_every_border(border, anchor, mo
     from gpuconv import _costmodel
 
     monkeypatch.setattr(_costmodel, "GPU_FFT_BAND_SECONDS", 0.0)  # small image: force it
+    monkeypatch.setattr(_costmodel, "GPU_FFT_CALL_SECONDS", 0.0)
     image = random_image(rng, (230, 190, 2), np.float32)
     kernel = rng.normal(size=(41, 36))
     _, plan, _ = plan_for(image, kernel, border=border, value=0.5, anchor=anchor)
@@ -723,8 +724,9 @@ def test_a_large_dense_kernel_runs_through_the_fft_on_the_gpu(stand_in_cupy, mon
     from gpuconv.bench import _cuda as _bench_cuda
 
     fake, launched = stand_in_cupy
-    # At 2 x 120 x 100 the launches' fixed cost would keep the loops: made free here.
+    # At 2 x 120 x 100 the FFT's fixed costs would keep the loops: made free here.
     monkeypatch.setattr(_costmodel, "GPU_FFT_BAND_SECONDS", 0.0)
+    monkeypatch.setattr(_costmodel, "GPU_FFT_CALL_SECONDS", 0.0)
     stack = random_image(rng, (2, 120, 100), np.float32)
     kernel = rng.normal(size=(31, 26))  # even width, anchor off-centre below
     for border, anchor in [("reflect101", None), ("constant", (3, 20)), ("wrap", (25, 0))]:
@@ -755,19 +757,21 @@ def test_a_large_dense_kernel_runs_through_the_fft_on_the_gpu(stand_in_cupy, mon
 
 def test_the_gpu_takes_the_fft_only_for_large_dense_float_kernels_on_large_images(rng):
     """The crossover measured on an H200 (gpu_fft_crossover.py): at 2048 x 2048 float32 the
-    loops won up to 21 x 21, the FFT from 31 x 31; never exact integer sums, rank 1 or
-    float16 (whose direct kernels load and store half)."""
+    loops won up to 31 x 31 (0.68 against 0.93 ms), the FFT from 45 x 45 (0.87 against
+    1.41 ms); never exact integer sums, rank 1 or float16 (whose direct kernels load and
+    store half)."""
     image = np.zeros((2048, 2048), np.float32)
 
     def takes(kernel, image=image):
         return _cuda.takes_fft(plan_for(image, kernel)[1])
 
-    assert not takes(rng.normal(size=(21, 21)))
-    assert takes(rng.normal(size=(31, 31)))
+    assert not takes(rng.normal(size=(31, 31)))
+    assert takes(rng.normal(size=(45, 45)))
+    assert takes(rng.normal(size=(21, 21)), np.zeros((8192, 8192), np.float32))
     assert not takes(rng.normal(size=(63, 63)), np.zeros((256, 256), np.float32))
     assert not takes(np.ones((41, 41)) / 41**2)  # rank 1: the separable kernel
-    assert not takes(rng.integers(-3, 4, size=(41, 41)), np.zeros((2048, 2048), np.uint8))
-    assert takes(rng.normal(size=(41, 41)), np.zeros((2048, 2048), np.uint8))  # float sums
+    assert not takes(rng.integers(-3, 4, size=(45, 45)), np.zeros((2048, 2048), np.uint8))
+    assert takes(rng.normal(size=(45, 45)), np.zeros((2048, 2048), np.uint8))  # float sums
     assert not takes(rng.normal(size=(63, 63)), image.astype(np.float16))
 
 

@@ -7,9 +7,8 @@ sums (the accumulator's dtype) to a scratch image; the scratch images are added 
 dtype and the total is stored as every path stores (cast, or rounded half to even,
 saturated, NaN to 0). The terms come from :func:`gpuconv._costmodel.gpu_lowrank_terms`.
 
-Not here: exact integer plans (they keep the direct kernel, bit-identical), and the FFT
-(the CPU emulator that stands in for a GPU in CI has no ``cupy.fft``, so a GPU FFT path
-could not be tested there; large full-rank kernels run the direct or global kernel).
+Not here: exact integer plans (they keep the direct kernel, bit-identical); large full-rank
+float kernels take the FFT (:func:`gpuconv._backends.cuda.backend.run_fft`) where it pays.
 """
 
 from __future__ import annotations
