@@ -646,48 +646,6 @@ def test_cupy_launch_code_with_a_stand_in_for_cupy(optin_bytes, monkeypatch, rng
         _cuda.clear_launch_cache()
 
 
-@needs_emulator
-def test_benchmark_kernel_only_row_runs_the_low_rank_terms_of_a_low_rank_plan(monkeypatch, rng):
-    """The bench's "gpuconv:cuda kernel" row times what the whole call runs on the device:
-    for a low-rank plan its term launches and their sum, not the direct kernel (found on
-    an H200, where the row read 6.4 ms beside a 4.4 ms whole call)."""
-    import sys
-
-    from gpuconv._backends.cuda import source as _cuda_source
-    from gpuconv.bench import _cuda as _bench_cuda
-    from gpuconv.bench._inputs import bench_kernels
-
-    monkeypatch.delenv(_cuda.EMULATOR_VARIABLE, raising=False)
-    fake = _fake_cupy(48 * 1024)
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    _cuda._device_limits.cache_clear()
-    _cuda._device_weights.cache_clear()
-    _cuda.clear_launch_cache()
-    launched = []
-
-    def fake_function(file_name, expression):
-        launched.append(expression)
-        return _FakeKernel(_cuda_source.emulated_function(file_name, expression))
-
-    monkeypatch.setattr(_cuda_source, "cupy_function", fake_function)
-    try:
-        image = random_image(rng, (40, 50), np.float32)
-        kernel = bench_kernels(["dog25"])["dog25"]  # a difference of Gaussians: rank 2
-        call, name = _bench_cuda._kernel_only(fake, image, kernel)
-        assert name.startswith("low-rank, 2 terms: gpuconv_")
-        assert len(launched) == 2 and all("gpuconv_direct" not in e for e in launched)
-        result = call()
-        assert result.shape == (40, 50, 1) and result.dtype == np.float32
-        assert_contract_accuracy(result[..., 0], reference(image, kernel))
-        # a full-rank kernel of the same size still times its one launch
-        call, name = _bench_cuda._kernel_only(fake, image, rng.normal(size=(25, 25)))
-        assert not name.startswith("low-rank") and call() is None
-    finally:
-        _cuda._device_limits.cache_clear()
-        _cuda._device_weights.cache_clear()
-        _cuda.clear_launch_cache()
-
-
 @pytest.fixture
 def stand_in_cupy(monkeypatch):
     """CuPy replaced by the stand-in (NumPy arrays, emulated kernels): ``(fake, launched)``,
@@ -713,6 +671,28 @@ def stand_in_cupy(monkeypatch):
     _cuda._device_limits.cache_clear()
     _cuda._device_weights.cache_clear()
     _cuda.clear_launch_cache()
+
+
+@needs_emulator
+def test_benchmark_kernel_only_row_runs_the_low_rank_terms_of_a_low_rank_plan(stand_in_cupy, rng):
+    """The bench's "gpuconv:cuda kernel" row times what the whole call runs on the device:
+    for a low-rank plan its term launches and their sum, not the direct kernel (found on
+    an H200, where the row read 6.4 ms beside a 4.4 ms whole call)."""
+    from gpuconv.bench import _cuda as _bench_cuda
+    from gpuconv.bench._inputs import bench_kernels
+
+    fake, launched = stand_in_cupy
+    image = random_image(rng, (40, 50), np.float32)
+    kernel = bench_kernels(["dog25"])["dog25"]  # a difference of Gaussians: rank 2
+    call, name = _bench_cuda._kernel_only(fake, image, kernel)
+    assert name.startswith("low-rank, 2 terms: gpuconv_")
+    assert len(launched) == 2 and all("gpuconv_direct" not in e for e in launched)
+    result = call()
+    assert result.shape == (40, 50, 1) and result.dtype == np.float32
+    assert_contract_accuracy(result[..., 0], reference(image, kernel))
+    # a full-rank kernel of the same size still times its one launch
+    call, name = _bench_cuda._kernel_only(fake, image, rng.normal(size=(25, 25)))
+    assert not name.startswith("low-rank") and call() is None
 
 
 @needs_emulator
