@@ -22,19 +22,19 @@ CASES = [
     ("sobel_x", "uint8", 1),
     ("small_blur", "uint8", 1),  # the box kernel (GPUCONV_BOX_MIN_BLOCKS)
     ("sharpen", "uint8", 3),
-    ("sharpen", "uint16", 1),
+    ("sharpen", "float32", 1),
 ]
-# The first H200 sweep (benchmarks/results/gpu-check-h200-2026-11-26/variants.log) tried
-# min_blocks 1, 6, 8 and 10 with V = 8: 6 paid for 8-bit grey 3x3 (0.127 against 0.143 ms,
-# no spill where the sums are integers; the separable and float-sum kernels spilled), 8 and
-# 10 spilled and lost, the box kernel lost under every cap; 8-bit colour ran faster with
-# each row loaded just before its use (group 0). Now in production (convolve_window.cu).
-# This sweep: 5 (up to 102 registers: the separable 3x3 without a spill?), and ring_words
-# 16 (V = 4: half the registers, twice the threads) at each cap, 16-bit grey beside.
+# Two H200 sweeps (benchmarks/results/gpu-retune-h200-2026-11-26/call1, call2) set today's
+# launch bounds (convolve_window.cu): a cap pays only without spills; V = 4 (ring_words 16)
+# lost everywhere. This sweep measures the interior loop, added after them and PREDICTED to
+# cut 8-bit 3x3 kernels' instructions by 20% (on by default for 8-bit images only; the
+# 32-bit kernel spilled with it under its cap of 4 blocks, so float32 is swept here too,
+# where min_blocks 1 leaves it room).
 VARIANTS = {
-    "group": [0, 1],
-    "min_blocks": [1, 5, 6, 8],
-    "ring_words": [16, 32],
+    "interior": [0, 1],
+    "group": [0, 1, 4],
+    "min_blocks": [1, 4, 5, 6],
+    "ring_words": [32],
     "target_threads": [2**18],
     "scalar_halo": [1],
 }
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
             f"{legacy_ms:.3f} ms ({copy_ms / legacy_ms:.0%}) {legacy.name_expression}",
             flush=True,
         )
-        for group, min_blocks, ring_words, target, scalar_halo in itertools.product(
+        for interior, group, min_blocks, ring_words, target, scalar_halo in itertools.product(
             *VARIANTS.values()
         ):
             _cuda_window._RING_WORDS = ring_words
@@ -109,6 +109,7 @@ def main(argv=None) -> int:
                 f"-DGPUCONV_WINDOW_MIN_BLOCKS={min_blocks}",
                 f"-DGPUCONV_BOX_MIN_BLOCKS={min_blocks}",
                 f"-DGPUCONV_WINDOW_SCALAR_HALO={scalar_halo}",
+                f"-DGPUCONV_WINDOW_INTERIOR={interior}",
             )
             module = cupy.RawModule(
                 code=_cuda_source.source(launch.source_file),
@@ -127,7 +128,8 @@ def main(argv=None) -> int:
                 cupy.abs(output.astype(cupy.float64) - reference.astype(cupy.float64)).max()
             )
             print(
-                f"  group={group} min_blocks={min_blocks} ring_words={ring_words} "
+                f"  interior={interior} group={group} min_blocks={min_blocks} "
+                f"ring_words={ring_words} "
                 f"scalar_halo={scalar_halo} "
                 f"threads={target}: {milliseconds:.3f} ms ({copy_ms / milliseconds:.0%} of copy)"
                 f" regs={kernel_function.num_regs} local={kernel_function.local_size_bytes}"

@@ -822,8 +822,10 @@ def test_window_kernels_match_the_reference(
     kernel = _window_kernel(kernel_name, rng)
     anchor = (4, 0) if kernel_name == "box9x3" else None
     # 37 x 45: odd widths, so rows are not 16-byte aligned (the element-by-element path);
-    # 20 x 64 (x channels): aligned rows, so the vector loads and stores run.
-    for shape in ((37, 45), (20, 64)):
+    # 20 x 64 (x channels): aligned rows, so the vector loads and stores run; 50 x 64: also
+    # strips of 16 rows that lie inside the image, which 8-bit images run in the interior
+    # loop (no border rule; a strip of 16 rows reads 18, six passes of its 3-row loop).
+    for shape in ((37, 45), (20, 64), (50, 64)):
         image = random_image(rng, (*shape, channels) if channels > 1 else shape, dtype)
         options = dict(border=border, value=9.0, anchor=anchor)
         actual, launch = emulated(image, kernel, window=True, **options)

@@ -131,18 +131,19 @@ def test_instruction_counts_agree_with_the_h100_measurements():
 
 
 # Budgets of today's kernels at 8192 x 8192: warp instructions per pixel, global-load
-# sectors per request. (Each about 5% above what the model predicts now.)
+# sectors per request. (Each about 5% above what the model predicts now; the 8-bit 3x3
+# window kernels' were 0.86, 0.77 and 3.05 before their interior loop.)
 BUDGETS = {
-    ("sharpen", "uint8", 1): (0.86, 7.2),
-    ("sobel_x", "uint8", 1): (0.77, 7.3),
+    ("sharpen", "uint8", 1): (0.70, 7.2),
+    ("sobel_x", "uint8", 1): (0.62, 7.3),
     ("small_blur", "uint8", 1): (1.20, 10.3),
     ("large_blur", "uint8", 1): (8.3, 2.6),
     ("sharpen", "float32", 1): (1.13, 14.4),
     ("sobel_x", "float32", 1): (1.04, 15.0),
     ("small_blur", "float32", 1): (5.1, 14.0),  # window 7 x 7 or shared-memory separable
     ("large_blur", "float32", 1): (8.1, 5.2),
-    ("sharpen", "uint8", 3): (3.05, 7.1),
-    ("sobel_x", "uint8", 3): (3.05, 7.1),  # the colour 3 x 3 window kernel
+    ("sharpen", "uint8", 3): (2.19, 7.1),
+    ("sobel_x", "uint8", 3): (2.19, 7.1),  # the colour 3 x 3 window kernel
 }
 
 
