@@ -29,6 +29,8 @@
 // added into ring slots that are zeroed before their own first row, so no branch is needed.
 // The border rule is applied once per loaded element, and only by threads whose window
 // crosses the image edge (or when vector_ok is 0: pitch or pointer not 16-byte aligned).
+// On 8-bit images a strip whose rows all lie inside the image runs a second loop without
+// the border rule (gpuconv_window_tuning::interior); both loops share gpuconv_window_step.
 //
 // Launch (gpuconv/_backends/cuda/window.py, window_launch): block (32, 4); thread
 // (x, y) takes chunk blockIdx.x * 32 + x of every row and strip blockIdx.y * 4 + y, the
