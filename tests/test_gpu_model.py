@@ -237,6 +237,19 @@ def test_low_rank_path_is_two_separable_launches_plus_the_sums():
     assert model.predict_lowrank(np.ones((21, 21)), "float32", size) is None  # rank 1
 
 
+@pytest.mark.skipif(_emulator.available() is not None, reason=str(_emulator.available()))
+def test_the_runtime_sized_separable_kernel_runs_through_the_sass_model():
+    """A 25 x 25 difference of Gaussians (the H200's measured low-rank case) takes the
+    run-time-sized separable kernel, whose loops leave a convergence barrier by BREAK: the
+    model once stopped there (Unsupported), so the measured case had no prediction."""
+    from gpuconv._gpumodel import model
+    from gpuconv.bench._inputs import difference_of_gaussians
+
+    row = model.predict_lowrank(difference_of_gaussians(25), "float32", 512)
+    assert row["path"].count("gpuconv_separable<float, float, float, 0, 0>") == 2
+    assert row["predicted_ms"] > row["copy_ms"] > 0
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(_emulator.available() is not None, reason=str(_emulator.available()))
 @pytest.mark.parametrize("kernel", ["sharpen", "small_blur"])

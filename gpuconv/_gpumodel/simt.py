@@ -730,7 +730,9 @@ def _execute(warp: Warp, instruction: Instruction, active: np.ndarray):
         return _branch(warp, instruction, active)
     if opcode == "EXIT":
         return "exit", active
-    if opcode in ("BSSY", "BSYNC", "BAR", "NOP", "WARPSYNC", "YIELD", "DEPBAR", "MEMBAR"):
+    # BREAK takes threads out of a convergence barrier's wait: with the lowest-PC rule
+    # above (which ignores BSSY/BSYNC) there is nothing to take them out of.
+    if opcode in ("BSSY", "BSYNC", "BREAK", "BAR", "NOP", "WARPSYNC", "YIELD", "DEPBAR", "MEMBAR"):
         return None
     if not active.any():
         return None

@@ -64,8 +64,9 @@ def store(total, output_dtype, xp):
         return total.astype(dtype, copy=False)
     info = np.iinfo(dtype)
     rounded = xp.clip(xp.rint(total), info.min, info.max)
-    rounded[xp.isnan(rounded)] = 0
-    return rounded.astype(dtype)
+    # NaN to 0 element-wise: a boolean-mask assignment makes CuPy find the mask's nonzeros
+    # first (a scan of the image and a wait for its count).
+    return xp.where(xp.isnan(rounded), 0, rounded).astype(dtype)
 
 
 def run_terms(image, plan: ConvolutionPlan, launches, accumulator, run_one, xp):
