@@ -238,7 +238,9 @@ def gpu_lowrank_terms(plan: ConvolutionPlan, strategy: Strategy):
 #: transformed element in float32 (8192 x 8192: 4.2-4.3 ms, five bands of 1728 x 8640),
 #: 1.3e-10 where the sums are float64 (a uint8 image: 10.8 ms at 8192 x 8192 where the
 #: float32 transform failed its error bound and was redone in float64; 4.9 ms where it
-#: passed: the estimate takes the worse), plus some 0.7 ms a call whatever the size: the
+#: passed: the estimate takes the worse; since then an integer image to an integer output
+#: skips a float32 transform bound to fail, `_fft._float32_may_fail`, so for those the
+#: figure is pessimistic, not remeasured), plus some 0.7 ms a call whatever the size: the
 #: host enqueues some 30 small operations, and the error estimate waits for the stream.
 GPU_TAP_SECONDS = {np.dtype(np.float32): 1.6e-13, np.dtype(np.float64): 2.8e-13}
 GPU_FFT_ELEMENT_SECONDS = {np.dtype(np.float32): 4.4e-11, np.dtype(np.float64): 1.3e-10}

@@ -193,6 +193,20 @@ def error_bound(tile: tuple[int, int], largest: float, gain: float, real_dtype) 
     return unit * math.log2(tile[0] * tile[1]) * largest * gain
 
 
+def _float32_may_fail(plan: ConvolutionPlan, tile, xp, fft) -> bool:
+    """Whether a float32 transform of an integer image to an integer output might fail the
+    error estimate, known before transforming: the tolerance of an integer output does not
+    depend on the sums, and no pixel exceeds the dtype's range (or the border constant).
+    Measured on an H200, a failed float32 attempt cost as much as the float64 transform that
+    followed it (uint8, 8192 x 8192: 10.8 ms for both against 4.9 for float32 alone)."""
+    if plan.input_dtype.kind not in "ui" or plan.output_dtype.kind not in "ui":
+        return False
+    info = np.iinfo(plan.input_dtype)
+    largest = max(-float(info.min), float(info.max), abs(plan.border_value))
+    gain = float(xp.abs(_spectrum(plan, tile, np.float32, xp, fft)).max())
+    return error_bound(tile, largest, gain, np.float32) > _allowed_error(plan, 0.0)
+
+
 def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft=None, tile=None):
     """The plan's result through overlap-save FFTs, or None where the estimate forbids it.
 
@@ -207,6 +221,8 @@ def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft
         import scipy.fft as fft
     tile = tile_shape(plan) if tile is None else tile
     first = np.float64 if plan.accumulate_dtype == np.float64 else np.float32
+    if first == np.float32 and _float32_may_fail(plan, tile, xp, fft):
+        first = np.float64  # one transform in float64, not a float32 one thrown away
     for real_dtype in dict.fromkeys((first, np.float64)):
         sums, largest = _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft)
         spectrum = _spectrum(plan, tile, real_dtype, xp, fft)

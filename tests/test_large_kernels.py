@@ -267,6 +267,31 @@ def test_fft_refuses_when_its_error_estimate_misses_the_tolerance(rng):
     assert _fft.convolve_fft(image[:, :, None], plan) is None
 
 
+@pytest.mark.parametrize(("scale", "transforms"), [(1.0, ["float64"]), (1e-3, ["float32"])])
+def test_an_integer_image_transforms_once_in_the_precision_its_bound_allows(
+    scale, transforms, rng, monkeypatch
+):
+    """uint8 in, uint8 out: the tolerance does not depend on the sums and no pixel exceeds
+    255, so whether float32 passes the estimate is known before transforming. A kernel of
+    large gain goes straight to float64 (the H200 threw away a float32 transform that cost
+    as much as the float64 one); a small one stays in float32."""
+    image = rng.integers(0, 256, size=(120, 140), dtype=np.uint8)
+    kernel = rng.normal(size=(31, 31)) * scale
+    image3d, plan, _ = plan_of(image, kernel)
+    assert plan.accumulate_dtype == np.float32
+    ran = []
+    transform = _fft._overlap_save
+
+    def spy(image3d, plan, tile, real_dtype, *rest):
+        ran.append(np.dtype(real_dtype).name)
+        return transform(image3d, plan, tile, real_dtype, *rest)
+
+    monkeypatch.setattr(_fft, "_overlap_save", spy)
+    result = _fft.convolve_fft(image3d, plan, tile=(256, 256))
+    assert ran == transforms
+    assert_contract_accuracy(result[:, :, 0], reference(image, kernel))
+
+
 def test_fft_leaves_the_input_alone(rng):
     image = rng.random((50, 50)).astype(np.float32)
     image.flags.writeable = False
