@@ -44,6 +44,14 @@ def _whole_image_fft(cupy, fft, image, kernel):
     return full[kh - 1 : kh - 1 + image.shape[0], kw - 1 : kw - 1 + image.shape[1]]
 
 
+def _plan(host, kernel):
+    """The plan every row times: the defaults of ``gpuconv.convolve`` (reflect101)."""
+    from gpuconv._plan import make_plan
+
+    options = dict(border="reflect101", value=0.0, anchor=None, flip=False, dtype=None)
+    return make_plan(host, kernel, **options)[1]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2048,8192")
@@ -55,7 +63,6 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
     from gpuconv import bench
-    from gpuconv._plan import make_plan
 
     sizes = [int(s) for s in args.sizes.split(",")]
     dtypes = args.dtypes.split(",")
@@ -64,15 +71,7 @@ def main(argv=None) -> int:
         for size, dtype in itertools.product(sizes, dtypes):
             host = bench.bench_image(size, dtype)
             for name, kernel in kernels.items():
-                make_plan(
-                    host,
-                    kernel,
-                    border="reflect101",
-                    value=0.0,
-                    anchor=None,
-                    flip=False,
-                    dtype=None,
-                )
+                _plan(host, kernel)
                 print(f"{size} {dtype} {name}: planned")
         return 0
     import cupy
@@ -88,9 +87,7 @@ def main(argv=None) -> int:
         host = bench.bench_image(size, dtype)
         image = cupy.asarray(host)
         for name, kernel in kernels.items():
-            _, plan, _ = make_plan(
-                host, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
-            )
+            plan = _plan(host, kernel)
             image3d = image.reshape(plan.shape)
             prepared = _cuda.prepared_launch(plan, device)
             loops_output = cupy.empty(plan.shape, plan.output_dtype)

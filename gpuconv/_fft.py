@@ -147,21 +147,23 @@ def work_per_pixel(plan: ConvolutionPlan) -> float:
 
 
 def _spectrum(plan: ConvolutionPlan, tile: tuple[int, int], real_dtype, xp, fft):
-    """conj(rfft2(kernel zero-padded to ``tile``)), cached."""
+    """``(conj(rfft2(kernel zero-padded to tile)), max |K(w)|)``, cached: the gain the error
+    estimate needs is read back once per spectrum, not once per call."""
     key = (plan.kernel.tobytes(), plan.kernel.shape, tile, np.dtype(real_dtype).str, xp.__name__)
     with _SPECTRA_LOCK:
-        spectrum = _SPECTRA.get(key)
-        if spectrum is not None:
+        entry = _SPECTRA.get(key)
+        if entry is not None:
             _SPECTRA.move_to_end(key)
-            return spectrum
+            return entry
     padded = np.zeros(tile, dtype=real_dtype)
     padded[: plan.kernel_height, : plan.kernel_width] = plan.kernel
     spectrum = xp.conj(fft.rfft2(xp.asarray(padded)))
+    entry = spectrum, float(xp.abs(spectrum).max())
     with _SPECTRA_LOCK:
-        _SPECTRA[key] = spectrum
+        _SPECTRA[key] = entry
         while len(_SPECTRA) > SPECTRUM_CACHE_SIZE:
             _SPECTRA.popitem(last=False)
-    return spectrum
+    return entry
 
 
 def clear_cache() -> None:
@@ -203,7 +205,7 @@ def _float32_may_fail(plan: ConvolutionPlan, tile, xp, fft) -> bool:
         return False
     info = np.iinfo(plan.input_dtype)
     largest = max(-float(info.min), float(info.max), abs(plan.border_value))
-    gain = float(xp.abs(_spectrum(plan, tile, np.float32, xp, fft)).max())
+    _, gain = _spectrum(plan, tile, np.float32, xp, fft)
     return error_bound(tile, largest, gain, np.float32) > _allowed_error(plan, 0.0)
 
 
@@ -225,12 +227,10 @@ def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft
         first = np.float64  # one transform in float64, not a float32 one thrown away
     for real_dtype in dict.fromkeys((first, np.float64)):
         sums, largest = _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft)
-        spectrum = _spectrum(plan, tile, real_dtype, xp, fft)
-        # One transfer for the three figures the estimate needs (on a GPU each float() of
-        # a device value would wait for the stream: once per call, not once per figure).
-        magnitude, largest, gain = xp.stack(
-            [xp.maximum(sums.max(), -sums.min()), largest, xp.abs(spectrum).max()]
-        ).tolist()
+        _, gain = _spectrum(plan, tile, real_dtype, xp, fft)
+        # One transfer for the two figures the estimate needs (on a GPU each float() of a
+        # device value would wait for the stream: once per call, not once per figure).
+        magnitude, largest = xp.stack([xp.maximum(sums.max(), -sums.min()), largest]).tolist()
         if not (math.isfinite(magnitude) and math.isfinite(largest)):
             return None
         if error_bound(tile, largest, gain, real_dtype) <= _allowed_error(plan, magnitude):
@@ -246,7 +246,7 @@ def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
     tile_y, tile_x = tile
     block_y = tile_y - kernel_height + 1
     block_x = tile_x - kernel_width + 1
-    spectrum = _spectrum(plan, tile, real_dtype, xp, fft)
+    spectrum, _ = _spectrum(plan, tile, real_dtype, xp, fft)
     output = xp.empty((height, width, channels), dtype=real_dtype)
     starts_x = np.arange(0, width, block_x)
     # One band of source rows, every tile's columns side by side: tile t is the window

@@ -427,6 +427,7 @@ def test_real_gpu_fft_path_meets_the_contract_on_every_border(border, anchor, mo
 
     monkeypatch.setattr(_costmodel, "GPU_FFT_BAND_SECONDS", 0.0)  # small image: force it
     monkeypatch.setattr(_costmodel, "GPU_FFT_CALL_SECONDS", 0.0)
+    _cuda.clear_launch_cache()  # the decision is cached per plan: none from before
     image = random_image(rng, (230, 190, 2), np.float32)
     kernel = rng.normal(size=(41, 36))
     _, plan, _ = plan_for(image, kernel, border=border, value=0.5, anchor=anchor)
@@ -740,6 +741,7 @@ def test_the_gpu_takes_the_fft_only_for_large_dense_float_kernels_on_large_image
     loops won up to 31 x 31 (0.68 against 0.93 ms), the FFT from 45 x 45 (0.87 against
     1.41 ms); never exact integer sums, rank 1 or float16 (whose direct kernels load and
     store half)."""
+    _cuda.clear_launch_cache()  # the decision is cached per plan: none from another test
     image = np.zeros((2048, 2048), np.float32)
 
     def takes(kernel, image=image):

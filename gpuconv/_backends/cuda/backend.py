@@ -232,16 +232,33 @@ def run_lowrank(frame, plan: ConvolutionPlan, lowrank, cupy):
 
 
 def takes_fft(plan: ConvolutionPlan) -> bool:
-    """Whether ``plan`` tries the FFT first (float16 plans keep their direct kernels)."""
-    if np.dtype(np.float16) in (plan.input_dtype, plan.output_dtype):
-        return False
-    return _costmodel.gpu_fft_pays(plan, choose_strategy(plan))
+    """Whether ``plan`` tries the FFT first (float16 plans keep their direct kernels);
+    decided once per plan and kept with the prepared launches (every call asks)."""
+
+    def decide() -> bool:
+        if np.dtype(np.float16) in (plan.input_dtype, plan.output_dtype):
+            return False
+        return _costmodel.gpu_fft_pays(plan, choose_strategy(plan))
+
+    return _LAUNCHES.get(("fft", plan_key(plan)), decide)
 
 
 def run_fft(frame, plan: ConvolutionPlan, xp, fft):
     """One ``(H, W, C)`` frame through overlap-save FFTs over the GPU's tiles (``xp``:
     CuPy, or NumPy under the emulator), or None where the FFT declines the frame."""
-    return _fft.convolve_fft(frame, plan, xp=xp, fft=fft, tile=_fft.gpu_tile_shape(plan))
+    tile = _LAUNCHES.get(("fft tile", plan_key(plan)), lambda: _fft.gpu_tile_shape(plan))
+    return _fft.convolve_fft(frame, plan, xp=xp, fft=fft, tile=tile)
+
+
+def _fft_frames(stack, output_stack, plan: ConvolutionPlan, xp, fft, run_loops) -> None:
+    """Every frame through :func:`run_fft` into ``output_stack``; a frame the FFT declines
+    (non-finite pixels, the error bound) through ``run_loops(frame)``."""
+    for frame in range(stack.shape[0]):
+        found = run_fft(stack[frame], plan, xp, fft)
+        if found is None:
+            run_loops(frame)
+        else:
+            output_stack[frame] = found
 
 
 def clear_launch_cache() -> None:
@@ -284,11 +301,10 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):
         if takes_fft(plan):
             import scipy.fft
 
-            for frame in range(stack.shape[0]):
-                found = run_fft(stack[frame], plan, np, scipy.fft)
-                if found is None:
-                    found = _run_emulated(stack[frame], plan, launch)
-                output_stack[frame] = found
+            def run_loops(frame):
+                output_stack[frame] = _run_emulated(stack[frame], plan, launch)
+
+            _fft_frames(stack, output_stack, plan, np, scipy.fft, run_loops)
         elif launch.frames == stack.shape[0]:  # the whole stack in one launch
             output_stack[...] = _run_emulated(stack, plan, launch)
         else:
@@ -308,12 +324,11 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):
             device_output[frame] = run_lowrank(device_stack[frame], plan, lowrank, cupy)
     elif takes_fft(plan):
         device_output = cupy.empty(stack.shape, dtype=plan.output_dtype)
-        for frame in range(stack.shape[0]):
-            found = run_fft(device_stack[frame], plan, cupy, cupy.fft)
-            if found is None:  # declined: non-finite pixels, or the error bound
-                prepared_launch(device_plan, device_id)(device_stack[frame], device_output[frame])
-            else:
-                device_output[frame] = found
+
+        def run_loops(frame):
+            prepared_launch(device_plan, device_id)(device_stack[frame], device_output[frame])
+
+        _fft_frames(device_stack, device_output, plan, cupy, cupy.fft, run_loops)
     else:
         prepared = prepared_launch(device_plan, device_id)
         if device_stack.dtype != device_plan.input_dtype:
