@@ -249,7 +249,7 @@ GPU_FFT_BAND_SECONDS = 5.0e-5
 #: Below this many taps the FFT never pays on a GPU (64 x 1.6e-13 s per pixel against more
 #: than 5.5e-11 s per element); it also keeps the FFT away from the register-window
 #: kernels, whose launch may cover a whole stack (the FFT runs frame by frame).
-_GPU_FFT_MIN_TAPS = 64
+GPU_FFT_MIN_TAPS = 64
 
 
 def gpu_fft_pays(plan: ConvolutionPlan, strategy: Strategy) -> bool:
@@ -260,7 +260,7 @@ def gpu_fft_pays(plan: ConvolutionPlan, strategy: Strategy) -> bool:
     (:func:`gpuconv._fft.gpu_tile_shape`) are estimated faster than the direct kernel.
     At run time the FFT still declines non-finite pixels and a failed error bound.
     """
-    if strategy.integer or strategy.separable or plan.kernel.size < _GPU_FFT_MIN_TAPS:
+    if strategy.integer or strategy.separable or plan.kernel.size < GPU_FFT_MIN_TAPS:
         return False
     height, width, channels = plan.shape
     taps = np.count_nonzero(plan.kernel) if strategy.skip_zero_taps else plan.kernel.size

@@ -234,6 +234,8 @@ def run_lowrank(frame, plan: ConvolutionPlan, lowrank, cupy):
 def takes_fft(plan: ConvolutionPlan) -> bool:
     """Whether ``plan`` tries the FFT first (float16 plans keep their direct kernels);
     decided once per plan and kept with the prepared launches (every call asks)."""
+    if plan.kernel.size < _costmodel.GPU_FFT_MIN_TAPS:
+        return False  # the small kernels' answer, without hashing the plan
 
     def decide() -> bool:
         if np.dtype(np.float16) in (plan.input_dtype, plan.output_dtype):
