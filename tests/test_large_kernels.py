@@ -292,6 +292,41 @@ def test_an_integer_image_transforms_once_in_the_precision_its_bound_allows(
     assert_contract_accuracy(result[:, :, 0], reference(image, kernel))
 
 
+@pytest.mark.parametrize("tile", [(64, 64), (96, 80)], ids=["band-of-tiles", "one-tile"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ducc0_and_scipy_transforms_give_the_same_sums(tile, dtype, rng):
+    """The CPU path's two transform libraries, on a band of strided tiles (axes 0 and 2)
+    and on a single tile, in both precisions; the contract against the reference too."""
+    pytest.importorskip("ducc0", reason="ducc0 is in the numba extra; not installed here")
+    import scipy.fft
+
+    image = rng.random((70, 45, 2)).astype(dtype)
+    kernel = rng.normal(size=(13, 11))
+    image3d, plan, _ = plan_of(image, kernel, border="wrap", anchor=(3, 8))
+    with_ducc = _fft.convolve_fft(image3d, plan, tile=tile, fft=_fft.DuccTransforms)
+    with_scipy = _fft.convolve_fft(image3d, plan, tile=tile, fft=scipy.fft)
+    assert with_ducc.dtype == with_scipy.dtype == dtype
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(with_ducc, with_scipy, rtol=0, atol=tolerance * 50)
+    assert_contract_accuracy(with_ducc, reference(image, kernel, border="wrap", anchor=(3, 8)))
+
+
+def test_the_cpu_transforms_fall_back_to_scipy_without_ducc0(monkeypatch):
+    import builtins
+
+    import scipy.fft
+
+    real_import = builtins.__import__
+
+    def no_ducc0(name, *args, **kwargs):
+        if name == "ducc0":
+            raise ImportError("no ducc0 here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ducc0)
+    assert _fft.cpu_transforms() is scipy.fft
+
+
 def test_fft_leaves_the_input_alone(rng):
     image = rng.random((50, 50)).astype(np.float32)
     image.flags.writeable = False
