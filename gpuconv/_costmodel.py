@@ -238,10 +238,11 @@ def gpu_lowrank_terms(plan: ConvolutionPlan, strategy: Strategy):
 #: transformed element in float32 (8192 x 8192: 4.2-4.3 ms, five bands of 1728 x 8640),
 #: 1.3e-10 where the sums are float64 (a uint8 image: 10.8 ms at 8192 x 8192 where the
 #: float32 transform failed its error bound and was redone in float64; 4.9 ms where it
-#: passed: the estimate takes the worse; since then an integer image to an integer output
-#: skips a float32 transform bound to fail, `_fft._float32_may_fail`, so for those the
-#: figure is pessimistic, not remeasured), plus some 0.7 ms a call whatever the size: the
-#: host enqueues some 30 small operations, and the error estimate waits for the stream.
+#: passed), plus some 0.7 ms a call whatever the size: the host enqueues some 30 small
+#: operations, and the error estimate waits for the stream. The transforms are costed in
+#: the precision they are known to run in (:func:`gpuconv._fft.first_transform_dtype`: an
+#: integer image to an integer output knows before transforming whether float32 passes),
+#: else in the direct kernel's accumulator (a float32 attempt that may be redone).
 GPU_TAP_SECONDS = {np.dtype(np.float32): 1.6e-13, np.dtype(np.float64): 2.8e-13}
 GPU_FFT_ELEMENT_SECONDS = {np.dtype(np.float32): 4.4e-11, np.dtype(np.float64): 1.3e-10}
 GPU_FFT_CALL_SECONDS = 7.0e-4
@@ -252,13 +253,17 @@ GPU_FFT_BAND_SECONDS = 5.0e-5
 GPU_FFT_MIN_TAPS = 64
 
 
-def gpu_fft_pays(plan: ConvolutionPlan, strategy: Strategy) -> bool:
+def gpu_fft_pays(
+    plan: ConvolutionPlan, strategy: Strategy, transform_dtype: np.dtype | None = None
+) -> bool:
     """Whether the CUDA backend should try the FFT for ``plan`` (one frame).
 
     Never for exact integer sums, rank-1 kernels (the separable kernel) or kernels whose
     non-zero taps are few; otherwise when the transforms of the GPU's tiles
     (:func:`gpuconv._fft.gpu_tile_shape`) are estimated faster than the direct kernel.
-    At run time the FFT still declines non-finite pixels and a failed error bound.
+    ``transform_dtype``: the precision the transforms are known to run in (float32 or
+    float64), or None to cost them in the direct kernel's accumulator. At run time the FFT
+    still declines non-finite pixels and a failed error bound.
     """
     if strategy.integer or strategy.separable or plan.kernel.size < GPU_FFT_MIN_TAPS:
         return False
@@ -266,6 +271,7 @@ def gpu_fft_pays(plan: ConvolutionPlan, strategy: Strategy) -> bool:
     taps = np.count_nonzero(plan.kernel) if strategy.skip_zero_taps else plan.kernel.size
     float64 = np.dtype(strategy.accumulator) == np.float64
     real = np.dtype(np.float64 if float64 else np.float32)
+    transform_dtype = real if transform_dtype is None else np.dtype(transform_dtype)
     loops = height * width * channels * taps * GPU_TAP_SECONDS[real]
     tile_y, tile_x = _fft.gpu_tile_shape(plan)
     block_y = tile_y - plan.kernel_height + 1
@@ -275,7 +281,7 @@ def gpu_fft_pays(plan: ConvolutionPlan, strategy: Strategy) -> bool:
     transforms = (
         GPU_FFT_CALL_SECONDS
         + bands * GPU_FFT_BAND_SECONDS
-        + elements * GPU_FFT_ELEMENT_SECONDS[real]
+        + elements * GPU_FFT_ELEMENT_SECONDS[transform_dtype]
     )
     return transforms < loops
 

@@ -255,6 +255,16 @@ def _float32_may_fail(plan: ConvolutionPlan, tile, xp, fft) -> bool:
     return error_bound(tile, largest, gain, np.float32) > _allowed_error(plan, 0.0)
 
 
+def first_transform_dtype(plan: ConvolutionPlan, tile, xp, fft) -> np.dtype:
+    """The real dtype of the FFT's first transform for ``plan`` over ``tile``: float64 where
+    the plan sums in float64 or where float32 might fail the estimate for an integer
+    output (:func:`_float32_may_fail`), else float32 (which may still fail for a float
+    output: that is known only from the sums)."""
+    if plan.accumulate_dtype == np.float64 or _float32_may_fail(plan, tile, xp, fft):
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
 def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft=None, tile=None):
     """The plan's result through overlap-save FFTs, or None where the estimate forbids it.
 
@@ -268,10 +278,9 @@ def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft
     if fft is None:
         fft = cpu_transforms()
     tile = tile_shape(plan) if tile is None else tile
-    first = np.float64 if plan.accumulate_dtype == np.float64 else np.float32
-    if first == np.float32 and _float32_may_fail(plan, tile, xp, fft):
-        first = np.float64  # one transform in float64, not a float32 one thrown away
-    for real_dtype in dict.fromkeys((first, np.float64)):
+    # float64 at once where float32 is known to fail: not a float32 transform thrown away
+    first = first_transform_dtype(plan, tile, xp, fft)
+    for real_dtype in dict.fromkeys((first, np.dtype(np.float64))):
         sums, largest = _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft)
         _, gain = _spectrum(plan, tile, real_dtype, xp, fft)
         # One transfer for the two figures the estimate needs (on a GPU each float() of a

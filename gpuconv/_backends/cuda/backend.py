@@ -231,16 +231,42 @@ def run_lowrank(frame, plan: ConvolutionPlan, lowrank, cupy):
     )
 
 
+def _fft_modules():
+    """``(xp, fft)``: CuPy and ``cupy.fft`` on a GPU, NumPy and ``scipy.fft`` under the
+    emulator."""
+    if is_emulated():
+        import scipy.fft
+
+        return np, scipy.fft
+    import cupy
+
+    return cupy, cupy.fft
+
+
+def _gpu_tile(plan: ConvolutionPlan) -> tuple[int, int]:
+    return _LAUNCHES.get(("fft tile", plan_key(plan)), lambda: _fft.gpu_tile_shape(plan))
+
+
 def takes_fft(plan: ConvolutionPlan) -> bool:
     """Whether ``plan`` tries the FFT first (float16 plans keep their direct kernels);
-    decided once per plan and kept with the prepared launches (every call asks)."""
+    decided once per plan and kept with the prepared launches (every call asks). An
+    integer image to an integer output is costed in the precision its transforms will run
+    in, known from the kernel's spectrum (computed here once, cached for the FFT)."""
     if plan.kernel.size < _costmodel.GPU_FFT_MIN_TAPS:
         return False  # the small kernels' answer, without hashing the plan
 
     def decide() -> bool:
         if np.dtype(np.float16) in (plan.input_dtype, plan.output_dtype):
             return False
-        return _costmodel.gpu_fft_pays(plan, choose_strategy(plan))
+        strategy = choose_strategy(plan)
+        if plan.input_dtype.kind not in "ui" or plan.output_dtype.kind not in "ui":
+            return _costmodel.gpu_fft_pays(plan, strategy)
+        if _costmodel.gpu_fft_pays(plan, strategy, np.float64):
+            return True  # pays in either precision
+        if not _costmodel.gpu_fft_pays(plan, strategy, np.float32):
+            return False  # pays in neither: no spectrum needed
+        tile = _gpu_tile(plan)
+        return _fft.first_transform_dtype(plan, tile, *_fft_modules()) == np.float32
 
     return _LAUNCHES.get(("fft", plan_key(plan)), decide)
 
@@ -248,8 +274,7 @@ def takes_fft(plan: ConvolutionPlan) -> bool:
 def run_fft(frame, plan: ConvolutionPlan, xp, fft):
     """One ``(H, W, C)`` frame through overlap-save FFTs over the GPU's tiles (``xp``:
     CuPy, or NumPy under the emulator), or None where the FFT declines the frame."""
-    tile = _LAUNCHES.get(("fft tile", plan_key(plan)), lambda: _fft.gpu_tile_shape(plan))
-    return _fft.convolve_fft(frame, plan, xp=xp, fft=fft, tile=tile)
+    return _fft.convolve_fft(frame, plan, xp=xp, fft=fft, tile=_gpu_tile(plan))
 
 
 def _fft_frames(stack, output_stack, plan: ConvolutionPlan, xp, fft, run_loops) -> None:
@@ -301,12 +326,11 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None):
             return result
         launch = _cuda_launch.plan_launch(device_plan, choose_strategy(device_plan))
         if takes_fft(plan):
-            import scipy.fft
 
             def run_loops(frame):
                 output_stack[frame] = _run_emulated(stack[frame], plan, launch)
 
-            _fft_frames(stack, output_stack, plan, np, scipy.fft, run_loops)
+            _fft_frames(stack, output_stack, plan, *_fft_modules(), run_loops)
         elif launch.frames == stack.shape[0]:  # the whole stack in one launch
             output_stack[...] = _run_emulated(stack, plan, launch)
         else:
