@@ -168,6 +168,22 @@ def _add_taps(sums, sources, rows, offsets, weights, length):
     """
     count = weights.shape[0]
     t = 0
+    while t + 8 <= count:
+        s0 = sources[rows[t], offsets[t] : offsets[t] + length]
+        s1 = sources[rows[t + 1], offsets[t + 1] : offsets[t + 1] + length]
+        s2 = sources[rows[t + 2], offsets[t + 2] : offsets[t + 2] + length]
+        s3 = sources[rows[t + 3], offsets[t + 3] : offsets[t + 3] + length]
+        s4 = sources[rows[t + 4], offsets[t + 4] : offsets[t + 4] + length]
+        s5 = sources[rows[t + 5], offsets[t + 5] : offsets[t + 5] + length]
+        s6 = sources[rows[t + 6], offsets[t + 6] : offsets[t + 6] + length]
+        s7 = sources[rows[t + 7], offsets[t + 7] : offsets[t + 7] + length]
+        w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
+        w4, w5, w6, w7 = weights[t + 4], weights[t + 5], weights[t + 6], weights[t + 7]
+        for k in range(length):
+            sums[k] += ((w0 * s0[k] + w1 * s1[k]) + (w2 * s2[k] + w3 * s3[k])) + (
+                (w4 * s4[k] + w5 * s5[k]) + (w6 * s6[k] + w7 * s7[k])
+            )
+        t += 8
     while t + 4 <= count:
         s0 = sources[rows[t], offsets[t] : offsets[t] + length]
         s1 = sources[rows[t + 1], offsets[t + 1] : offsets[t + 1] + length]
