@@ -281,11 +281,14 @@ def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft
     # float64 at once where float32 is known to fail: not a float32 transform thrown away
     first = first_transform_dtype(plan, tile, xp, fft)
     for real_dtype in dict.fromkeys((first, np.dtype(np.float64))):
-        sums, largest = _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft)
+        sums, largest, magnitude = _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft)
         _, gain = _spectrum(plan, tile, real_dtype, xp, fft)
-        # One transfer for the two figures the estimate needs (on a GPU each float() of a
-        # device value would wait for the stream: once per call, not once per figure).
-        magnitude, largest = xp.stack([xp.maximum(sums.max(), -sums.min()), largest]).tolist()
+        if magnitude is None:
+            # One transfer for the two figures the estimate needs (on a GPU each float() of a
+            # device value would wait for the stream: once per call, not once per figure).
+            magnitude = xp.maximum(sums.max(), -sums.min())
+            magnitude, largest = xp.stack([magnitude, largest]).tolist()
+        magnitude, largest = float(magnitude), float(largest)
         if not (math.isfinite(magnitude) and math.isfinite(largest)):
             return None
         if error_bound(tile, largest, gain, real_dtype) <= _allowed_error(plan, magnitude):
@@ -295,7 +298,9 @@ def convolve_fft(image3d, plan: ConvolutionPlan, *, workers: int = 1, xp=np, fft
 
 
 def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
-    """Raw float sums ``(H, W, C)`` in ``real_dtype``, and the largest ``|source pixel|``."""
+    """Raw float sums ``(H, W, C)`` in ``real_dtype``, the largest ``|source pixel|`` and, on
+    the CPU, the largest ``|sum|`` (None on a GPU: one reduction at the end there, not two
+    small launches per band)."""
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     tile_y, tile_x = tile
@@ -328,6 +333,7 @@ def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
     source = xp.asarray(image3d)
     single = starts_x.size == 1  # one tile across: the band is the tile, a plain 2-D FFT
     largest = None  # the largest |source pixel| so far, kept where the band is (no wait)
+    magnitude = None  # the CPU's largest |sum| so far, taken per band while it is in cache
     for top in range(0, height, block_y):
         rows = source_indices(
             np.arange(top - plan.anchor_y, top - plan.anchor_y + tile_y), height, plan.border
@@ -355,9 +361,26 @@ def _overlap_save(image3d, plan, tile, real_dtype, workers, xp, fft):
                 spectra *= spectrum[:, None, :]
                 result = fft.irfft2(spectra, s=tile, axes=(0, 2), **keyword)
                 # tile t's block is result[:, t, :block_x]: side by side, they are the band's
-                # output row (one copy, not a small one per tile: each is a launch on a GPU)
-                blocks = result[: bottom - top, :, :block_x].reshape(bottom - top, -1)[:, :width]
+                # output row. On a GPU one copy (a small one per tile is a launch each); on
+                # the CPU one copy per tile straight into the output, not two copies.
+                if xp is np:
+                    for t, left in enumerate(starts_x.tolist()):
+                        right = min(width, left + block_x)
+                        output[top:bottom, left:right, c] = result[
+                            : bottom - top, t, : right - left
+                        ]
+                    blocks = None
+                else:
+                    blocks = result[: bottom - top, :, :block_x].reshape(bottom - top, -1)
+                    blocks = blocks[:, :width]
             del spectra
-            output[top:bottom, :, c] = blocks
+            if blocks is not None:
+                output[top:bottom, :, c] = blocks
             del result, blocks
-    return output, largest
+            if xp is np:
+                stored = output[top:bottom, :, c]
+                band_magnitude = np.maximum(stored.max(), -stored.min())
+                magnitude = (
+                    band_magnitude if magnitude is None else np.maximum(magnitude, band_magnitude)
+                )
+    return output, largest, magnitude
