@@ -86,17 +86,23 @@ class BackendCosts:
 #: --kernel-sizes`` style timings of every forced path on 2048 x 2048 images (numba,
 #: 2 threads, 2 cores shared with other work: load average about 3): direct box5..random63,
 #: separable box5..box25, low-rank dog9..dog25, runs disk7..disk31, FFT random15..random63.
-#: See benchmarks/results/kernel-sizes-2core.md for the sweep they are checked against.
+#: Rescaled once the loops took eight taps per pass and the FFT moved to ducc0: in the sweep
+#: benchmarks/results/kernel-sizes-2core-eight-taps.json the loops ran at 0.41-0.42 of these
+#: figures' estimates from 13 taps a side (direct and separable alike; less below), the FFT
+#: at 0.55-0.65 (random float32; 0.7-0.9 for uint8 images), so the loop constants were
+#: scaled by 0.42 and the FFT's by 0.6: the order among the loop paths is unchanged, and
+#: the direct-to-FFT crossover moved from 17 to 19 taps a side, where that sweep measured it
+#: (17: direct 22.7 ms, FFT 27.1; 19: 27.9 and 28.8; 21: 32.8 and 27.8).
 NUMBA = BackendCosts(
-    tap=4.0e-11,
-    float64_tap=8.0e-11,
-    line=1.5e-9,
-    term=1.0e-10,
-    prefix=1.0e-9,
-    run_tap=8.0e-11,
-    fft=5.0e-10,
-    float64_fft=1.0e-9,
-    fft_fixed=1.5e-9,
+    tap=1.7e-11,
+    float64_tap=3.4e-11,
+    line=6.0e-10,
+    term=4.0e-11,
+    prefix=4.0e-10,
+    run_tap=3.4e-11,
+    fft=3.0e-10,
+    float64_fft=6.0e-10,
+    fft_fixed=9.0e-10,
 )
 
 COSTS = {"numba": NUMBA}
