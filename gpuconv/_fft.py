@@ -83,8 +83,6 @@ class DuccTransforms:
     (scipy's ``overwrite_x`` changed nothing).
     """
 
-    __name__ = "ducc0.fft"
-
     @staticmethod
     def rfft2(x, axes=(-2, -1), workers=1):
         import ducc0
@@ -195,7 +193,8 @@ def work_per_pixel(plan: ConvolutionPlan) -> float:
 def _spectrum(plan: ConvolutionPlan, tile: tuple[int, int], real_dtype, xp, fft):
     """``(conj(rfft2(kernel zero-padded to tile)), max |K(w)|)``, cached: the gain the error
     estimate needs is read back once per spectrum, not once per call."""
-    key = (plan.kernel.tobytes(), plan.kernel.shape, tile, np.dtype(real_dtype).str, fft.__name__)
+    libraries = (xp.__name__, fft.__name__)  # spectra of two FFT libraries differ in rounding
+    key = (plan.kernel.tobytes(), plan.kernel.shape, tile, np.dtype(real_dtype).str, libraries)
     with _SPECTRA_LOCK:
         entry = _SPECTRA.get(key)
         if entry is not None:

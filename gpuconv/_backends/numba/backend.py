@@ -6,7 +6,7 @@ the first :func:`convolve`. The fast path (exact integer sums, separable
 passes, skipped zero taps) is chosen by :func:`gpuconv._strategy.choose_strategy`;
 for kernels larger than 3 x 3, :func:`gpuconv._costmodel.choose_path` then picks
 direct, separable, low-rank, runs or the FFT (:mod:`gpuconv._fft`, through
-``scipy.fft`` with this backend's thread count) by estimated time. The border
+``ducc0.fft``, else ``scipy.fft``, on this backend's thread count) by estimated time. The border
 index tables come from :func:`gpuconv._borders.source_indices`, so this backend
 reads exactly the pixels the reference reads.
 
