@@ -273,6 +273,9 @@ def _start_long_run(tmp_path, rng, target):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # SIGINT as a terminal delivers it: a suite started as a background job (`make test &`)
+        # ignores SIGINT, its children inherit that, and Python then installs no handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
