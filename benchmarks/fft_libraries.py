@@ -61,8 +61,8 @@ def _libraries(threads: int):
 
         pyfftw.interfaces.cache.enable()
         found["pyfftw"] = (
-            lambda a: fftw.rfft2(a, threads=threads),
-            lambda f, s: fftw.irfft2(f, s=s, threads=threads),
+            lambda a: fftw.rfft2(a, threads=threads, planner_effort="FFTW_MEASURE"),
+            lambda f, s: fftw.irfft2(f, s=s, threads=threads, planner_effort="FFTW_MEASURE"),
         )
     except ImportError:
         found["pyfftw"] = None
