@@ -127,6 +127,8 @@ def main(argv=None) -> int:
     except Exception:  # numba missing: the transforms alone still answer
         pass
 
+    # The loop of gpuconv.bench._sweep.interleaved_medians, written out: this script also
+    # runs where gpuconv does not import (an environment holding only mkl_fft and OpenCV).
     times = {name: [] for name in calls}
     for call in calls.values():
         call()

@@ -4,7 +4,8 @@
 
 Issue 14 asks the numba backend for >= 0.7x ``cv2.filter2D`` at 256 x 256 and >= 1.0x at
 512 x 512 on float32 3 x 3 kernels. This script times, single-threaded, medians of
-``--repeats`` calls (sharpen, interleaved with ``cv2.filter2D`` on 2 threads):
+``--repeats`` calls (sharpen, interleaved with ``cv2.filter2D`` on 2 threads, the order turning
+every round: ``gpuconv.bench._sweep.interleaved_medians``):
 
 - ``gpuconv``: ``gpuconv.convolve(image, "sharpen", backend="numba")``, the whole call;
 - ``gpuconv 1 x 1``: the same on a 1 x 1 image: the fixed cost of a cached call;
@@ -22,8 +23,6 @@ cost of a few microseconds (see the README's issue 14 section and the closing no
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
@@ -111,6 +110,7 @@ def _time(side: int, repeats: int, prototypes) -> list[tuple[str, float]]:
     from gpuconv import kernels
     from gpuconv._backends.numba import backend as numba_backend
     from gpuconv._plan import make_plan
+    from gpuconv.bench._sweep import interleaved_medians
 
     finite_rows, five_taps, nine_taps = prototypes
     kernel = kernels.get("sharpen").astype(np.float32)
@@ -145,16 +145,8 @@ def _time(side: int, repeats: int, prototypes) -> list[tuple[str, float]]:
         "five taps": lambda: five_taps(image, output, weights, flags),
         "nine taps": lambda: nine_taps(image, output, weights),
     }
-    times = {name: [] for name in calls}
-    for call in calls.values():
-        for _ in range(20):
-            call()
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return [(name, statistics.median(samples) * 1e6) for name, samples in times.items()]
+    medians = interleaved_medians(calls, repeats=repeats, warmup=20)
+    return [(name, milliseconds * 1e3) for name, milliseconds in medians.items()]
 
 
 if __name__ == "__main__":

@@ -24,6 +24,25 @@ from ._inputs import bench_image, bench_kernels
 DEFAULT_FAMILIES = ("random:float32", "box:uint8")
 
 
+def interleaved_medians(calls: dict, *, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median milliseconds of each of ``calls`` (name -> callable without arguments), timed
+    interleaved: ``warmup`` untimed calls of each, then ``repeats`` rounds of one call of
+    each in turn, the order turning every round (a call right after a long multi-threaded
+    one, numba's or cv2's threads still spinning, is slowed, whichever it is)."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(samples) * 1e3 for name, samples in times.items()}
+
+
 def _cases(families, sizes, kernel_sizes):
     for family in families:
         name, _, dtype = family.partition(":")
@@ -62,20 +81,7 @@ def sweep(families, sizes, kernel_sizes, *, repeats=5, warmup=1, progress=True):
             calls[path] = lambda path=path, image3d=image3d, plan=plan: numba_backend.convolve_path(
                 image3d, plan, path
             )
-        times: dict[str, list[float]] = {name: [] for name in calls}
-        for call in calls.values():
-            for _ in range(warmup):
-                call()
-        names = list(calls)
-        for repeat in range(repeats):
-            # The order turns every repeat: a call right after a long multi-threaded one
-            # (numba's or cv2's threads still spinning) is slowed, whichever it is.
-            shift = repeat % len(names)
-            for name in names[shift:] + names[:shift]:
-                start = time.perf_counter()
-                calls[name]()
-                times[name].append(time.perf_counter() - start)
-        medians = {name: statistics.median(samples) * 1e3 for name, samples in times.items()}
+        medians = interleaved_medians(calls, repeats=repeats, warmup=warmup)
         row = {
             "image": f"{image.shape[0]}x{image.shape[1]} {image.dtype}",
             "kernel": kernel_name,
