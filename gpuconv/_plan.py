@@ -209,8 +209,13 @@ def _parse_anchor(anchor, kernel_height: int, kernel_width: int) -> tuple[int, i
 
 def as_image_array(image):
     """Check the image; return ``(array, library)`` with array of 2 or more dimensions, untouched."""
-    library = array_library(image)
-    if library == "numpy":
+    if type(image) is np.ndarray:  # the usual call: no library to find, no conversion
+        library = "numpy"
+        if not image.dtype.isnative:
+            image = image.astype(image.dtype.newbyteorder("="))
+    else:
+        library = array_library(image)
+    if library == "numpy" and type(image) is not np.ndarray:
         if hasattr(image, "__cuda_array_interface__"):
             raise TypeError(
                 f"{type(image).__name__} lives on a GPU; pass it as a CuPy array "
@@ -301,7 +306,7 @@ def _plan_key(stack_shape, image_dtype, kernel, border, value, anchor, flip, dty
         and 0 < kernel.size <= _KEYED_KERNEL_TAPS
     ):
         # The bytes (not the object): a caller may change an array between calls.
-        kernel_key = ("array", kernel.dtype.str, kernel.shape, kernel.tobytes())
+        kernel_key = ("array", kernel.dtype, kernel.shape, kernel.tobytes())
     else:
         return None
     options = (border, value, anchor, flip, dtype)
