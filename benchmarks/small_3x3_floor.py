@@ -9,15 +9,19 @@ every round: ``gpuconv.bench._sweep.interleaved_medians``):
 
 - ``gpuconv``: ``gpuconv.convolve(image, "sharpen", backend="numba")``, the whole call;
 - ``gpuconv 1 x 1``: the same on a 1 x 1 image: the fixed cost of a cached call;
-- ``compiled loop``: the backend's compiled band loop alone, as the call runs it;
+- ``compiled loop``: the backend's parallel band loop alone (what the call ran before the
+  serial loop; it still runs where a NaN or inf meets a skipped zero tap);
+- ``serial loop``: ``kernels.convolve_small_3x3`` alone, what the call runs for one thread
+  (2026-11-26: rows read in place, zero taps skipped with NaN and inf checked in the pass);
 - prototypes, not in the package, reading rows straight from the image (no line copies) and
   writing the interior only (the border rows and columns left out: a lower bound):
   ``finiteness pass`` (one pass flagging rows that hold NaN or inf: a zero tap may be skipped
   only on finite rows), ``five taps`` (sharpen's non-zero taps on finite rows) and ``nine
   taps`` (every tap, no flags needed: ``0 * NaN`` stays NaN).
 
-What the figures say: the targets need both a loop near the prototypes' speed and a fixed
-cost of a few microseconds (see the README's issue 14 section and the closing notes).
+What the figures said before the serial loop: the targets need both a loop near the
+prototypes' speed and a fixed cost of a few microseconds (see the README's issue 14
+section); the serial loop is that loop.
 """
 
 from __future__ import annotations
@@ -136,11 +140,17 @@ def _time(side: int, repeats: int, prototypes) -> list[tuple[str, float]]:
         finally:
             numba.set_num_threads(threads)
 
+    small_function, small_arguments = run.small_loop or (None, None)
+
+    def serial_loop():
+        small_function(pixels, frame_stride, row_stride, loop_output, *small_arguments)
+
     calls = {
         "cv2.filter2D": lambda: cv2.filter2D(image, -1, kernel, dst=output),
         "gpuconv": lambda: gpuconv.convolve(image, kernel, backend="numba"),
         "gpuconv 1 x 1": lambda: gpuconv.convolve(tiny, kernel, backend="numba"),
         "compiled loop": compiled_loop,
+        **({"serial loop": serial_loop} if small_function is not None else {}),
         "finiteness pass": lambda: finite_rows(image, flags),
         "five taps": lambda: five_taps(image, output, weights, flags),
         "nine taps": lambda: nine_taps(image, output, weights),

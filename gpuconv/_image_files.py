@@ -39,7 +39,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -654,6 +653,8 @@ class _QuietStderr:
         if logging_module is not None:
             self.log_level = (logging_module, logging_module.getLogLevel())
             logging_module.setLogLevel(logging_module.LOG_LEVEL_SILENT)
+        import tempfile  # here: 3 ms of every process's start-up otherwise
+
         try:
             sys.stderr.flush()
             self.capture = tempfile.TemporaryFile()

@@ -312,9 +312,8 @@ def _plan_key(stack_shape, image_dtype, kernel, border, value, anchor, flip, dty
     options = (border, value, anchor, flip, dtype)
     types = tuple(map(type, options))
     if _PLAIN_KEY_TYPES.issuperset(types):  # the usual call: no tuple to look into
-        key = (kernel_key, image_dtype, stack_shape, options, types)
-    else:
-        key = (kernel_key, image_dtype, stack_shape, tuple(map(_typed, options)))
+        return (kernel_key, image_dtype, stack_shape, options, types)  # hashable throughout
+    key = (kernel_key, image_dtype, stack_shape, tuple(map(_typed, options)))
     try:
         hash(key)
     except TypeError:  # an unhashable argument: validation will say what is wrong with it

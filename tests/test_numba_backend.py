@@ -614,3 +614,88 @@ def test_a_call_leaves_the_callers_thread_count_as_it_found_it(rng):
         assert numba.get_num_threads() == 1
     finally:
         numba.set_num_threads(before)
+
+
+def _small_loop_output(image3d, plan):
+    """``(returned, output)`` of the serial small 3 x 3 loop run directly on ``image3d``."""
+    run = _numba.execution_for(plan, 1)
+    function, arguments = run.small_loop
+    stack = image3d[None] if image3d.ndim == 3 else image3d
+    pixels, frame_stride, row_stride = _numba.flat_rows(stack)
+    frames, height, width, channels = stack.shape
+    output = np.full((frames, height, width * channels), -7.0, stack.dtype)
+    returned = function(pixels, frame_stride, row_stride, output, *arguments)
+    return returned, output.reshape(stack.shape)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "kernel", "output_dtype", "workers", "takes_it"),
+    [
+        ("float32", "sharpen", None, 1, True),  # five taps, checked
+        ("float64", "sobel_y", None, 1, True),  # six taps, checked
+        ("float32", "gaussian3", None, 1, True),  # nine taps
+        ("float32", "sharpen", None, 2, False),  # big enough for the thread pool
+        ("float32", "sharpen", np.float64, 1, False),  # sums and output of another type
+        ("uint8", "sharpen", None, 1, False),  # integer lines: the int16 loop
+        ("float32", "small_blur", None, 1, False),  # not 3 x 3
+    ],
+)
+def test_the_serial_3x3_loop_takes_small_float_images_only(
+    dtype, kernel, output_dtype, workers, takes_it
+):
+    plan = _plan(np.zeros((40, 40), dtype), kernel, dtype=output_dtype)
+    run = _numba.execution_for(plan, 2)
+    if workers == 1:
+        assert run.workers == 1  # 40 x 40 is small work
+        assert (run.small_loop is not None) == takes_it
+    else:
+        run = _numba.execution_for(_plan(np.zeros((2048, 2048), dtype), kernel), 2)
+        assert run.workers == 2
+        assert run.small_loop is None
+
+
+@pytest.mark.parametrize("kernel", ["sharpen", "sobel_x", "sobel_y", "gaussian3", "emboss"])
+@pytest.mark.parametrize("border", ["reflect101", "reflect", "replicate", "wrap", "constant"])
+@pytest.mark.parametrize("anchor", [None, (0, 0), (2, 1)])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 5), (3, 3), (9, 4, 3), (17, 23)])
+def test_the_serial_3x3_loop_agrees_with_the_reference(rng, kernel, border, anchor, shape):
+    """Run directly (not through the dispatcher), on images down to 1 x 1, where every
+    output pixel is an edge pixel, and RGB, where a shifted row moves by three values."""
+    image = rng.standard_normal(shape).astype(np.float64)
+    options = dict(border=border, value=0.75, anchor=anchor)
+    image3d, plan, _ = make_plan(image, kernel, flip=False, dtype=None, **options)
+    returned, output = _small_loop_output(image3d, plan)
+    assert returned  # a finite image: nothing to hand back
+    expected = reference(image, kernel, **options)
+    # Rounding error is bounded by the sum's scale, sum |taps| * max |pixel|, not by the
+    # result's: on 2 rows, reflect101 and wrap make sobel_y's top and bottom rows the same,
+    # and the reference's own result is rounding noise around 0.
+    scale = np.abs(plan.kernel).sum() * max(np.abs(image).max(), 0.75)
+    np.testing.assert_allclose(output.reshape(expected.shape), expected, rtol=0, atol=1e-14 * scale)
+
+
+@pytest.mark.parametrize("kernel", ["sharpen", "laplacian", "sobel_x", "sobel_y", "gaussian3"])
+@pytest.mark.parametrize("where", [(0, 0), (5, 6), (10, 12), (10, 0)], ids=str)
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_the_serial_3x3_loop_hands_non_finite_images_back(rng, kernel, where, bad):
+    """A kernel with zero taps skips them optimistically: a NaN or inf anywhere it reads
+    (first and last rows and columns included) makes it return False, and the call then
+    gives the reference's NaN and inf through the band loop. Nine taps skip nothing:
+    the loop keeps the image and propagates NaN and inf itself."""
+    image = rng.standard_normal((11, 13)).astype(np.float32)
+    image[where] = bad
+    image3d, plan, _ = make_plan(
+        image, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
+    )
+    returned, output = _small_loop_output(image3d, plan)
+    expected = reference(image, kernel)
+    if kernel == "gaussian3":
+        assert returned
+        np.testing.assert_array_equal(np.isnan(output[0, ..., 0]), np.isnan(expected))
+    else:
+        assert not returned
+    actual = gpuconv.convolve(image, kernel, backend="numba")
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert_contract_accuracy(actual[finite], expected[finite])
