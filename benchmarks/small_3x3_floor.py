@@ -11,7 +11,7 @@ every round: ``gpuconv.bench._sweep.interleaved_medians``):
 - ``gpuconv 1 x 1``: the same on a 1 x 1 image: the fixed cost of a cached call;
 - ``compiled loop``: the backend's parallel band loop alone (what the call ran before the
   serial loop; it still runs where a NaN or inf meets a skipped zero tap);
-- ``serial loop``: ``kernels.convolve_small_3x3`` alone, what the call runs for one thread
+- ``serial loop``: ``kernels.shifted_rows_3x3`` alone, what the call runs for one thread
   (2026-11-26: rows read in place, zero taps skipped with NaN and inf checked in the pass);
 - prototypes, not in the package, reading rows straight from the image (no line copies) and
   writing the interior only (the border rows and columns left out: a lower bound):
@@ -140,7 +140,7 @@ def _time(side: int, repeats: int, prototypes) -> list[tuple[str, float]]:
         finally:
             numba.set_num_threads(threads)
 
-    small_function, small_arguments = run.small_loop or (None, None)
+    small_function, small_arguments = run.shifted_rows_loop or (None, None)
 
     def serial_loop():
         small_function(pixels, frame_stride, row_stride, loop_output, *small_arguments)

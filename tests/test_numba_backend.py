@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -616,10 +617,14 @@ def test_a_call_leaves_the_callers_thread_count_as_it_found_it(rng):
         numba.set_num_threads(before)
 
 
-def _small_loop_output(image3d, plan):
-    """``(returned, output)`` of the serial small 3 x 3 loop run directly on ``image3d``."""
-    run = _numba.execution_for(plan, 1)
-    function, arguments = run.small_loop
+def _shifted_rows_output(image3d, plan, workers=1):
+    """``(returned, output)`` of the shifted-rows 3 x 3 loop (serial for one worker, else
+    parallel) run directly on ``image3d``."""
+    run = _numba.execution_for(plan, workers)
+    if workers > 1:  # force the parallel variant, whatever the image's size
+        band_height = _numba.band_height_for(plan, run.accumulator, workers)
+        run = replace(run, workers=workers, band_height=band_height)
+    function, arguments = run.shifted_rows_loop
     stack = image3d[None] if image3d.ndim == 3 else image3d
     pixels, frame_stride, row_stride = _numba.flat_rows(stack)
     frames, height, width, channels = stack.shape
@@ -629,42 +634,47 @@ def _small_loop_output(image3d, plan):
 
 
 @pytest.mark.parametrize(
-    ("dtype", "kernel", "output_dtype", "workers", "takes_it"),
+    ("dtype", "kernel", "output_dtype", "takes_it"),
     [
-        ("float32", "sharpen", None, 1, True),  # five taps, checked
-        ("float64", "sobel_y", None, 1, True),  # six taps, checked
-        ("float32", "gaussian3", None, 1, True),  # nine taps
-        ("float32", "sharpen", None, 2, False),  # big enough for the thread pool
-        ("float32", "sharpen", np.float64, 1, False),  # sums and output of another type
-        ("uint8", "sharpen", None, 1, False),  # integer lines: the int16 loop
-        ("float32", "small_blur", None, 1, False),  # not 3 x 3
+        ("float32", "sharpen", None, True),  # five taps, checked
+        ("float64", "sobel_y", None, True),  # six taps, checked
+        ("float32", "gaussian3", None, True),  # nine taps
+        ("float32", "sharpen", np.float64, False),  # sums and output of another type
+        ("uint8", "sharpen", None, False),  # integer lines: the int16 loop
+        ("float32", "small_blur", None, False),  # not 3 x 3
     ],
 )
-def test_the_serial_3x3_loop_takes_small_float_images_only(
-    dtype, kernel, output_dtype, workers, takes_it
-):
-    plan = _plan(np.zeros((40, 40), dtype), kernel, dtype=output_dtype)
+@pytest.mark.parametrize("side", [40, 2048])
+def test_the_shifted_rows_loop_takes_float_3x3_filters(dtype, kernel, output_dtype, takes_it, side):
+    """Serial for small work, on the thread pool for large."""
+    plan = _plan(np.zeros((side, side), dtype), kernel, dtype=output_dtype)
     run = _numba.execution_for(plan, 2)
-    if workers == 1:
-        assert run.workers == 1  # 40 x 40 is small work
-        assert (run.small_loop is not None) == takes_it
-    else:
-        run = _numba.execution_for(_plan(np.zeros((2048, 2048), dtype), kernel), 2)
-        assert run.workers == 2
-        assert run.small_loop is None
+    assert run.workers == (1 if side == 40 else 2)
+    assert (run.shifted_rows_loop is not None) == takes_it
+    if takes_it:
+        function = run.shifted_rows_loop[0]
+        assert function.py_func is (
+            _numba_kernels.shifted_rows_3x3
+            if side == 40
+            else _numba_kernels.shifted_rows_3x3_parallel
+        )
 
 
 @pytest.mark.parametrize("kernel", ["sharpen", "sobel_x", "sobel_y", "gaussian3", "emboss"])
 @pytest.mark.parametrize("border", ["reflect101", "reflect", "replicate", "wrap", "constant"])
 @pytest.mark.parametrize("anchor", [None, (0, 0), (2, 1)])
 @pytest.mark.parametrize("shape", [(1, 1), (2, 5), (3, 3), (9, 4, 3), (17, 23)])
-def test_the_serial_3x3_loop_agrees_with_the_reference(rng, kernel, border, anchor, shape):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_shifted_rows_loop_agrees_with_the_reference(
+    rng, kernel, border, anchor, shape, workers
+):
     """Run directly (not through the dispatcher), on images down to 1 x 1, where every
-    output pixel is an edge pixel, and RGB, where a shifted row moves by three values."""
+    output pixel is an edge pixel, and RGB, where a shifted row moves by three values;
+    the parallel variant in bands of a few rows."""
     image = rng.standard_normal(shape).astype(np.float64)
     options = dict(border=border, value=0.75, anchor=anchor)
     image3d, plan, _ = make_plan(image, kernel, flip=False, dtype=None, **options)
-    returned, output = _small_loop_output(image3d, plan)
+    returned, output = _shifted_rows_output(image3d, plan, workers)
     assert returned  # a finite image: nothing to hand back
     expected = reference(image, kernel, **options)
     # Rounding error is bounded by the sum's scale, sum |taps| * max |pixel|, not by the
@@ -677,7 +687,8 @@ def test_the_serial_3x3_loop_agrees_with_the_reference(rng, kernel, border, anch
 @pytest.mark.parametrize("kernel", ["sharpen", "laplacian", "sobel_x", "sobel_y", "gaussian3"])
 @pytest.mark.parametrize("where", [(0, 0), (5, 6), (10, 12), (10, 0)], ids=str)
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_the_serial_3x3_loop_hands_non_finite_images_back(rng, kernel, where, bad):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_shifted_rows_loop_hands_non_finite_images_back(rng, kernel, where, bad, workers):
     """A kernel with zero taps skips them optimistically: a NaN or inf anywhere it reads
     (first and last rows and columns included) makes it return False, and the call then
     gives the reference's NaN and inf through the band loop. Nine taps skip nothing:
@@ -687,7 +698,7 @@ def test_the_serial_3x3_loop_hands_non_finite_images_back(rng, kernel, where, ba
     image3d, plan, _ = make_plan(
         image, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
     )
-    returned, output = _small_loop_output(image3d, plan)
+    returned, output = _shifted_rows_output(image3d, plan, workers)
     expected = reference(image, kernel)
     if kernel == "gaussian3":
         assert returned
@@ -697,5 +708,20 @@ def test_the_serial_3x3_loop_hands_non_finite_images_back(rng, kernel, where, ba
     actual = gpuconv.convolve(image, kernel, backend="numba")
     np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
     np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert_contract_accuracy(actual[finite], expected[finite])
+
+
+def test_a_large_non_finite_image_falls_back_to_the_band_loop_on_the_thread_pool(rng):
+    image = rng.standard_normal((1500, 1400)).astype(np.float32)
+    image[700, 3] = np.nan
+    image[1499, 1399] = -np.inf
+    plan = _plan(image, "laplacian")
+    assert _numba.execution_for(plan, 2).workers == 2
+    actual = gpuconv.convolve(image, "laplacian", backend="numba")
+    expected = reference(image, "laplacian")
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected))
+    assert np.isnan(actual[699, 2])  # the NaN under a zero corner: 0 * NaN
     finite = np.isfinite(expected)
     assert_contract_accuracy(actual[finite], expected[finite])

@@ -730,7 +730,7 @@ def _edge_pixel(pixels, starts, col_index, x, c, channels, weights, constant):
     """One output value of a 3 x 3 kernel through the border tables, every tap: the
     source rows start at ``starts`` (``-1``: the constant row), ``col_index[x : x + 3]``
     are the source columns (``-1``: the constant). For the few pixels
-    :func:`convolve_small_3x3` does not reach by shifted rows; all nine taps, so NaN and
+    :func:`shifted_rows_3x3` does not reach by shifted rows; all nine taps, so NaN and
     inf propagate whatever the kernel's zeros. Unrolled: a loop over the taps cost 15 ns a
     pixel, half the time of a 256 x 256 image's edge columns."""
     j0, j1, j2 = col_index[x], col_index[x + 1], col_index[x + 2]
@@ -787,7 +787,7 @@ def _row_is_finite(pixels, start, length):
     return bad == 0
 
 
-def convolve_small_3x3(pixels, frame_stride, row_stride, output, integers, weights):
+def shifted_rows_3x3(pixels, frame_stride, row_stride, output, integers, weights):
     """A 3 x 3 kernel on a float image into the same float type, on the calling thread.
 
     Same arguments as :func:`convolve_bands` (a fused 3 x 3 path). For small images, where
@@ -802,14 +802,51 @@ def convolve_small_3x3(pixels, frame_stride, row_stride, output, integers, weigh
     NaN): the caller then runs :func:`convolve_bands`, which decides line by line.
     Otherwise returns True.
     """
-    frames, height = output.shape[0], integers[HEIGHT]
+    setup = _shifted_rows_setup(integers, weights)
+    height = integers[HEIGHT]
+    bad = 0
+    for frame in range(output.shape[0]):
+        bad |= _shifted_rows(
+            pixels, frame_stride, row_stride, output, integers, weights, setup, frame, 0, height
+        )
+    return bad == 0
+
+
+def shifted_rows_3x3_parallel(pixels, frame_stride, row_stride, output, integers, weights):
+    """:func:`shifted_rows_3x3` on numba's thread pool: bands of ``band_height`` rows
+    (of every frame) handed out one at a time, so that on a busy machine a worker the OS
+    has descheduled holds up only its own band (the caller sets the chunk size to 1)."""
+    setup = _shifted_rows_setup(integers, weights)
+    height, band_height = integers[HEIGHT], integers[BAND_HEIGHT]
+    band_count = (height + band_height - 1) // band_height
+    jobs = output.shape[0] * band_count
+    bad = np.zeros(jobs, np.int64)
+    for job in prange(jobs):
+        frame = job // band_count
+        top = (job - frame * band_count) * band_height
+        bad[job] = _shifted_rows(
+            pixels,
+            frame_stride,
+            row_stride,
+            output,
+            integers,
+            weights,
+            setup,
+            frame,
+            top,
+            min(height, top + band_height),
+        )
+    return not bad.any()
+
+
+@_jit
+def _shifted_rows_setup(integers, weights):
+    """What :func:`_shifted_rows` needs besides the packed arguments: ``(tap_rows,
+    tap_columns, tap_weights, tap_count, first, stop, edge_outputs, edge_sources)``."""
     width, channels = integers[WIDTH], integers[CHANNELS]
     anchor_x, path = integers[ANCHOR_X], integers[PATH]
-    row_index = _table(integers, integers, INTEGER_BOUNDS, ROW_INDEX)
     col_index = _table(integers, integers, INTEGER_BOUNDS, COL_INDEX)
     w = _table(weights, integers, WEIGHT_BOUNDS, TAP_WEIGHTS)
-    constant = weights[CONSTANT]
-    checked = path == PATH_FUSED_PLUS_FINITE or path == PATH_FUSED_SPARSE_FINITE
     # The taps summed: all nine, the five of zero corners, or the non-zero six (padded
     # with zero-weight centre taps), as (row, column, weight).
     tap_rows = np.empty(9, np.int64)
@@ -826,13 +863,9 @@ def convolve_small_3x3(pixels, frame_stride, row_stride, output, integers, weigh
                 tap_columns[tap_count] = index % 3
                 tap_weights[tap_count] = w[index]
                 tap_count += 1
-    row_length = width * channels
-    # Output columns [first, stop) read in-image columns only (x - anchor_x + j, j < 3);
-    # in a source row, their left taps start at column first - anchor_x.
+    # Output columns [first, stop) read in-image columns only (x - anchor_x + j, j < 3).
     first = min(anchor_x, width)
     stop = max(first, width - 2 + anchor_x)
-    length = (stop - first) * channels
-    offset = (first - anchor_x) * channels
     # The output columns [0, first) and [stop, width), as element indices in an output
     # row, and the element offsets of their three source columns in a source row (-1:
     # the constant).
@@ -849,68 +882,87 @@ def convolve_small_3x3(pixels, frame_stride, row_stride, output, integers, weigh
                 source_col = col_index[x + j]
                 edge_sources[e, j] = -1 if source_col < 0 else source_col * channels + c
             e += 1
+    return tap_rows, tap_columns, tap_weights, tap_count, first, stop, edge_outputs, edge_sources
+
+
+@_jit
+def _shifted_rows(
+    pixels, frame_stride, row_stride, output, integers, weights, setup, frame, y_start, y_stop
+):
+    """Output rows ``[y_start, y_stop)`` of ``frame`` for :func:`shifted_rows_3x3`;
+    returns 1 if a skipped tap met NaN or inf, else 0."""
+    width, channels = integers[WIDTH], integers[CHANNELS]
+    anchor_x, path = integers[ANCHOR_X], integers[PATH]
+    row_index = _table(integers, integers, INTEGER_BOUNDS, ROW_INDEX)
+    col_index = _table(integers, integers, INTEGER_BOUNDS, COL_INDEX)
+    w = _table(weights, integers, WEIGHT_BOUNDS, TAP_WEIGHTS)
+    constant = weights[CONSTANT]
+    tap_rows, tap_columns, tap_weights, tap_count, first, stop, edge_outputs, edge_sources = setup
+    checked = path == PATH_FUSED_PLUS_FINITE or path == PATH_FUSED_SPARSE_FINITE
+    row_length = width * channels
+    length = (stop - first) * channels
+    offset = (first - anchor_x) * channels  # of the left taps' first column in a source row
+    base = frame * frame_stride
     starts = np.empty(3, np.int64)  # of the three source rows in pixels (-1: constant)
     bad = 0
-    for frame in range(frames):
-        base = frame * frame_stride
-        y = 0
-        while y < height:
-            for i in range(3):
-                source_row = row_index[y + i]
-                starts[i] = -1 if source_row < 0 else base + source_row * row_stride
-            if starts[0] < 0 or starts[1] < 0 or starts[2] < 0 or length == 0:
-                # A row of a constant border (or an image under three columns wide).
-                for x in range(width):
-                    for c in range(channels):
-                        output[frame, y, x * channels + c] = _edge_pixel(
-                            pixels, starts, col_index, x, c, channels, w, constant
-                        )
-                y += 1
-                continue
-            # A run of rows [y, end) whose three source rows are all in the image.
-            end = y + 1
-            while end < height and row_index[end + 2] >= 0:
-                end += 1
-            if checked:
-                # Every pixel a skipped tap may read is checked for NaN and inf: each
-                # row's bottom row (inner columns by _sum_rows, outer two below) and the
-                # run's first top and middle rows here.
-                for i in range(2):
-                    if not _row_is_finite(pixels, starts[i], row_length):
-                        bad = 1
-            arguments = (pixels, base + offset, row_stride, row_index, y, end, channels)
-            taps = (tap_rows, tap_columns, tap_weights, output, frame, first * channels, length)
-            if tap_count == 9:
-                _sum_rows_nine(*arguments, *taps)
-            elif tap_count == 5:
-                bad |= _sum_rows_five(*arguments, *taps)
-            else:
-                bad |= _sum_rows_six(*arguments, *taps)
-            for row in range(y, end):
-                for i in range(3):
-                    starts[i] = base + row_index[row + i] * row_stride
-                for e in range(edge_count):
-                    output[frame, row, edge_outputs[e]] = _edge_value(
-                        pixels, starts, edge_sources, e, w, constant
+    y = y_start
+    while y < y_stop:
+        for i in range(3):
+            source_row = row_index[y + i]
+            starts[i] = -1 if source_row < 0 else base + source_row * row_stride
+        if starts[0] < 0 or starts[1] < 0 or starts[2] < 0 or length == 0:
+            # A row of a constant border (or an image under three columns wide).
+            for x in range(width):
+                for c in range(channels):
+                    output[frame, y, x * channels + c] = _edge_pixel(
+                        pixels, starts, col_index, x, c, channels, w, constant
                     )
-                if checked:
-                    for c in range(channels):
-                        first_value = pixels[starts[2] + c]
-                        last_value = pixels[starts[2] + row_length - channels + c]
-                        bad |= np.int32(not (first_value - first_value == 0))
-                        bad |= np.int32(not (last_value - last_value == 0))
-            y = end
-    return bad == 0
+            y += 1
+            continue
+        # A run of rows [y, end) whose three source rows are all in the image.
+        end = y + 1
+        while end < y_stop and row_index[end + 2] >= 0:
+            end += 1
+        if checked:
+            # Every pixel a skipped tap may read is checked for NaN and inf: each row's
+            # bottom row (inner columns by the row loop, outer two below) and the run's
+            # first top and middle rows here.
+            for i in range(2):
+                if not _row_is_finite(pixels, starts[i], row_length):
+                    bad = 1
+        arguments = (pixels, base + offset, row_stride, row_index, y, end, channels)
+        taps = (tap_rows, tap_columns, tap_weights, output, frame, first * channels, length)
+        if tap_count == 9:
+            _sum_rows_nine(*arguments, *taps)
+        elif tap_count == 5:
+            bad |= _sum_rows_five(*arguments, *taps)
+        else:
+            bad |= _sum_rows_six(*arguments, *taps)
+        for row in range(y, end):
+            for i in range(3):
+                starts[i] = base + row_index[row + i] * row_stride
+            for e in range(edge_outputs.shape[0]):
+                output[frame, row, edge_outputs[e]] = _edge_value(
+                    pixels, starts, edge_sources, e, w, constant
+                )
+            if checked:
+                for c in range(channels):
+                    first_value = pixels[starts[2] + c]
+                    last_value = pixels[starts[2] + row_length - channels + c]
+                    bad |= np.int32(not (first_value - first_value == 0))
+                    bad |= np.int32(not (last_value - last_value == 0))
+        y = end
+    return bad
 
 
-# The row loops of convolve_small_3x3: output rows [y, end), elements [start, start +
+# The row loops of shifted_rows_3x3: output rows [y, end), elements [start, start +
 # length) of each, by shifted rows. Tap t reads source row row_index[row + tap_rows[t]]
 # (starting at pixels[base + ...]) from column tap_columns[t]. The checked ones also
 # return 1 if a pixel of the bottom rows' centre taps is NaN or inf, else 0.
 #
 # One function per tap count, its loop bodies free of branches: numba counts references
 # to each slice made in a branch of a loop (an atomic operation each), and with the row
-# loop in convolve_small_3x3's branches, or one function choosing the taps per row, a
+# loop in shifted_rows_3x3's branches, or one function choosing the taps per row, a
 # 256 x 256 image took 1.3-1.8x longer.
 
 
@@ -1026,18 +1078,19 @@ def _sum_rows_six(
     return bad
 
 
-_COMPILED_SMALL: dict = {}
+_COMPILED_SHIFTED_ROWS: dict = {}
 
 
-def compiled_small(dtype):
-    """:func:`convolve_small_3x3` compiled for one float dtype (cached on disk)."""
+def compiled_shifted_rows(dtype, parallel=False):
+    """:func:`shifted_rows_3x3` (or, ``parallel``, :func:`shifted_rows_3x3_parallel`)
+    compiled for one float dtype (cached on disk)."""
     if numba is None:
         raise ImportError("numba is not installed: pip install 'gpuconv[numba]'")
-    key = np.dtype(dtype)
-    function = _COMPILED_SMALL.get(key)
+    key = (np.dtype(dtype), bool(parallel))
+    function = _COMPILED_SHIFTED_ROWS.get(key)
     if function is None:
         types = numba.types
-        value = numba.from_dtype(key)
+        value = numba.from_dtype(key[0])
         signature = types.boolean(
             types.Array(value, 1, "C", readonly=True),
             types.int64,
@@ -1046,6 +1099,11 @@ def compiled_small(dtype):
             types.Array(types.int64, 1, "C", readonly=True),
             types.Array(value, 1, "C", readonly=True),
         )
-        function = numba.njit(signature, **_JIT_OPTIONS)(convolve_small_3x3)
-        _COMPILED_SMALL[key] = function
+        if parallel:
+            function = numba.njit(signature, parallel=True, **_JIT_OPTIONS)(
+                shifted_rows_3x3_parallel
+            )
+        else:
+            function = numba.njit(signature, **_JIT_OPTIONS)(shifted_rows_3x3)
+        _COMPILED_SHIFTED_ROWS[key] = function
     return function
