@@ -322,9 +322,7 @@ class AtomicOutput:
         # the old one aside, rename the new one in, then delete the old one.
         aside = None
         if occupied:
-            aside = self.path.with_name(
-                f".{self.path.name}{TEMPORARY_MARK}old-{_token()}"
-            )
+            aside = self.path.with_name(f".{self.path.name}{TEMPORARY_MARK}old-{_token()}")
             os.rename(self.path, aside)
         try:
             os.rename(self.temporary, self.path)

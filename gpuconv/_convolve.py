@@ -147,7 +147,7 @@ def convolve(
             and not hasattr(image, "__cuda_array_interface__")
         ):
             image = np.asarray(image)  # nested lists, PIL images, anything with __array__
-    adapter = _adapters.adapter_for(library)
+    adapter = None if library == "numpy" else _adapters.adapter_for(library)
     if adapter is not None:
         if out is not None:
             raise ValueError(f"out= is not supported for {library} arrays (the result is lazy)")

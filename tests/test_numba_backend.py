@@ -660,7 +660,16 @@ def test_the_shifted_rows_loop_takes_float_3x3_filters(dtype, kernel, output_dty
         )
 
 
-@pytest.mark.parametrize("kernel", ["sharpen", "sobel_x", "sobel_y", "gaussian3", "emboss"])
+# Sparse 3 x 3 kernels off the bank: four taps (the loop pads to six with zero-weight
+# bottom taps) and six with none in the bottom row (the loop then sums all nine).
+DIAGONAL = np.array([[0.0, 0.0, 1.5], [0.0, 0.0, 0.0], [-2.0, 0.0, 0.0]])
+TOP_HEAVY = np.array([[1.0, 2.0, 1.0], [3.0, 5.0, 4.0], [0.0, 0.0, 0.0]])
+SPARSE_KERNELS = {"diagonal": DIAGONAL, "top-heavy": TOP_HEAVY}
+
+
+@pytest.mark.parametrize(
+    "kernel", ["sharpen", "sobel_x", "sobel_y", "gaussian3", "emboss", "diagonal", "top-heavy"]
+)
 @pytest.mark.parametrize("border", ["reflect101", "reflect", "replicate", "wrap", "constant"])
 @pytest.mark.parametrize("anchor", [None, (0, 0), (2, 1)])
 @pytest.mark.parametrize("shape", [(1, 1), (2, 5), (3, 3), (9, 4, 3), (17, 23)])
@@ -671,6 +680,7 @@ def test_the_shifted_rows_loop_agrees_with_the_reference(
     """Run directly (not through the dispatcher), on images down to 1 x 1, where every
     output pixel is an edge pixel, and RGB, where a shifted row moves by three values;
     the parallel variant in bands of a few rows."""
+    kernel = SPARSE_KERNELS.get(kernel, kernel)
     image = rng.standard_normal(shape).astype(np.float64)
     options = dict(border=border, value=0.75, anchor=anchor)
     image3d, plan, _ = make_plan(image, kernel, flip=False, dtype=None, **options)
@@ -684,8 +694,10 @@ def test_the_shifted_rows_loop_agrees_with_the_reference(
     np.testing.assert_allclose(output.reshape(expected.shape), expected, rtol=0, atol=1e-14 * scale)
 
 
-@pytest.mark.parametrize("kernel", ["sharpen", "laplacian", "sobel_x", "sobel_y", "gaussian3"])
-@pytest.mark.parametrize("where", [(0, 0), (5, 6), (10, 12), (10, 0)], ids=str)
+@pytest.mark.parametrize(
+    "kernel", ["sharpen", "laplacian", "sobel_x", "sobel_y", "gaussian3", "diagonal", "top-heavy"]
+)
+@pytest.mark.parametrize("where", [(0, 0), (5, 6), (10, 12), (10, 0), (9, 11)], ids=str)
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_shifted_rows_loop_hands_non_finite_images_back(rng, kernel, where, bad, workers):
@@ -693,6 +705,7 @@ def test_the_shifted_rows_loop_hands_non_finite_images_back(rng, kernel, where, 
     (first and last rows and columns included) makes it return False, and the call then
     gives the reference's NaN and inf through the band loop. Nine taps skip nothing:
     the loop keeps the image and propagates NaN and inf itself."""
+    kernel = SPARSE_KERNELS.get(kernel, kernel)
     image = rng.standard_normal((11, 13)).astype(np.float32)
     image[where] = bad
     image3d, plan, _ = make_plan(
@@ -700,7 +713,7 @@ def test_the_shifted_rows_loop_hands_non_finite_images_back(rng, kernel, where, 
     )
     returned, output = _shifted_rows_output(image3d, plan, workers)
     expected = reference(image, kernel)
-    if kernel == "gaussian3":
+    if kernel is TOP_HEAVY or (isinstance(kernel, str) and kernel == "gaussian3"):  # nine taps
         assert returned
         np.testing.assert_array_equal(np.isnan(output[0, ..., 0]), np.isnan(expected))
     else:

@@ -668,6 +668,16 @@ def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, workers: 
         plan = _float32_twin(plan, "input_dtype")
     run = cached_execution(plan, workers, force)
     frames = stack.shape[0]
+    shifted_rows = run.shifted_rows_loop
+    if run.workers == 1 and shifted_rows is not None:  # small float 3 x 3 filters
+        # The shortest way through: no parallel region, no thread settings, no lock.
+        pixels, frame_stride, row_stride = flat_rows(stack)
+        if pixels.size:
+            function, arguments = shifted_rows
+            sums = output.reshape(frames, plan.shape[0], -1)
+            if function(pixels, frame_stride, row_stride, sums, *arguments):
+                return
+            shifted_rows = None  # a NaN or inf where a zero tap was skipped: the band loop
     if run.uses_fft:
         # None: non-finite pixels or an error bound the FFT misses; the loop path runs.
         results = []
@@ -688,16 +698,9 @@ def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, workers: 
         stack = np.ascontiguousarray(stack)
         pixels, frame_stride, row_stride = flat_rows(stack)
     sums = output.reshape(frames, height, width * channels)
-    loops = [run.compiled_loop]
-    small = run.shifted_rows_loop
-    if small is not None:
-        if run.workers == 1:  # no parallel region: no thread settings, no lock
-            if small[0](pixels, frame_stride, row_stride, sums, *small[1]):
-                return
-        else:
-            loops.insert(0, small)
-        # The small loop gives False for a NaN or inf where a zero tap was skipped: the
-        # band loop then decides line by line.
+    # The shifted-rows loop (if not tried above) gives False for a NaN or inf where a zero
+    # tap was skipped: the band loop then decides line by line.
+    loops = [run.compiled_loop] if shifted_rows is None else [shifted_rows, run.compiled_loop]
     # Thread settings are thread-local and cost microseconds each: changed only when needed
     # (a small call runs on the calling thread, where the chunk size does not matter).
     parallel = run.workers > 1
