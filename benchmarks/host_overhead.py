@@ -2,7 +2,8 @@
 
     python benchmarks/host_overhead.py [--repeats 2000]
     python benchmarks/host_overhead.py --numba     # a whole cached 1 x 1 call on numba
-                                                   # (backend="numba", then "auto")
+                                                   # (uint8, float32; backend="numba",
+                                                   # then "auto")
 
 CuPy is replaced by a stand-in whose arrays are NumPy arrays and whose kernel launch only
 records the clock, so the figure is the Python work ``gpuconv.convolve`` does before the
@@ -88,12 +89,13 @@ def measure(repeats: int, shape=(2048, 2048), kernel="sharpen") -> dict[str, lis
     return stages
 
 
-def numba_small_call(repeats: int, backend: str = "numba") -> list[float]:
-    """Microseconds of a repeated ``convolve`` of a 1 x 1 uint8 image on the numba backend
-    (``backend="auto"``: the default call, which chooses numba once it is loaded)."""
+def numba_small_call(repeats: int, backend: str = "numba", dtype: str = "uint8") -> list[float]:
+    """Microseconds of a repeated ``convolve`` of a 1 x 1 image on the numba backend
+    (``backend="auto"``: the default call, which chooses numba once it is loaded). uint8
+    runs the band loop (int16 lines); float32 the serial shifted-rows loop."""
     import gpuconv
 
-    image = np.zeros((1, 1), np.uint8)
+    image = np.zeros((1, 1), dtype)
     gpuconv.convolve(image, "sharpen", backend="numba")  # compile, plan, cache
     times = []
     for _ in range(repeats):
@@ -111,11 +113,11 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     if args.numba:
-        for backend in ("numba", "auto"):
-            values = sorted(numba_small_call(args.repeats, backend))
+        for dtype, backend in [(d, b) for d in ("uint8", "float32") for b in ("numba", "auto")]:
+            values = sorted(numba_small_call(args.repeats, backend, dtype))
             p90 = values[int(0.9 * (len(values) - 1))]
             print(
-                f"numba, 1 x 1 uint8, sharpen, cached call, backend={backend!r}: "
+                f"numba, 1 x 1 {dtype}, sharpen, cached call, backend={backend!r}: "
                 f"median {statistics.median(values):.1f} us, p90 {p90:.1f} us "
                 f"({args.repeats} calls)"
             )
