@@ -6,7 +6,9 @@ the first :func:`convolve`. The fast path (exact integer sums, separable
 passes, skipped zero taps) is chosen by :func:`gpuconv._strategy.choose_strategy`;
 for kernels larger than 3 x 3, :func:`gpuconv._costmodel.choose_path` then picks
 direct, separable, low-rank, runs or the FFT (:mod:`gpuconv._fft`, through
-``ducc0.fft``, else ``scipy.fft``, on this backend's thread count) by estimated time. The border
+``ducc0.fft``, else ``scipy.fft``, on this backend's thread count) by estimated time; 3 x 3
+kernels on float images run the shifted-rows loop (:attr:`Execution.shifted_rows_loop`),
+serial for small work, so a small call enters no parallel region. The border
 index tables come from :func:`gpuconv._borders.source_indices`, so this backend
 reads exactly the pixels the reference reads.
 

@@ -31,6 +31,13 @@ How a band of output rows is computed, without a padded copy of the image:
    for integer outputs, cast for float outputs.
 
 Memory besides input and output: per worker thread, one band of lines.
+
+Float images with a 3 x 3 kernel (sums and output of the image's dtype) take a shorter
+way, :func:`shifted_rows_3x3` (one thread) or :func:`shifted_rows_3x3_parallel` (bands on
+the pool): no lines at all; each output row is summed from slices of its three source rows
+read in place, and only the first and last columns, and rows of a constant border, go
+through the tables. Zero taps are skipped optimistically, with NaN and inf checked on
+values the loop loads anyway; where one is found the call reruns on the band loop above.
 """
 
 from __future__ import annotations
