@@ -733,25 +733,22 @@ def compiled(input_dtype, accumulator, output_dtype):
 
 
 @_jit_inline
-def _edge_pixel(pixels, starts, col_index, x, c, channels, weights, constant):
-    """One output value of a 3 x 3 kernel through the border tables, every tap: the
-    source rows start at ``starts`` (``-1``: the constant row), ``col_index[x : x + 3]``
-    are the source columns (``-1``: the constant). For the few pixels
-    :func:`shifted_rows_3x3` does not reach by shifted rows; all nine taps, so NaN and
-    inf propagate whatever the kernel's zeros. Unrolled: a loop over the taps cost 15 ns a
-    pixel, half the time of a 256 x 256 image's edge columns."""
-    j0, j1, j2 = col_index[x], col_index[x + 1], col_index[x + 2]
-    t, m, b = starts[0], starts[1], starts[2]
-    q0, q1, q2 = j0 * channels + c, j1 * channels + c, j2 * channels + c
-    a0 = constant if t < 0 or j0 < 0 else pixels[t + q0]
-    b0 = constant if t < 0 or j1 < 0 else pixels[t + q1]
-    c0 = constant if t < 0 or j2 < 0 else pixels[t + q2]
-    a1 = constant if m < 0 or j0 < 0 else pixels[m + q0]
-    b1 = constant if m < 0 or j1 < 0 else pixels[m + q1]
-    c1 = constant if m < 0 or j2 < 0 else pixels[m + q2]
-    a2 = constant if b < 0 or j0 < 0 else pixels[b + q0]
-    b2 = constant if b < 0 or j1 < 0 else pixels[b + q1]
-    c2 = constant if b < 0 or j2 < 0 else pixels[b + q2]
+def _window_sum(pixels, top, middle, bottom, q0, q1, q2, weights, constant):
+    """A 3 x 3 kernel's sum over one window, every tap: the source rows start at ``top``,
+    ``middle`` and ``bottom`` in ``pixels``, the source columns sit at element offsets
+    ``q0``, ``q1`` and ``q2`` in a row; ``-1`` (row or column) reads the constant. For the
+    few pixels :func:`shifted_rows_3x3` does not reach by shifted rows; all nine taps, so
+    NaN and inf propagate whatever the kernel's zeros. Unrolled: a loop over the taps cost
+    15 ns a pixel, half the time of a 256 x 256 image's edge columns."""
+    a0 = constant if top < 0 or q0 < 0 else pixels[top + q0]
+    b0 = constant if top < 0 or q1 < 0 else pixels[top + q1]
+    c0 = constant if top < 0 or q2 < 0 else pixels[top + q2]
+    a1 = constant if middle < 0 or q0 < 0 else pixels[middle + q0]
+    b1 = constant if middle < 0 or q1 < 0 else pixels[middle + q1]
+    c1 = constant if middle < 0 or q2 < 0 else pixels[middle + q2]
+    a2 = constant if bottom < 0 or q0 < 0 else pixels[bottom + q0]
+    b2 = constant if bottom < 0 or q1 < 0 else pixels[bottom + q1]
+    c2 = constant if bottom < 0 or q2 < 0 else pixels[bottom + q2]
     w = weights
     return (
         (w[0] * a0 + w[1] * b0 + w[2] * c0)
@@ -761,27 +758,31 @@ def _edge_pixel(pixels, starts, col_index, x, c, channels, weights, constant):
 
 
 @_jit_inline
+def _edge_pixel(pixels, starts, col_index, x, c, channels, weights, constant):
+    """:func:`_window_sum` for output column ``x``, channel ``c``, through the column table
+    (``col_index[x : x + 3]``); ``starts``: the three source rows' starts (``-1``: the
+    constant row)."""
+    j0, j1, j2 = col_index[x], col_index[x + 1], col_index[x + 2]
+    q0 = -1 if j0 < 0 else j0 * channels + c
+    q1 = -1 if j1 < 0 else j1 * channels + c
+    q2 = -1 if j2 < 0 else j2 * channels + c
+    return _window_sum(pixels, starts[0], starts[1], starts[2], q0, q1, q2, weights, constant)
+
+
+@_jit_inline
 def _edge_value(pixels, starts, sources, e, weights, constant):
-    """:func:`_edge_pixel` where the three source rows are in the image: they start at
-    ``starts``, and ``sources[e]`` holds the element offsets of the three source columns
-    in a row (``-1``: the constant). Indexed, not sliced: a slice costs an atomic
-    reference count (numba), about as much as the sum."""
-    t, m, b = starts[0], starts[1], starts[2]
-    q0, q1, q2 = sources[e, 0], sources[e, 1], sources[e, 2]
-    a0 = constant if q0 < 0 else pixels[t + q0]
-    b0 = constant if q1 < 0 else pixels[t + q1]
-    c0 = constant if q2 < 0 else pixels[t + q2]
-    a1 = constant if q0 < 0 else pixels[m + q0]
-    b1 = constant if q1 < 0 else pixels[m + q1]
-    c1 = constant if q2 < 0 else pixels[m + q2]
-    a2 = constant if q0 < 0 else pixels[b + q0]
-    b2 = constant if q1 < 0 else pixels[b + q1]
-    c2 = constant if q2 < 0 else pixels[b + q2]
-    w = weights
-    return (
-        (w[0] * a0 + w[1] * b0 + w[2] * c0)
-        + (w[3] * a1 + w[4] * b1 + w[5] * c1)
-        + (w[6] * a2 + w[7] * b2 + w[8] * c2)
+    """:func:`_window_sum` with the column offsets precomputed in ``sources[e]``. Indexed,
+    not sliced: a slice costs an atomic reference count (numba), about as much as the sum."""
+    return _window_sum(
+        pixels,
+        starts[0],
+        starts[1],
+        starts[2],
+        sources[e, 0],
+        sources[e, 1],
+        sources[e, 2],
+        weights,
+        constant,
     )
 
 
@@ -955,7 +956,7 @@ def _shifted_rows(
             end += 1
         if checked:
             # Every pixel a skipped tap may read is checked for NaN and inf: each row's
-            # bottom row (inner columns by the row loop, outer two below) and the run's
+            # bottom row (most columns by the row loop, the other two below) and the run's
             # first top and middle rows here.
             for i in range(2):
                 if not _row_is_finite(pixels, starts[i], row_length):
@@ -963,11 +964,11 @@ def _shifted_rows(
         arguments = (pixels, base + offset, row_stride, row_index, y, end, channels)
         taps = (tap_rows, tap_columns, tap_weights, output, frame, first * channels, length)
         if tap_count == 9:
-            _sum_rows_nine(*arguments, *taps)
+            _sum_rows_nine(arguments, taps)
         elif tap_count == 5:
-            bad |= _sum_rows_five(*arguments, *taps)
+            bad |= _sum_rows_five(arguments, taps)
         else:
-            bad |= _sum_rows_six(*arguments, *taps)
+            bad |= _sum_rows_six(arguments, taps)
         for row in range(y, end):
             for i in range(3):
                 starts[i] = base + row_index[row + i] * row_stride
@@ -1005,22 +1006,9 @@ def _tap(pixels, base, row_stride, row_index, row, channels, tap_rows, tap_colum
 
 
 @_jit
-def _sum_rows_nine(
-    pixels,
-    base,
-    row_stride,
-    row_index,
-    y,
-    end,
-    channels,
-    tap_rows,
-    tap_columns,
-    w,
-    output,
-    frame,
-    start,
-    length,
-):
+def _sum_rows_nine(rows, taps):
+    pixels, base, row_stride, row_index, y, end, channels = rows
+    _, _, w, output, frame, start, length = taps
     w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
     for row in range(y, end):
         target = output[frame, row, start : start + length]
@@ -1039,23 +1027,10 @@ def _sum_rows_nine(
 
 
 @_jit
-def _sum_rows_five(
-    pixels,
-    base,
-    row_stride,
-    row_index,
-    y,
-    end,
-    channels,
-    tap_rows,
-    tap_columns,
-    w,
-    output,
-    frame,
-    start,
-    length,
-):
+def _sum_rows_five(rows, taps):
     """Zero corners: ``w`` holds up, left, centre, right and down."""
+    pixels, base, row_stride, row_index, y, end, channels = rows
+    _, _, w, output, frame, start, length = taps
     w0, w1, w2, w3, w4 = w[0], w[1], w[2], w[3], w[4]
     bad = 0
     for row in range(y, end):
@@ -1073,24 +1048,11 @@ def _sum_rows_five(
 
 
 @_jit
-def _sum_rows_six(
-    pixels,
-    base,
-    row_stride,
-    row_index,
-    y,
-    end,
-    channels,
-    tap_rows,
-    tap_columns,
-    w,
-    output,
-    frame,
-    start,
-    length,
-):
+def _sum_rows_six(rows, taps):
     """The non-zero taps of a sparse kernel (:func:`_sparse_taps`' order, padded with
     zero-weight bottom-centre taps); the last is in the bottom row and is checked."""
+    pixels, base, row_stride, row_index, y, end, channels = rows
+    tap_rows, tap_columns, w, output, frame, start, length = taps
     t0, t1, t2, t3, t4, t5 = w[0], w[1], w[2], w[3], w[4], w[5]
     bad = 0
     for row in range(y, end):
