@@ -640,12 +640,16 @@ def _shifted_rows_output(image3d, plan, workers=1):
         ("float64", "sobel_y", None, True),  # six taps, checked
         ("float32", "gaussian3", None, True),  # nine taps
         ("float32", "sharpen", np.float64, False),  # sums and output of another type
-        ("uint8", "sharpen", None, False),  # integer lines: the int16 loop
+        ("uint8", "sharpen", None, True),  # int16 sums, saturated to uint8
+        ("uint8", "sobel_x", np.uint16, False),  # another output type: the band loop
+        ("uint8", "gaussian3", None, False),  # float sums to an integer output: the band loop
         ("float32", "small_blur", None, False),  # not 3 x 3
     ],
 )
 @pytest.mark.parametrize("side", [40, 2048])
-def test_the_shifted_rows_loop_takes_float_3x3_filters(dtype, kernel, output_dtype, takes_it, side):
+def test_the_shifted_rows_loop_takes_3x3_filters_of_one_dtype(
+    dtype, kernel, output_dtype, takes_it, side
+):
     """Serial for small work, on the thread pool for large."""
     plan = _plan(np.zeros((side, side), dtype), kernel, dtype=output_dtype)
     run = _numba.execution_for(plan, 2)
@@ -692,6 +696,25 @@ def test_the_shifted_rows_loop_agrees_with_the_reference(
     # and the reference's own result is rounding noise around 0.
     scale = np.abs(plan.kernel).sum() * max(np.abs(image).max(), 0.75)
     np.testing.assert_allclose(output.reshape(expected.shape), expected, rtol=0, atol=1e-14 * scale)
+
+
+@pytest.mark.parametrize("kernel", ["sharpen", "laplacian", "sobel_x", "emboss", "outline"])
+@pytest.mark.parametrize("border", ["reflect101", "replicate", "wrap", "constant"])
+@pytest.mark.parametrize("anchor", [None, (0, 2)])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 7), (13, 4, 3), (17, 23)])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_shifted_rows_loop_is_bit_exact_on_uint8(rng, kernel, border, anchor, shape, workers):
+    """int16 sums of uint8 pixels, saturated: OpenCV's bits and the reference's, with
+    values at both ends of the range (and a constant border of 255) to saturate."""
+    image = rng.integers(0, 256, shape).astype(np.uint8)
+    image.flat[::5] = 255
+    image.flat[1::7] = 0
+    options = dict(border=border, value=255.0, anchor=anchor)
+    image3d, plan, _ = make_plan(image, kernel, flip=False, dtype=None, **options)
+    returned, output = _shifted_rows_output(image3d, plan, workers)
+    assert returned
+    expected = reference(image, kernel, **options)
+    np.testing.assert_array_equal(output.reshape(expected.shape), expected)
 
 
 @pytest.mark.parametrize(

@@ -319,23 +319,27 @@ class Execution:
     def shifted_rows_loop(self):
         """``(function, arguments)``: :func:`kernels.shifted_rows_3x3` (one worker) or
         :func:`kernels.shifted_rows_3x3_parallel` compiled for the plan, or None where
-        they do not apply: a 3 x 3 kernel on a float image, sums and output of its dtype.
-        Reading the source rows in place, they beat the band loop at every size measured
-        (256 to 2048, float32, 2 cores)."""
+        they do not apply. They take a 3 x 3 kernel on a float image, with sums and output
+        of its dtype, and on a uint8 image to a uint8 output with int16 sums. Reading the
+        source rows in place, they beat the band loop at every size measured (256 to
+        2048, float32, 2 cores)."""
         from . import kernels
 
         plan = self.plan
         dtype = plan.input_dtype
-        paths = (
+        float_paths = (
             kernels.PATH_FUSED_3X3,
             kernels.PATH_FUSED_PLUS_FINITE,
             kernels.PATH_FUSED_SPARSE_FINITE,
         )
-        if not (
-            self.path in paths
+        int16_paths = (kernels.PATH_FUSED_3X3_INT16, kernels.PATH_FUSED_PLUS_INT16)
+        float_sums = (
+            self.path in float_paths
             and dtype.kind == "f"
             and dtype == self.accumulator == plan.output_dtype
-        ):
+        )
+        int16_sums = self.path in int16_paths and dtype == np.uint8 == plan.output_dtype
+        if not (float_sums or int16_sums):
             return None
         return kernels.compiled_shifted_rows(dtype, self.workers > 1), self.compiled_loop[1]
 

@@ -862,6 +862,8 @@ def _shifted_rows_setup(integers, weights):
     tap_columns = np.empty(9, np.int64)
     tap_weights = np.empty(9, w.dtype)
     check_column = 1  # the bottom row's column whose slice is checked for NaN and inf
+    plus = path == PATH_FUSED_PLUS_FINITE or path == PATH_FUSED_PLUS_INT16
+    integer = path == PATH_FUSED_3X3_INT16 or path == PATH_FUSED_PLUS_INT16
     if path == PATH_FUSED_SPARSE_FINITE:
         _sparse_taps(w, tap_rows, tap_columns, tap_weights)
         tap_count = 6
@@ -878,7 +880,7 @@ def _shifted_rows_setup(integers, weights):
     if path != PATH_FUSED_SPARSE_FINITE:
         tap_count = 0
         for index in range(9):
-            if path != PATH_FUSED_PLUS_FINITE or index % 2 == 1 or index == 4:
+            if not plus or index % 2 == 1 or index == 4:
                 tap_rows[tap_count] = index // 3
                 tap_columns[tap_count] = index % 3
                 tap_weights[tap_count] = w[index]
@@ -912,6 +914,7 @@ def _shifted_rows_setup(integers, weights):
         edge_outputs,
         edge_sources,
         check_column,
+        integer,
     )
 
 
@@ -928,8 +931,9 @@ def _shifted_rows(
     w = _table(weights, integers, WEIGHT_BOUNDS, TAP_WEIGHTS)
     constant = weights[CONSTANT]
     tap_rows, tap_columns, tap_weights, tap_count = setup[0], setup[1], setup[2], setup[3]
-    first, stop, edge_outputs, edge_sources, check_column = setup[4:]
-    checked = tap_count < 9
+    first, stop, edge_outputs, edge_sources, check_column, integer = setup[4:]
+    checked = tap_count < 9 and not integer  # zero taps skipped on a float image
+    lowest, highest = weights[LOWEST], weights[HIGHEST]  # of an integer output
     row_length = width * channels
     length = (stop - first) * channels
     offset = (first - anchor_x) * channels  # of the left taps' first column in a source row
@@ -945,9 +949,10 @@ def _shifted_rows(
             # A row of a constant border (or an image under three columns wide).
             for x in range(width):
                 for c in range(channels):
-                    output[frame, y, x * channels + c] = _edge_pixel(
-                        pixels, starts, col_index, x, c, channels, w, constant
-                    )
+                    value = _edge_pixel(pixels, starts, col_index, x, c, channels, w, constant)
+                    if integer:
+                        value = min(max(value, lowest), highest)
+                    output[frame, y, x * channels + c] = value
             y += 1
             continue
         # A run of rows [y, end) whose three source rows are all in the image.
@@ -963,7 +968,11 @@ def _shifted_rows(
                     bad = 1
         arguments = (pixels, base + offset, row_stride, row_index, y, end, channels)
         taps = (tap_rows, tap_columns, tap_weights, output, frame, first * channels, length)
-        if tap_count == 9:
+        if integer and tap_count == 9:
+            _sum_rows_nine_int16(arguments, taps, lowest, highest)
+        elif integer:
+            _sum_rows_five_int16(arguments, taps, lowest, highest)
+        elif tap_count == 9:
             _sum_rows_nine(arguments, taps)
         elif tap_count == 5:
             bad |= _sum_rows_five(arguments, taps)
@@ -973,9 +982,10 @@ def _shifted_rows(
             for i in range(3):
                 starts[i] = base + row_index[row + i] * row_stride
             for e in range(edge_outputs.shape[0]):
-                output[frame, row, edge_outputs[e]] = _edge_value(
-                    pixels, starts, edge_sources, e, w, constant
-                )
+                value = _edge_value(pixels, starts, edge_sources, e, w, constant)
+                if integer:
+                    value = min(max(value, lowest), highest)
+                output[frame, row, edge_outputs[e]] = value
             if checked:
                 # The row loop checked columns [check_column, check_column + width - 2).
                 for k in range(check_column * channels):
@@ -1072,12 +1082,66 @@ def _sum_rows_six(rows, taps):
     return bad
 
 
+@_jit
+def _sum_rows_nine_int16(rows, taps, lowest, highest):
+    """:func:`_sum_rows_nine` for 8-bit images whose sums fit int16 (``w`` int16), saturated
+    to ``[lowest, highest]`` at the store; the casts keep LLVM's vector lanes 16 bits wide
+    (as :func:`_fused_int16_row`: each ``int16(...)`` is exact)."""
+    pixels, base, row_stride, row_index, y, end, channels = rows
+    _, _, w, output, frame, start, length = taps
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+    for row in range(y, end):
+        target = output[frame, row, start : start + length]
+        top = pixels[base + row_index[row] * row_stride :]
+        middle = pixels[base + row_index[row + 1] * row_stride :]
+        bottom = pixels[base + row_index[row + 2] * row_stride :]
+        a0, b0, c0 = top, top[channels:], top[2 * channels :]
+        a1, b1, c1 = middle, middle[channels:], middle[2 * channels :]
+        a2, b2, c2 = bottom, bottom[channels:], bottom[2 * channels :]
+        for k in range(length):
+            upper = np.int16(
+                np.int16(np.int16(w0 * a0[k]) + np.int16(w1 * b0[k])) + np.int16(w2 * c0[k])
+            )
+            centre = np.int16(
+                np.int16(np.int16(w3 * a1[k]) + np.int16(w4 * b1[k])) + np.int16(w5 * c1[k])
+            )
+            lower = np.int16(
+                np.int16(np.int16(w6 * a2[k]) + np.int16(w7 * b2[k])) + np.int16(w8 * c2[k])
+            )
+            value = np.int16(np.int16(upper + centre) + lower)
+            target[k] = min(max(value, lowest), highest)
+
+
+@_jit
+def _sum_rows_five_int16(rows, taps, lowest, highest):
+    """:func:`_sum_rows_five` in int16 for 8-bit images (see :func:`_sum_rows_nine_int16`);
+    nothing to check: integers are finite."""
+    pixels, base, row_stride, row_index, y, end, channels = rows
+    _, _, w, output, frame, start, length = taps
+    w0, w1, w2, w3, w4 = w[0], w[1], w[2], w[3], w[4]
+    for row in range(y, end):
+        target = output[frame, row, start : start + length]
+        top = pixels[base + row_index[row] * row_stride :]
+        middle = pixels[base + row_index[row + 1] * row_stride :]
+        bottom = pixels[base + row_index[row + 2] * row_stride :]
+        up, left, centre = top[channels:], middle, middle[channels:]
+        right, down = middle[2 * channels :], bottom[channels:]
+        for k in range(length):
+            value = np.int16(
+                np.int16(np.int16(w0 * up[k]) + np.int16(w1 * left[k]))
+                + np.int16(np.int16(w2 * centre[k]) + np.int16(w3 * right[k]))
+                + np.int16(w4 * down[k])
+            )
+            target[k] = min(max(value, lowest), highest)
+
+
 _COMPILED_SHIFTED_ROWS: dict = {}
 
 
 def compiled_shifted_rows(dtype, parallel=False):
     """:func:`shifted_rows_3x3` (or, ``parallel``, :func:`shifted_rows_3x3_parallel`)
-    compiled for one float dtype (cached on disk)."""
+    compiled for one dtype of image and output: float32, float64 (sums of that dtype) or
+    uint8 (int16 sums); cached on disk."""
     if numba is None:
         raise ImportError("numba is not installed: pip install 'gpuconv[numba]'")
     key = (np.dtype(dtype), bool(parallel))
@@ -1085,13 +1149,14 @@ def compiled_shifted_rows(dtype, parallel=False):
     if function is None:
         types = numba.types
         value = numba.from_dtype(key[0])
+        sums = types.int16 if key[0] == np.uint8 else value
         signature = types.boolean(
             types.Array(value, 1, "C", readonly=True),
             types.int64,
             types.int64,
             types.Array(value, 3, "C"),
             types.Array(types.int64, 1, "C", readonly=True),
-            types.Array(value, 1, "C", readonly=True),
+            types.Array(sums, 1, "C", readonly=True),
         )
         if parallel:
             function = numba.njit(signature, parallel=True, **_JIT_OPTIONS)(
