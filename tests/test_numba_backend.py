@@ -668,15 +668,17 @@ def test_the_shifted_rows_loop_takes_3x3_filters_of_one_dtype(
 # bottom taps) and six with none in the bottom row (the loop then sums all nine).
 DIAGONAL = np.array([[0.0, 0.0, 1.5], [0.0, 0.0, 0.0], [-2.0, 0.0, 0.0]])
 TOP_HEAVY = np.array([[1.0, 2.0, 1.0], [3.0, 5.0, 4.0], [0.0, 0.0, 0.0]])
-SPARSE_KERNELS = {"diagonal": DIAGONAL, "top-heavy": TOP_HEAVY}
+# Six taps, the last (checked) in the bottom row's first column.
+LOWER_LEFT = np.array([[1.0, -1.0, 2.0], [0.5, 1.0, 0.0], [-3.0, 0.0, 0.0]])
+SPARSE_KERNELS = {"diagonal": DIAGONAL, "top-heavy": TOP_HEAVY, "lower-left": LOWER_LEFT}
 
 
 @pytest.mark.parametrize(
-    "kernel", ["sharpen", "sobel_x", "sobel_y", "gaussian3", "emboss", "diagonal", "top-heavy"]
+    "kernel", ["sharpen", "sobel_y", "gaussian3", "diagonal", "top-heavy", "lower-left"]
 )
 @pytest.mark.parametrize("border", ["reflect101", "reflect", "replicate", "wrap", "constant"])
 @pytest.mark.parametrize("anchor", [None, (0, 0), (2, 1)])
-@pytest.mark.parametrize("shape", [(1, 1), (2, 5), (3, 3), (9, 4, 3), (17, 23)])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 5), (9, 4, 3), (17, 23)])
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_shifted_rows_loop_agrees_with_the_reference(
     rng, kernel, border, anchor, shape, workers
@@ -698,7 +700,7 @@ def test_the_shifted_rows_loop_agrees_with_the_reference(
     np.testing.assert_allclose(output.reshape(expected.shape), expected, rtol=0, atol=1e-14 * scale)
 
 
-@pytest.mark.parametrize("kernel", ["sharpen", "laplacian", "sobel_x", "emboss", "outline"])
+@pytest.mark.parametrize("kernel", ["sharpen", "sobel_x", "outline"])
 @pytest.mark.parametrize("border", ["reflect101", "replicate", "wrap", "constant"])
 @pytest.mark.parametrize("anchor", [None, (0, 2)])
 @pytest.mark.parametrize("shape", [(1, 1), (2, 7), (13, 4, 3), (17, 23)])
@@ -718,7 +720,17 @@ def test_the_shifted_rows_loop_is_bit_exact_on_uint8(rng, kernel, border, anchor
 
 
 @pytest.mark.parametrize(
-    "kernel", ["sharpen", "laplacian", "sobel_x", "sobel_y", "gaussian3", "diagonal", "top-heavy"]
+    "kernel",
+    [
+        "sharpen",
+        "laplacian",
+        "sobel_x",
+        "sobel_y",
+        "gaussian3",
+        "diagonal",
+        "top-heavy",
+        "lower-left",
+    ],
 )
 @pytest.mark.parametrize("where", [(0, 0), (5, 6), (10, 12), (10, 0), (9, 11)], ids=str)
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

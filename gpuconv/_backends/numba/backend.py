@@ -7,8 +7,9 @@ passes, skipped zero taps) is chosen by :func:`gpuconv._strategy.choose_strategy
 for kernels larger than 3 x 3, :func:`gpuconv._costmodel.choose_path` then picks
 direct, separable, low-rank, runs or the FFT (:mod:`gpuconv._fft`, through
 ``ducc0.fft``, else ``scipy.fft``, on this backend's thread count) by estimated time; 3 x 3
-kernels on float images run the shifted-rows loop (:attr:`Execution.shifted_rows_loop`),
-serial for small work, so a small call enters no parallel region. The border
+kernels on float (and uint8) images run the shifted-rows loop
+(:attr:`Execution.shifted_rows_loop`), serial for small work, so a small call enters no
+parallel region. The border
 index tables come from :func:`gpuconv._borders.source_indices`, so this backend
 reads exactly the pixels the reference reads.
 
@@ -675,7 +676,7 @@ def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, workers: 
     run = cached_execution(plan, workers, force)
     frames = stack.shape[0]
     shifted_rows = run.shifted_rows_loop
-    if run.workers == 1 and shifted_rows is not None:  # small float 3 x 3 filters
+    if run.workers == 1 and shifted_rows is not None:  # small 3 x 3 filters
         # The shortest way through: no parallel region, no thread settings, no lock.
         pixels, frame_stride, row_stride = flat_rows(stack)
         if pixels.size:

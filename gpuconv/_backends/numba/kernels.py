@@ -32,8 +32,8 @@ How a band of output rows is computed, without a padded copy of the image:
 
 Memory besides input and output: per worker thread, one band of lines.
 
-Float images with a 3 x 3 kernel (sums and output of the image's dtype) take a shorter
-way, :func:`shifted_rows_3x3` (one thread) or :func:`shifted_rows_3x3_parallel` (bands on
+Float images with a 3 x 3 kernel (sums and output of the image's dtype), and uint8 images
+to uint8 with int16 sums, take a shorter way, :func:`shifted_rows_3x3` (one thread) or :func:`shifted_rows_3x3_parallel` (bands on
 the pool): no lines at all; each output row is summed from slices of its three source rows
 read in place, and only the first and last columns, and rows of a constant border, go
 through the tables. Zero taps are skipped optimistically, with NaN and inf checked on
@@ -796,7 +796,8 @@ def _row_is_finite(pixels, start, length):
 
 
 def shifted_rows_3x3(pixels, frame_stride, row_stride, output, integers, weights):
-    """A 3 x 3 kernel on a float image into the same float type, on the calling thread.
+    """A 3 x 3 kernel on a float image into the same float type (or a uint8 image into
+    uint8, in int16), on the calling thread.
 
     Same arguments as :func:`convolve_bands` (a fused 3 x 3 path). For small images, where
     the band loop's fixed costs (a parallel region, scratch lines, a border fill and a
