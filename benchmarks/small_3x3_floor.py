@@ -3,25 +3,28 @@
     NUMBA_NUM_THREADS=2 python benchmarks/small_3x3_floor.py [--sizes 256,512] [--repeats 400]
 
 Issue 14 asks the numba backend for >= 0.7x ``cv2.filter2D`` at 256 x 256 and >= 1.0x at
-512 x 512 on float32 3 x 3 kernels. This script times, single-threaded, medians of
+512 x 512 on float32 3 x 3 kernels. This script times, on the threads the call takes (one
+for small images), medians of
 ``--repeats`` calls (sharpen, interleaved with ``cv2.filter2D`` on 2 threads, the order turning
 every round: ``gpuconv.bench._sweep.interleaved_medians``):
 
 - ``gpuconv``: ``gpuconv.convolve(image, "sharpen", backend="numba")``, the whole call;
 - ``gpuconv 1 x 1``: the same on a 1 x 1 image: the fixed cost of a cached call;
-- ``compiled loop``: the backend's parallel band loop alone (what the call ran before the
-  serial loop; it still runs where a NaN or inf meets a skipped zero tap);
-- ``serial loop``: ``kernels.shifted_rows_3x3`` alone, what the call runs for one thread
-  (2026-11-26: rows read in place, zero taps skipped with NaN and inf checked in the pass);
+- ``compiled loop``: the backend's band loop alone (what the call ran before the
+  shifted-rows loop; it still runs where a NaN or inf meets a skipped zero tap);
+- ``shifted rows``: the shifted-rows loop alone, what the call runs (2026-11-26: rows read
+  in place, zero taps skipped with NaN and inf checked in the pass): serial on small images,
+  ``kernels.shifted_rows_3x3_parallel`` where the call takes several threads (``--sizes
+  1024,2048``: then both loops run on the call's threads, bands handed out one at a time);
 - prototypes, not in the package, reading rows straight from the image (no line copies) and
   writing the interior only (the border rows and columns left out: a lower bound):
   ``finiteness pass`` (one pass flagging rows that hold NaN or inf: a zero tap may be skipped
   only on finite rows), ``five taps`` (sharpen's non-zero taps on finite rows) and ``nine
   taps`` (every tap, no flags needed: ``0 * NaN`` stays NaN).
 
-What the figures said before the serial loop: the targets need both a loop near the
+What the figures said before the shifted-rows loop: the targets need both a loop near the
 prototypes' speed and a fixed cost of a few microseconds (see the README's issue 14
-section); the serial loop is that loop.
+section); the shifted-rows loop is that loop.
 """
 
 from __future__ import annotations
@@ -132,25 +135,32 @@ def _time(side: int, repeats: int, prototypes) -> list[tuple[str, float]]:
     pixels, frame_stride, row_stride = numba_backend.flat_rows(image3d[None])
     loop_output = np.empty((1, side, side), np.float32)
 
-    def compiled_loop():
-        # The band loop sizes its scratch for run.workers threads: run it on that many.
+    def on_the_call_threads(loop, loop_arguments):
+        # As the call runs a loop: on run.workers threads (the band loop sizes its scratch
+        # for that many), bands handed out one at a time where there are several.
         numba.set_num_threads(run.workers)
+        chunk_size = numba.set_parallel_chunksize(1) if run.workers > 1 else None
         try:
-            function(pixels, frame_stride, row_stride, loop_output, *arguments)
+            loop(pixels, frame_stride, row_stride, loop_output, *loop_arguments)
         finally:
+            if chunk_size is not None:
+                numba.set_parallel_chunksize(chunk_size)
             numba.set_num_threads(threads)
 
-    small_function, small_arguments = run.shifted_rows_loop or (None, None)
+    def compiled_loop():
+        on_the_call_threads(function, arguments)
 
-    def serial_loop():
-        small_function(pixels, frame_stride, row_stride, loop_output, *small_arguments)
+    shifted_function, shifted_arguments = run.shifted_rows_loop or (None, None)
+
+    def shifted_rows_loop():
+        on_the_call_threads(shifted_function, shifted_arguments)
 
     calls = {
         "cv2.filter2D": lambda: cv2.filter2D(image, -1, kernel, dst=output),
         "gpuconv": lambda: gpuconv.convolve(image, kernel, backend="numba"),
         "gpuconv 1 x 1": lambda: gpuconv.convolve(tiny, kernel, backend="numba"),
         "compiled loop": compiled_loop,
-        **({"serial loop": serial_loop} if small_function is not None else {}),
+        **({"shifted rows": shifted_rows_loop} if shifted_function is not None else {}),
         "finiteness pass": lambda: finite_rows(image, flags),
         "five taps": lambda: five_taps(image, output, weights, flags),
         "nine taps": lambda: nine_taps(image, output, weights),
