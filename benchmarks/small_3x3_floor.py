@@ -4,9 +4,9 @@
 
 Issue 14 asks the numba backend for >= 0.7x ``cv2.filter2D`` at 256 x 256 and >= 1.0x at
 512 x 512 on float32 3 x 3 kernels. This script times, on the threads the call takes (one
-for small images), medians of
-``--repeats`` calls (sharpen, interleaved with ``cv2.filter2D`` on 2 threads, the order turning
-every round: ``gpuconv.bench._sweep.interleaved_medians``):
+for small images), medians of ``--repeats`` calls (sharpen, interleaved with
+``cv2.filter2D`` on 2 threads, the order turning every round:
+``gpuconv.bench._sweep.interleaved_medians``):
 
 - ``gpuconv``: ``gpuconv.convolve(image, "sharpen", backend="numba")``, the whole call;
 - ``gpuconv 1 x 1``: the same on a 1 x 1 image: the fixed cost of a cached call;
