@@ -799,12 +799,13 @@ def shifted_rows_3x3(pixels, frame_stride, row_stride, output, integers, weights
     """A 3 x 3 kernel on a float image into the same float type (or a uint8 image into
     uint8, in int16), on the calling thread.
 
-    Same arguments as :func:`convolve_bands` (a fused 3 x 3 path). For small images, where
-    the band loop's fixed costs (a parallel region, scratch lines, a border fill and a
-    finiteness flag per line) are a third of the call: it reads the three source rows
-    straight from the image and sums shifted slices of them, so only the output's first
-    and last columns, and rows of a constant border, go through the border tables
-    (:func:`_edge_value`, :func:`_edge_pixel`). Kernels with zero taps
+    Same arguments as :func:`convolve_bands` (a fused 3 x 3 path); for small work
+    (:func:`shifted_rows_3x3_parallel` takes large work). It skips what makes the band
+    loop slow on small images (a parallel region, scratch lines, a border fill and a
+    finiteness flag per line: a third of a 256 x 256 float32 call): it reads the three
+    source rows straight from the image and sums shifted slices of them, so only the
+    output's first and last columns, and rows of a constant border, go through the border
+    tables (:func:`_edge_value`, :func:`_edge_pixel`). Kernels with zero taps
     (``PATH_FUSED_PLUS_FINITE``, ``PATH_FUSED_SPARSE_FINITE``) run their five or six
     non-zero taps optimistically and check in the same pass that every pixel read is
     finite; returns False if one was not (NaN or inf at a skipped tap must make the sum
@@ -858,7 +859,7 @@ def _shifted_rows_setup(integers, weights):
     col_index = _table(integers, integers, INTEGER_BOUNDS, COL_INDEX)
     w = _table(weights, integers, WEIGHT_BOUNDS, TAP_WEIGHTS)
     # The taps summed: all nine, the five of zero corners, or the non-zero six (padded
-    # with zero-weight centre taps), as (row, column, weight).
+    # with zero-weight bottom-centre taps), as (row, column, weight).
     tap_rows = np.empty(9, np.int64)
     tap_columns = np.empty(9, np.int64)
     tap_weights = np.empty(9, w.dtype)
