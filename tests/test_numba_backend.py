@@ -179,7 +179,8 @@ def test_peak_memory_of_an_8192_image_is_input_output_and_a_few_rows():
                     if line.startswith(field):
                         return int(line.split()[1])
         image = np.full((8192, 8192), 7, np.uint8)
-        gpuconv.convolve(image[:64, :64], "sharpen", backend="numba")  # compile or load first
+        # Compile or load first the loop the big call runs (on the thread pool: 2048 x 2048)
+        gpuconv.convolve(image[:2048, :2048], "sharpen", backend="numba")
         with open("/proc/self/clear_refs", "w") as clear:
             clear.write("5")  # reset the peak (VmHWM) to now: compiling may have used more
         before = status_kib("VmRSS:")
@@ -654,14 +655,9 @@ def test_the_shifted_rows_loop_takes_3x3_filters_of_one_dtype(
     plan = _plan(np.zeros((side, side), dtype), kernel, dtype=output_dtype)
     run = _numba.execution_for(plan, 2)
     assert run.workers == (1 if side == 40 else 2)
-    assert (run.shifted_rows_loop is not None) == takes_it
-    if takes_it:
-        function = run.shifted_rows_loop[0]
-        assert function.py_func is (
-            _numba_kernels.shifted_rows_3x3
-            if side == 40
-            else _numba_kernels.shifted_rows_3x3_parallel
-        )
+    # The variant only: compiling each would cost the suite seconds (the other tests run them).
+    expected = (np.dtype(dtype), side > 40) if takes_it else None
+    assert run.shifted_rows_variant == expected
 
 
 # Sparse 3 x 3 kernels off the bank: four taps (the loop pads to six with zero-weight
@@ -687,7 +683,7 @@ def test_the_shifted_rows_loop_agrees_with_the_reference(
     output pixel is an edge pixel, and RGB, where a shifted row moves by three values;
     the parallel variant in bands of a few rows."""
     kernel = SPARSE_KERNELS.get(kernel, kernel)
-    image = rng.standard_normal(shape).astype(np.float64)
+    image = rng.standard_normal(shape).astype(np.float32)
     options = dict(border=border, value=0.75, anchor=anchor)
     image3d, plan, _ = make_plan(image, kernel, flip=False, dtype=None, **options)
     returned, output = _shifted_rows_output(image3d, plan, workers)
@@ -697,7 +693,7 @@ def test_the_shifted_rows_loop_agrees_with_the_reference(
     # result's: on 2 rows, reflect101 and wrap make sobel_y's top and bottom rows the same,
     # and the reference's own result is rounding noise around 0.
     scale = np.abs(plan.kernel).sum() * max(np.abs(image).max(), 0.75)
-    np.testing.assert_allclose(output.reshape(expected.shape), expected, rtol=0, atol=1e-14 * scale)
+    np.testing.assert_allclose(output.reshape(expected.shape), expected, rtol=0, atol=1e-6 * scale)
 
 
 @pytest.mark.parametrize("kernel", ["sharpen", "sobel_x", "outline"])

@@ -319,11 +319,22 @@ class Execution:
     @functools.cached_property
     def shifted_rows_loop(self):
         """``(function, arguments)``: :func:`kernels.shifted_rows_3x3` (one worker) or
-        :func:`kernels.shifted_rows_3x3_parallel` compiled for the plan, or None where
-        they do not apply. They take a 3 x 3 kernel on a float image, with sums and output
-        of its dtype, and on a uint8 image to a uint8 output with int16 sums. Reading the
-        source rows in place, they beat the band loop at every size measured (256 to
-        2048, float32, 2 cores)."""
+        :func:`kernels.shifted_rows_3x3_parallel` compiled for the plan (see
+        :attr:`shifted_rows_variant`), or None where they do not apply."""
+        variant = self.shifted_rows_variant
+        if variant is None:
+            return None
+        from . import kernels
+
+        return kernels.compiled_shifted_rows(*variant), self.compiled_loop[1]
+
+    @functools.cached_property
+    def shifted_rows_variant(self):
+        """``(dtype, parallel)`` of the shifted-rows loop this plan runs, or None. It takes
+        a 3 x 3 kernel on a float image, with sums and output of its dtype, and on a uint8
+        image to a uint8 output with int16 sums; in parallel for more than one worker.
+        Reading the source rows in place, it beats the band loop at every size measured
+        (256 to 2048, float32, 2 cores)."""
         from . import kernels
 
         plan = self.plan
@@ -342,7 +353,7 @@ class Execution:
         int16_sums = self.path in int16_paths and dtype == np.uint8 == plan.output_dtype
         if not (float_sums or int16_sums):
             return None
-        return kernels.compiled_shifted_rows(dtype, self.workers > 1), self.compiled_loop[1]
+        return dtype, self.workers > 1
 
     def scratch_bytes(self, plan: ConvolutionPlan) -> int:
         """Bytes of working memory the call allocates besides the output."""
