@@ -769,3 +769,31 @@ def test_a_large_non_finite_image_falls_back_to_the_band_loop_on_the_thread_pool
     assert np.isnan(actual[699, 2])  # the NaN under a zero corner: 0 * NaN
     finite = np.isfinite(expected)
     assert_contract_accuracy(actual[finite], expected[finite])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_the_band_loop_is_compiled_only_where_it_runs(rng, monkeypatch, dtype):
+    """A 3 x 3 call the shifted-rows loop finishes never asks for the band loop (compiling
+    it costs seconds with a cold cache); a NaN under a skipped zero tap does, and gets
+    the reference's answer from it."""
+    from gpuconv._backends.numba import kernels
+
+    asked = []
+    real_compiled = kernels.compiled
+
+    def spy(*types):
+        asked.append(types)
+        return real_compiled(*types)
+
+    monkeypatch.setattr(kernels, "compiled", spy)
+    # A fresh execution per call, as in a process that has not run this plan.
+    monkeypatch.setattr(_numba, "cached_execution", _numba.execution_for)
+    image = (rng.random((64, 48)) * 255).astype(dtype)
+    actual = gpuconv.convolve(image, "sharpen", backend="numba")
+    assert asked == []
+    assert_contract_accuracy(actual, reference(image, "sharpen"), exact=dtype == "uint8")
+    if dtype == "float32":
+        image[30, 20] = np.nan
+        actual = gpuconv.convolve(image, "sharpen", backend="numba")
+        assert len(asked) == 1
+        np.testing.assert_array_equal(np.isnan(actual), np.isnan(reference(image, "sharpen")))

@@ -263,9 +263,19 @@ class Execution:
     @functools.cached_property  # works on a frozen dataclass: it writes the instance's dict
     def compiled_loop(self) -> tuple:
         """``(function, arguments)``: :func:`kernels.convolve_bands` compiled for the plan's
-        types, and every argument after the image and output. Built once per execution, on
-        first use (compiling loads numba): a repeated small call would pay microseconds for
-        each NumPy scalar."""
+        types, and :attr:`loop_arguments`. Compiled on first use only: a 3 x 3 call that
+        the shifted-rows loop finishes never compiles it (seconds with a cold cache)."""
+        from . import kernels
+
+        plan = self.plan
+        function = kernels.compiled(plan.input_dtype, self.accumulator, plan.output_dtype)
+        return function, self.loop_arguments
+
+    @functools.cached_property
+    def loop_arguments(self) -> tuple:
+        """Every argument of the compiled loops after the image and output (packed tables
+        and scalars). Built once per execution, on first use (it imports numba's kernels
+        module): a repeated small call would pay microseconds for each NumPy scalar."""
         from . import kernels
 
         plan = self.plan
@@ -313,8 +323,7 @@ class Execution:
             highest,
             accumulator,
         )
-        function = kernels.compiled(plan.input_dtype, accumulator, plan.output_dtype)
-        return function, arguments
+        return arguments
 
     @functools.cached_property
     def shifted_rows_loop(self):
@@ -326,7 +335,7 @@ class Execution:
             return None
         from . import kernels
 
-        return kernels.compiled_shifted_rows(*variant), self.compiled_loop[1]
+        return kernels.compiled_shifted_rows(*variant), self.loop_arguments
 
     @functools.cached_property
     def shifted_rows_variant(self):
@@ -716,9 +725,6 @@ def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, workers: 
         stack = np.ascontiguousarray(stack)
         pixels, frame_stride, row_stride = flat_rows(stack)
     sums = output.reshape(frames, height, width * channels)
-    # The shifted-rows loop (if not tried above) gives False for a NaN or inf where a zero
-    # tap was skipped: the band loop then decides line by line.
-    loops = [run.compiled_loop] if shifted_rows is None else [shifted_rows, run.compiled_loop]
     # Thread settings are thread-local and cost microseconds each: changed only when needed
     # (a small call runs on the calling thread, where the chunk size does not matter).
     parallel = run.workers > 1
@@ -727,9 +733,16 @@ def _run(stack: np.ndarray, plan: ConvolutionPlan, output: np.ndarray, workers: 
     previous_chunk_size = numba.set_parallel_chunksize(1) if parallel else None  # dynamic bands
     try:
         with _serialised_if_not_threadsafe(numba):
-            for function, arguments in loops:
-                if function(pixels, frame_stride, row_stride, sums, *arguments) is not False:
-                    break  # the band loop returns None
+            # The shifted-rows loop (if not tried above) gives False for a NaN or inf where
+            # a zero tap was skipped: the band loop then decides line by line. It is
+            # compiled only where it runs.
+            finished = False
+            if shifted_rows is not None:
+                function, arguments = shifted_rows
+                finished = function(pixels, frame_stride, row_stride, sums, *arguments)
+            if not finished:
+                function, arguments = run.compiled_loop
+                function(pixels, frame_stride, row_stride, sums, *arguments)
     finally:
         if parallel:
             numba.set_parallel_chunksize(previous_chunk_size)

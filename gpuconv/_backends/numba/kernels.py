@@ -970,16 +970,7 @@ def _shifted_rows(
                     bad = 1
         arguments = (pixels, base + offset, row_stride, row_index, y, end, channels)
         taps = (tap_rows, tap_columns, tap_weights, output, frame, first * channels, length)
-        if integer and tap_count == 9:
-            _sum_rows_nine_int16(arguments, taps, lowest, highest)
-        elif integer:
-            _sum_rows_five_int16(arguments, taps, lowest, highest)
-        elif tap_count == 9:
-            _sum_rows_nine(arguments, taps)
-        elif tap_count == 5:
-            bad |= _sum_rows_five(arguments, taps)
-        else:
-            bad |= _sum_rows_six(arguments, taps)
+        bad |= _sum_rows(arguments, taps, tap_count, lowest, highest)
         for row in range(y, end):
             for i in range(3):
                 starts[i] = base + row_index[row + i] * row_stride
@@ -1137,6 +1128,46 @@ def _sum_rows_five_int16(rows, taps, lowest, highest):
                 + np.int16(w4 * down[k])
             )
             target[k] = min(max(value, lowest), highest)
+
+
+def _sum_rows(rows, taps, tap_count, lowest, highest):
+    """The row loop for ``tap_count`` taps and the weights' type: int16 weights (a uint8
+    image) take the int16 loops, float weights the float ones; returns the checked loops'
+    flag (0 for the others). The loops of one number type only are compiled into a
+    variant: numba picks them while typing (:func:`_sum_rows_for_types`), where a branch
+    at run time compiled both kinds into every variant (10 s a variant, cold)."""
+    integer = np.issubdtype(taps[2].dtype, np.integer)
+    return _row_loops(integer, tap_count)(rows, taps, tap_count, lowest, highest)
+
+
+def _row_loops(integer: bool, tap_count):
+    """The body :func:`_sum_rows` runs, for integer (int16) or float weights."""
+
+    def integer_loops(rows, taps, tap_count, lowest, highest):
+        if tap_count == 9:
+            _sum_rows_nine_int16(rows, taps, lowest, highest)
+        else:
+            _sum_rows_five_int16(rows, taps, lowest, highest)
+        return 0
+
+    def float_loops(rows, taps, tap_count, lowest, highest):
+        if tap_count == 9:
+            _sum_rows_nine(rows, taps)
+            return 0
+        if tap_count == 5:
+            return _sum_rows_five(rows, taps)
+        return _sum_rows_six(rows, taps)
+
+    return integer_loops if integer else float_loops
+
+
+if numba is not None:
+
+    @numba.extending.overload(_sum_rows, jit_options=_JIT_OPTIONS)
+    def _sum_rows_for_types(rows, taps, tap_count, lowest, highest):
+        """:func:`_sum_rows` for numba: the weights' type (``taps[2]``) chooses at compile
+        time."""
+        return _row_loops(isinstance(taps.types[2].dtype, numba.types.Integer), tap_count)
 
 
 _COMPILED_SHIFTED_ROWS: dict = {}
