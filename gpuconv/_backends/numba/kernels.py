@@ -627,19 +627,47 @@ def convolve_bands(pixels, frame_stride, row_stride, output, integers, weights):
             )
             if path == PATH_RUNS:
                 _prefix_line(line, padded_length, channels)
+        band = (lines, finite, top, bottom, frame_output, path, store_mode, lowest, highest)
+        taps = (tap_rows, tap_cols, tap_weights, sparse_rows, sparse_columns, sparse_weights)
+        separable = (column_taps, column_weights, column_splits, row_taps, row_weights)
+        scratch = (row_splits, vertical, sums, rows, offsets, channels)
+        _band_rows(band, taps, separable, scratch)
+
+
+def _band_rows(band, taps, separable, scratch):
+    """Output rows ``[top, bottom)`` of one band of :func:`convolve_bands`, from its loaded
+    lines, by the path's row function. Int16 weights take :func:`_fused_int16_row` (the only
+    path with int16 lines), other weights every other path: numba picks the body while
+    typing (:func:`_band_rows_for_types`), so a variant compiles only the row functions its
+    weights can reach (a branch at run time compiled all of them into every variant)."""
+    int16 = taps[2].dtype == np.int16
+    return _band_row_loops(int16)(band, taps, separable, scratch)
+
+
+def _band_row_loops(int16: bool):
+    """The body :func:`_band_rows` runs, for int16 weights or any other."""
+
+    def int16_rows(band, taps, separable, scratch):
+        lines, _, top, bottom, frame_output, path, _, lowest, highest = band
+        tap_weights, channels = taps[2], scratch[5]
         for y in range(top, bottom):
-            if path == PATH_FUSED_3X3_INT16 or path == PATH_FUSED_PLUS_INT16:
-                _fused_int16_row(
-                    lines,
-                    y - top,
-                    tap_weights,
-                    channels,
-                    frame_output[y],
-                    lowest,
-                    highest,
-                    path == PATH_FUSED_PLUS_INT16,
-                )
-                continue
+            _fused_int16_row(
+                lines,
+                y - top,
+                tap_weights,
+                channels,
+                frame_output[y],
+                lowest,
+                highest,
+                path == PATH_FUSED_PLUS_INT16,
+            )
+
+    def other_rows(band, taps, separable, scratch):
+        lines, finite, top, bottom, frame_output, path, store_mode, lowest, highest = band
+        tap_rows, tap_cols, tap_weights, sparse_rows, sparse_columns, sparse_weights = taps
+        column_taps, column_weights, column_splits, row_taps, row_weights = separable
+        row_splits, vertical, sums, rows, offsets, channels = scratch
+        for y in range(top, bottom):
             first = y - top
             sparse_row = (
                 (path == PATH_FUSED_SPARSE_FINITE or path == PATH_FUSED_PLUS_FINITE)
@@ -707,6 +735,17 @@ def convolve_bands(pixels, frame_stride, row_stride, output, integers, weights):
                     lines, y - top, tap_rows, tap_cols, tap_weights, channels, sums, rows, offsets
                 )
             _store_row(sums, frame_output[y], store_mode, lowest, highest)
+
+    return int16_rows if int16 else other_rows
+
+
+if numba is not None:
+
+    @numba.extending.overload(_band_rows, jit_options=_JIT_OPTIONS)
+    def _band_rows_for_types(band, taps, separable, scratch):
+        """:func:`_band_rows` for numba: the weights' type (``taps[2]``) chooses at compile
+        time."""
+        return _band_row_loops(taps.types[2].dtype == numba.types.int16)
 
 
 _COMPILED: dict = {}
