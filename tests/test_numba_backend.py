@@ -417,7 +417,9 @@ def _fresh_rental(monkeypatch, kernel, loading_in_calls: float):
     from gpuconv._backends.numba import backend, kernels
     from gpuconv._plan import make_plan
 
-    monkeypatch.setattr(kernels, "_COMPILED", {})  # as in a process that has not loaded them
+    # As in a process that has not loaded them.
+    monkeypatch.setattr(kernels, "_COMPILED", {})
+    monkeypatch.setattr(kernels, "_COMPILED_SHIFTED_ROWS", {})
     monkeypatch.setattr(backend, "_rent_seconds", 0.0)
     monkeypatch.setattr(backend, "_expected_calls", [])
     monkeypatch.delenv("GPUCONV_BACKEND", raising=False)
@@ -431,6 +433,18 @@ def _fresh_rental(monkeypatch, kernel, loading_in_calls: float):
         rent = 400 * 500 * plan.kernel.size * backend.REFERENCE_SECONDS_PER_TAP
     monkeypatch.setattr(backend, "LOADING_SECONDS", loading_in_calls * rent)
     return plan, rent
+
+
+def test_auto_keeps_numba_once_only_the_shifted_rows_loop_is_loaded(monkeypatch):
+    """A process whose numba calls all took the shifted-rows loop has loaded numba too:
+    later small calls run on it, not on a stand-in (the band loop is compiled lazily)."""
+    from gpuconv import _registry
+    from gpuconv._backends.numba import kernels
+
+    plan, _ = _fresh_rental(monkeypatch, np.full((5, 5), 0.3), loading_in_calls=2.5)
+    assert _registry.resolve("auto", plan, "numpy")[0] == "numpy"  # nothing loaded: rent
+    monkeypatch.setattr(kernels, "_COMPILED_SHIFTED_ROWS", {"loaded": None})
+    assert [_registry.resolve("auto", plan, "numpy")[0] for _ in range(2)] == ["numba"] * 2
 
 
 def test_auto_loads_numba_once_the_reference_has_cost_as_much_as_loading(monkeypatch):

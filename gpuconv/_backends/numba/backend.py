@@ -150,8 +150,8 @@ def worth_loading(plan: ConvolutionPlan, stand_in_seconds=None) -> bool:
     all of them together would pass the cost.
     """
     global _rent_seconds
-    compiled = getattr(sys.modules.get(f"{__package__}.kernels"), "_COMPILED", None)
-    if compiled or not _installed():
+    kernels = sys.modules.get(f"{__package__}.kernels")  # imported once numba is used
+    if (kernels is not None and kernels.loaded()) or not _installed():
         return True  # loaded; or nothing to load, and the probe says why
     rent = None if stand_in_seconds is None else stand_in_seconds()
     if rent is None:

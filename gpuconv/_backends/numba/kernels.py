@@ -764,6 +764,11 @@ if numba is not None:
 _COMPILED: dict = {}
 
 
+def loaded() -> bool:
+    """Whether this process has compiled (or loaded from the cache) any of the loops."""
+    return bool(_COMPILED or _COMPILED_SHIFTED_ROWS)
+
+
 def compiled(input_dtype, accumulator, output_dtype):
     """Return :func:`convolve_bands` compiled for one dtype triple (cached on disk)."""
     if numba is None:
