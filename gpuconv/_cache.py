@@ -62,6 +62,13 @@ class BoundedCache:
                 self._entries.popitem(last=False)
         return value
 
+    def find(self, key, owner=None):
+        """The value stored under ``key`` (for ``owner``), or None; nothing is made."""
+        entry = self._entries.get(key, _MISSING)
+        if entry is _MISSING or entry[0] is not owner:
+            return None
+        return entry[1]
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

@@ -630,6 +630,40 @@ def convolve(image, plan: ConvolutionPlan, library: str = "numpy", output=None) 
     return _convolve_stack(image, plan, output, _thread_count(numba))
 
 
+def repeat_runner(plan: ConvolutionPlan):
+    """For :mod:`gpuconv._convolve`'s repeated calls: a function that runs ``plan`` on a
+    C-contiguous image of its shape, or None where ``plan`` does not run serially by the
+    shifted-rows loop (small 3 x 3 filters, where the call's fixed cost matters most).
+
+    The function returns the result, or None where a NaN or inf met a skipped zero tap
+    (the whole call then runs, and the band loop decides line by line). The plan's
+    execution for one worker does not depend on the thread count, so the function stays
+    valid whatever ``numba.set_num_threads`` says later.
+    """
+    import numba
+
+    if plan.frames != 1 or plan.input_dtype.char == _FLOAT16:
+        return None
+    run = cached_execution(plan, _thread_count(numba))
+    shifted_rows = run.shifted_rows_loop
+    if run.workers != 1 or shifted_rows is None:
+        return None
+    function, arguments = shifted_rows
+    height, width, channels = plan.shape
+    row_stride = width * channels
+    frame_stride = height * row_stride
+    output_dtype = plan.output_dtype  # the image's (shifted_rows_variant)
+
+    def repeat(image: np.ndarray):
+        output = np.empty(image.shape, output_dtype)
+        sums = output.reshape(1, height, row_stride)
+        if function(image.reshape(-1), frame_stride, row_stride, sums, *arguments):
+            return output
+        return None
+
+    return repeat
+
+
 def convolve_path(image3d: np.ndarray, plan: ConvolutionPlan, path: str) -> np.ndarray:
     """:func:`convolve` on the cost model's ``path`` (``"direct"``, ``"lowrank"``...) whatever
     it costs: ``gpuconv bench --kernel-sizes`` times every path this way. Cached as
