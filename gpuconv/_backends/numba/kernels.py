@@ -762,8 +762,6 @@ if numba is not None:
 
 
 _COMPILED: dict = {}
-#: Bytes of source rows per block of :func:`_shifted_rows` (a part of the 32-48 KiB L1).
-_EDGE_BLOCK_BYTES = 24 * 1024
 
 
 def loaded() -> bool:
@@ -1027,80 +1025,26 @@ def _shifted_rows(
             for i in range(2):
                 if not _row_is_finite(pixels, starts[i], row_length):
                     bad = 1
+        arguments = (pixels, base + offset, row_stride, row_index, y, end, channels)
         taps = (tap_rows, tap_columns, tap_weights, output, frame, first * channels, length)
-        # In blocks of rows whose source rows fit the L1 cache (16 rows at least: shorter
-        # blocks slowed 2048 x 2048 by 1.4x): the edge columns of a block read what its row
-        # loop has just loaded; after the whole run they came from L2 (the loop alone, Xeon:
-        # 0.86-0.92x the time at 512 x 512 float32 sharpen, 0.89x at 256, level at 2048).
-        block_rows = max(16, _EDGE_BLOCK_BYTES // (row_length * pixels.itemsize) - 2)
-        for block in range(y, end, block_rows):
-            block_end = min(end, block + block_rows)
-            arguments = (pixels, base + offset, row_stride, row_index, block, block_end, channels)
-            bad |= _sum_rows(arguments, taps, tap_count, lowest, highest)
-            bad |= _edge_rows(
-                pixels,
-                output,
-                frame,
-                block,
-                block_end,
-                base,
-                row_stride,
-                row_index,
-                setup,
-                w,
-                constant,
-                lowest,
-                highest,
-                checked,
-                width,
-                channels,
-            )
+        bad |= _sum_rows(arguments, taps, tap_count, lowest, highest)
+        for row in range(y, end):
+            for i in range(3):
+                starts[i] = base + row_index[row + i] * row_stride
+            for e in range(edge_outputs.shape[0]):
+                value = _edge_value(pixels, starts, edge_sources, e, w, constant)
+                if integer:
+                    value = min(max(value, lowest), highest)
+                output[frame, row, edge_outputs[e]] = value
+            if checked:
+                # The row loop checked columns [check_column, check_column + width - 2).
+                for k in range(check_column * channels):
+                    value = pixels[starts[2] + k]
+                    bad |= np.int32(not (value - value == 0))
+                for k in range((width - 2 + check_column) * channels, row_length):
+                    value = pixels[starts[2] + k]
+                    bad |= np.int32(not (value - value == 0))
         y = end
-    return bad
-
-
-@_jit
-def _edge_rows(
-    pixels,
-    output,
-    frame,
-    y,
-    end,
-    base,
-    row_stride,
-    row_index,
-    setup,
-    w,
-    constant,
-    lowest,
-    highest,
-    checked,
-    width,
-    channels,
-):
-    """The edge columns of output rows ``[y, end)`` of a run (:func:`_shifted_rows`), and the
-    finiteness of the bottom rows' columns the row loop does not check; returns 1 if one of
-    those is NaN or inf, else 0."""
-    edge_outputs, edge_sources, check_column, integer = setup[6], setup[7], setup[8], setup[9]
-    row_length = width * channels
-    starts = np.empty(3, np.int64)
-    bad = 0
-    for row in range(y, end):
-        for i in range(3):
-            starts[i] = base + row_index[row + i] * row_stride
-        for e in range(edge_outputs.shape[0]):
-            value = _edge_value(pixels, starts, edge_sources, e, w, constant)
-            if integer:
-                value = min(max(value, lowest), highest)
-            output[frame, row, edge_outputs[e]] = value
-        if checked:
-            # The row loop checked columns [check_column, check_column + width - 2).
-            for k in range(check_column * channels):
-                value = pixels[starts[2] + k]
-                bad |= np.int32(not (value - value == 0))
-            for k in range((width - 2 + check_column) * channels, row_length):
-                value = pixels[starts[2] + k]
-                bad |= np.int32(not (value - value == 0))
     return bad
 
 
