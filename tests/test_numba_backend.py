@@ -688,7 +688,8 @@ SPARSE_KERNELS = {"diagonal": DIAGONAL, "top-heavy": TOP_HEAVY, "lower-left": LO
 )
 @pytest.mark.parametrize("border", ["reflect101", "reflect", "replicate", "wrap", "constant"])
 @pytest.mark.parametrize("anchor", [None, (0, 0), (2, 1)])
-@pytest.mark.parametrize("shape", [(1, 1), (2, 5), (9, 4, 3), (17, 23)])
+# (41, 9): several bands of rows on two workers, each with its own edge columns.
+@pytest.mark.parametrize("shape", [(1, 1), (2, 5), (9, 4, 3), (17, 23), (41, 9)])
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_shifted_rows_loop_agrees_with_the_reference(
     rng, kernel, border, anchor, shape, workers
@@ -713,7 +714,7 @@ def test_the_shifted_rows_loop_agrees_with_the_reference(
 @pytest.mark.parametrize("kernel", ["sharpen", "sobel_x", "outline"])
 @pytest.mark.parametrize("border", ["reflect101", "replicate", "wrap", "constant"])
 @pytest.mark.parametrize("anchor", [None, (0, 2)])
-@pytest.mark.parametrize("shape", [(1, 1), (2, 7), (13, 4, 3), (17, 23)])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 7), (13, 4, 3), (17, 23), (37, 11)])
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_shifted_rows_loop_is_bit_exact_on_uint8(rng, kernel, border, anchor, shape, workers):
     """int16 sums of uint8 pixels, saturated: OpenCV's bits and the reference's, with
