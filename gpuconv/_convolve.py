@@ -128,7 +128,7 @@ def convolve(
     call_key = None
     if type(image) is np.ndarray:  # the usual call: the foreign-array checks skipped
         library = "numpy"
-        if out is None and image.flags.c_contiguous:
+        if out is None and image.flags.c_contiguous and image.dtype.isnative:
             call_key = _call_key(image, kernel, border, value, anchor, flip, dtype, axes, backend)
             repeat = None if call_key is None else _REPEATS.find(call_key)
             if repeat is not None:
@@ -212,8 +212,8 @@ _REPEATS = BoundedCache(REPEAT_CACHE_SIZE)
 
 
 def _call_key(image, kernel, border, value, anchor, flip, dtype, axes, backend):
-    """What a call on a C-contiguous NumPy image with no ``out`` depends on, hashable; None
-    where it cannot be a repeat.
+    """What a call on a C-contiguous NumPy image of native byte order with no ``out``
+    depends on, hashable; None where it cannot be a repeat.
 
     Why: a small image's filter (a 3 x 3 kernel on 256 x 256 pixels: 15-25 us) cost as much
     again in validation, planning, choosing a backend and reaching the loop, through a
