@@ -41,10 +41,11 @@ def _events_ms(cupy, function, launches: int, rounds: int) -> float:
     return statistics.median(_time_ms(cupy, function, rounds, warmup=1, batch=launches))
 
 
-def prepared(image, kernel, legacy=False):
+def prepared(image, kernel, legacy=False, dp4a=True):
     """A zero-argument function that launches what ``convolve(image, kernel)`` would.
 
-    ``legacy``: the shared-memory kernels, as before the register-window kernels.
+    ``legacy``: the shared-memory kernels, as before the register-window kernels;
+    ``dp4a=False``: gpuconv_window where gpuconv_window_dp4a would run.
     """
     import cupy
 
@@ -58,15 +59,13 @@ def prepared(image, kernel, legacy=False):
         image, kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
     )
     device_id = cupy.cuda.runtime.getDevice()
-    window_launch = _cuda_launch.window_launch
-    if legacy:
-        _cuda_launch.window_launch = lambda plan, strategy, limits=None: None
-    try:
-        launch = _cuda_launch.plan_launch(
-            plan, choose_strategy(plan), _cuda._device_limits(device_id)
-        )
-    finally:
-        _cuda_launch.window_launch = window_launch
+    launch = _cuda_launch.plan_launch(
+        plan,
+        choose_strategy(plan),
+        _cuda._device_limits(device_id),
+        window=not legacy,
+        dp4a=dp4a,
+    )
     device_image = cupy.ascontiguousarray(image.reshape(plan.shape))
     output = cupy.empty(plan.shape, dtype=plan.output_dtype)
     weights = cupy.asarray(launch.weights)
@@ -99,6 +98,9 @@ def _dry_run(args) -> int:
         limits = _cuda_launch.DeviceLimits(227 * 1024)
         strategy = choose_strategy(plan)
         launches = [_cuda_launch.plan_launch(plan, strategy, limits)]
+        before_dp4a = _cuda_launch.plan_launch(plan, strategy, limits, dp4a=False)
+        if before_dp4a.name_expression != launches[0].name_expression:
+            launches.append(before_dp4a)
         if args.legacy:
             launches.append(_cuda_launch.plan_launch(plan, strategy, limits, window=False))
         names = [launch.name_expression for launch in launches]
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="no GPU: plan every case's launch (and the legacy one) and print them",
+        help="no GPU: plan every case's launch (and the no-dp4a and legacy ones) and print them",
     )
     parser.add_argument(
         "--target-threads",
@@ -148,6 +150,12 @@ def main(argv=None) -> int:
         launch_once, describe = prepared(image, kernel)
         kernel_ms = _events_ms(cupy, launch_once, args.launches, args.rounds)
         extra = {}
+        before_once, before_name = prepared(image, kernel, dp4a=False)
+        if before_name != describe:  # the kernel gpuconv_window_dp4a replaced, side by side
+            extra["no-dp4a"] = (
+                before_name,
+                _events_ms(cupy, before_once, args.launches, args.rounds),
+            )
         if args.legacy:
             legacy_once, legacy_name = prepared(image, kernel, legacy=True)
             extra["legacy"] = (

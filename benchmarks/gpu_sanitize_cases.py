@@ -20,9 +20,10 @@ import numpy as np
 def cases(rng):
     """(label, dtype, kernel) per kernel family the cuda backend can launch."""
     return [
-        ("window direct 3x3", np.uint8, "laplacian"),
+        ("window dp4a 3x3, taps in bytes", np.uint8, "laplacian"),
+        ("window direct 3x3", np.uint8, np.array([[0, -1, 0], [-1, 200, -1], [0, -1, 0]])),
         ("window direct 5x5 float", np.float32, rng.normal(size=(5, 5))),
-        ("window separable 3x3", np.uint8, "sobel_x"),
+        ("window separable 3x3", np.int16, "sobel_x"),
         ("window separable 5x5", np.float32, "gaussian5"),
         ("box 7", np.uint8, "small_blur"),
         ("shared-memory separable 21x21", np.float32, "large_blur"),
@@ -38,7 +39,8 @@ def cases(rng):
 #: Stacks (N, H, W) filtered with ``axes=(1, 2)``: the window and box kernels' STACK
 #: instantiations, one launch over the frames.
 STACK_CASES = (
-    ("stack window direct 3x3", np.uint8, "sharpen"),
+    ("stack window dp4a 3x3", np.uint8, "sharpen"),
+    ("stack window direct 3x3 uint16", np.uint16, "sharpen"),
     ("stack box 7", np.uint8, "small_blur"),
     ("stack window separable 3x3 float", np.float32, "sobel_y"),
     ("stack window direct 3x3 float16", np.float16, "laplacian"),

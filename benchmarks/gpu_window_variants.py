@@ -3,7 +3,8 @@
     PYTHONPATH=. python benchmarks/gpu_window_variants.py --size 8192
 
 For each case and each variant (compile-time macros of convolve_window.cu and the launch
-arithmetic's register budgets, which set V), compiles the kernel, checks it against the
+arithmetic's register budgets, which set V; gpuconv_window_dp4a first, where it runs, then
+gpuconv_window, which it replaced, for the same case), compiles the kernel, checks it against the
 shared-memory kernel's result and times back-to-back launches between CUDA events beside
 a device copy. Prints one line per measurement.
 """
@@ -30,6 +31,9 @@ CASES = [
 # cut 8-bit 3x3 kernels' instructions by 20% (on by default for 8-bit images only; the
 # 32-bit kernel spilled with it under its cap of 4 blocks, so float32 is swept here too,
 # where min_blocks 1 leaves it room).
+# gpuconv_window_dp4a (3 x 3 uint8, taps in bytes; PREDICTED at 56 registers to be DRAM-bound,
+# not yet measured): its cap on registers, swept before the gpuconv_window variants it replaced.
+DP4A_MIN_BLOCKS = [1, 8, 10, 12]
 VARIANTS = {
     "interior": [0, 1],
     "group": [0, 1, 4],
@@ -45,6 +49,34 @@ def _events_ms(cupy, function, launches=20, rounds=5) -> float:
     from gpuconv.bench._cuda import _time_ms  # the one event-timing loop
 
     return statistics.median(_time_ms(cupy, function, rounds, warmup=1, batch=launches))
+
+
+def _measure(cupy, plan, image3d, reference, copy_ms, launch, options, label):
+    """Compile ``launch`` with ``options``, check it against the legacy kernel's result
+    (``reference``), time it beside the copy and print one line."""
+    from gpuconv._backends.cuda import source as _cuda_source
+
+    module = cupy.RawModule(
+        code=_cuda_source.source(launch.source_file),
+        options=(*_cuda_source.COMPILE_OPTIONS, *options),
+        name_expressions=[launch.name_expression],
+    )
+    kernel_function = module.get_function(launch.name_expression)
+    output = cupy.empty(plan.shape, plan.output_dtype)
+    call_arguments = launch.arguments(image3d, output, cupy.asarray(launch.weights))
+
+    def run(f=kernel_function, a=call_arguments, g=launch.grid, b=launch.block):
+        f(g, b, a)
+
+    milliseconds = _events_ms(cupy, run)
+    difference = float(cupy.abs(output.astype(cupy.float64) - reference.astype(cupy.float64)).max())
+    print(
+        f"  {label}: {milliseconds:.3f} ms ({copy_ms / milliseconds:.0%} of copy)"
+        f" regs={kernel_function.num_regs} local={kernel_function.local_size_bytes}"
+        f" diff={difference:.3g} {launch.name_expression} grid={launch.grid}"
+        f" rows={int(launch.scalars[-1])}",
+        flush=True,
+    )
 
 
 def main(argv=None) -> int:
@@ -73,10 +105,9 @@ def main(argv=None) -> int:
         image3d = image.reshape(plan.shape)
         copy_target = cupy.empty_like(image)
         copy_ms = _events_ms(cupy, lambda t=copy_target, i=image: cupy.copyto(t, i))
-        saved = _cuda_launch.window_launch
-        _cuda_launch.window_launch = lambda plan, strategy, limits=None: None
-        legacy = _cuda_launch.plan_launch(plan, strategy, _cuda_launch.DeviceLimits(227 * 1024))
-        _cuda_launch.window_launch = saved
+        legacy = _cuda_launch.plan_launch(
+            plan, strategy, _cuda_launch.DeviceLimits(227 * 1024), window=False
+        )
         reference = cupy.empty(plan.shape, plan.output_dtype)
         function = _cuda_source.cupy_function(legacy.source_file, legacy.name_expression)
         if legacy.shared_bytes > 48 * 1024:
@@ -93,49 +124,40 @@ def main(argv=None) -> int:
             f"{legacy_ms:.3f} ms ({copy_ms / legacy_ms:.0%}) {legacy.name_expression}",
             flush=True,
         )
+
+        def measure(launch, options, label, context=(plan, image3d, reference, copy_ms)):
+            _measure(cupy, *context, launch, options, label)
+
+        dp4a = _cuda_window.window_launch(plan, strategy)
+        if dp4a is not None and dp4a.template == "gpuconv_window_dp4a":
+            for min_blocks in DP4A_MIN_BLOCKS:
+                measure(
+                    dp4a,
+                    (f"-DGPUCONV_DP4A_MIN_BLOCKS={min_blocks}",),
+                    f"dp4a min_blocks={min_blocks}",
+                )
         for interior, group, min_blocks, ring_words, target, scalar_halo in itertools.product(
             *VARIANTS.values()
         ):
             _cuda_window._RING_WORDS = ring_words
             _cuda_window._BOX_WINDOW_WORDS = ring_words + 16
             _cuda_window._TARGET_THREADS = dict.fromkeys((1, 2, 4, 8), target)
-            launch = _cuda_window.window_launch(plan, strategy)
+            launch = _cuda_window.window_launch(plan, strategy, dp4a=False)
             if launch is None:
                 print("  no window launch")
                 break
             options = (
-                *_cuda_source.COMPILE_OPTIONS,
                 f"-DGPUCONV_WINDOW_GROUP_ROWS={group}",
                 f"-DGPUCONV_WINDOW_MIN_BLOCKS={min_blocks}",
                 f"-DGPUCONV_BOX_MIN_BLOCKS={min_blocks}",
                 f"-DGPUCONV_WINDOW_SCALAR_HALO={scalar_halo}",
                 f"-DGPUCONV_WINDOW_INTERIOR={interior}",
             )
-            module = cupy.RawModule(
-                code=_cuda_source.source(launch.source_file),
-                options=options,
-                name_expressions=[launch.name_expression],
-            )
-            kernel_function = module.get_function(launch.name_expression)
-            output = cupy.empty(plan.shape, plan.output_dtype)
-            call_arguments = launch.arguments(image3d, output, cupy.asarray(launch.weights))
-
-            def run(f=kernel_function, a=call_arguments, g=launch.grid, b=launch.block):
-                f(g, b, a)
-
-            milliseconds = _events_ms(cupy, run)
-            difference = float(
-                cupy.abs(output.astype(cupy.float64) - reference.astype(cupy.float64)).max()
-            )
-            print(
-                f"  interior={interior} group={group} min_blocks={min_blocks} "
-                f"ring_words={ring_words} "
-                f"scalar_halo={scalar_halo} "
-                f"threads={target}: {milliseconds:.3f} ms ({copy_ms / milliseconds:.0%} of copy)"
-                f" regs={kernel_function.num_regs} local={kernel_function.local_size_bytes}"
-                f" diff={difference:.3g} {launch.name_expression} grid={launch.grid}"
-                f" rows={int(launch.scalars[-1])}",
-                flush=True,
+            measure(
+                launch,
+                options,
+                f"interior={interior} group={group} min_blocks={min_blocks} "
+                f"ring_words={ring_words} scalar_halo={scalar_halo} threads={target}",
             )
     return 0
 

@@ -19,6 +19,11 @@
 //                                                border_value, rows_per_strip, vector_ok)
 //     a kernel whose taps all equal weights[0] on an integer image: exact running sums in
 //     int, any run-time height, compile-time width KW (see the comment above the kernel)
+//   gpuconv_window_dp4a<In, Out, Acc, KH, KW, C, V, SEPARABLE[, STACK]>(gpuconv_window's
+//                                                                     arguments)
+//     gpuconv_window's 3 x 3 uint8-to-uint8 case with every tap in a signed byte: the taps
+//     of a kernel row packed into one word, one dp4a per row and element (see the comment
+//     above the kernel)
 //
 // Each thread owns V consecutive elements of a row (pixels x channels, flattened) and walks
 // down `rows_per_strip` output rows. Every input row is read once per thread, as aligned
@@ -492,6 +497,243 @@ gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
 #pragma unroll
             for (int v = 0; v < V; ++v) values[v] = gpuconv_store<Out>(Acc(sums[v]) * scale);
             gpuconv_store_row<Out, V>(output, y0 + r, row_elements, e0, full_store, values);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// gpuconv_window_dp4a<In, Out, Acc, KH, KW, C, V, SEPARABLE[, STACK]>(the arguments of
+//                                                                     gpuconv_window)
+//   gpuconv_window for the case whose taps pack into bytes: an 8-bit unsigned image into
+//   itself (In = Out = unsigned char, Acc = int), 3 x 3, the 9 taps row-major (SEPARABLE =
+//   false), every tap an integer in [-128, 127] and a constant border value in [0, 255]
+//   (window.py checks; the template parameters are gpuconv_window's, so that its launch
+//   arithmetic and every tool that reads name expressions serve both).
+//   A thread keeps its row window as packed bytes (gpuconv_byte_window). For each output
+//   element it gathers the three taps' bytes of that row into one 32-bit word (a byte
+//   permute, or none where they already sit in one word), and one dp4a per kernel row
+//   multiplies them by that row's packed taps and adds into the ring. Per input row and 8
+//   grey pixels: 6 byte permutes and 24 dp4a, where gpuconv_window runs 72 IMAD and 10
+//   byte conversions. The sums are exact ints, as in gpuconv_window: the same results.
+
+// The window of one input row (elements e0 - C .. e0 + V + C - 1) as packed bytes: window
+// element t is byte t + OFFSET of `words` (little-endian): the word left of the thread's V
+// bytes, those V bytes, and the word right of them (C <= 4: one word holds a halo). The
+// halo words are L1 hits (the neighbours load them as their own).
+template <int C, int V>
+struct gpuconv_byte_window {
+    static constexpr int OWN = V / 4;  // words of the thread's V bytes
+    static constexpr int WORDS = OWN + 2;
+    static constexpr int OFFSET = 4 - C;  // byte of window element 0
+    static constexpr int WINDOW = V + 2 * C;
+    static constexpr int REACH = 4;  // bytes loaded each side
+    unsigned words[WORDS];
+
+    // Fast path: the row 16-byte aligned, [e0 - REACH, e0 + V + REACH) inside it.
+    __device__ __forceinline__ void load(const unsigned char* __restrict__ row, int e0) {
+        GPUCONV_CHECK_INDEX(row, e0 - REACH);
+        GPUCONV_CHECK_INDEX(row, e0 + V + REACH - 1);
+        using Vector = gpuconv_vector<unsigned, OWN>;
+        const Vector* own = reinterpret_cast<const Vector*>(row + e0);
+        const unsigned* left = reinterpret_cast<const unsigned*>(row + e0) - 1;
+        const unsigned* right = reinterpret_cast<const unsigned*>(row + e0 + V);
+        GPUCONV_TRACE_LOAD(left);
+        GPUCONV_TRACE_LOAD(own);
+        GPUCONV_TRACE_LOAD(right);
+        words[0] = *left;
+        const Vector vector = *own;
+#pragma unroll
+        for (int w = 0; w < OWN; ++w) words[1 + w] = vector.v[w];
+        words[WORDS - 1] = *right;
+    }
+
+    // Element by element through the border rule (threads at the row's ends, rows not
+    // 16-byte aligned); `row` null for a constant-border row. A rolled loop that shifts each
+    // byte in from the top (no unrolled border arithmetic per element: few registers, as
+    // the fast path needs them, for the few threads that come here).
+    __device__ __forceinline__ void fill(const unsigned char* __restrict__ row, int e0,
+                                         int width, int border, int border_value) {
+#pragma unroll
+        for (int w = 0; w < WORDS; ++w) words[w] = 0;
+#pragma unroll 1
+        for (int t = WINDOW - 1; t >= -OFFSET; --t) {
+            unsigned value = t < 0 ? 0u : unsigned(border_value);
+            if (t >= 0 && row != nullptr) {
+                const int element = e0 - C + t;
+                // floor division (element may be negative): which pixel, which channel
+                const int pixel = element >= 0 ? element / C : -((-element + C - 1) / C);
+                const int channel = element - pixel * C;
+                const int source = gpuconv_source_index(pixel, width, border);
+                if (source >= 0) {
+                    GPUCONV_CHECK_INDEX(row, source * C + channel);
+                    GPUCONV_TRACE_LOAD(row + source * C + channel);
+                    value = row[source * C + channel];
+                }
+            }
+#pragma unroll
+            for (int w = WORDS - 1; w > 0; --w) words[w] = words[w] << 8 | words[w - 1] >> 24;
+            words[0] = words[0] << 8 | (value & 0xffu);
+        }
+    }
+
+    // The bytes of window elements v, v + C, v + 2C (output element v's three taps) in one
+    // word: in bytes 0-2 (`high` false) or 1-3 (`high` true: a word used as it is). v is a
+    // compile-time constant once unrolled, so the branches and selectors fold away. In
+    // grey every word holds 3 consecutive bytes itself or with one permute; in colour the
+    // three bytes span up to three words: one permute or two.
+    __device__ __forceinline__ unsigned taps_of(int v, bool& high) const {
+        const int p0 = OFFSET + v, p1 = p0 + C, p2 = p0 + 2 * C;
+        const int a = p0 / 4, b = p1 / 4, c = p2 / 4;
+        high = false;
+        if (a == c && C == 1) {  // three bytes of one word: the word itself
+            high = p0 % 4 == 1;
+            return words[a];
+        }
+        if (c - a <= 1 || b == a || b == c) {  // two words: one permute
+            const int shift_b = (b - a) * 4, shift_c = (c - a) * 4;
+            const unsigned upper = c > a ? words[c] : words[a];
+            return __byte_perm(words[a], upper,
+                               (p0 - 4 * a) | (p1 - 4 * a - (b > a ? shift_b - 4 : 0)) << 4 |
+                                   (p2 - 4 * a - (c > a ? shift_c - 4 : 0)) << 8);
+        }
+        // three words: the first two bytes, then the third
+        const unsigned low = __byte_perm(words[a], words[b], (p0 - 4 * a) | (p1 - 4 * a) << 4);
+        return __byte_perm(low, words[c], 0x0 | 0x1 << 4 | (p2 - 4 * c + 4) << 8);
+    }
+};
+
+// One input row's work: its packed taps' dp4a into the ring of 3 x V sums, and the output
+// row it completes stored (as gpuconv_window_step, with KH = 3).
+template <typename Out, int C, int V>
+__device__ __forceinline__ void gpuconv_dp4a_step(const gpuconv_byte_window<C, V>& window,
+                                                  const unsigned (&taps)[3],
+                                                  const unsigned (&taps_high)[3],
+                                                  int (&ring)[3][V], int phase, int step,
+                                                  Out* __restrict__ output, int y0,
+                                                  int row_elements, int e0, bool full_store) {
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+        bool high;
+        const unsigned pixels = window.taps_of(v, high);
+#pragma unroll
+        for (int i = 0; i < 3; ++i) {
+            const int slot = (phase - i + 3) % 3;
+            ring[slot][v] =
+                gpuconv_dp4a_u8s8(pixels, high ? taps_high[i] : taps[i], i == 0 ? 0 : ring[slot][v]);
+        }
+    }
+    const int done = step - 2;
+    if (done >= 0) {  // clamped and packed four to a word, stored as one vector
+        const int slot = (phase + 1) % 3;
+        gpuconv_vector<unsigned, V / 4> packed;
+#pragma unroll
+        for (int w = 0; w < V / 4; ++w)
+            packed.v[w] = gpuconv_pack_u8(ring[slot][4 * w], ring[slot][4 * w + 1],
+                                          ring[slot][4 * w + 2], ring[slot][4 * w + 3]);
+        const long long offset = (long long)(y0 + done) * row_elements + e0;
+        if (full_store) {
+            using Vector = gpuconv_vector<unsigned, V / 4>;
+            Vector* target = reinterpret_cast<Vector*>(output + offset);
+            GPUCONV_CHECK_INDEX(output, offset + V - 1);
+            GPUCONV_TRACE_STORE(target);
+            *target = packed;
+        } else {
+#pragma unroll
+            for (int v = 0; v < V; ++v) {
+                if (e0 + v < row_elements) {
+                    GPUCONV_CHECK_INDEX(output, offset + v);
+                    GPUCONV_TRACE_STORE(output + offset + v);
+                    output[offset + v] = Out(packed.v[v / 4] >> (8 * (v % 4)));
+                }
+            }
+        }
+    }
+}
+
+// 8 blocks of 128 threads per SM: at most 64 registers, half the SM's warps resident. With
+// no cap ptxas took 126-128 registers (a quarter of the warps) and the model predicted the
+// kernels latency-bound (grey 3x3 55 % of copy, RGB 58 %); capped, DRAM-bound (100 %, 97 %),
+// with no spill on sm_80 or sm_90 (PREDICTED, H100 model; not yet measured on a GPU).
+#ifndef GPUCONV_DP4A_MIN_BLOCKS
+#define GPUCONV_DP4A_MIN_BLOCKS 8
+#endif
+template <typename In, typename Out, typename Acc, int KH, int KW, int C, int V, bool SEPARABLE,
+          bool STACK = false>
+__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y,
+                                  GPUCONV_DP4A_MIN_BLOCKS)
+gpuconv_window_dp4a(const In* __restrict__ image, Out* __restrict__ output,
+                    const Acc* __restrict__ weights, int height, int width, int anchor_y,
+                    int border, Acc border_value, int rows_per_strip, int vector_ok) {
+    static_assert(sizeof(In) == 1 && In(-1) > In(0) && sizeof(Out) == 1 && Out(-1) > Out(0) &&
+                      sizeof(Acc) == 4 && Acc(-1) < Acc(0) && Acc(1) / Acc(2) == Acc(0) &&
+                      KH == 3 && KW == 3 && !SEPARABLE && V % 4 == 0,
+                  "gpuconv_window_dp4a: 3 x 3, unsigned char to unsigned char, int taps");
+    using Window = gpuconv_byte_window<C, V>;
+    const int row_elements = width * C;
+    const int e0 = (blockIdx.x * GPUCONV_WINDOW_BLOCK_X + threadIdx.x) * V;
+    if (e0 >= row_elements) return;  // no barrier in this kernel: leaving early is safe
+    if (STACK) {
+        image += (long long)blockIdx.z * height * row_elements;
+        output += (long long)blockIdx.z * height * row_elements;
+    }
+    const bool fast =
+        vector_ok && e0 - Window::REACH >= 0 && e0 + V + Window::REACH <= row_elements;
+    const bool full_store = vector_ok && e0 + V <= row_elements;
+
+    unsigned taps[3], taps_high[3];  // each kernel row's taps as bytes 0-2, and as 1-3
+#pragma unroll
+    for (int i = 0; i < 3; ++i) {
+        unsigned packed = 0;
+#pragma unroll
+        for (int j = 0; j < 3; ++j) {
+            GPUCONV_CHECK_INDEX(weights, 3 * i + j);
+            GPUCONV_TRACE_LOAD(weights + 3 * i + j);
+            packed |= (unsigned(weights[3 * i + j]) & 0xffu) << (8 * j);
+        }
+        taps[i] = packed;
+        taps_high[i] = packed << 8;
+    }
+
+    const int strips = (height + rows_per_strip - 1) / rows_per_strip;
+    for (int strip = blockIdx.y * GPUCONV_WINDOW_BLOCK_Y + threadIdx.y; strip < strips;
+         strip += gridDim.y * GPUCONV_WINDOW_BLOCK_Y) {
+        const int y0 = strip * rows_per_strip;
+        const int rows = min(rows_per_strip, height - y0);
+        const int steps = rows + 2;  // input rows this strip reads
+        int ring[3][V];
+        if (fast && y0 - anchor_y >= 0 && y0 - anchor_y + steps <= height) {
+            // Interior strip: no border rule, the row pointer steps by one row.
+            const unsigned char* row = image + (long long)(y0 - anchor_y) * row_elements;
+            for (int base = 0; base < steps; base += 3) {
+#pragma unroll
+                for (int g = 0; g < 3; ++g) {
+                    const int step = base + g;
+                    if (step >= steps) break;
+                    Window window;
+                    window.load(row + (long long)g * row_elements, e0);
+                    gpuconv_dp4a_step<Out, C, V>(window, taps, taps_high, ring, g, step, output,
+                                                 y0, row_elements, e0, true);
+                }
+                row += 3LL * row_elements;
+            }
+            continue;
+        }
+        for (int base = 0; base < steps; base += 3) {
+#pragma unroll
+            for (int g = 0; g < 3; ++g) {
+                const int step = base + g;
+                if (step >= steps) break;
+                const int row = gpuconv_source_index(y0 - anchor_y + step, height, border);
+                const unsigned char* source =
+                    row >= 0 ? image + (long long)row * row_elements : nullptr;
+                Window window;
+                if (fast && source != nullptr)
+                    window.load(source, e0);
+                else
+                    window.fill(source, e0, width, border, border_value);
+                gpuconv_dp4a_step<Out, C, V>(window, taps, taps_high, ring, g, step, output, y0,
+                                             row_elements, e0, full_store);
+            }
         }
     }
 }

@@ -12,6 +12,8 @@
 //   gpuconv_source_index()              the border rule: gpuconv/_borders.py source_indices, exactly
 //   gpuconv_store<Out, Acc>()           saturate_cast: round half to even, clamp, NaN -> 0
 //   gpuconv_to_acc<Acc, In>()           pixel to accumulator conversion
+//   gpuconv_dp4a_u8s8()                 four unsigned pixel bytes times four signed taps
+//   gpuconv_pack_u8()                   four ints clamped to uint8, packed into a word
 //   gpuconv_half                        an IEEE binary16 pixel (numpy float16): 2 bytes in
 //       memory, converted with one PTX cvt each way (round to nearest even at the store);
 //       no cuda_fp16.h, which bare NVRTC (the compile checks) does not ship
@@ -121,6 +123,40 @@ __device__ __forceinline__ unsigned short gpuconv_double_to_half(double value) {
     return bits;
 }
 #endif
+
+// Four unsigned bytes of `pixels` times four signed bytes of `taps`, summed into `sum`:
+// one dp4a (sm_61+). Exact: at most 4 x 255 x 128 per call. CUDA's __dp4a has no mixed
+// form, so PTX here; the emulator spells it out.
+__device__ __forceinline__ int gpuconv_dp4a_u8s8(unsigned pixels, unsigned taps, int sum) {
+#ifdef GPUCONV_EMULATOR
+    for (int n = 0; n < 4; ++n)
+        sum += int((pixels >> (8 * n)) & 0xffu) * int(static_cast<signed char>(taps >> (8 * n)));
+    return sum;
+#else
+    int result;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(result) : "r"(pixels), "r"(taps), "r"(sum));
+    return result;
+#endif
+}
+
+// Four ints clamped to [0, 255] (the store rule of exact integer sums into uint8) and
+// packed little-endian into one word: two cvt.pack.sat (sm_72+).
+__device__ __forceinline__ unsigned gpuconv_pack_u8(int v0, int v1, int v2, int v3) {
+#ifdef GPUCONV_EMULATOR
+    const int values[4] = {v0, v1, v2, v3};
+    unsigned word = 0;
+    for (int n = 0; n < 4; ++n) {
+        const int clamped = values[n] < 0 ? 0 : values[n] > 255 ? 255 : values[n];
+        word |= unsigned(clamped) << (8 * n);
+    }
+    return word;
+#else
+    unsigned high, word;
+    asm("cvt.pack.sat.u8.s32.b32 %0, %1, %2, %3;" : "=r"(high) : "r"(v3), "r"(v2), "r"(0));
+    asm("cvt.pack.sat.u8.s32.b32 %0, %1, %2, %3;" : "=r"(word) : "r"(v1), "r"(v0), "r"(high));
+    return word;
+#endif
+}
 
 // A float16 pixel: only loaded (to the accumulator) and stored (from it), never summed.
 struct gpuconv_half {

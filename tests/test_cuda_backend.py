@@ -809,7 +809,8 @@ def test_prepared_launches_are_keyed_on_what_the_launch_depends_on(monkeypatch):
 
 WINDOW_CASES = [
     # (kernel, input dtype, template on grey images, on colour images)
-    ("laplacian", np.uint8, "gpuconv_window", "gpuconv_window"),  # direct 3x3, exact
+    ("laplacian", np.uint8, "gpuconv_window_dp4a", "gpuconv_window_dp4a"),  # taps in bytes
+    ("sharpen200", np.uint8, "gpuconv_window", "gpuconv_window"),  # direct 3x3, exact
     (
         "sobel_x",
         np.int16,
@@ -832,6 +833,7 @@ def _window_kernel(name, rng):
         "gaussian5": gpuconv.kernels.gaussian(5, 1.1),
         "box9x3": np.full((3, 9), 1 / 27),
         "ones5": np.ones((5, 5)),
+        "sharpen200": np.array([[0, -1, 0], [-1, 200, -1], [0, -1, 0]]),  # 200: not a byte
     }.get(name, name)
 
 
@@ -853,7 +855,12 @@ def test_window_kernels_match_the_reference(
         options = dict(border=border, value=9.0, anchor=anchor)
         actual, launch = emulated(image, kernel, window=True, **options)
         assert launch.template == (grey if channels == 1 else colour), launch.name_expression
-        exact = np.dtype(dtype).kind in "ui" and kernel_name in ("laplacian", "sobel_x", "ones5")
+        exact = np.dtype(dtype).kind in "ui" and kernel_name in (
+            "laplacian",
+            "sharpen200",
+            "sobel_x",
+            "ones5",
+        )
         assert_contract_accuracy(actual, reference(image, kernel, **options), exact=exact)
 
 
@@ -877,8 +884,67 @@ def test_window_kernels_need_the_default_column_anchor():
     image = np.zeros((16, 64), np.uint8)
     _, centred = launch_for(image, "sharpen", window=True)
     _, shifted = launch_for(image, "sharpen", window=True, anchor=(0, 1))
-    assert centred.template == "gpuconv_window"
+    assert centred.template == "gpuconv_window_dp4a"
     assert shifted.template == "gpuconv_direct"
+
+
+# --- gpuconv_window_dp4a: 3 x 3 uint8 whose taps fit a signed byte ------------------------
+
+EXTREME_TAPS = np.array([[-128, 127, 3], [1, -1, 0], [5, 7, -9]])
+
+
+@pytest.mark.parametrize(
+    "image, kernel, options, dp4a",
+    [
+        (np.zeros((16, 64), np.uint8), "sharpen", {}, True),
+        (np.zeros((16, 64), np.uint8), "sobel_x", {}, True),  # separable: all 9 taps here
+        (np.zeros((16, 64, 3), np.uint8), "laplacian", {}, True),
+        (np.zeros((16, 64, 4), np.uint8), EXTREME_TAPS, {}, True),
+        (np.zeros((16, 64), np.uint8), "sharpen", dict(border="constant", value=255.0), True),
+        (np.zeros((16, 64), np.uint8), "sharpen", dict(border="constant", value=256.0), False),
+        (np.zeros((16, 64), np.uint8), "sharpen", dict(border="constant", value=-1.0), False),
+        (np.zeros((16, 64), np.uint8), "sharpen", dict(border="constant", value=2.5), False),
+        (np.zeros((16, 64), np.uint8), EXTREME_TAPS + (EXTREME_TAPS == 127), {}, False),  # 128
+        (np.zeros((16, 64), np.uint8), EXTREME_TAPS - (EXTREME_TAPS == -128), {}, False),  # -129
+        (np.zeros((16, 64), np.uint8), np.full((3, 3), 0.5), {}, False),  # not integers
+        (np.zeros((16, 64), np.uint8), "sharpen", dict(dtype=np.int16), False),  # output type
+        (np.zeros((16, 64), np.uint16), "sharpen", {}, False),
+        (np.zeros((16, 64), np.uint8), np.ones((5, 5)) - 2, {}, False),  # 5 x 5
+        (np.zeros((16, 64, 2), np.uint8), "sharpen", {}, False),  # 2 channels: no window kernel
+    ],
+)
+def test_dp4a_kernel_runs_uint8_3x3_whose_taps_and_border_value_fit_bytes(
+    image, kernel, options, dp4a
+):
+    _, launch = launch_for(image, kernel, window=True, **options)
+    assert (launch.template == "gpuconv_window_dp4a") == dp4a, launch.name_expression
+    if dp4a:
+        assert launch.weights.dtype == np.int32 and launch.weights.size == 9
+
+
+def test_dp4a_kernel_can_be_switched_off_for_measuring_the_kernel_it_replaced():
+    _, plan, _ = plan_for(np.zeros((16, 64), np.uint8), "sobel_x")
+    launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), dp4a=False)
+    assert launch.name_expression.startswith("gpuconv_window<")
+    assert launch.name_expression.endswith("true>")  # the separable window kernel again
+
+
+@needs_emulator
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_dp4a_kernel_is_exact_for_the_extreme_taps_every_border_and_anchor(border, channels, rng):
+    """Every path of gpuconv_window_dp4a: aligned rows (vector loads, the interior loop at
+    50 x 64), odd widths (the border rule element by element), rows narrower than a thread's
+    8 elements, 1-pixel images; every row anchor; the constant at both ends of a byte."""
+    shapes = ((50, 64), (37, 45), (20, 64), (9, 5), (1, 1), (2, 3))
+    for index, shape in enumerate(shapes):
+        image = random_image(rng, (*shape, channels) if channels > 1 else shape, np.uint8)
+        image.flat[: image.size // 7] = 255  # sums beyond 255 and below 0 to clamp
+        for kernel in (EXTREME_TAPS, "sobel_y"):
+            options = dict(border=border, value=(0.0, 255.0)[index % 2], anchor=(1, index % 3))
+            actual, launch = emulated(image, kernel, window=True, **options)
+            assert launch.template == "gpuconv_window_dp4a", launch.name_expression
+            np.testing.assert_array_equal(actual, reference(image, kernel, **options))
 
 
 def test_window_launch_arithmetic_covers_every_element_and_row():

@@ -164,9 +164,8 @@ def _window_channels(expression: str) -> int | None:
     """The channel count of a window or box instantiation (None for the other kernels)."""
     template, arguments = expression.split("<", 1)
     values = [a.strip() for a in arguments.rstrip(">").split(",")]
-    return {"gpuconv_window": 5, "gpuconv_box": 4}.get(template) and int(
-        values[{"gpuconv_window": 5, "gpuconv_box": 4}[template]]
-    )
+    position = {"gpuconv_window": 5, "gpuconv_window_dp4a": 5, "gpuconv_box": 4}.get(template)
+    return position and int(values[position])
 
 
 def _explicit_instantiations(expressions: list[str]) -> str:
@@ -177,7 +176,8 @@ def _explicit_instantiations(expressions: list[str]) -> str:
         types = [t.strip() for t in arguments.rstrip(">").split(",")][:3]
         input_type, output_type, accumulator = types
         pointers = f"const {input_type}*, {output_type}*, const {accumulator}*, "
-        if template == "gpuconv_window":  # height, width, anchor_y, border, value, rows, vector_ok
+        if template in ("gpuconv_window", "gpuconv_window_dp4a"):
+            # height, width, anchor_y, border, value, rows, vector_ok
             parameters = pointers + "int, " * 4 + f"{accumulator}, int, int"
         elif template == "gpuconv_box":  # ... kernel_height, ..., an int border value
             parameters = pointers + "int, " * 7 + "int"

@@ -200,7 +200,13 @@ def test_strided_views_pass_their_data_pointer(grid_module):
 def intrinsics_module():
     return emulator.EmulatedModule(
         source("intrinsics.cu"),
-        name_expressions=["float_conversions", "mixed_min_max", "lookup_table", "math_overloads"],
+        name_expressions=[
+            "float_conversions",
+            "mixed_min_max",
+            "byte_intrinsics",
+            "lookup_table",
+            "math_overloads",
+        ],
     )
 
 
@@ -245,6 +251,31 @@ def test_min_max_follow_cuda_overloads(intrinsics_module):
     np.testing.assert_array_equal(float_results[:, 1], np.fmax(x, y))
     np.testing.assert_array_equal(float_results[:, 2], x * y + np.float32(1))
     np.testing.assert_array_equal(float_results[:, 3], np.fmax(x, y))
+
+
+def test_byte_permute_and_dot_products_of_four_bytes(intrinsics_module, rng):
+    count = 64
+    a = rng.integers(0, 2**32, count, dtype=np.uint32)
+    b = rng.integers(0, 2**32, count, dtype=np.uint32)
+    a[:2] = [0x80FF7F01, 0xFFFFFFFF]  # the extremes of both byte kinds
+    b[:2] = [0xFF807F02, 0x80808080]
+    selectors = rng.integers(0, 2**16, count, dtype=np.uint32)  # the top bit of each nibble too
+    out = np.zeros((count, 3), np.uint32)
+    intrinsics_module.get_function("byte_intrinsics")(
+        (1,), (count,), (a, b, selectors, out, np.int32(count))
+    )
+    source = (b.astype(np.uint64) << np.uint64(32)) | a.astype(np.uint64)
+    permuted = np.zeros(count, np.uint64)
+    for n in range(4):
+        which = (selectors.astype(np.uint64) >> np.uint64(4 * n)) & np.uint64(7)
+        byte = (source >> (np.uint64(8) * which)) & np.uint64(0xFF)
+        permuted |= byte << np.uint64(8 * n)
+    np.testing.assert_array_equal(out[:, 0], permuted)
+    a_bytes, b_bytes = (x.view(np.uint8).reshape(count, 4).astype(np.int64) for x in (a, b))
+    signed = (a_bytes.astype(np.int8) * b_bytes.astype(np.int8).astype(np.int64)).sum(1) - 7
+    unsigned = (a_bytes * b_bytes).sum(1) + 7
+    np.testing.assert_array_equal(out[:, 1], (signed % 2**32).astype(np.uint32))
+    np.testing.assert_array_equal(out[:, 2], unsigned.astype(np.uint32))
 
 
 def test_math_functions_take_their_float_double_and_integer_overloads(intrinsics_module):

@@ -56,8 +56,10 @@ def test_dry_run_runs_every_step_and_writes_the_output_layout(tmp_path):
         assert {f"{step}.log" for step in STEPS} <= names
         assert "kernel_times.json" in names  # the dry run writes the planned cases
         times = logs["kernel-times.log"].read().decode()
-    # every case of the kernel-time script was planned, window and shared-memory launch
-    assert "sharpen uint8 C=3: gpuconv_window<" in times
+    # every case of the kernel-time script was planned, window and shared-memory launch;
+    # where gpuconv_window_dp4a runs, also the gpuconv_window it replaced
+    assert "sharpen uint8 C=3: gpuconv_window_dp4a<" in times
+    assert "| gpuconv_window<unsigned char, unsigned char, int, 3, 3, 3, 8, false> |" in times
     assert "| gpuconv_direct<unsigned char, unsigned char, int, 3, 3>" in times
 
 

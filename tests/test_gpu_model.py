@@ -94,6 +94,53 @@ def test_divergent_lanes_cost_the_warp_the_longest_trip():
     assert uniform.instructions <= diverged.instructions <= uniform.instructions + 16
 
 
+BYTE_INSTRUCTIONS = """
+        /*0000*/                   IDP.4A.U8.S8 R4, R1, R2, R3 ;
+        /*0010*/                   IDP.4A.S8.S8 R5, R1, R2, R3 ;
+        /*0020*/                   I2IP.U8.S32.SAT R6, R1, R3, RZ ;
+        /*0030*/                   I2IP.U8.S32.SAT R7, R3, R2, R6 ;
+        /*0040*/                   UPRMT UR5, UR1, 0x7604, UR2 ;
+        /*0050*/                   EXIT ;
+"""
+
+
+def test_the_byte_instructions_of_the_dp4a_kernel_compute_what_ptx_says():
+    """dp4a (IDP.4A), cvt.pack.sat.u8.s32.b32 (I2IP) and the uniform byte permute (UPRMT),
+    the instructions of gpuconv_window_dp4a, on values with every sign and overflow."""
+    from gpuconv._gpumodel import sass, simt
+
+    program = sass.parse(BYTE_INSTRUCTIONS)
+    indices = np.stack([np.arange(32), np.zeros(32, int), np.zeros(32, int)], axis=1)
+    warp = simt.Warp(program, bytes(0x400), indices, (0, 0, 0), np.ones(32, bool))
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 2**32, 32, dtype=np.int64)
+    b = rng.integers(0, 2**32, 32, dtype=np.int64)
+    c = rng.integers(-400, 400, 32, dtype=np.int64)
+    a[0], b[0], c[0] = 0x80FF7F01, 0xFF807F02, 256
+    warp.registers[1], warp.registers[2], warp.registers[3] = a, b, c % 2**32
+    warp.uniform[1], warp.uniform[2] = a, b
+    warp.run(0)
+
+    def byte_values(x, signed):
+        values = (x[:, None] >> (8 * np.arange(4))) & 0xFF
+        return np.where(values >= 128, values - 256, values) if signed else values
+
+    def signed32(x):
+        return (x + 2**31) % 2**32 - 2**31
+
+    unsigned_by_signed = (byte_values(a, False) * byte_values(b, True)).sum(1) + c
+    signed_by_signed = (byte_values(a, True) * byte_values(b, True)).sum(1) + c
+    assert np.array_equal(signed32(warp.registers[4]), unsigned_by_signed)
+    assert np.array_equal(signed32(warp.registers[5]), signed_by_signed)
+    low = np.clip(signed32(a), 0, 255) << 8 | np.clip(c, 0, 255)
+    assert np.array_equal(warp.registers[6], low)
+    packed = (low << 16 | np.clip(c, 0, 255) << 8 | np.clip(signed32(b), 0, 255)) % 2**32
+    assert np.array_equal(warp.registers[7], packed)
+    # PRMT d, a, selector, b: selector nibbles 0-3 pick a's bytes, 4-7 b's
+    permuted = (b & 0xFF) | (a & 0xFF) << 8 | ((b >> 16) & 0xFF) << 16 | ((b >> 24) & 0xFF) << 24
+    assert np.array_equal(warp.uniform[5], permuted)
+
+
 def test_every_store_of_a_window_warp_writes_its_own_pixels_once():
     from gpuconv._gpumodel import instructions, model
 
@@ -132,18 +179,19 @@ def test_instruction_counts_agree_with_the_h100_measurements():
 
 # Budgets of today's kernels at 8192 x 8192: warp instructions per pixel, global-load
 # sectors per request. (Each about 5% above what the model predicts now; the 8-bit 3x3
-# window kernels' were 0.86, 0.77 and 3.05 before their interior loop.)
+# window kernels' were 0.86, 0.77 and 3.05 before their interior loop, then 0.70, 0.62 and
+# 2.19 until gpuconv_window_dp4a: 0.242 grey, 0.756 RGB.)
 BUDGETS = {
-    ("sharpen", "uint8", 1): (0.70, 7.2),
-    ("sobel_x", "uint8", 1): (0.62, 7.3),
+    ("sharpen", "uint8", 1): (0.26, 7.2),
+    ("sobel_x", "uint8", 1): (0.26, 7.2),
     ("small_blur", "uint8", 1): (1.20, 10.3),
     ("large_blur", "uint8", 1): (8.3, 2.6),
     ("sharpen", "float32", 1): (1.13, 14.4),
     ("sobel_x", "float32", 1): (1.04, 15.0),
     ("small_blur", "float32", 1): (5.1, 14.0),  # window 7 x 7 or shared-memory separable
     ("large_blur", "float32", 1): (8.1, 5.2),
-    ("sharpen", "uint8", 3): (2.19, 7.1),
-    ("sobel_x", "uint8", 3): (2.19, 7.1),  # the colour 3 x 3 window kernel
+    ("sharpen", "uint8", 3): (0.80, 7.1),
+    ("sobel_x", "uint8", 3): (0.80, 7.1),  # the colour 3 x 3 dp4a kernel
 }
 
 
@@ -161,6 +209,26 @@ def test_todays_kernels_stay_within_their_budgets(kernel, dtype, channels):
         assert row["dram_bytes"] <= 1.1 * row["ideal_dram_bytes"], row
     assert 0 < row["fraction_of_copy"] <= 1.0
     assert row["predicted_ms"] >= row["copy_ms"]
+
+
+# Issue 10's targets at 8192 x 8192 that the model predicts met (fraction of a copy of the
+# same bytes); the box kernels' (7 x 7 >= 0.70, 21 x 21 >= 0.60) are not, and not listed.
+COPY_TARGETS = {
+    ("sharpen", "uint8", 1): 0.80,
+    ("sobel_y", "uint8", 1): 0.80,
+    ("laplacian", "float32", 1): 0.80,
+    ("sharpen", "uint8", 3): 0.75,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_emulator.available() is not None, reason=str(_emulator.available()))
+@pytest.mark.parametrize("kernel, dtype, channels", sorted(COPY_TARGETS))
+def test_3x3_kernels_are_predicted_at_issue_10s_share_of_a_copy(kernel, dtype, channels):
+    from gpuconv._gpumodel import model
+
+    row = model.predict(model.Case(kernel, dtype, channels))
+    assert row["fraction_of_copy"] >= COPY_TARGETS[(kernel, dtype, channels)], row
 
 
 @pytest.mark.skipif(_emulator.available() is not None, reason=str(_emulator.available()))

@@ -37,6 +37,7 @@ class Case:
     channels: int
     size: int = SIZE
     window: bool = True  # False: the shared-memory kernels (plan_launch(window=False))
+    dp4a: bool = True  # False: gpuconv_window where gpuconv_window_dp4a runs (as measured)
 
     @property
     def name(self) -> str:
@@ -67,7 +68,9 @@ def plan_and_launch(case: Case, overrides: dict | None = None):
         image, case.kernel, border="reflect101", value=0.0, anchor=None, flip=False, dtype=None
     )
     strategy = choose_strategy(plan)
-    launch = _cuda_launch.plan_launch(plan, strategy, H100_LIMITS, window=case.window)
+    launch = _cuda_launch.plan_launch(
+        plan, strategy, H100_LIMITS, window=case.window, dp4a=case.dp4a
+    )
     overrides = dict(overrides or {})
     template = overrides.get("name_expression", launch.name_expression).split("<")[0]
     if template != launch.template and template in instructions.WINDOW_TEMPLATES:
@@ -362,8 +365,9 @@ def against_measured(device: str = "H100") -> list[dict]:
     are left out. Each row carries what the fit of CYCLES_PER_WARP_INSTRUCTION needs."""
     rows = []
     for entry in measured_kernel_times(device):
-        for window in (True, False):
-            case = Case(entry["kernel"], entry["dtype"], entry["channels"], SIZE, window)
+        for window, dp4a in ((True, True), (True, False), (False, True)):
+            # dp4a=False: gpuconv_window where gpuconv_window_dp4a runs now (measured before it)
+            case = Case(entry["kernel"], entry["dtype"], entry["channels"], SIZE, window, dp4a)
             _, launch = plan_and_launch(case)
             if launch.name_expression != entry["path"]:
                 continue

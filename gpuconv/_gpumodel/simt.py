@@ -556,6 +556,32 @@ def _prmt(warp: Warp, instruction: Instruction, active) -> None:
     warp.write(destination, result, active)
 
 
+def _idp(warp: Warp, instruction: Instruction, active) -> None:
+    """IDP.4A.<a>.<b>: the four byte products of a and b (each U8 or S8) summed into c."""
+    destination, a, b, c = instruction.operands
+    modifiers = instruction.modifiers
+    if len(modifiers) != 3 or modifiers[0] != "4A":
+        raise Unsupported(instruction.text)
+    total = warp.integer(c)
+    for byte in range(4):
+        products = []
+        for operand, kind in ((a, modifiers[1]), (b, modifiers[2])):
+            value = (warp.integer(operand) >> (8 * byte)) & 0xFF
+            products.append(np.where(value & 0x80, value - 256, value) if kind == "S8" else value)
+        total = total + products[0] * products[1]
+    warp.write(destination, total & _MASK, active)
+
+
+def _i2ip(warp: Warp, instruction: Instruction, active) -> None:
+    """I2IP.U8.S32.SAT d, a, b, c (PTX cvt.pack.sat.u8.s32.b32): a and b saturated to bytes,
+    d = c << 16 | a << 8 | b."""
+    destination, a, b, c = instruction.operands
+    if instruction.modifiers != ("U8", "S32", "SAT"):
+        raise Unsupported(instruction.text)
+    high, low = (np.clip(_signed(warp.integer(x)), 0, 255) for x in (a, b))
+    warp.write(destination, ((warp.integer(c) << 16) | high << 8 | low) & _MASK, active)
+
+
 def _f2i(warp: Warp, instruction: Instruction, active) -> None:
     destination, source = instruction.operands[0], instruction.operands[-1]
     modifiers = instruction.modifiers
@@ -962,6 +988,9 @@ _HANDLERS = {
     "FMNMX": _fminmax,
     "IABS": _iabs,
     "PRMT": _prmt,
+    "UPRMT": lambda w, i, a: _prmt(w, i, _uniform_mask(a)),
+    "IDP": _idp,
+    "I2IP": _i2ip,
     "P2R": _p2r,
     "R2P": _r2p,
     "F2I": _f2i,

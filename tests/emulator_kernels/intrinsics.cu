@@ -7,6 +7,9 @@
 //                 unsigned* int_results, float* float_results, int count)
 //       min/max of int and unsigned (CUDA compares as unsigned), fminf/fmaxf and
 //       min/max of floats (a NaN operand yields the other one), __umul24, __fmaf_rn.
+//   byte_intrinsics(const unsigned* a, const unsigned* b, const unsigned* selectors,
+//                   unsigned* out, int count)
+//       __byte_perm(a, b, selector), and __dp4a in its signed and unsigned forms.
 //   lookup_table(int* out): reads the __device__ array tables::lookup.
 //   math_overloads(const float* x, float* f, double* d, long long* l): abs, sqrt, isnan &
 //       co. resolve to the float, double and long long overloads, as in CUDA.
@@ -36,6 +39,15 @@ __global__ void mixed_min_max(const int* a, const unsigned* b, const float* x, c
     float_results[4 * i + 1] = max(x[i], y[i]);
     float_results[4 * i + 2] = __fmaf_rn(x[i], y[i], 1.0f);
     float_results[4 * i + 3] = fmaxf(x[i], y[i]);
+}
+
+__global__ void byte_intrinsics(const unsigned* a, const unsigned* b, const unsigned* selectors,
+                                unsigned* out, int count) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    out[3 * i + 0] = __byte_perm(a[i], b[i], selectors[i]);
+    out[3 * i + 1] = (unsigned)__dp4a((int)a[i], (int)b[i], -7);
+    out[3 * i + 2] = __dp4a(a[i], b[i], 7u);
 }
 
 __global__ void lookup_table(int* out) {

@@ -40,6 +40,7 @@ SOURCE_FILES = {
     "gpuconv_separable": "convolve_separable.cu",
     "gpuconv_global": "convolve_global.cu",
     "gpuconv_window": "convolve_window.cu",
+    "gpuconv_window_dp4a": "convolve_window.cu",
     "gpuconv_box": "convolve_window.cu",
 }
 
@@ -77,12 +78,15 @@ def plan_launch(
     limits: DeviceLimits = DEFAULT_LIMITS,
     *,
     window: bool = True,
+    dp4a: bool = True,
 ) -> Launch:
     """Choose the kernel and compute its launch for ``plan`` run as ``strategy`` says.
 
     With ``window`` (the default), the register-window kernels of
     :mod:`gpuconv._backends.cuda.window` run what they can (small kernels with the
-    default column anchor, 1, 3 or 4 channels). Otherwise the shared-memory kernels:
+    default column anchor, 1, 3 or 4 channels; with ``dp4a``, the default, 3 x 3 uint8
+    kernels whose taps fit a signed byte run ``gpuconv_window_dp4a``). Otherwise the
+    shared-memory kernels:
     the separable kernel runs rank-1 kernels, the direct kernel the rest; either
     falls back to the global-memory kernel when its tile and halo would not fit
     ``limits.shared_bytes_per_block``.
@@ -97,7 +101,9 @@ def plan_launch(
     ...                        anchor=None, flip=False, dtype=None)
     >>> launch = plan_launch(plan, choose_strategy(plan))
     >>> launch.name_expression, launch.grid, launch.block
-    ('gpuconv_window<unsigned char, unsigned char, int, 3, 3, 1, 8, false>', (1, 2, 1), (32, 4, 1))
+    ('gpuconv_window_dp4a<unsigned char, unsigned char, int, 3, 3, 1, 8, false>', (1, 2, 1), (32, 4, 1))
+    >>> plan_launch(plan, choose_strategy(plan), dp4a=False).name_expression
+    'gpuconv_window<unsigned char, unsigned char, int, 3, 3, 1, 8, false>'
     >>> launch = plan_launch(plan, choose_strategy(plan), window=False)
     >>> launch.name_expression, launch.grid, launch.block
     ('gpuconv_direct<unsigned char, unsigned char, int, 3, 3>', (3, 4, 1), (32, 8, 1))
@@ -114,7 +120,7 @@ def plan_launch(
             f"backend takes axes (plus the kernel) below {MAX_AXIS} pixels"
         )
     if window:
-        launch = window_launch(plan, strategy, limits)
+        launch = window_launch(plan, strategy, limits, dp4a=dp4a)
         if launch is not None:
             return launch
     accumulator = np.dtype(strategy.accumulator)

@@ -1,9 +1,10 @@
 """Launch arithmetic of the register-window kernels (``kernels_cuda/convolve_window.cu``).
 
 :func:`window_launch` returns the :class:`~gpuconv._backends.cuda.launch_base.Launch` of
-``gpuconv_window`` (small kernels, direct or separable) or ``gpuconv_box`` (constant
-kernels on integer images, running sums) when one of them can run the plan, else None
-(the shared-memory kernels then run it). Nothing here imports CuPy.
+``gpuconv_window`` (small kernels, direct or separable), ``gpuconv_window_dp4a`` (its
+3 x 3 uint8 case with taps that fit a signed byte: one dp4a per kernel row and pixel) or
+``gpuconv_box`` (constant kernels on integer images, running sums) when one of them can
+run the plan, else None (the shared-memory kernels then run it). Nothing here imports CuPy.
 
 The window kernels need: the default column anchor (``kw // 2``), 1, 3 or 4 channels,
 and a compile-time kernel size; each thread owns ``V`` consecutive row elements, where
@@ -40,6 +41,13 @@ BOX_WIDTHS = (3, 5, 7, 9)
 #: the shared-memory kernel (2.50 against 1.47 ms, 8192 x 8192 x 3 uint8, H100).
 WINDOW_SEPARABLE_CHANNELS = (1,)
 BOX_CHANNELS = (1,)
+#: ``gpuconv_window_dp4a``: 3 x 3 uint8 to uint8 with int sums, taps in a signed byte, V = 8.
+#: PREDICTED (gpuconv/_gpumodel, no GPU yet) at 8192 x 8192 on an H100: grey sharpen from
+#: 0.663 to 0.242 warp instructions per pixel (53 % to 100 % of copy), RGB from 2.08 to 0.76
+#: (25 % to 97 %); benchmarks/results/GPU-model.md. ``window_launch(..., dp4a=False)``
+#: gives gpuconv_window for these plans (the code every GPU measurement so far ran).
+DP4A_CHANNELS = (1, 3, 4)
+DP4A_ELEMENTS_PER_THREAD = 8
 #: Accumulator registers a thread may hold for its ring (KH x V), in 4-byte words: uint8
 #: 3 x 3 ran as fast with V = 8 as with 16, without the register pressure (H100).
 _RING_WORDS = 32
@@ -85,6 +93,11 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
     types = ", ".join(C_TYPES[np.dtype(t)] for t in (input_dtype, output_dtype, accumulator))
     same_dtype = np.dtype(input_dtype) == np.dtype(output_dtype)
     expressions = []
+    if _dp4a_types(input_dtype, output_dtype, accumulator):
+        for channels in DP4A_CHANNELS:
+            vector = DP4A_ELEMENTS_PER_THREAD
+            expressions.append(f"gpuconv_window_dp4a<{types}, 3, 3, {channels}, {vector}, false>")
+            expressions.append(stack_twin(expressions[-1]))
     for channels in WINDOW_CHANNELS:
         separable_sizes = WINDOW_SEPARABLE_SIZES if channels in WINDOW_SEPARABLE_CHANNELS else ()
         direct_sizes = WINDOW_DIRECT_SIZES if channels == 1 else WINDOW_COLOUR_DIRECT_SIZES
@@ -111,7 +124,7 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
 
 #: Template arguments of the single-image window and box instantiations; the STACK twin
 #: appends one more, ``true`` (``kernels_cuda/convolve_window.cu``).
-_SINGLE_IMAGE_ARGUMENTS = {"gpuconv_window": 8, "gpuconv_box": 6}
+_SINGLE_IMAGE_ARGUMENTS = {"gpuconv_window": 8, "gpuconv_window_dp4a": 8, "gpuconv_box": 6}
 
 
 def stack_twin(expression: str) -> str:
@@ -149,10 +162,39 @@ def _box_sums_fit_int32(plan: ConvolutionPlan) -> bool:
     return largest * plan.kernel.size <= _INT32_LIMIT
 
 
+def _dp4a_types(input_dtype, output_dtype, accumulator) -> bool:
+    uint8 = np.dtype(np.uint8)
+    return (
+        np.dtype(input_dtype) == uint8
+        and np.dtype(output_dtype) == uint8
+        and np.dtype(accumulator) == np.dtype(np.int32)
+    )
+
+
+def _dp4a_fits(plan: ConvolutionPlan, accumulator: np.dtype) -> bool:
+    """Whether ``gpuconv_window_dp4a`` runs ``plan``: 3 x 3 uint8 into uint8 with int sums,
+    every tap an integer in a signed byte, and a constant border value that is a pixel."""
+    kernel = plan.kernel
+    value = plan.border_value
+    return bool(
+        _dp4a_types(plan.input_dtype, plan.output_dtype, accumulator)
+        and kernel.shape == (3, 3)
+        and plan.shape[2] in DP4A_CHANNELS
+        and np.all(kernel == np.rint(kernel))
+        and np.all((kernel >= -128) & (kernel <= 127))
+        and (plan.border != Border.CONSTANT or (value == round(value) and 0 <= value <= 255))
+    )
+
+
 def window_launch(
-    plan: ConvolutionPlan, strategy: Strategy, limits: DeviceLimits = DEFAULT_LIMITS
+    plan: ConvolutionPlan,
+    strategy: Strategy,
+    limits: DeviceLimits = DEFAULT_LIMITS,
+    *,
+    dp4a: bool = True,
 ) -> Launch | None:
-    """The window or box kernel's launch for ``plan``, or None where neither applies."""
+    """The window or box kernel's launch for ``plan``, or None where neither applies
+    (``dp4a=False``: gpuconv_window where gpuconv_window_dp4a would run)."""
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     accumulator = np.dtype(strategy.accumulator)
@@ -212,8 +254,13 @@ def window_launch(
             return None
         vector = elements_per_thread(plan.input_dtype, kernel_height, accumulator, channels)
         template = "gpuconv_window"
+        if dp4a and _dp4a_fits(plan, accumulator):
+            # every tap in one dp4a per kernel row: the 9 taps, also of a separable kernel
+            template, separable = "gpuconv_window_dp4a", False
+            weights = plan.kernel.ravel()
+            vector = DP4A_ELEMENTS_PER_THREAD
         expression = (
-            f"gpuconv_window<{types}, {kernel_height}, {kernel_width}, {channels}, {vector}, "
+            f"{template}<{types}, {kernel_height}, {kernel_width}, {channels}, {vector}, "
             f"{'true' if separable else 'false'}>"
         )
     if frames > 1:

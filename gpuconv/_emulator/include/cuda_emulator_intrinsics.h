@@ -192,6 +192,30 @@ inline int __clzll(long long v) {
 }
 inline int __ffs(int v) { return __builtin_ffs(v); }
 inline int __ffsll(long long v) { return __builtin_ffsll(v); }
+// __byte_perm(x, y, s): byte n of the result is byte (s >> 4n) & 7 of the 8 bytes y:x
+// (x the low four); the PRMT instruction's default mode.
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const unsigned long long bytes = (static_cast<unsigned long long>(y) << 32) | x;
+    unsigned result = 0;
+    for (int n = 0; n < 4; ++n) {
+        const unsigned selector = (s >> (4 * n)) & 7u;
+        result |= static_cast<unsigned>((bytes >> (8 * selector)) & 0xffu) << (8 * n);
+    }
+    return result;
+}
+// __dp4a: the four byte products of a and b, summed into c (signed bytes for int, unsigned
+// for unsigned), as sm_61+ does in one instruction; wraps modulo 2**32 like the GPU.
+inline int __dp4a(int a, int b, int c) {
+    unsigned sum = static_cast<unsigned>(c);
+    for (int n = 0; n < 4; ++n)
+        sum += static_cast<unsigned>(static_cast<int>(static_cast<signed char>(a >> (8 * n))) *
+                                     static_cast<int>(static_cast<signed char>(b >> (8 * n))));
+    return static_cast<int>(sum);
+}
+inline unsigned __dp4a(unsigned a, unsigned b, unsigned c) {
+    for (int n = 0; n < 4; ++n) c += ((a >> (8 * n)) & 0xffu) * ((b >> (8 * n)) & 0xffu);
+    return c;
+}
 inline unsigned __brev(unsigned v) {
     unsigned r = 0;
     for (int i = 0; i < 32; ++i) r |= ((v >> i) & 1u) << (31 - i);
