@@ -41,11 +41,12 @@ def _events_ms(cupy, function, launches: int, rounds: int) -> float:
     return statistics.median(_time_ms(cupy, function, rounds, warmup=1, batch=launches))
 
 
-def prepared(image, kernel, legacy=False, dp4a=True):
+def prepared(image, kernel, legacy=False, newest=True):
     """A zero-argument function that launches what ``convolve(image, kernel)`` would.
 
     ``legacy``: the shared-memory kernels, as before the register-window kernels;
-    ``dp4a=False``: gpuconv_window where gpuconv_window_dp4a would run.
+    ``newest=False``: gpuconv_window and gpuconv_box where gpuconv_window_dp4a and
+    gpuconv_box_packed would run (the kernels they replaced).
     """
     import cupy
 
@@ -64,7 +65,8 @@ def prepared(image, kernel, legacy=False, dp4a=True):
         choose_strategy(plan),
         _cuda._device_limits(device_id),
         window=not legacy,
-        dp4a=dp4a,
+        dp4a=newest,
+        packed_box=newest,
     )
     device_image = cupy.ascontiguousarray(image.reshape(plan.shape))
     output = cupy.empty(plan.shape, dtype=plan.output_dtype)
@@ -98,9 +100,9 @@ def _dry_run(args) -> int:
         limits = _cuda_launch.DeviceLimits(227 * 1024)
         strategy = choose_strategy(plan)
         launches = [_cuda_launch.plan_launch(plan, strategy, limits)]
-        before_dp4a = _cuda_launch.plan_launch(plan, strategy, limits, dp4a=False)
-        if before_dp4a.name_expression != launches[0].name_expression:
-            launches.append(before_dp4a)
+        replaced = _cuda_launch.plan_launch(plan, strategy, limits, dp4a=False, packed_box=False)
+        if replaced.name_expression != launches[0].name_expression:
+            launches.append(replaced)
         if args.legacy:
             launches.append(_cuda_launch.plan_launch(plan, strategy, limits, window=False))
         names = [launch.name_expression for launch in launches]
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="no GPU: plan every case's launch (and the no-dp4a and legacy ones) and print them",
+        help="no GPU: plan every case's launch (and the replaced and legacy ones) and print them",
     )
     parser.add_argument(
         "--target-threads",
@@ -150,9 +152,9 @@ def main(argv=None) -> int:
         launch_once, describe = prepared(image, kernel)
         kernel_ms = _events_ms(cupy, launch_once, args.launches, args.rounds)
         extra = {}
-        before_once, before_name = prepared(image, kernel, dp4a=False)
-        if before_name != describe:  # the kernel gpuconv_window_dp4a replaced, side by side
-            extra["no-dp4a"] = (
+        before_once, before_name = prepared(image, kernel, newest=False)
+        if before_name != describe:  # the kernel the newest one replaced, side by side
+            extra["replaced"] = (
                 before_name,
                 _events_ms(cupy, before_once, args.launches, args.rounds),
             )

@@ -80,9 +80,10 @@ def side_by_side(today: list[dict], shared: list[dict]) -> str:
             ms, copy = times[key]
             return f"{kernel}{copy / ms:.0%} ({ms:.3f} ms)"
 
-        # gpuconv_window_dp4a has not run on a GPU: what was measured is the kernel it replaced
-        replaced = new["path"].startswith("gpuconv_window_dp4a")
-        today_measured = measured(now, kernel="not yet; gpuconv_window: " if replaced else "")
+        # the newest kernels have not run on a GPU: what was measured is the kernel they replaced
+        replaced = new["path"].startswith(NEWEST_KERNELS)
+        older = "gpuconv_window" if new["path"].startswith("gpuconv_window") else "gpuconv_box"
+        today_measured = measured(now, kernel=f"not yet; {older}: " if replaced else "")
         lines.append(
             f"| {new['name']} | {new['fraction_of_copy']:.0%} ({new['predicted_ms']:.3f} ms) | "
             f"{today_measured} | {old['fraction_of_copy']:.0%} ({old['predicted_ms']:.3f} ms) | "
@@ -91,8 +92,12 @@ def side_by_side(today: list[dict], shared: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: Kernels added after the last GPU run (2026-11-26), each replacing one that ran there.
+NEWEST_KERNELS = ("gpuconv_window_dp4a", "gpuconv_box_packed")
+
+
 def dp4a_table(rows: list[dict], replaced: list[dict]) -> str:
-    """gpuconv_window_dp4a beside the gpuconv_window it replaced, case by case."""
+    """gpuconv_window_dp4a and gpuconv_box_packed beside the kernels they replaced."""
     lines = [
         "| case | kernel | warp inst/px | regs | occupancy | predicted ms | of copy | bound |",
         "|---|---|---:|---:|---:|---:|---:|---|",
@@ -227,9 +232,9 @@ def main(argv=None) -> int:
         today = [model.predict(c) for c in today_cases]
         shared = [model.predict(c) for c in model.cases(False, args.size)]
         dp4a = [
-            (row, model.predict(dataclasses.replace(case, dp4a=False)))
+            (row, model.predict(dataclasses.replace(case, dp4a=False, packed_box=False)))
             for case, row in zip(today_cases, today)
-            if row["path"].startswith("gpuconv_window_dp4a")
+            if row["path"].startswith(NEWEST_KERNELS)
         ]
         calibrated = [model.calibrate(e) for e in model.calibration()["cases"]]
         measured = {device: model.against_measured(device) for device in ("H100", "H200")}

@@ -3,8 +3,9 @@
     PYTHONPATH=. python benchmarks/gpu_window_variants.py --size 8192
 
 For each case and each variant (compile-time macros of convolve_window.cu and the launch
-arithmetic's register budgets, which set V; gpuconv_window_dp4a first, where it runs, then
-gpuconv_window, which it replaced, for the same case), compiles the kernel, checks it against the
+arithmetic's register budgets, which set V; gpuconv_window_dp4a or gpuconv_box_packed first,
+where one runs, then the kernel it replaced, for the same case), compiles the kernel, checks
+it against the
 shared-memory kernel's result and times back-to-back launches between CUDA events beside
 a device copy. Prints one line per measurement.
 """
@@ -31,9 +32,13 @@ CASES = [
 # cut 8-bit 3x3 kernels' instructions by 20% (on by default for 8-bit images only; the
 # 32-bit kernel spilled with it under its cap of 4 blocks, so float32 is swept here too,
 # where min_blocks 1 leaves it room).
-# gpuconv_window_dp4a (3 x 3 uint8, taps in bytes; PREDICTED at 56 registers to be DRAM-bound,
-# not yet measured): its cap on registers, swept before the gpuconv_window variants it replaced.
-DP4A_MIN_BLOCKS = [1, 8, 10, 12]
+# gpuconv_window_dp4a (3 x 3 uint8, taps in bytes) and gpuconv_box_packed (uint8 box, 16-bit
+# sums), both PREDICTED to be DRAM-bound and not yet measured: their caps on registers,
+# swept before the variants of the kernels they replaced.
+NEWEST_MIN_BLOCKS = {
+    "gpuconv_window_dp4a": ("GPUCONV_DP4A_MIN_BLOCKS", [1, 8, 10, 12]),
+    "gpuconv_box_packed": ("GPUCONV_BOX_MIN_BLOCKS", [1, 8, 10]),
+}
 VARIANTS = {
     "interior": [0, 1],
     "group": [0, 1, 4],
@@ -128,21 +133,19 @@ def main(argv=None) -> int:
         def measure(launch, options, label, context=(plan, image3d, reference, copy_ms)):
             _measure(cupy, *context, launch, options, label)
 
-        dp4a = _cuda_window.window_launch(plan, strategy)
-        if dp4a is not None and dp4a.template == "gpuconv_window_dp4a":
-            for min_blocks in DP4A_MIN_BLOCKS:
-                measure(
-                    dp4a,
-                    (f"-DGPUCONV_DP4A_MIN_BLOCKS={min_blocks}",),
-                    f"dp4a min_blocks={min_blocks}",
-                )
+        newest = _cuda_window.window_launch(plan, strategy)
+        if newest is not None and newest.template in NEWEST_MIN_BLOCKS:
+            macro, caps = NEWEST_MIN_BLOCKS[newest.template]
+            for min_blocks in caps:
+                label = f"{newest.template} min_blocks={min_blocks}"
+                measure(newest, (f"-D{macro}={min_blocks}",), label)
         for interior, group, min_blocks, ring_words, target, scalar_halo in itertools.product(
             *VARIANTS.values()
         ):
             _cuda_window._RING_WORDS = ring_words
             _cuda_window._BOX_WINDOW_WORDS = ring_words + 16
             _cuda_window._TARGET_THREADS = dict.fromkeys((1, 2, 4, 8), target)
-            launch = _cuda_window.window_launch(plan, strategy, dp4a=False)
+            launch = _cuda_window.window_launch(plan, strategy, dp4a=False, packed_box=False)
             if launch is None:
                 print("  no window launch")
                 break

@@ -24,6 +24,9 @@
 //     gpuconv_window's 3 x 3 uint8-to-uint8 case with every tap in a signed byte: the taps
 //     of a kernel row packed into one word, one dp4a per row and element (see the comment
 //     above the kernel)
+//   gpuconv_box_packed<In, Out, Acc, KW, C, V[, STACK]>(gpuconv_box's arguments)
+//     gpuconv_box's uint8-to-uint8 grey case whose window sums fit 16 bits: two column sums
+//     to a 32-bit word (see the comment above the kernel)
 //
 // Each thread owns V consecutive elements of a row (pixels x channels, flattened) and walks
 // down `rows_per_strip` output rows. Every input row is read once per thread, as aligned
@@ -516,16 +519,18 @@ gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
 //   grey pixels: 6 byte permutes and 24 dp4a, where gpuconv_window runs 72 IMAD and 10
 //   byte conversions. The sums are exact ints, as in gpuconv_window: the same results.
 
-// The window of one input row (elements e0 - C .. e0 + V + C - 1) as packed bytes: window
-// element t is byte t + OFFSET of `words` (little-endian): the word left of the thread's V
-// bytes, those V bytes, and the word right of them (C <= 4: one word holds a halo). The
-// halo words are L1 hits (the neighbours load them as their own).
-template <int C, int V>
+// The window of one input row (elements e0 - LEFT .. e0 + V + LEFT - 1, LEFT = RADIUS x C
+// <= 4) as packed bytes: window element t is byte t + OFFSET of `words` (little-endian): the
+// word left of the thread's V bytes, those V bytes, and the word right of them. The halo
+// words are L1 hits (the neighbours load them as their own). Element e (from e0) is byte
+// e + 4 in every case.
+template <int C, int V, int RADIUS = 1>
 struct gpuconv_byte_window {
-    static constexpr int OWN = V / 4;  // words of the thread's V bytes
+    static constexpr int LEFT = RADIUS * C;  // halo elements each side (at most 4)
+    static constexpr int OWN = V / 4;        // words of the thread's V bytes
     static constexpr int WORDS = OWN + 2;
-    static constexpr int OFFSET = 4 - C;  // byte of window element 0
-    static constexpr int WINDOW = V + 2 * C;
+    static constexpr int OFFSET = 4 - LEFT;  // byte of window element 0
+    static constexpr int WINDOW = V + 2 * LEFT;
     static constexpr int REACH = 4;  // bytes loaded each side
     unsigned words[WORDS];
 
@@ -559,7 +564,7 @@ struct gpuconv_byte_window {
         for (int t = WINDOW - 1; t >= -OFFSET; --t) {
             unsigned value = t < 0 ? 0u : unsigned(border_value);
             if (t >= 0 && row != nullptr) {
-                const int element = e0 - C + t;
+                const int element = e0 - LEFT + t;
                 // floor division (element may be negative): which pixel, which channel
                 const int pixel = element >= 0 ? element / C : -((-element + C - 1) / C);
                 const int channel = element - pixel * C;
@@ -733,6 +738,128 @@ gpuconv_window_dp4a(const In* __restrict__ image, Out* __restrict__ output,
                     window.fill(source, e0, width, border, border_value);
                 gpuconv_dp4a_step<Out, C, V>(window, taps, taps_high, ring, g, step, output, y0,
                                              row_elements, e0, full_store);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// gpuconv_box_packed<In, Out, Acc, KW, C, V[, STACK]>(the arguments of gpuconv_box)
+//   gpuconv_box for 8-bit grey images into 8-bit (In = Out = unsigned char, C = 1, KW <= 9),
+//   where every column sum and window sum fits 16 bits: kernel_height x KW x 255 < 65536 and
+//   a constant border value in [0, 255] (window.py checks). The column sums of two
+//   neighbouring elements share one 32-bit word (two 16-bit halves): a row entering or
+//   leaving the window is spread from bytes to halves by one byte permute per two elements
+//   and added or subtracted in one 32-bit add, which is exact because each half stays in
+//   [0, 65535]; the halves are unpacked once per output row for the running sum along it.
+//   The store: the float product rounded by one cvt.rni (NaN to 0, half to even,
+//   saturating, as gpuconv_store) and four results clamped and packed by two cvt.pack.sat.
+//   The same results as gpuconv_box. Launch as gpuconv_box.
+
+// The rounded level of one window sum before the clamp to [0, 255]: the store rule's
+// rounding of `sum * scale` (float sums: cvt.rni; int sums: the exact product).
+__device__ __forceinline__ int gpuconv_box_level(int sum, float scale) {
+    return __float2int_rn(float(sum) * scale);
+}
+__device__ __forceinline__ int gpuconv_box_level(int sum, int scale) { return sum * scale; }
+
+template <typename In, typename Out, typename Acc, int KW, int C, int V, bool STACK = false>
+__global__ void GPUCONV_BOX_LAUNCH_BOUNDS
+gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
+                   const Acc* __restrict__ weights, int height, int width, int kernel_height,
+                   int anchor_y, int border, int border_value, int rows_per_strip,
+                   int vector_ok) {
+    static_assert(sizeof(In) == 1 && In(-1) > In(0) && sizeof(Out) == 1 && Out(-1) > Out(0) &&
+                      sizeof(Acc) == 4 && C == 1 && V % 4 == 0 && KW % 2 == 1 && KW <= 9,
+                  "gpuconv_box_packed: unsigned char to unsigned char, grey, KW <= 9");
+    constexpr int RADIUS = KW / 2;
+    using Window = gpuconv_byte_window<C, V, RADIUS>;
+    constexpr int PAIRS = 2 * Window::WORDS;  // pair k: elements 2k - 4 and 2k - 3 from e0
+
+    const int row_elements = width * C;
+    const int e0 = (blockIdx.x * GPUCONV_WINDOW_BLOCK_X + threadIdx.x) * V;
+    if (e0 >= row_elements) return;  // no barrier in this kernel: leaving early is safe
+    if (STACK) {
+        image += (long long)blockIdx.z * height * row_elements;
+        output += (long long)blockIdx.z * height * row_elements;
+    }
+    const bool fast =
+        vector_ok && e0 - Window::REACH >= 0 && e0 + V + Window::REACH <= row_elements;
+    const bool full_store = vector_ok && e0 + V <= row_elements;
+    GPUCONV_CHECK_INDEX(weights, 0);
+    GPUCONV_TRACE_LOAD(weights);
+    const Acc scale = weights[0];
+
+    const int strips = (height + rows_per_strip - 1) / rows_per_strip;
+    for (int strip = blockIdx.y * GPUCONV_WINDOW_BLOCK_Y + threadIdx.y; strip < strips;
+         strip += gridDim.y * GPUCONV_WINDOW_BLOCK_Y) {
+        const int y0 = strip * rows_per_strip;
+        const int rows = min(rows_per_strip, height - y0);
+        unsigned columns[PAIRS];  // two 16-bit column sums per word
+#pragma unroll
+        for (int k = 0; k < PAIRS; ++k) columns[k] = 0;
+        for (int r = 0; r < rows; ++r) {
+            // The first output row's window: kernel_height whole rows; then one row down:
+            // the entering row added, the leaving one subtracted.
+            const int first = r == 0 ? 0 : kernel_height;
+            const int last = r == 0 ? kernel_height : kernel_height + 2;
+            for (int i = first; i < last; ++i) {
+                const bool leaving = i == kernel_height + 1;
+                const int y = leaving ? y0 + r - 1 - anchor_y : y0 + r - anchor_y + min(i, kernel_height - 1);
+                const int row = gpuconv_source_index(y, height, border);
+                const In* source = row < 0 ? nullptr : image + (long long)row * row_elements;
+                Window window;
+                if (fast && source != nullptr)
+                    window.load(source, e0);
+                else
+                    window.fill(source, e0, width, border, border_value);
+#pragma unroll
+                for (int w = 0; w < Window::WORDS; ++w) {
+                    const unsigned low = __byte_perm(window.words[w], 0u, 0x4140);
+                    const unsigned high = __byte_perm(window.words[w], 0u, 0x4342);
+                    columns[2 * w] = leaving ? columns[2 * w] - low : columns[2 * w] + low;
+                    columns[2 * w + 1] =
+                        leaving ? columns[2 * w + 1] - high : columns[2 * w + 1] + high;
+                }
+            }
+            // Along the row: element v's window sum from v - 1's.
+            int sums[V];
+#pragma unroll
+            for (int v = 0; v < V; ++v) {
+                auto column = [&](int e) {
+                    return int((columns[(e + 4) / 2] >> (16 * ((e + 4) % 2))) & 0xffffu);
+                };
+                if (v == 0) {
+                    int sum = 0;
+#pragma unroll
+                    for (int j = -RADIUS; j <= RADIUS; ++j) sum += column(j);
+                    sums[0] = sum;
+                } else {
+                    sums[v] = sums[v - 1] + column(v + RADIUS) - column(v - RADIUS - 1);
+                }
+            }
+            gpuconv_vector<unsigned, V / 4> packed;
+#pragma unroll
+            for (int w = 0; w < V / 4; ++w)
+                packed.v[w] = gpuconv_pack_u8(
+                    gpuconv_box_level(sums[4 * w], scale), gpuconv_box_level(sums[4 * w + 1], scale),
+                    gpuconv_box_level(sums[4 * w + 2], scale), gpuconv_box_level(sums[4 * w + 3], scale));
+            const long long offset = (long long)(y0 + r) * row_elements + e0;
+            if (full_store) {
+                using Vector = gpuconv_vector<unsigned, V / 4>;
+                Vector* target = reinterpret_cast<Vector*>(output + offset);
+                GPUCONV_CHECK_INDEX(output, offset + V - 1);
+                GPUCONV_TRACE_STORE(target);
+                *target = packed;
+            } else {
+#pragma unroll
+                for (int v = 0; v < V; ++v) {
+                    if (e0 + v < row_elements) {
+                        GPUCONV_CHECK_INDEX(output, offset + v);
+                        GPUCONV_TRACE_STORE(output + offset + v);
+                        output[offset + v] = Out(packed.v[v / 4] >> (8 * (v % 4)));
+                    }
+                }
             }
         }
     }

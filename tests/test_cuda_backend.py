@@ -820,8 +820,9 @@ WINDOW_CASES = [
     ("random5x5", np.float32, "gpuconv_window", "gpuconv_direct"),  # direct 5x5
     ("gaussian5", np.uint8, "gpuconv_window", "gpuconv_separable"),  # separable 5x5, rounded
     ("random5x5/5", np.uint8, "gpuconv_window", "gpuconv_direct"),  # direct 5x5, rounded
-    ("small_blur", np.uint8, "gpuconv_box", "gpuconv_separable"),  # running sums, 7 wide
-    ("box9x3", np.uint8, "gpuconv_box", "gpuconv_separable"),  # running sums, 9 x 3
+    ("small_blur", np.uint8, "gpuconv_box_packed", "gpuconv_separable"),  # 16-bit sums, 7 wide
+    ("box9x3", np.uint8, "gpuconv_box_packed", "gpuconv_separable"),  # 16-bit sums, 9 x 3
+    ("box9x29", np.uint8, "gpuconv_box", "gpuconv_separable"),  # sums beyond 16 bits
     ("ones5", np.uint16, "gpuconv_box", "gpuconv_separable"),  # integer box: exact sums
 ]
 
@@ -832,6 +833,7 @@ def _window_kernel(name, rng):
         "random5x5/5": rng.normal(size=(5, 5)) / 5,
         "gaussian5": gpuconv.kernels.gaussian(5, 1.1),
         "box9x3": np.full((3, 9), 1 / 27),
+        "box9x29": np.full((29, 9), 1 / 261),  # 261 x 255 >= 2**16: the 32-bit box kernel
         "ones5": np.ones((5, 5)),
         "sharpen200": np.array([[0, -1, 0], [-1, 200, -1], [0, -1, 0]]),  # 200: not a byte
     }.get(name, name)
@@ -876,7 +878,7 @@ def test_window_kernels_take_any_row_anchor(anchor_y, rng):
     integer = random_image(rng, (29, 48), np.uint8)
     options = dict(border="replicate", anchor=(3, anchor_y))
     actual, launch = emulated(integer, np.ones((7, 7)) / 49, window=True, **options)
-    assert launch.template == "gpuconv_box"
+    assert launch.template == "gpuconv_box_packed"
     assert_contract_accuracy(actual, reference(integer, np.ones((7, 7)) / 49, **options))
 
 
@@ -947,6 +949,63 @@ def test_dp4a_kernel_is_exact_for_the_extreme_taps_every_border_and_anchor(borde
             np.testing.assert_array_equal(actual, reference(image, kernel, **options))
 
 
+# --- gpuconv_box_packed: uint8 box kernels whose sums fit 16 bits ---------------------------
+
+
+@pytest.mark.parametrize(
+    "image, kernel, options, packed",
+    [
+        (np.zeros((16, 64), np.uint8), "small_blur", {}, True),
+        (np.zeros((16, 64), np.uint8), np.ones((3, 3)), {}, True),  # int sums
+        (np.zeros((16, 64), np.uint8), np.ones((28, 9)) / 252, {}, True),  # 252 x 255 < 2**16
+        (np.zeros((16, 64), np.uint8), np.ones((29, 9)) / 261, {}, False),  # 261 x 255: not
+        (np.zeros((16, 64), np.uint8), "small_blur", dict(border="constant", value=255.0), True),
+        (np.zeros((16, 64), np.uint8), "small_blur", dict(border="constant", value=256.0), False),
+        (np.zeros((16, 64), np.uint8), "small_blur", dict(dtype=np.float32), False),
+        (np.zeros((16, 64), np.uint16), "small_blur", {}, False),
+        (np.zeros((16, 64, 3), np.uint8), "small_blur", {}, False),  # grey only
+    ],
+)
+def test_packed_box_kernel_runs_uint8_boxes_whose_sums_fit_16_bits(image, kernel, options, packed):
+    _, launch = launch_for(image, kernel, window=True, **options)
+    assert (launch.template == "gpuconv_box_packed") == packed, launch.name_expression
+    if not packed and launch.template.startswith("gpuconv_box"):
+        assert launch.template == "gpuconv_box"
+
+
+@needs_emulator
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("kernel_shape", [(3, 3), (7, 7), (28, 9), (1, 5)])
+def test_packed_box_kernel_is_exact_at_the_16_bit_limit_every_border_and_anchor(
+    kernel_shape, border, rng
+):
+    """gpuconv_box_packed bit for bit against gpuconv_box, the kernel it replaces (and
+    within the contract of the reference; exactly for integer scales): half-white images (every
+    sum at its largest: 28 x 9 x 255 = 64260 < 2**16), noise, float and int scales; aligned
+    rows (vector loads), odd widths (the border rule), images narrower than a thread's 16
+    elements; every row anchor; the constant at 255."""
+    height, width = kernel_shape
+    for index, shape in enumerate(((70, 64), (37, 45), (9, 5), (1, 1))):
+        image = random_image(rng, shape, np.uint8)
+        if index % 2 == 0:
+            image[: shape[0] // 2] = 255
+        for scale in (1.0 / (height * width), 1.0):
+            kernel = np.full(kernel_shape, scale)
+            options = dict(border=border, value=255.0, anchor=(width // 2, (index * 5) % height))
+            actual, launch = emulated(image, kernel, window=True, **options)
+            assert launch.template == "gpuconv_box_packed", launch.name_expression
+            image3d, plan, _ = plan_for(image, kernel, **options)
+            replaced = _cuda_launch.plan_launch(plan, choose_strategy(plan), packed_box=False)
+            assert replaced.template == "gpuconv_box"
+            before = _cuda._run_emulated(image3d, plan, replaced).reshape(image.shape)
+            np.testing.assert_array_equal(actual, before)
+            if scale == 1.0 or index % 2:
+                # (a float scale on the half-white images makes exact ties of x.5 in many
+                # pixels, which float32 products round one way and float64 sums the other)
+                expected = reference(image, kernel, **options)
+                assert_contract_accuracy(actual, expected, exact=scale == 1.0)
+
+
 def test_window_launch_arithmetic_covers_every_element_and_row():
     for shape, dtype in (((100, 70), np.uint8), ((33, 65, 3), np.float32), ((5, 9, 4), np.uint16)):
         image = np.zeros(shape, dtype)
@@ -994,13 +1053,15 @@ def test_window_kernels_on_a_misaligned_view(rng):
 def test_box_kernel_only_where_its_integer_sums_are_exact():
     image = np.zeros((16, 64), np.uint8)
     _, launch = launch_for(image, np.ones((7, 7)) / 49, window=True)
-    assert launch.template == "gpuconv_box"
+    assert launch.template == "gpuconv_box_packed"
+    _, wide_sums = launch_for(image, np.ones((37, 7)) / 259, window=True)  # 259 x 255 > 2**16
+    assert wide_sums.template == "gpuconv_box"
     _, fractional = launch_for(
         image, np.ones((7, 7)) / 49, window=True, border="constant", value=0.5
     )
-    assert fractional.template != "gpuconv_box"  # 0.5 is no integer
+    assert not fractional.template.startswith("gpuconv_box")  # 0.5 is no integer
     _, wide = launch_for(image, np.ones((3, 21)) / 63, window=True)
-    assert wide.template != "gpuconv_box"  # no compile-time width 21
+    assert not wide.template.startswith("gpuconv_box")  # no compile-time width 21
     _, float_image = launch_for(image.astype(np.float32), np.ones((7, 7)) / 49, window=True)
     assert float_image.template == "gpuconv_separable"  # float sums: no running sums
 

@@ -164,7 +164,12 @@ def _window_channels(expression: str) -> int | None:
     """The channel count of a window or box instantiation (None for the other kernels)."""
     template, arguments = expression.split("<", 1)
     values = [a.strip() for a in arguments.rstrip(">").split(",")]
-    position = {"gpuconv_window": 5, "gpuconv_window_dp4a": 5, "gpuconv_box": 4}.get(template)
+    position = {
+        "gpuconv_window": 5,
+        "gpuconv_window_dp4a": 5,
+        "gpuconv_box": 4,
+        "gpuconv_box_packed": 4,
+    }.get(template)
     return position and int(values[position])
 
 
@@ -179,7 +184,8 @@ def _explicit_instantiations(expressions: list[str]) -> str:
         if template in ("gpuconv_window", "gpuconv_window_dp4a"):
             # height, width, anchor_y, border, value, rows, vector_ok
             parameters = pointers + "int, " * 4 + f"{accumulator}, int, int"
-        elif template == "gpuconv_box":  # ... kernel_height, ..., an int border value
+        elif template in ("gpuconv_box", "gpuconv_box_packed"):
+            # ... kernel_height, ..., an int border value
             parameters = pointers + "int, " * 7 + "int"
         else:
             parameters = pointers + "int, " * 8 + f"{accumulator}, int"

@@ -100,13 +100,15 @@ BYTE_INSTRUCTIONS = """
         /*0020*/                   I2IP.U8.S32.SAT R6, R1, R3, RZ ;
         /*0030*/                   I2IP.U8.S32.SAT R7, R3, R2, R6 ;
         /*0040*/                   UPRMT UR5, UR1, 0x7604, UR2 ;
-        /*0050*/                   EXIT ;
+        /*0050*/                   F2IP.U8.F32.NTZ R8, R9, R10, R6 ;
+        /*0060*/                   EXIT ;
 """
 
 
 def test_the_byte_instructions_of_the_dp4a_kernel_compute_what_ptx_says():
-    """dp4a (IDP.4A), cvt.pack.sat.u8.s32.b32 (I2IP) and the uniform byte permute (UPRMT),
-    the instructions of gpuconv_window_dp4a, on values with every sign and overflow."""
+    """dp4a (IDP.4A), cvt.pack.sat.u8.s32.b32 (I2IP), its fusion with cvt.rni.s32.f32
+    (F2IP) and the uniform byte permute (UPRMT), the instructions of gpuconv_window_dp4a and
+    gpuconv_box_packed, on values with every sign and overflow, ties, NaN and infinities."""
     from gpuconv._gpumodel import sass, simt
 
     program = sass.parse(BYTE_INSTRUCTIONS)
@@ -119,6 +121,9 @@ def test_the_byte_instructions_of_the_dp4a_kernel_compute_what_ptx_says():
     a[0], b[0], c[0] = 0x80FF7F01, 0xFF807F02, 256
     warp.registers[1], warp.registers[2], warp.registers[3] = a, b, c % 2**32
     warp.uniform[1], warp.uniform[2] = a, b
+    floats = rng.uniform(-300, 300, (2, 32)).astype(np.float32)
+    floats[:, :6] = [[2.5, 3.5, -0.5, np.nan, np.inf, 254.5], [0.5, -np.inf, 255.5, 1.5, 7, 0]]
+    warp.registers[9], warp.registers[10] = (f.view(np.uint32).astype(np.int64) for f in floats)
     warp.run(0)
 
     def byte_values(x, signed):
@@ -139,6 +144,18 @@ def test_the_byte_instructions_of_the_dp4a_kernel_compute_what_ptx_says():
     # PRMT d, a, selector, b: selector nibbles 0-3 pick a's bytes, 4-7 b's
     permuted = (b & 0xFF) | (a & 0xFF) << 8 | ((b >> 16) & 0xFF) << 16 | ((b >> 24) & 0xFF) << 24
     assert np.array_equal(warp.uniform[5], permuted)
+    # F2IP: round half to even, NaN to 0, saturate to a byte; the packed word of R6 above
+    levels = [np.clip(np.nan_to_num(np.rint(f.astype(np.float64))), 0, 255) for f in floats]
+    fused = (low << 16 | levels[0].astype(np.int64) << 8 | levels[1].astype(np.int64)) % 2**32
+    assert np.array_equal(warp.registers[8], fused)
+    assert list(levels[0][:6]) == [2, 4, 0, 0, 255, 254] and list(levels[1][:6]) == [
+        0,
+        0,
+        255,
+        2,
+        7,
+        0,
+    ]
 
 
 def test_every_store_of_a_window_warp_writes_its_own_pixels_once():
@@ -184,7 +201,7 @@ def test_instruction_counts_agree_with_the_h100_measurements():
 BUDGETS = {
     ("sharpen", "uint8", 1): (0.26, 7.2),
     ("sobel_x", "uint8", 1): (0.26, 7.2),
-    ("small_blur", "uint8", 1): (1.20, 10.3),
+    ("small_blur", "uint8", 1): (0.58, 10.3),  # gpuconv_box_packed (gpuconv_box: 1.128)
     ("large_blur", "uint8", 1): (8.3, 2.6),
     ("sharpen", "float32", 1): (1.13, 14.4),
     ("sobel_x", "float32", 1): (1.04, 15.0),
@@ -212,8 +229,9 @@ def test_todays_kernels_stay_within_their_budgets(kernel, dtype, channels):
 
 
 # Issue 10's targets at 8192 x 8192 that the model predicts met (fraction of a copy of the
-# same bytes); the box kernels' (7 x 7 >= 0.70, 21 x 21 >= 0.60) are not, and not listed.
+# same bytes); the others (7 x 7 box on float32 and RGB >= 0.70, 21 x 21 >= 0.60) are not.
 COPY_TARGETS = {
+    ("small_blur", "uint8", 1): 0.70,
     ("sharpen", "uint8", 1): 0.80,
     ("sobel_y", "uint8", 1): 0.80,
     ("laplacian", "float32", 1): 0.80,

@@ -38,6 +38,7 @@ class Case:
     size: int = SIZE
     window: bool = True  # False: the shared-memory kernels (plan_launch(window=False))
     dp4a: bool = True  # False: gpuconv_window where gpuconv_window_dp4a runs (as measured)
+    packed_box: bool = True  # False: gpuconv_box where gpuconv_box_packed runs (as measured)
 
     @property
     def name(self) -> str:
@@ -69,7 +70,12 @@ def plan_and_launch(case: Case, overrides: dict | None = None):
     )
     strategy = choose_strategy(plan)
     launch = _cuda_launch.plan_launch(
-        plan, strategy, H100_LIMITS, window=case.window, dp4a=case.dp4a
+        plan,
+        strategy,
+        H100_LIMITS,
+        window=case.window,
+        dp4a=case.dp4a,
+        packed_box=case.packed_box,
     )
     overrides = dict(overrides or {})
     template = overrides.get("name_expression", launch.name_expression).split("<")[0]
@@ -265,6 +271,8 @@ def predict_lowrank(kernel, dtype: str = "float32", size: int = SIZE) -> dict | 
 #: Compile options that give the kernels as every GPU measurement so far ran them: the
 #: register-window kernels' interior loop (GPUCONV_WINDOW_INTERIOR) came after the last
 #: measurement (2026-11-26), so the model checks itself against the code without it.
+#: (gpuconv_window_dp4a and gpuconv_box_packed, later still, are left out by choosing the
+#: kernels they replaced: Case(dp4a=False, packed_box=False).)
 AS_MEASURED = ("-DGPUCONV_WINDOW_INTERIOR=0",)
 
 CALIBRATION = (
@@ -365,9 +373,12 @@ def against_measured(device: str = "H100") -> list[dict]:
     are left out. Each row carries what the fit of CYCLES_PER_WARP_INSTRUCTION needs."""
     rows = []
     for entry in measured_kernel_times(device):
-        for window, dp4a in ((True, True), (True, False), (False, True)):
-            # dp4a=False: gpuconv_window where gpuconv_window_dp4a runs now (measured before it)
-            case = Case(entry["kernel"], entry["dtype"], entry["channels"], SIZE, window, dp4a)
+        for window, newest in ((True, True), (True, False), (False, True)):
+            # newest=False: gpuconv_window and gpuconv_box where gpuconv_window_dp4a and
+            # gpuconv_box_packed run now (measured before them)
+            case = Case(
+                entry["kernel"], entry["dtype"], entry["channels"], SIZE, window, newest, newest
+            )
             _, launch = plan_and_launch(case)
             if launch.name_expression != entry["path"]:
                 continue

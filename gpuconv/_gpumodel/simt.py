@@ -582,6 +582,22 @@ def _i2ip(warp: Warp, instruction: Instruction, active) -> None:
     warp.write(destination, ((warp.integer(c) << 16) | high << 8 | low) & _MASK, active)
 
 
+def _f2ip(warp: Warp, instruction: Instruction, active) -> None:
+    """F2IP.U8.F32.NTZ d, a, b, c: ptxas's fusion of cvt.rni.s32.f32 with
+    cvt.pack.sat.u8.s32.b32: a and b rounded half to even, NaN to 0, saturated to bytes,
+    d = c << 16 | a << 8 | b."""
+    destination, a, b, c = instruction.operands
+    if instruction.modifiers not in (("U8", "F32", "NTZ"), ("U8", "F32")):
+        raise Unsupported(instruction.text)
+    high, low = (
+        np.clip(np.nan_to_num(np.rint(warp.real(x).astype(np.float64)), nan=0.0), 0, 255).astype(
+            np.int64
+        )
+        for x in (a, b)
+    )
+    warp.write(destination, ((warp.integer(c) << 16) | high << 8 | low) & _MASK, active)
+
+
 def _f2i(warp: Warp, instruction: Instruction, active) -> None:
     destination, source = instruction.operands[0], instruction.operands[-1]
     modifiers = instruction.modifiers
@@ -991,6 +1007,7 @@ _HANDLERS = {
     "UPRMT": lambda w, i, a: _prmt(w, i, _uniform_mask(a)),
     "IDP": _idp,
     "I2IP": _i2ip,
+    "F2IP": _f2ip,
     "P2R": _p2r,
     "R2P": _r2p,
     "F2I": _f2i,

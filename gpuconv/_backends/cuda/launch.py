@@ -42,6 +42,7 @@ SOURCE_FILES = {
     "gpuconv_window": "convolve_window.cu",
     "gpuconv_window_dp4a": "convolve_window.cu",
     "gpuconv_box": "convolve_window.cu",
+    "gpuconv_box_packed": "convolve_window.cu",
 }
 
 # CUDA's limits on gridDim.y and gridDim.z; the kernels stride over what is left.
@@ -79,14 +80,16 @@ def plan_launch(
     *,
     window: bool = True,
     dp4a: bool = True,
+    packed_box: bool = True,
 ) -> Launch:
     """Choose the kernel and compute its launch for ``plan`` run as ``strategy`` says.
 
     With ``window`` (the default), the register-window kernels of
     :mod:`gpuconv._backends.cuda.window` run what they can (small kernels with the
     default column anchor, 1, 3 or 4 channels; with ``dp4a``, the default, 3 x 3 uint8
-    kernels whose taps fit a signed byte run ``gpuconv_window_dp4a``). Otherwise the
-    shared-memory kernels:
+    kernels whose taps fit a signed byte run ``gpuconv_window_dp4a``; with ``packed_box``,
+    the default, uint8 box kernels whose sums fit 16 bits run ``gpuconv_box_packed``).
+    Otherwise the shared-memory kernels:
     the separable kernel runs rank-1 kernels, the direct kernel the rest; either
     falls back to the global-memory kernel when its tile and halo would not fit
     ``limits.shared_bytes_per_block``.
@@ -120,7 +123,7 @@ def plan_launch(
             f"backend takes axes (plus the kernel) below {MAX_AXIS} pixels"
         )
     if window:
-        launch = window_launch(plan, strategy, limits, dp4a=dp4a)
+        launch = window_launch(plan, strategy, limits, dp4a=dp4a, packed_box=packed_box)
         if launch is not None:
             return launch
     accumulator = np.dtype(strategy.accumulator)

@@ -2,9 +2,10 @@
 
 :func:`window_launch` returns the :class:`~gpuconv._backends.cuda.launch_base.Launch` of
 ``gpuconv_window`` (small kernels, direct or separable), ``gpuconv_window_dp4a`` (its
-3 x 3 uint8 case with taps that fit a signed byte: one dp4a per kernel row and pixel) or
-``gpuconv_box`` (constant kernels on integer images, running sums) when one of them can
-run the plan, else None (the shared-memory kernels then run it). Nothing here imports CuPy.
+3 x 3 uint8 case with taps that fit a signed byte: one dp4a per kernel row and pixel),
+``gpuconv_box`` (constant kernels on integer images, running sums) or ``gpuconv_box_packed``
+(its uint8 case with sums below 2**16: two column sums to a word) when one of them can run
+the plan, else None (the shared-memory kernels then run it). Nothing here imports CuPy.
 
 The window kernels need: the default column anchor (``kw // 2``), 1, 3 or 4 channels,
 and a compile-time kernel size; each thread owns ``V`` consecutive row elements, where
@@ -115,8 +116,13 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
         ):
             for width in BOX_WIDTHS if channels in BOX_CHANNELS else ():
                 vector = box_elements_per_thread(input_dtype, width, channels)
-                if vector is not None:
-                    expressions.append(f"gpuconv_box<{types}, {width}, {channels}, {vector}>")
+                if vector is None:
+                    continue
+                templates = ["gpuconv_box"]
+                if _dp4a_types(input_dtype, output_dtype, np.int32):
+                    templates.append("gpuconv_box_packed")
+                for template in templates:
+                    expressions.append(f"{template}<{types}, {width}, {channels}, {vector}>")
                     if same_dtype:
                         expressions.append(stack_twin(expressions[-1]))
     return expressions
@@ -124,7 +130,12 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
 
 #: Template arguments of the single-image window and box instantiations; the STACK twin
 #: appends one more, ``true`` (``kernels_cuda/convolve_window.cu``).
-_SINGLE_IMAGE_ARGUMENTS = {"gpuconv_window": 8, "gpuconv_window_dp4a": 8, "gpuconv_box": 6}
+_SINGLE_IMAGE_ARGUMENTS = {
+    "gpuconv_window": 8,
+    "gpuconv_window_dp4a": 8,
+    "gpuconv_box": 6,
+    "gpuconv_box_packed": 6,
+}
 
 
 def stack_twin(expression: str) -> str:
@@ -186,15 +197,29 @@ def _dp4a_fits(plan: ConvolutionPlan, accumulator: np.dtype) -> bool:
     )
 
 
+def _packed_box_fits(plan: ConvolutionPlan, accumulator: np.dtype) -> bool:
+    """Whether ``gpuconv_box_packed`` runs a box plan: uint8 into uint8, every window sum
+    below 2**16 (two to a 32-bit word), a constant border value that is a pixel."""
+    value = plan.border_value
+    return bool(
+        _dp4a_types(plan.input_dtype, plan.output_dtype, np.int32)
+        and accumulator in (np.dtype(np.int32), np.dtype(np.float32))
+        and plan.kernel.size * 255 < 2**16
+        and (plan.border != Border.CONSTANT or (value == round(value) and 0 <= value <= 255))
+    )
+
+
 def window_launch(
     plan: ConvolutionPlan,
     strategy: Strategy,
     limits: DeviceLimits = DEFAULT_LIMITS,
     *,
     dp4a: bool = True,
+    packed_box: bool = True,
 ) -> Launch | None:
     """The window or box kernel's launch for ``plan``, or None where neither applies
-    (``dp4a=False``: gpuconv_window where gpuconv_window_dp4a would run)."""
+    (``dp4a=False``: gpuconv_window where gpuconv_window_dp4a would run;
+    ``packed_box=False``: gpuconv_box where gpuconv_box_packed would)."""
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     accumulator = np.dtype(strategy.accumulator)
@@ -229,7 +254,9 @@ def window_launch(
         box = vector is not None
     if box:
         template = "gpuconv_box"
-        expression = f"gpuconv_box<{types}, {kernel_width}, {channels}, {vector}>"
+        if packed_box and _packed_box_fits(plan, accumulator):
+            template = "gpuconv_box_packed"
+        expression = f"{template}<{types}, {kernel_width}, {channels}, {vector}>"
         weights = np.array([plan.kernel.flat[0]])
     else:
         square = kernel_height == kernel_width
