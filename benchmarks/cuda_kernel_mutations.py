@@ -1,0 +1,95 @@
+"""Hand mutations of gpuconv_window_dp4a and gpuconv_box_packed (kernels_cuda/convolve_window.cu):
+each applied in place, the tests that cover the two kernels run through the CPU emulator, the
+file restored. Every mutation must make a test fail.
+
+    .venv/bin/python benchmarks/cuda_kernel_mutations.py   # about 3 minutes on 2 cores
+
+Results: benchmarks/results/mutation-cuda-dp4a-box.md. Not part of `make test` (it rewrites
+a source file while it runs).
+"""
+
+import os
+import pathlib
+import subprocess
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+path = ROOT / "kernels_cuda/convolve_window.cu"
+original = path.read_text()
+mutations = [
+    (
+        "taps_of: never a shifted word",
+        "            high = p0 % 4 == 1;",
+        "            high = false;",
+    ),
+    (
+        "fill: no leading offset bytes",
+        "for (int t = WINDOW - 1; t >= -OFFSET; --t) {",
+        "for (int t = WINDOW - 1; t >= 1 - OFFSET; --t) {",
+    ),
+    (
+        "load: right halo word one word early",
+        "reinterpret_cast<const unsigned*>(row + e0 + V);",
+        "reinterpret_cast<const unsigned*>(row + e0 + V - 4);",
+    ),
+    (
+        "dp4a step: first kernel row adds to the old ring",
+        "high ? taps_high[i] : taps[i], i == 0 ? 0 : ring[slot][v]);",
+        "high ? taps_high[i] : taps[i], ring[slot][v]);",
+    ),
+    (
+        "two-word permute: third byte from the wrong word",
+        "(p2 - 4 * a - (c > a ? shift_c - 4 : 0)) << 8);",
+        "(p2 - 4 * a - (c > a ? shift_c : 0)) << 8);",
+    ),
+    (
+        "packed box: leaving row added",
+        "columns[2 * w] = leaving ? columns[2 * w] - low : columns[2 * w] + low;",
+        "columns[2 * w] = leaving ? columns[2 * w] + low : columns[2 * w] + low;",
+    ),
+    (
+        "packed box: high pair from the low bytes",
+        "__byte_perm(window.words[w], 0u, 0x4342)",
+        "__byte_perm(window.words[w], 0u, 0x4140)",
+    ),
+    (
+        "packed box: entering row one row late",
+        "y0 + r - anchor_y + min(i, kernel_height - 1);",
+        "y0 + r - anchor_y + min(i, kernel_height);",
+    ),
+]
+tests = [
+    "tests/test_cuda_backend.py",
+    "-k",
+    "dp4a_kernel_is_exact or packed_box_kernel_is_exact or window_kernels_match",
+]
+results = []
+try:
+    for name, old, new in mutations:
+        assert original.count(old) >= 1, name
+        path.write_text(original.replace(old, new, 1))
+        began = time.time()
+        run = subprocess.run(
+            [
+                str(ROOT / ".venv/bin/python"),
+                "-m",
+                "pytest",
+                "-q",
+                "-x",
+                "-p",
+                "no:cacheprovider",
+                "-n",
+                "2",
+                *tests,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "GPUCONV_CUDA_EMULATOR": "1"},
+        )
+        caught = run.returncode != 0
+        last = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-200:]
+        results.append((name, caught, last, round(time.time() - began)))
+        print(name, "CAUGHT" if caught else "SURVIVED", last, flush=True)
+finally:
+    path.write_text(original)
