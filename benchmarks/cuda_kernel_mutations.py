@@ -53,6 +53,16 @@ mutations = [
         "__byte_perm(window.words[w], 0u, 0x4140)",
     ),
     (
+        "packed box: colour running sum steps one element, not one pixel",
+        "sums[v] = sums[v - C] + column(v + RADIUS * C) - column(v - (RADIUS + 1) * C);",
+        "sums[v] = sums[v - 1] + column(v + RADIUS * C) - column(v - (RADIUS + 1) * C);",
+    ),
+    (
+        "byte window: left halo words one word off",
+        "reinterpret_cast<const unsigned*>(row + e0) - HALO;",
+        "reinterpret_cast<const unsigned*>(row + e0) - 1;",
+    ),
+    (
         "packed box: entering row one row late",
         "y0 + r - anchor_y + min(i, kernel_height - 1);",
         "y0 + r - anchor_y + min(i, kernel_height);",

@@ -25,7 +25,7 @@ def cases(rng):
         ("window direct 5x5 float", np.float32, rng.normal(size=(5, 5))),
         ("window separable 3x3", np.int16, "sobel_x"),
         ("window separable 5x5", np.float32, "gaussian5"),
-        ("box 7, 16-bit sums", np.uint8, "small_blur"),
+        ("box 7, 16-bit sums", np.uint8, "small_blur"),  # grey, and RGB at (9, 13, 3)
         ("box 7, 32-bit sums", np.uint8, np.ones((37, 7)) / 259),
         ("shared-memory separable 21x21", np.float32, "large_blur"),
         ("separable 7x7, float64 sums for uint16", np.uint16, "small_blur"),

@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 CASES = [
+    ("small_blur", "uint8", 3),  # gpuconv_box_packed in colour
     ("sharpen", "uint8", 1),
     ("sobel_x", "uint8", 1),
     ("small_blur", "uint8", 1),  # the box kernel (GPUCONV_BOX_MIN_BLOCKS)
@@ -37,7 +38,7 @@ CASES = [
 # swept before the variants of the kernels they replaced.
 NEWEST_MIN_BLOCKS = {
     "gpuconv_window_dp4a": ("GPUCONV_DP4A_MIN_BLOCKS", [1, 8, 10, 12]),
-    "gpuconv_box_packed": ("GPUCONV_BOX_MIN_BLOCKS", [1, 8, 10]),
+    "gpuconv_box_packed": ("GPUCONV_BOX_PACKED_MIN_BLOCKS", [1, 6, 8, 10]),
 }
 VARIANTS = {
     "interior": [0, 1],

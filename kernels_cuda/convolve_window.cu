@@ -25,8 +25,9 @@
 //     of a kernel row packed into one word, one dp4a per row and element (see the comment
 //     above the kernel)
 //   gpuconv_box_packed<In, Out, Acc, KW, C, V[, STACK]>(gpuconv_box's arguments)
-//     gpuconv_box's uint8-to-uint8 grey case whose window sums fit 16 bits: two column sums
-//     to a 32-bit word (see the comment above the kernel)
+//     gpuconv_box's uint8-to-uint8 case (grey, and RGB, which gpuconv_box leaves to the
+//     shared-memory kernels) whose window sums fit 16 bits: two column sums to a 32-bit
+//     word (see the comment above the kernel)
 //
 // Each thread owns V consecutive elements of a row (pixels x channels, flattened) and walks
 // down `rows_per_strip` output rows. Every input row is read once per thread, as aligned
@@ -519,19 +520,20 @@ gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
 //   grey pixels: 6 byte permutes and 24 dp4a, where gpuconv_window runs 72 IMAD and 10
 //   byte conversions. The sums are exact ints, as in gpuconv_window: the same results.
 
-// The window of one input row (elements e0 - LEFT .. e0 + V + LEFT - 1, LEFT = RADIUS x C
-// <= 4) as packed bytes: window element t is byte t + OFFSET of `words` (little-endian): the
-// word left of the thread's V bytes, those V bytes, and the word right of them. The halo
-// words are L1 hits (the neighbours load them as their own). Element e (from e0) is byte
-// e + 4 in every case.
+// The window of one input row (elements e0 - LEFT .. e0 + V + LEFT - 1, LEFT = RADIUS x C)
+// as packed bytes: window element t is byte t + OFFSET of `words` (little-endian): the HALO
+// words left of the thread's V bytes, those V bytes, and the HALO words right of them (one
+// word each side for 3 x 3 kernels). The halo words are L1 hits (the neighbours load them
+// as their own). Element e (from e0) is byte e + 4 x HALO.
 template <int C, int V, int RADIUS = 1>
 struct gpuconv_byte_window {
-    static constexpr int LEFT = RADIUS * C;  // halo elements each side (at most 4)
-    static constexpr int OWN = V / 4;        // words of the thread's V bytes
-    static constexpr int WORDS = OWN + 2;
-    static constexpr int OFFSET = 4 - LEFT;  // byte of window element 0
+    static constexpr int LEFT = RADIUS * C;          // halo elements each side
+    static constexpr int HALO = (LEFT + 3) / 4;      // halo words each side
+    static constexpr int OWN = V / 4;                // words of the thread's V bytes
+    static constexpr int WORDS = OWN + 2 * HALO;
+    static constexpr int OFFSET = 4 * HALO - LEFT;  // byte of window element 0
     static constexpr int WINDOW = V + 2 * LEFT;
-    static constexpr int REACH = 4;  // bytes loaded each side
+    static constexpr int REACH = 4 * HALO;  // bytes loaded each side
     unsigned words[WORDS];
 
     // Fast path: the row 16-byte aligned, [e0 - REACH, e0 + V + REACH) inside it.
@@ -540,16 +542,19 @@ struct gpuconv_byte_window {
         GPUCONV_CHECK_INDEX(row, e0 + V + REACH - 1);
         using Vector = gpuconv_vector<unsigned, OWN>;
         const Vector* own = reinterpret_cast<const Vector*>(row + e0);
-        const unsigned* left = reinterpret_cast<const unsigned*>(row + e0) - 1;
+        const unsigned* left = reinterpret_cast<const unsigned*>(row + e0) - HALO;
         const unsigned* right = reinterpret_cast<const unsigned*>(row + e0 + V);
-        GPUCONV_TRACE_LOAD(left);
+#pragma unroll
+        for (int w = 0; w < HALO; ++w) {
+            GPUCONV_TRACE_LOAD(left + w);
+            GPUCONV_TRACE_LOAD(right + w);
+            words[w] = left[w];
+            words[HALO + OWN + w] = right[w];
+        }
         GPUCONV_TRACE_LOAD(own);
-        GPUCONV_TRACE_LOAD(right);
-        words[0] = *left;
         const Vector vector = *own;
 #pragma unroll
-        for (int w = 0; w < OWN; ++w) words[1 + w] = vector.v[w];
-        words[WORDS - 1] = *right;
+        for (int w = 0; w < OWN; ++w) words[HALO + w] = vector.v[w];
     }
 
     // Element by element through the border rule (threads at the row's ends, rows not
@@ -745,7 +750,7 @@ gpuconv_window_dp4a(const In* __restrict__ image, Out* __restrict__ output,
 
 // ---------------------------------------------------------------------------------------
 // gpuconv_box_packed<In, Out, Acc, KW, C, V[, STACK]>(the arguments of gpuconv_box)
-//   gpuconv_box for 8-bit grey images into 8-bit (In = Out = unsigned char, C = 1, KW <= 9),
+//   gpuconv_box for 8-bit images into 8-bit (In = Out = unsigned char, grey or RGB, KW <= 9),
 //   where every column sum and window sum fits 16 bits: kernel_height x KW x 255 < 65536 and
 //   a constant border value in [0, 255] (window.py checks). The column sums of two
 //   neighbouring elements share one 32-bit word (two 16-bit halves): a row entering or
@@ -763,18 +768,27 @@ __device__ __forceinline__ int gpuconv_box_level(int sum, float scale) {
 }
 __device__ __forceinline__ int gpuconv_box_level(int sum, int scale) { return sum * scale; }
 
+// 8 blocks of 128 threads per SM (at most 64 registers): uncapped, the RGB instantiations
+// took 87-91 registers and the model predicted 44 % of copy for 7 x 7 RGB, capped 82 % (56
+// registers, no spill on sm_80 or sm_90); grey ones take 45-48 either way. PREDICTED (H100
+// model), not yet measured. GPUCONV_BOX_PACKED_MIN_BLOCKS overrides, for tuning sweeps.
+#ifndef GPUCONV_BOX_PACKED_MIN_BLOCKS
+#define GPUCONV_BOX_PACKED_MIN_BLOCKS 8
+#endif
 template <typename In, typename Out, typename Acc, int KW, int C, int V, bool STACK = false>
-__global__ void GPUCONV_BOX_LAUNCH_BOUNDS
+__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y,
+                                  GPUCONV_BOX_PACKED_MIN_BLOCKS)
 gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                    const Acc* __restrict__ weights, int height, int width, int kernel_height,
                    int anchor_y, int border, int border_value, int rows_per_strip,
                    int vector_ok) {
     static_assert(sizeof(In) == 1 && In(-1) > In(0) && sizeof(Out) == 1 && Out(-1) > Out(0) &&
-                      sizeof(Acc) == 4 && C == 1 && V % 4 == 0 && KW % 2 == 1 && KW <= 9,
-                  "gpuconv_box_packed: unsigned char to unsigned char, grey, KW <= 9");
+                      sizeof(Acc) == 4 && V % 4 == 0 && KW % 2 == 1 && KW <= 9,
+                  "gpuconv_box_packed: unsigned char to unsigned char, KW <= 9");
     constexpr int RADIUS = KW / 2;
     using Window = gpuconv_byte_window<C, V, RADIUS>;
-    constexpr int PAIRS = 2 * Window::WORDS;  // pair k: elements 2k - 4 and 2k - 3 from e0
+    constexpr int PAIRS = 2 * Window::WORDS;  // pair k: elements 2k - B and 2k - B + 1 from e0
+    constexpr int B = 4 * Window::HALO;
 
     const int row_elements = width * C;
     const int e0 = (blockIdx.x * GPUCONV_WINDOW_BLOCK_X + threadIdx.x) * V;
@@ -822,20 +836,20 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                         leaving ? columns[2 * w + 1] - high : columns[2 * w + 1] + high;
                 }
             }
-            // Along the row: element v's window sum from v - 1's.
+            // Along the row: the first C sums whole, then each from the one C before it.
             int sums[V];
 #pragma unroll
             for (int v = 0; v < V; ++v) {
                 auto column = [&](int e) {
-                    return int((columns[(e + 4) / 2] >> (16 * ((e + 4) % 2))) & 0xffffu);
+                    return int((columns[(e + B) / 2] >> (16 * ((e + B) % 2))) & 0xffffu);
                 };
-                if (v == 0) {
+                if (v < C) {
                     int sum = 0;
 #pragma unroll
-                    for (int j = -RADIUS; j <= RADIUS; ++j) sum += column(j);
-                    sums[0] = sum;
+                    for (int j = -RADIUS; j <= RADIUS; ++j) sum += column(v + j * C);
+                    sums[v] = sum;
                 } else {
-                    sums[v] = sums[v - 1] + column(v + RADIUS) - column(v - RADIUS - 1);
+                    sums[v] = sums[v - C] + column(v + RADIUS * C) - column(v - (RADIUS + 1) * C);
                 }
             }
             gpuconv_vector<unsigned, V / 4> packed;

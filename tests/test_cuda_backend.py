@@ -820,8 +820,14 @@ WINDOW_CASES = [
     ("random5x5", np.float32, "gpuconv_window", "gpuconv_direct"),  # direct 5x5
     ("gaussian5", np.uint8, "gpuconv_window", "gpuconv_separable"),  # separable 5x5, rounded
     ("random5x5/5", np.uint8, "gpuconv_window", "gpuconv_direct"),  # direct 5x5, rounded
-    ("small_blur", np.uint8, "gpuconv_box_packed", "gpuconv_separable"),  # 16-bit sums, 7 wide
-    ("box9x3", np.uint8, "gpuconv_box_packed", "gpuconv_separable"),  # 16-bit sums, 9 x 3
+    # 16-bit sums, 7 wide: grey and RGB (4 channels: the shared-memory separable kernel)
+    (
+        "small_blur",
+        np.uint8,
+        "gpuconv_box_packed",
+        {3: "gpuconv_box_packed", 4: "gpuconv_separable"},
+    ),
+    ("box9x3", np.uint8, "gpuconv_box_packed", {3: "gpuconv_box_packed", 4: "gpuconv_separable"}),
     ("box9x29", np.uint8, "gpuconv_box", "gpuconv_separable"),  # sums beyond 16 bits
     ("ones5", np.uint16, "gpuconv_box", "gpuconv_separable"),  # integer box: exact sums
 ]
@@ -856,7 +862,9 @@ def test_window_kernels_match_the_reference(
         image = random_image(rng, (*shape, channels) if channels > 1 else shape, dtype)
         options = dict(border=border, value=9.0, anchor=anchor)
         actual, launch = emulated(image, kernel, window=True, **options)
-        assert launch.template == (grey if channels == 1 else colour), launch.name_expression
+        expected = grey if channels == 1 else colour
+        expected = expected[channels] if isinstance(expected, dict) else expected
+        assert launch.template == expected, launch.name_expression
         exact = np.dtype(dtype).kind in "ui" and kernel_name in (
             "laplacian",
             "sharpen200",
@@ -963,7 +971,8 @@ def test_dp4a_kernel_is_exact_for_the_extreme_taps_every_border_and_anchor(borde
         (np.zeros((16, 64), np.uint8), "small_blur", dict(border="constant", value=256.0), False),
         (np.zeros((16, 64), np.uint8), "small_blur", dict(dtype=np.float32), False),
         (np.zeros((16, 64), np.uint16), "small_blur", {}, False),
-        (np.zeros((16, 64, 3), np.uint8), "small_blur", {}, False),  # grey only
+        (np.zeros((16, 64, 3), np.uint8), "small_blur", {}, True),  # RGB too
+        (np.zeros((16, 64, 4), np.uint8), "small_blur", {}, False),  # not 4 channels
     ],
 )
 def test_packed_box_kernel_runs_uint8_boxes_whose_sums_fit_16_bits(image, kernel, options, packed):
@@ -975,18 +984,19 @@ def test_packed_box_kernel_runs_uint8_boxes_whose_sums_fit_16_bits(image, kernel
 
 @needs_emulator
 @pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("kernel_shape", [(3, 3), (7, 7), (28, 9), (1, 5)])
 def test_packed_box_kernel_is_exact_at_the_16_bit_limit_every_border_and_anchor(
-    kernel_shape, border, rng
+    kernel_shape, channels, border, rng
 ):
-    """gpuconv_box_packed bit for bit against gpuconv_box, the kernel it replaces (and
-    within the contract of the reference; exactly for integer scales): half-white images (every
+    """gpuconv_box_packed within the contract of the reference (exactly for integer scales),
+    and in grey bit for bit against gpuconv_box, which ran it before: half-white images (every
     sum at its largest: 28 x 9 x 255 = 64260 < 2**16), noise, float and int scales; aligned
     rows (vector loads), odd widths (the border rule), images narrower than a thread's 16
     elements; every row anchor; the constant at 255."""
     height, width = kernel_shape
     for index, shape in enumerate(((70, 64), (37, 45), (9, 5), (1, 1))):
-        image = random_image(rng, shape, np.uint8)
+        image = random_image(rng, (*shape, channels) if channels > 1 else shape, np.uint8)
         if index % 2 == 0:
             image[: shape[0] // 2] = 255
         for scale in (1.0 / (height * width), 1.0):
@@ -995,10 +1005,11 @@ def test_packed_box_kernel_is_exact_at_the_16_bit_limit_every_border_and_anchor(
             actual, launch = emulated(image, kernel, window=True, **options)
             assert launch.template == "gpuconv_box_packed", launch.name_expression
             image3d, plan, _ = plan_for(image, kernel, **options)
-            replaced = _cuda_launch.plan_launch(plan, choose_strategy(plan), packed_box=False)
-            assert replaced.template == "gpuconv_box"
-            before = _cuda._run_emulated(image3d, plan, replaced).reshape(image.shape)
-            np.testing.assert_array_equal(actual, before)
+            if channels == 1:  # gpuconv_box ran it before: the same float products
+                replaced = _cuda_launch.plan_launch(plan, choose_strategy(plan), packed_box=False)
+                assert replaced.template == "gpuconv_box"
+                before = _cuda._run_emulated(image3d, plan, replaced).reshape(image.shape)
+                np.testing.assert_array_equal(actual, before)
             if scale == 1.0 or index % 2:
                 # (a float scale on the half-white images makes exact ties of x.5 in many
                 # pixels, which float32 products round one way and float64 sums the other)

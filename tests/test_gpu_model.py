@@ -207,6 +207,7 @@ BUDGETS = {
     ("sobel_x", "float32", 1): (1.04, 15.0),
     ("small_blur", "float32", 1): (5.1, 14.0),  # window 7 x 7 or shared-memory separable
     ("large_blur", "float32", 1): (8.1, 5.2),
+    ("small_blur", "uint8", 3): (2.02, 14.0),  # gpuconv_box_packed (shared-memory: 15.35)
     ("sharpen", "uint8", 3): (0.80, 7.1),
     ("sobel_x", "uint8", 3): (0.80, 7.1),  # the colour 3 x 3 dp4a kernel
 }
@@ -222,20 +223,21 @@ def test_todays_kernels_stay_within_their_budgets(kernel, dtype, channels):
     instructions, sectors = BUDGETS[(kernel, dtype, channels)]
     assert row["warp_instructions_per_pixel"] <= instructions, row
     assert row["sectors_per_request"] <= sectors, row
-    if channels == 1 or row["path"].startswith("gpuconv_window"):
+    if channels == 1 or row["path"].startswith(("gpuconv_window", "gpuconv_box")):
         assert row["dram_bytes"] <= 1.1 * row["ideal_dram_bytes"], row
     assert 0 < row["fraction_of_copy"] <= 1.0
     assert row["predicted_ms"] >= row["copy_ms"]
 
 
 # Issue 10's targets at 8192 x 8192 that the model predicts met (fraction of a copy of the
-# same bytes); the others (7 x 7 box on float32 and RGB >= 0.70, 21 x 21 >= 0.60) are not.
+# same bytes); the others (7 x 7 box on float32 >= 0.70, 21 x 21 >= 0.60) are not.
 COPY_TARGETS = {
     ("small_blur", "uint8", 1): 0.70,
     ("sharpen", "uint8", 1): 0.80,
     ("sobel_y", "uint8", 1): 0.80,
     ("laplacian", "float32", 1): 0.80,
     ("sharpen", "uint8", 3): 0.75,
+    ("small_blur", "uint8", 3): 0.70,
 }
 
 

@@ -42,6 +42,11 @@ BOX_WIDTHS = (3, 5, 7, 9)
 #: the shared-memory kernel (2.50 against 1.47 ms, 8192 x 8192 x 3 uint8, H100).
 WINDOW_SEPARABLE_CHANNELS = (1,)
 BOX_CHANNELS = (1,)
+#: Channel counts of gpuconv_box_packed (uint8, window sums below 2**16): grey and RGB.
+#: PREDICTED (H100 model, no GPU yet) at 8192 x 8192: 7 x 7 grey from 16 % to 95 % of copy
+#: (gpuconv_box: 1.128 to 0.551 warp instructions per pixel), RGB from 10 % to 82 % (the
+#: shared-memory separable kernel before). ``packed_box=False`` gives the kernels before.
+PACKED_BOX_CHANNELS = (1, 3)
 #: ``gpuconv_window_dp4a``: 3 x 3 uint8 to uint8 with int sums, taps in a signed byte, V = 8.
 #: PREDICTED (gpuconv/_gpumodel, no GPU yet) at 8192 x 8192 on an H100: grey sharpen from
 #: 0.663 to 0.242 warp instructions per pixel (53 % to 100 % of copy), RGB from 2.08 to 0.76
@@ -114,13 +119,13 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
         if np.dtype(input_dtype).kind in "ui" and (
             np.dtype(accumulator).kind == "f" or np.dtype(accumulator) == np.dtype(np.int32)
         ):
-            for width in BOX_WIDTHS if channels in BOX_CHANNELS else ():
+            templates = ["gpuconv_box"] if channels in BOX_CHANNELS else []
+            if _dp4a_types(input_dtype, output_dtype, np.int32) and channels in PACKED_BOX_CHANNELS:
+                templates.append("gpuconv_box_packed")
+            for width in BOX_WIDTHS if templates else ():
                 vector = box_elements_per_thread(input_dtype, width, channels)
                 if vector is None:
                     continue
-                templates = ["gpuconv_box"]
-                if _dp4a_types(input_dtype, output_dtype, np.int32):
-                    templates.append("gpuconv_box_packed")
                 for template in templates:
                     expressions.append(f"{template}<{types}, {width}, {channels}, {vector}>")
                     if same_dtype:
@@ -240,9 +245,10 @@ def window_launch(
         else 1
     )
     integer_value = plan.border_value == round(plan.border_value)
+    packed = packed_box and channels in PACKED_BOX_CHANNELS and _packed_box_fits(plan, accumulator)
     box = (
         plan.input_dtype.kind in "ui"
-        and channels in BOX_CHANNELS
+        and (channels in BOX_CHANNELS or packed)
         and kernel_width in BOX_WIDTHS
         and _is_box(plan)
         and integer_value
@@ -253,9 +259,7 @@ def window_launch(
         vector = box_elements_per_thread(plan.input_dtype, kernel_width, channels)
         box = vector is not None
     if box:
-        template = "gpuconv_box"
-        if packed_box and _packed_box_fits(plan, accumulator):
-            template = "gpuconv_box_packed"
+        template = "gpuconv_box_packed" if packed else "gpuconv_box"
         expression = f"{template}<{types}, {kernel_width}, {channels}, {vector}>"
         weights = np.array([plan.kernel.flat[0]])
     else:
