@@ -82,8 +82,7 @@ def side_by_side(today: list[dict], shared: list[dict]) -> str:
 
         # the newest kernels have not run on a GPU: what was measured is the kernel they replaced
         replaced = new["path"].startswith(NEWEST_KERNELS)
-        older = "gpuconv_window" if new["path"].startswith("gpuconv_window") else "gpuconv_box"
-        today_measured = measured(now, kernel=f"not yet; {older}: " if replaced else "")
+        today_measured = measured(now, kernel="not yet; the kernel before: " if replaced else "")
         lines.append(
             f"| {new['name']} | {new['fraction_of_copy']:.0%} ({new['predicted_ms']:.3f} ms) | "
             f"{today_measured} | {old['fraction_of_copy']:.0%} ({old['predicted_ms']:.3f} ms) | "
