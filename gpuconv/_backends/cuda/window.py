@@ -99,7 +99,7 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
     types = ", ".join(C_TYPES[np.dtype(t)] for t in (input_dtype, output_dtype, accumulator))
     same_dtype = np.dtype(input_dtype) == np.dtype(output_dtype)
     expressions = []
-    if _dp4a_types(input_dtype, output_dtype, accumulator):
+    if _uint8_to_uint8(input_dtype, output_dtype) and np.dtype(accumulator) == np.int32:
         for channels in DP4A_CHANNELS:
             vector = DP4A_ELEMENTS_PER_THREAD
             expressions.append(f"gpuconv_window_dp4a<{types}, 3, 3, {channels}, {vector}, false>")
@@ -120,7 +120,7 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
             np.dtype(accumulator).kind == "f" or np.dtype(accumulator) == np.dtype(np.int32)
         ):
             templates = ["gpuconv_box"] if channels in BOX_CHANNELS else []
-            if _dp4a_types(input_dtype, output_dtype, np.int32) and channels in PACKED_BOX_CHANNELS:
+            if _uint8_to_uint8(input_dtype, output_dtype) and channels in PACKED_BOX_CHANNELS:
                 templates.append("gpuconv_box_packed")
             for width in BOX_WIDTHS if templates else ():
                 vector = box_elements_per_thread(input_dtype, width, channels)
@@ -178,13 +178,9 @@ def _box_sums_fit_int32(plan: ConvolutionPlan) -> bool:
     return largest * plan.kernel.size <= _INT32_LIMIT
 
 
-def _dp4a_types(input_dtype, output_dtype, accumulator) -> bool:
-    uint8 = np.dtype(np.uint8)
-    return (
-        np.dtype(input_dtype) == uint8
-        and np.dtype(output_dtype) == uint8
-        and np.dtype(accumulator) == np.dtype(np.int32)
-    )
+def _uint8_to_uint8(input_dtype, output_dtype) -> bool:
+    """The types of gpuconv_window_dp4a and gpuconv_box_packed: uint8 pixels into uint8."""
+    return np.dtype(input_dtype) == np.dtype(output_dtype) == np.dtype(np.uint8)
 
 
 def _dp4a_fits(plan: ConvolutionPlan, accumulator: np.dtype) -> bool:
@@ -193,7 +189,8 @@ def _dp4a_fits(plan: ConvolutionPlan, accumulator: np.dtype) -> bool:
     kernel = plan.kernel
     value = plan.border_value
     return bool(
-        _dp4a_types(plan.input_dtype, plan.output_dtype, accumulator)
+        _uint8_to_uint8(plan.input_dtype, plan.output_dtype)
+        and accumulator == np.dtype(np.int32)
         and kernel.shape == (3, 3)
         and plan.shape[2] in DP4A_CHANNELS
         and np.all(kernel == np.rint(kernel))
@@ -207,7 +204,7 @@ def _packed_box_fits(plan: ConvolutionPlan, accumulator: np.dtype) -> bool:
     below 2**16 (two to a 32-bit word), a constant border value that is a pixel."""
     value = plan.border_value
     return bool(
-        _dp4a_types(plan.input_dtype, plan.output_dtype, np.int32)
+        _uint8_to_uint8(plan.input_dtype, plan.output_dtype)
         and accumulator in (np.dtype(np.int32), np.dtype(np.float32))
         and plan.kernel.size * 255 < 2**16
         and (plan.border != Border.CONSTANT or (value == round(value) and 0 <= value <= 255))
