@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test mutation compile-check
+.PHONY: demo test mutation cuda-mutation compile-check
 
 # Sets up and runs the tutorial on scikit-image's bundled astronaut photo:
 # six montages original | gpuconv | cv2.filter2D under demo_out/.
@@ -34,6 +34,12 @@ compile-check: $(VENV)/.installed-test
 MUTATION_ARGS ?=
 mutation: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/mutation.py $(MUTATION_ARGS)
+
+# Hand mutations of the two newest CUDA kernels (gpuconv_window_dp4a, gpuconv_box_packed),
+# run through the emulator (about 4 minutes; rewrites kernels_cuda/convolve_window.cu while
+# it runs, then restores it): results in benchmarks/results/mutation-cuda-dp4a-box.md.
+cuda-mutation: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/cuda_kernel_mutations.py
 
 $(VENV)/.installed-demo: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
