@@ -612,6 +612,30 @@ struct gpuconv_byte_window {
     }
 };
 
+// Stores V uint8 results of one output row from `offset`, packed four to a word: one vector
+// store, or byte by byte at the row's end or when rows are not 16-byte aligned.
+template <typename Out, int V>
+__device__ __forceinline__ void gpuconv_store_packed_row(
+    Out* __restrict__ output, long long offset, int row_elements, int e0, bool full_store,
+    const gpuconv_vector<unsigned, V / 4>& packed) {
+    if (full_store) {
+        using Vector = gpuconv_vector<unsigned, V / 4>;
+        Vector* target = reinterpret_cast<Vector*>(output + offset);
+        GPUCONV_CHECK_INDEX(output, offset + V - 1);
+        GPUCONV_TRACE_STORE(target);
+        *target = packed;
+    } else {
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+            if (e0 + v < row_elements) {
+                GPUCONV_CHECK_INDEX(output, offset + v);
+                GPUCONV_TRACE_STORE(output + offset + v);
+                output[offset + v] = Out(packed.v[v / 4] >> (8 * (v % 4)));
+            }
+        }
+    }
+}
+
 // One input row's work: its packed taps' dp4a into the ring of 3 x V sums, and the output
 // row it completes stored (as gpuconv_window_step, with KH = 3).
 template <typename Out, int C, int V>
@@ -641,22 +665,7 @@ __device__ __forceinline__ void gpuconv_dp4a_step(const gpuconv_byte_window<C, V
             packed.v[w] = gpuconv_pack_u8(ring[slot][4 * w], ring[slot][4 * w + 1],
                                           ring[slot][4 * w + 2], ring[slot][4 * w + 3]);
         const long long offset = (long long)(y0 + done) * row_elements + e0;
-        if (full_store) {
-            using Vector = gpuconv_vector<unsigned, V / 4>;
-            Vector* target = reinterpret_cast<Vector*>(output + offset);
-            GPUCONV_CHECK_INDEX(output, offset + V - 1);
-            GPUCONV_TRACE_STORE(target);
-            *target = packed;
-        } else {
-#pragma unroll
-            for (int v = 0; v < V; ++v) {
-                if (e0 + v < row_elements) {
-                    GPUCONV_CHECK_INDEX(output, offset + v);
-                    GPUCONV_TRACE_STORE(output + offset + v);
-                    output[offset + v] = Out(packed.v[v / 4] >> (8 * (v % 4)));
-                }
-            }
-        }
+        gpuconv_store_packed_row<Out, V>(output, offset, row_elements, e0, full_store, packed);
     }
 }
 
@@ -769,7 +778,7 @@ __device__ __forceinline__ int gpuconv_box_level(int sum, float scale) {
 __device__ __forceinline__ int gpuconv_box_level(int sum, int scale) { return sum * scale; }
 
 // 8 blocks of 128 threads per SM (at most 64 registers): uncapped, the RGB instantiations
-// took 87-91 registers and the model predicted 44 % of copy for 7 x 7 RGB, capped 82 % (56
+// took 87-91 registers and the model predicted 44 % of copy for 7 x 7 RGB, capped 81 % (48-56
 // registers, no spill on sm_80 or sm_90); grey ones take 45-48 either way. PREDICTED (H100
 // model), not yet measured. GPUCONV_BOX_PACKED_MIN_BLOCKS overrides, for tuning sweeps.
 #ifndef GPUCONV_BOX_PACKED_MIN_BLOCKS
@@ -859,22 +868,7 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                     gpuconv_box_level(sums[4 * w], scale), gpuconv_box_level(sums[4 * w + 1], scale),
                     gpuconv_box_level(sums[4 * w + 2], scale), gpuconv_box_level(sums[4 * w + 3], scale));
             const long long offset = (long long)(y0 + r) * row_elements + e0;
-            if (full_store) {
-                using Vector = gpuconv_vector<unsigned, V / 4>;
-                Vector* target = reinterpret_cast<Vector*>(output + offset);
-                GPUCONV_CHECK_INDEX(output, offset + V - 1);
-                GPUCONV_TRACE_STORE(target);
-                *target = packed;
-            } else {
-#pragma unroll
-                for (int v = 0; v < V; ++v) {
-                    if (e0 + v < row_elements) {
-                        GPUCONV_CHECK_INDEX(output, offset + v);
-                        GPUCONV_TRACE_STORE(output + offset + v);
-                        output[offset + v] = Out(packed.v[v / 4] >> (8 * (v % 4)));
-                    }
-                }
-            }
+            gpuconv_store_packed_row<Out, V>(output, offset, row_elements, e0, full_store, packed);
         }
     }
 }

@@ -44,7 +44,7 @@ WINDOW_SEPARABLE_CHANNELS = (1,)
 BOX_CHANNELS = (1,)
 #: Channel counts of gpuconv_box_packed (uint8, window sums below 2**16): grey and RGB.
 #: PREDICTED (H100 model, no GPU yet) at 8192 x 8192: 7 x 7 grey from 16 % to 95 % of copy
-#: (gpuconv_box: 1.128 to 0.551 warp instructions per pixel), RGB from 10 % to 82 % (the
+#: (gpuconv_box: 1.128 to 0.553 warp instructions per pixel), RGB from 10 % to 81 % (the
 #: shared-memory separable kernel before). ``packed_box=False`` gives the kernels before.
 PACKED_BOX_CHANNELS = (1, 3)
 #: ``gpuconv_window_dp4a``: 3 x 3 uint8 to uint8 with int sums, taps in a signed byte, V = 8.
