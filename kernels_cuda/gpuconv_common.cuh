@@ -125,10 +125,10 @@ __device__ __forceinline__ unsigned short gpuconv_double_to_half(double value) {
 #endif
 
 // Four unsigned bytes of `pixels` times four signed bytes of `taps`, summed into `sum`:
-// one dp4a (sm_61+). Exact: at most 4 x 255 x 128 per call. CUDA's __dp4a has no mixed
-// form, so PTX here; the emulator spells it out.
+// one dp4a (sm_61+; older GPUs and the emulator spell it out). Exact: at most 4 x 255 x 128
+// per call. CUDA's __dp4a has no mixed form, so PTX here.
 __device__ __forceinline__ int gpuconv_dp4a_u8s8(unsigned pixels, unsigned taps, int sum) {
-#ifdef GPUCONV_EMULATOR
+#if defined(GPUCONV_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 610)  // no dp4a
     for (int n = 0; n < 4; ++n)
         sum += int((pixels >> (8 * n)) & 0xffu) * int(static_cast<signed char>(taps >> (8 * n)));
     return sum;
@@ -140,9 +140,10 @@ __device__ __forceinline__ int gpuconv_dp4a_u8s8(unsigned pixels, unsigned taps,
 }
 
 // Four ints clamped to [0, 255] (the store rule of exact integer sums into uint8) and
-// packed little-endian into one word: two cvt.pack.sat (sm_72+).
+// packed little-endian into one word: two cvt.pack.sat (sm_72+; older GPUs and the
+// emulator clamp and shift).
 __device__ __forceinline__ unsigned gpuconv_pack_u8(int v0, int v1, int v2, int v3) {
-#ifdef GPUCONV_EMULATOR
+#if defined(GPUCONV_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 720)  // no cvt.pack
     const int values[4] = {v0, v1, v2, v3};
     unsigned word = 0;
     for (int n = 0; n < 4; ++n) {

@@ -84,6 +84,20 @@ def test_every_source_file_starts_with_a_header_comment_listing_its_kernels():
         assert template in header and "Kernels:" in header
 
 
+@pytest.mark.skipif(_nvrtc_reason() is not None, reason=f"NVRTC: {_nvrtc_reason()}")
+@pytest.mark.parametrize("architecture", ["sm_61", "sm_70"])
+def test_the_byte_kernels_compile_for_gpus_without_dp4a_or_cvt_pack(architecture):
+    """dp4a needs sm_61 and cvt.pack.sat sm_72; older GPUs get the plain C of
+    gpuconv_dp4a_u8s8 and gpuconv_pack_u8 (before that guard, sm_61 failed in ptxas, and with
+    it every window kernel of convolve_window.cu that CuPy compiles in one module)."""
+    expressions = [
+        "gpuconv_window_dp4a<unsigned char, unsigned char, int, 3, 3, 3, 8, false>",
+        "gpuconv_box_packed<unsigned char, unsigned char, float, 7, 3, 16>",
+    ]
+    _, lowered, cubin = _cuda_source.nvrtc_cubin("convolve_window.cu", expressions, architecture)
+    assert set(lowered) == set(expressions) and cubin
+
+
 def test_local_includes_are_inlined_for_the_compile_cache():
     text = _cuda_source.source("convolve_direct.cu")
     assert "#include" not in text
