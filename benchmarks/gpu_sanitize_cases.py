@@ -26,7 +26,8 @@ def cases(rng):
         ("window separable 3x3", np.int16, "sobel_x"),
         ("window separable 5x5", np.float32, "gaussian5"),
         ("box 7, 16-bit sums", np.uint8, "small_blur"),  # grey, and RGB at (9, 13, 3)
-        ("box 7, 32-bit sums", np.uint8, np.ones((37, 7)) / 259),
+        ("box 7, 32-bit sums", np.uint8, np.ones((258, 7)) / 1806),
+        ("box 21, 16-bit column sums", np.uint8, "large_blur"),
         ("shared-memory separable 21x21", np.float32, "large_blur"),
         ("separable 7x7, float64 sums for uint16", np.uint16, "small_blur"),
         ("direct run-time size", np.float32, rng.normal(size=(4, 6))),

@@ -26,8 +26,8 @@
 //     above the kernel)
 //   gpuconv_box_packed<In, Out, Acc, KW, C, V[, STACK]>(gpuconv_box's arguments)
 //     gpuconv_box's uint8-to-uint8 case (grey, and RGB, which gpuconv_box leaves to the
-//     shared-memory kernels) whose window sums fit 16 bits: two column sums to a 32-bit
-//     word (see the comment above the kernel)
+//     shared-memory kernels; also 21 wide) whose column sums fit 16 bits: two column sums
+//     to a 32-bit word (see the comment above the kernel)
 //
 // Each thread owns V consecutive elements of a row (pixels x channels, flattened) and walks
 // down `rows_per_strip` output rows. Every input row is read once per thread, as aligned
@@ -759,13 +759,14 @@ gpuconv_window_dp4a(const In* __restrict__ image, Out* __restrict__ output,
 
 // ---------------------------------------------------------------------------------------
 // gpuconv_box_packed<In, Out, Acc, KW, C, V[, STACK]>(the arguments of gpuconv_box)
-//   gpuconv_box for 8-bit images into 8-bit (In = Out = unsigned char, grey or RGB, KW <= 9),
-//   where every column sum and window sum fits 16 bits: kernel_height x KW x 255 < 65536 and
-//   a constant border value in [0, 255] (window.py checks). The column sums of two
-//   neighbouring elements share one 32-bit word (two 16-bit halves): a row entering or
+//   gpuconv_box for 8-bit images into 8-bit (In = Out = unsigned char, grey or RGB, odd KW:
+//   3-9 and 21 in window.py), where every column sum fits 16 bits: kernel_height x 255 <
+//   65536 and a constant border value in [0, 255] (window.py checks). The column sums of
+//   two neighbouring elements share one 32-bit word (two 16-bit halves): a row entering or
 //   leaving the window is spread from bytes to halves by one byte permute per two elements
 //   and added or subtracted in one 32-bit add, which is exact because each half stays in
-//   [0, 65535]; the halves are unpacked once per output row for the running sum along it.
+//   [0, 65535]; the halves are unpacked once per output row for the running sum along it,
+//   in 32-bit ints.
 //   The store: the float product rounded by one cvt.rni (NaN to 0, half to even,
 //   saturating, as gpuconv_store) and four results clamped and packed by two cvt.pack.sat.
 //   The same results as gpuconv_box. Launch as gpuconv_box.
@@ -792,8 +793,8 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                    int anchor_y, int border, int border_value, int rows_per_strip,
                    int vector_ok) {
     static_assert(sizeof(In) == 1 && In(-1) > In(0) && sizeof(Out) == 1 && Out(-1) > Out(0) &&
-                      sizeof(Acc) == 4 && V % 4 == 0 && KW % 2 == 1 && KW <= 9,
-                  "gpuconv_box_packed: unsigned char to unsigned char, KW <= 9");
+                      sizeof(Acc) == 4 && V % 4 == 0 && KW % 2 == 1,
+                  "gpuconv_box_packed: unsigned char to unsigned char, odd KW");
     constexpr int RADIUS = KW / 2;
     using Window = gpuconv_byte_window<C, V, RADIUS>;
     constexpr int PAIRS = 2 * Window::WORDS;  // pair k: elements 2k - B and 2k - B + 1 from e0

@@ -202,7 +202,7 @@ BUDGETS = {
     ("sharpen", "uint8", 1): (0.26, 7.2),
     ("sobel_x", "uint8", 1): (0.26, 7.2),
     ("small_blur", "uint8", 1): (0.58, 10.3),  # gpuconv_box_packed (gpuconv_box: 1.128)
-    ("large_blur", "uint8", 1): (8.3, 2.6),
+    ("large_blur", "uint8", 1): (0.82, 12.2),  # gpuconv_box_packed (shared-memory: 7.87)
     ("sharpen", "float32", 1): (1.13, 14.4),
     ("sobel_x", "float32", 1): (1.04, 15.0),
     ("small_blur", "float32", 1): (5.1, 14.0),  # window 7 x 7 or shared-memory separable
@@ -230,9 +230,11 @@ def test_todays_kernels_stay_within_their_budgets(kernel, dtype, channels):
 
 
 # Issue 10's targets at 8192 x 8192 that the model predicts met (fraction of a copy of the
-# same bytes); the others (7 x 7 box on float32 >= 0.70, 21 x 21 >= 0.60) are not.
+# same bytes); the others (float32 boxes: 7 x 7 >= 0.70, 21 x 21 >= 0.60; the 21 x 21 box on
+# uint8 RGB) are not.
 COPY_TARGETS = {
     ("small_blur", "uint8", 1): 0.70,
+    ("large_blur", "uint8", 1): 0.60,
     ("sharpen", "uint8", 1): 0.80,
     ("sobel_y", "uint8", 1): 0.80,
     ("laplacian", "float32", 1): 0.80,

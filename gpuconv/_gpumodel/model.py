@@ -81,6 +81,10 @@ def plan_and_launch(case: Case, overrides: dict | None = None):
     template = overrides.get("name_expression", launch.name_expression).split("<")[0]
     if template != launch.template and template in instructions.WINDOW_TEMPLATES:
         launch = _window_launch(plan, strategy, template)
+    elif template != launch.template and template in instructions.TILED_TEMPLATES:
+        # measured on a shared-memory kernel where a window kernel runs today (large_blur
+        # uint8 since gpuconv_box_packed): that kernel's launch, shared memory included
+        launch = _cuda_launch.plan_launch(plan, strategy, H100_LIMITS, window=False)
     if "rows_per_strip" in overrides:
         rows = overrides.pop("rows_per_strip")
         if rows is not None:

@@ -88,7 +88,7 @@ def plan_launch(
     :mod:`gpuconv._backends.cuda.window` run what they can (small kernels with the
     default column anchor, 1, 3 or 4 channels; with ``dp4a``, the default, 3 x 3 uint8
     kernels whose taps fit a signed byte run ``gpuconv_window_dp4a``; with ``packed_box``,
-    the default, uint8 box kernels whose sums fit 16 bits run ``gpuconv_box_packed``).
+    the default, uint8 box kernels whose column sums fit 16 bits run ``gpuconv_box_packed``).
     Otherwise the shared-memory kernels:
     the separable kernel runs rank-1 kernels, the direct kernel the rest; either
     falls back to the global-memory kernel when its tile and halo would not fit

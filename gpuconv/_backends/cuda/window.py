@@ -4,8 +4,9 @@
 ``gpuconv_window`` (small kernels, direct or separable), ``gpuconv_window_dp4a`` (its
 3 x 3 uint8 case with taps that fit a signed byte: one dp4a per kernel row and pixel),
 ``gpuconv_box`` (constant kernels on integer images, running sums) or ``gpuconv_box_packed``
-(its uint8 case with sums below 2**16: two column sums to a word) when one of them can run
-the plan, else None (the shared-memory kernels then run it). Nothing here imports CuPy.
+(its uint8 case with column sums below 2**16: two to a word; also RGB and 21 wide) when
+one of them can run the plan, else None (the shared-memory kernels then run it). Nothing
+here imports CuPy.
 
 The window kernels need: the default column anchor (``kw // 2``), 1, 3 or 4 channels,
 and a compile-time kernel size; each thread owns ``V`` consecutive row elements, where
@@ -42,11 +43,15 @@ BOX_WIDTHS = (3, 5, 7, 9)
 #: the shared-memory kernel (2.50 against 1.47 ms, 8192 x 8192 x 3 uint8, H100).
 WINDOW_SEPARABLE_CHANNELS = (1,)
 BOX_CHANNELS = (1,)
-#: Channel counts of gpuconv_box_packed (uint8, window sums below 2**16): grey and RGB.
+#: Channel counts of gpuconv_box_packed (uint8, column sums below 2**16): grey and RGB.
 #: PREDICTED (H100 model, no GPU yet) at 8192 x 8192: 7 x 7 grey from 16 % to 95 % of copy
 #: (gpuconv_box: 1.128 to 0.553 warp instructions per pixel), RGB from 10 % to 81 % (the
 #: shared-memory separable kernel before). ``packed_box=False`` gives the kernels before.
 PACKED_BOX_CHANNELS = (1, 3)
+#: Widths of gpuconv_box_packed: BOX_WIDTHS and 21 (large_blur; grey only, where its V = 16
+#: leaves room for the 20 halo columns), PREDICTED 6 % to 67 % of copy for uint8 (H100
+#: model, 8192 x 8192).
+PACKED_BOX_WIDTHS = (*BOX_WIDTHS, 21)
 #: ``gpuconv_window_dp4a``: 3 x 3 uint8 to uint8 with int sums, taps in a signed byte, V = 8.
 #: PREDICTED (gpuconv/_gpumodel, no GPU yet) at 8192 x 8192 on an H100: grey sharpen from
 #: 0.663 to 0.242 warp instructions per pixel (53 % to 100 % of copy), RGB from 2.08 to 0.76
@@ -122,11 +127,13 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
             templates = ["gpuconv_box"] if channels in BOX_CHANNELS else []
             if _uint8_to_uint8(input_dtype, output_dtype) and channels in PACKED_BOX_CHANNELS:
                 templates.append("gpuconv_box_packed")
-            for width in BOX_WIDTHS if templates else ():
+            for width in PACKED_BOX_WIDTHS if templates else ():
                 vector = box_elements_per_thread(input_dtype, width, channels)
-                if vector is None:
+                if vector is None or vector % 4:
                     continue
                 for template in templates:
+                    if width not in BOX_WIDTHS and template == "gpuconv_box":
+                        continue
                     expressions.append(f"{template}<{types}, {width}, {channels}, {vector}>")
                     if same_dtype:
                         expressions.append(stack_twin(expressions[-1]))
@@ -157,13 +164,21 @@ def is_stack_expression(expression: str) -> bool:
 
 
 def rows_per_strip(
-    height: int, chunks_per_row: int, kernel_height: int, box: bool, itemsize: int = 4
+    height: int,
+    chunks_per_row: int,
+    kernel_height: int,
+    box: bool,
+    itemsize: int = 4,
+    box_start: int = 2,
 ) -> int:
     """Output rows a thread walks down: enough threads for the GPU, few re-read halo rows."""
     rows = _ceil_div(height * chunks_per_row, _TARGET_THREADS[itemsize])
-    # A strip re-reads kh - 1 halo rows (the box kernel: kh rows to start its running sum);
-    # strips of 8 rows measured slower than 16 for 3 x 3 (H100).
-    least = 2 * kernel_height if box else max(16, 4 * (kernel_height - 1))
+    # A strip re-reads kh - 1 halo rows (the box kernel: kh rows to start its running sum,
+    # so its strips are box_start x kh rows at least); strips of 8 rows measured slower
+    # than 16 for 3 x 3 (H100). gpuconv_box_packed takes box_start = 1: for 21 x 21 at
+    # 8192 x 8192 uint8 the model predicts 67 % of copy with strips of 21 rows, against 50 %
+    # with 42 (too few threads to fill the SMs; PREDICTED, H100 model).
+    least = box_start * kernel_height if box else max(16, 4 * (kernel_height - 1))
     return int(max(least, min(rows, 256)))
 
 
@@ -200,13 +215,20 @@ def _dp4a_fits(plan: ConvolutionPlan, accumulator: np.dtype) -> bool:
 
 
 def _packed_box_fits(plan: ConvolutionPlan, accumulator: np.dtype) -> bool:
-    """Whether ``gpuconv_box_packed`` runs a box plan: uint8 into uint8, every window sum
-    below 2**16 (two to a 32-bit word), a constant border value that is a pixel."""
+    """Whether ``gpuconv_box_packed`` runs a box plan: uint8 into uint8, every column sum
+    below 2**16 (two to a 32-bit word), a width it has, its V a whole number of words, a
+    constant border value that is a pixel."""
     value = plan.border_value
+    height, width = plan.kernel.shape
+    vector = box_elements_per_thread(plan.input_dtype, width, plan.shape[2])
     return bool(
         _uint8_to_uint8(plan.input_dtype, plan.output_dtype)
         and accumulator in (np.dtype(np.int32), np.dtype(np.float32))
-        and plan.kernel.size * 255 < 2**16
+        and plan.shape[2] in PACKED_BOX_CHANNELS
+        and width in PACKED_BOX_WIDTHS
+        and vector is not None
+        and vector % 4 == 0
+        and height * 255 < 2**16
         and (plan.border != Border.CONSTANT or (value == round(value) and 0 <= value <= 255))
     )
 
@@ -221,7 +243,7 @@ def window_launch(
 ) -> Launch | None:
     """The window or box kernel's launch for ``plan``, or None where neither applies
     (``dp4a=False``: gpuconv_window where gpuconv_window_dp4a would run;
-    ``packed_box=False``: gpuconv_box where gpuconv_box_packed would)."""
+    ``packed_box=False``: the kernel that ran before where gpuconv_box_packed would)."""
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     accumulator = np.dtype(strategy.accumulator)
@@ -242,11 +264,10 @@ def window_launch(
         else 1
     )
     integer_value = plan.border_value == round(plan.border_value)
-    packed = packed_box and channels in PACKED_BOX_CHANNELS and _packed_box_fits(plan, accumulator)
+    packed = packed_box and _packed_box_fits(plan, accumulator)
     box = (
         plan.input_dtype.kind in "ui"
-        and (channels in BOX_CHANNELS or packed)
-        and kernel_width in BOX_WIDTHS
+        and (packed or (channels in BOX_CHANNELS and kernel_width in BOX_WIDTHS))
         and _is_box(plan)
         and integer_value
         and _box_sums_fit_int32(plan)
@@ -295,7 +316,9 @@ def window_launch(
         expression = stack_twin(expression)
     row_elements = width * channels
     chunks = _ceil_div(row_elements, vector)
-    rows = rows_per_strip(height, chunks, kernel_height, box, plan.input_dtype.itemsize)
+    rows = rows_per_strip(
+        height, chunks, kernel_height, box, plan.input_dtype.itemsize, 1 if packed else 2
+    )
     strips = _ceil_div(height, rows)
     grid = (
         _ceil_div(chunks, WINDOW_BLOCK[0]),
