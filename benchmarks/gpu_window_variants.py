@@ -131,15 +131,13 @@ def main(argv=None) -> int:
             flush=True,
         )
 
-        def measure(launch, options, label, context=(plan, image3d, reference, copy_ms)):
-            _measure(cupy, *context, launch, options, label)
-
+        context = (cupy, plan, image3d, reference, copy_ms)  # what every variant shares
         newest = _cuda_window.window_launch(plan, strategy)
         if newest is not None and newest.template in NEWEST_MIN_BLOCKS:
             macro, caps = NEWEST_MIN_BLOCKS[newest.template]
             for min_blocks in caps:
                 label = f"{newest.template} min_blocks={min_blocks}"
-                measure(newest, (f"-D{macro}={min_blocks}",), label)
+                _measure(*context, newest, (f"-D{macro}={min_blocks}",), label)
         for interior, group, min_blocks, ring_words, target, scalar_halo in itertools.product(
             *VARIANTS.values()
         ):
@@ -157,7 +155,8 @@ def main(argv=None) -> int:
                 f"-DGPUCONV_WINDOW_SCALAR_HALO={scalar_halo}",
                 f"-DGPUCONV_WINDOW_INTERIOR={interior}",
             )
-            measure(
+            _measure(
+                *context,
                 launch,
                 options,
                 f"interior={interior} group={group} min_blocks={min_blocks} "
