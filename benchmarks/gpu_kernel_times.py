@@ -45,8 +45,9 @@ def prepared(image, kernel, legacy=False, newest=True):
     """A zero-argument function that launches what ``convolve(image, kernel)`` would.
 
     ``legacy``: the shared-memory kernels, as before the register-window kernels;
-    ``newest=False``: gpuconv_window and gpuconv_box where gpuconv_window_dp4a and
-    gpuconv_box_packed would run (the kernels they replaced).
+    ``newest=False``: gpuconv_window, gpuconv_box and the separable kernels where
+    gpuconv_window_dp4a, gpuconv_box_packed and gpuconv_box_float would run (the kernels
+    they replaced).
     """
     import cupy
 
@@ -67,6 +68,7 @@ def prepared(image, kernel, legacy=False, newest=True):
         window=not legacy,
         dp4a=newest,
         packed_box=newest,
+        float_box=newest,
     )
     device_image = cupy.ascontiguousarray(image.reshape(plan.shape))
     output = cupy.empty(plan.shape, dtype=plan.output_dtype)
@@ -100,7 +102,9 @@ def _dry_run(args) -> int:
         limits = _cuda_launch.DeviceLimits(227 * 1024)
         strategy = choose_strategy(plan)
         launches = [_cuda_launch.plan_launch(plan, strategy, limits)]
-        replaced = _cuda_launch.plan_launch(plan, strategy, limits, dp4a=False, packed_box=False)
+        replaced = _cuda_launch.plan_launch(
+            plan, strategy, limits, dp4a=False, packed_box=False, float_box=False
+        )
         if replaced.name_expression != launches[0].name_expression:
             launches.append(replaced)
         if args.legacy:

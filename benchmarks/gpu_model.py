@@ -92,11 +92,12 @@ def side_by_side(today: list[dict], shared: list[dict]) -> str:
 
 
 #: Kernels added after the last GPU run (2026-11-26), each replacing one that ran there.
-NEWEST_KERNELS = ("gpuconv_window_dp4a", "gpuconv_box_packed")
+NEWEST_KERNELS = ("gpuconv_window_dp4a", "gpuconv_box_packed", "gpuconv_box_float")
 
 
 def dp4a_table(rows: list[dict], replaced: list[dict]) -> str:
-    """gpuconv_window_dp4a and gpuconv_box_packed beside the kernels they replaced."""
+    """gpuconv_window_dp4a, gpuconv_box_packed and gpuconv_box_float beside the kernels
+    they replaced."""
     lines = [
         "| case | kernel | warp inst/px | regs | occupancy | predicted ms | of copy | bound |",
         "|---|---|---:|---:|---:|---:|---:|---|",
@@ -231,7 +232,12 @@ def main(argv=None) -> int:
         today = [model.predict(c) for c in today_cases]
         shared = [model.predict(c) for c in model.cases(False, args.size)]
         dp4a = [
-            (row, model.predict(dataclasses.replace(case, dp4a=False, packed_box=False)))
+            (
+                row,
+                model.predict(
+                    dataclasses.replace(case, dp4a=False, packed_box=False, float_box=False)
+                ),
+            )
             for case, row in zip(today_cases, today)
             if row["path"].startswith(NEWEST_KERNELS)
         ]

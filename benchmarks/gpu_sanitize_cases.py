@@ -28,7 +28,8 @@ def cases(rng):
         ("box 7, 16-bit sums", np.uint8, "small_blur"),  # grey, and RGB at (9, 13, 3)
         ("box 7, 32-bit sums", np.uint8, np.ones((258, 7)) / 1806),
         ("box 21, 16-bit column sums", np.uint8, "large_blur"),
-        ("shared-memory separable 21x21", np.float32, "large_blur"),
+        ("box 21, float sums (slots in shared memory)", np.float32, "large_blur"),
+        ("shared-memory separable 21x21", np.float32, np.outer(rng.random(21), rng.random(21))),
         ("separable 7x7, float64 sums for uint16", np.uint16, "small_blur"),
         ("direct run-time size", np.float32, rng.normal(size=(4, 6))),
         ("direct off-centre anchor", np.uint8, "sharpen"),
@@ -46,6 +47,7 @@ STACK_CASES = (
     ("stack box 7, 16-bit sums", np.uint8, "small_blur"),
     ("stack window separable 3x3 float", np.float32, "sobel_y"),
     ("stack window direct 3x3 float16", np.float16, "laplacian"),
+    ("stack box 21, float sums", np.float32, "large_blur"),
 )
 STACK_SHAPE = (3, 37, 45)
 

@@ -26,6 +26,7 @@ CASES = [
     ("small_blur", "uint8", 1),  # the box kernel (GPUCONV_BOX_MIN_BLOCKS)
     ("sharpen", "uint8", 3),
     ("sharpen", "float32", 1),
+    ("large_blur", "float32", 1),  # gpuconv_box_float, then the window variants: none
 ]
 # Two H200 sweeps (benchmarks/results/gpu-retune-h200-2026-11-26/call1, call2) set today's
 # launch bounds (convolve_window.cu): a cap pays only without spills; V = 4 (ring_words 16)
@@ -39,6 +40,7 @@ CASES = [
 NEWEST_MIN_BLOCKS = {
     "gpuconv_window_dp4a": ("GPUCONV_DP4A_MIN_BLOCKS", [1, 8, 10, 12]),
     "gpuconv_box_packed": ("GPUCONV_BOX_PACKED_MIN_BLOCKS", [1, 6, 8, 10]),
+    "gpuconv_box_float": ("GPUCONV_BOX_FLOAT_MIN_BLOCKS", [1, 4, 6]),
 }
 VARIANTS = {
     "interior": [0, 1],
@@ -144,7 +146,9 @@ def main(argv=None) -> int:
             _cuda_window._RING_WORDS = ring_words
             _cuda_window._BOX_WINDOW_WORDS = ring_words + 16
             _cuda_window._TARGET_THREADS = dict.fromkeys((1, 2, 4, 8), target)
-            launch = _cuda_window.window_launch(plan, strategy, dp4a=False, packed_box=False)
+            launch = _cuda_window.window_launch(
+                plan, strategy, dp4a=False, packed_box=False, float_box=False
+            )
             if launch is None:
                 print("  no window launch")
                 break

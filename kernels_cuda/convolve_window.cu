@@ -873,3 +873,233 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// gpuconv_box_float<In, Out, Acc, K, C, V[, STACK]>(the arguments of gpuconv_window)
+//   A K x K kernel whose taps all equal scale = weights[0], on a float image with float
+//   sums (float32 grey, K in window.py's FLOAT_BOX_SIZES): out = scale x (the window's
+//   sum). gpuconv_box's running sums would be cheaper, but not in floats: a value leaving
+//   the window leaves its rounding error behind (after a large value, a sum of small ones
+//   would be wrong in every digit) and an inf, once in, never leaves (inf - inf = NaN). So
+//   every sum here is direct, over exactly the window's taps, as the other float paths:
+//   - along the row, a thread's V outputs share the K - V + 1 window elements that all of
+//     them cover, summed once (pairwise), and each adds its few others from partial sums
+//     shared with its neighbours: K + 3 V - 5 additions for V outputs, not V (K - 1);
+//   - down the strip, as gpuconv_window: each row's V sums are added into the ring of K x V
+//     accumulators of the output rows that row falls in, and the output row it completes
+//     is scaled and stored. No multiply per tap and no tap in a register.
+//   Launch as gpuconv_window (window.py, window_launch). C = 1 only.
+
+// The sum of values[FIRST .. FIRST + COUNT), pairwise (FIRST, COUNT compile-time).
+template <int FIRST, int COUNT, typename Acc, int N>
+__device__ __forceinline__ Acc gpuconv_pairwise_sum(const Acc (&values)[N]) {
+    static_assert(COUNT >= 1 && FIRST + COUNT <= N, "gpuconv_pairwise_sum: range");
+    if constexpr (COUNT == 1) {
+        return values[FIRST];
+    } else {
+        return gpuconv_pairwise_sum<FIRST, COUNT / 2>(values) +
+               gpuconv_pairwise_sum<FIRST + COUNT / 2, COUNT - COUNT / 2>(values);
+    }
+}
+
+// One input row's work in gpuconv_box_float (both of its strip loops): the row's V sums
+// along it, then down the strip (van Herk / Gil-Werman: no subtraction, 3 additions per
+// output whatever K). The strip's input rows fall in blocks of K; `phase` is the row's
+// place in its block (a compile-time constant once unrolled), `first` says block 0.
+//   Output row y (input rows y .. y + K - 1 of the strip) starts in block b = y / K at
+//   j = y mod K: its sum is the suffix sum S_b[j] (rows j .. K - 1 of block b) plus the
+//   prefix sum P_{b+1}[j - 1] (rows 0 .. j - 1 of block b + 1), or S_b[0] alone for j = 0.
+//   So each row adds itself into P and completes output row step - (K - 1) from
+//   S_{b-1}[phase + 1] + P; it leaves its own V sums in slot `phase` (whose S_{b-1} the
+//   row before used); the block's last row turns the K slots into suffix sums and
+//   completes S_b[0]. Every output is summed over exactly its window's taps.
+//   The slots (K x V sums a thread) live in shared memory, slot i of thread t at
+//   slots[i x THREADS + t] (a warp's slot: 32 consecutive vectors, no bank conflict): in
+//   registers, 21 x 4 of them spilled (sm_90, any register cap).
+template <typename Out, typename Acc, int K, int V, int WINDOW>
+__device__ __forceinline__ void gpuconv_box_float_step(const Acc (&window)[WINDOW],
+                                                       gpuconv_vector<Acc, V>* slots,
+                                                       Acc (&prefix)[V], int phase, bool first,
+                                                       int step, Acc scale,
+                                                       Out* __restrict__ output, int y0,
+                                                       int row_elements, int e0,
+                                                       bool full_store) {
+    constexpr int THREADS = GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y;
+    // Along the row: output v sums window[v .. v + K). All V share window[V - 1 .. K); v
+    // also takes window[v .. V - 1) (`left`, built from the right) and window[K .. K + v)
+    // (`right`, built from the left).
+    const Acc shared = gpuconv_pairwise_sum<V - 1, K - V + 1>(window);
+    Acc left[V], right[V];
+    gpuconv_vector<Acc, V> across;
+#pragma unroll
+    for (int v = V - 2; v >= 0; --v) left[v] = v == V - 2 ? window[v] : window[v] + left[v + 1];
+#pragma unroll
+    for (int v = 1; v < V; ++v) right[v] = v == 1 ? window[K] : right[v - 1] + window[K - 1 + v];
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+        across.v[v] = v < V - 1 ? left[v] + shared : shared;
+        if (v > 0) across.v[v] += right[v];
+    }
+    // Down the strip.
+    Acc sums[V];
+    bool done = false;
+    if (phase < K - 1) {
+        if (!first) {
+            GPUCONV_TRACE_LOAD(slots + (phase + 1) * THREADS);
+            const gpuconv_vector<Acc, V> suffix = slots[(phase + 1) * THREADS];
+#pragma unroll
+            for (int v = 0; v < V; ++v) {
+                prefix[v] = phase == 0 ? across.v[v] : prefix[v] + across.v[v];
+                sums[v] = suffix.v[v] + prefix[v];
+            }
+            done = true;
+        }
+        GPUCONV_TRACE_STORE(slots + phase * THREADS);
+        slots[phase * THREADS] = across;
+        // A compiler barrier: without it the block's last row took these sums from the
+        // registers they were stored from, not from shared memory, keeping K x V of them
+        // live (168 registers for K = 21, with spills under any cap that fits 3 blocks).
+        asm volatile("" ::: "memory");
+    } else {
+        gpuconv_vector<Acc, V> suffix = across;
+        GPUCONV_TRACE_STORE(slots + (K - 1) * THREADS);
+        slots[(K - 1) * THREADS] = suffix;
+#pragma unroll
+        for (int i = K - 2; i >= 0; --i) {
+            GPUCONV_TRACE_LOAD(slots + i * THREADS);
+            const gpuconv_vector<Acc, V> row = slots[i * THREADS];
+#pragma unroll
+            for (int v = 0; v < V; ++v) suffix.v[v] = row.v[v] + suffix.v[v];
+            if (i > 0) {  // S_b[0] is used now, and only now
+                GPUCONV_TRACE_STORE(slots + i * THREADS);
+                slots[i * THREADS] = suffix;
+            }
+        }
+#pragma unroll
+        for (int v = 0; v < V; ++v) sums[v] = suffix.v[v];
+        done = true;
+    }
+    if (done) {
+        Out values[V];
+#pragma unroll
+        for (int v = 0; v < V; ++v) values[v] = gpuconv_store<Out>(sums[v] * scale);
+        gpuconv_store_row<Out, V>(output, y0 + step - (K - 1), row_elements, e0, full_store,
+                                  values);
+    }
+}
+
+// The window of one grey row element by element through the border rule (threads at the
+// row's ends, rows that are not 16-byte aligned; `row` null for a constant-border row),
+// from element `first`: a rolled loop that shifts each value in from the top. Unrolled,
+// the positions of the K + V - 1 elements were kept in registers for the whole strip
+// (they do not change from row to row), which cost the fast path its registers.
+template <typename In, typename Acc, int WINDOW>
+__device__ __forceinline__ void gpuconv_float_window_fill(const In* __restrict__ row, int first,
+                                                          int width, int border,
+                                                          Acc border_value,
+                                                          Acc (&window)[WINDOW]) {
+#pragma unroll 1
+    for (int t = WINDOW - 1; t >= 0; --t) {
+        Acc value = border_value;
+        if (row != nullptr) {
+            const int source = gpuconv_source_index(first + t, width, border);
+            if (source >= 0) {
+                GPUCONV_CHECK_INDEX(row, source);
+                GPUCONV_TRACE_LOAD(row + source);
+                value = gpuconv_to_acc<Acc>(row[source]);
+            }
+        }
+#pragma unroll
+        for (int w = WINDOW - 1; w > 0; --w) window[w] = window[w - 1];
+        window[0] = value;
+    }
+}
+
+// GPUCONV_BOX_FLOAT_MIN_BLOCKS (blocks of 128 threads per SM) sets the register cap, for
+// tuning sweeps; the default is chosen by the model (see FLOAT_BOX_SIZES in window.py).
+#ifndef GPUCONV_BOX_FLOAT_MIN_BLOCKS
+#define GPUCONV_BOX_FLOAT_MIN_BLOCKS 4
+#endif
+template <typename In, typename Out, typename Acc, int K, int C, int V, bool STACK = false>
+__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y,
+                                  GPUCONV_BOX_FLOAT_MIN_BLOCKS)
+gpuconv_box_float(const In* __restrict__ image, Out* __restrict__ output,
+                  const Acc* __restrict__ weights, int height, int width, int anchor_y,
+                  int border, Acc border_value, int rows_per_strip, int vector_ok) {
+    static_assert(C == 1 && K >= V && K % 2 == 1 && gpuconv_is_float<Acc>::value,
+                  "gpuconv_box_float: grey, odd K >= V, float sums");
+    using Raw = gpuconv_raw_row<In, K, C, V>;
+    // K x V sums per thread (window.py: shared_bytes = K x V x sizeof(Acc) x 128)
+    using Slot = gpuconv_vector<Acc, V>;
+    GPUCONV_DYNAMIC_SHARED(Slot, shared_slots);
+    Slot* slots =
+        shared_slots + threadIdx.y * GPUCONV_WINDOW_BLOCK_X + threadIdx.x;
+
+    const int row_elements = width * C;
+    const int e0 = (blockIdx.x * GPUCONV_WINDOW_BLOCK_X + threadIdx.x) * V;
+    if (e0 >= row_elements) return;  // no barrier in this kernel: leaving early is safe
+    if (STACK) {
+        image += (long long)blockIdx.z * height * row_elements;
+        output += (long long)blockIdx.z * height * row_elements;
+    }
+    const bool fast =
+        vector_ok && e0 - Raw::REACH_LEFT >= 0 && e0 + V + Raw::REACH_RIGHT <= row_elements;
+    const bool full_store = vector_ok && e0 + V <= row_elements;
+    GPUCONV_CHECK_INDEX(weights, 0);
+    GPUCONV_TRACE_LOAD(weights);
+    const Acc scale = weights[0];
+
+    const int strips = (height + rows_per_strip - 1) / rows_per_strip;
+    for (int strip = blockIdx.y * GPUCONV_WINDOW_BLOCK_Y + threadIdx.y; strip < strips;
+         strip += gridDim.y * GPUCONV_WINDOW_BLOCK_Y) {
+        const int y0 = strip * rows_per_strip;
+        const int steps = min(rows_per_strip, height - y0) + K - 1;  // input rows it reads
+        Acc prefix[V];
+        if (fast && y0 - anchor_y >= 0 && y0 - anchor_y + steps <= height) {
+            // Every row inside the image and the thread's window inside the row (most of
+            // an image): no border rule, a row pointer that steps by one row.
+            const In* row = image + (long long)(y0 - anchor_y) * row_elements;
+            for (int base = 0; base < steps; base += K) {
+#pragma unroll
+                for (int phase = 0; phase < K; ++phase) {  // the slot: compile-time
+                    const int step = base + phase;
+                    if (step >= steps) break;
+                    Raw raw;
+                    raw.load(row, e0);
+                    row += row_elements;
+                    Acc window[Raw::WINDOW];  // element t: e0 - K / 2 + t
+#pragma unroll
+                    for (int t = 0; t < Raw::WINDOW; ++t)
+                        window[t] = gpuconv_to_acc<Acc>(raw.element(t));
+                    gpuconv_box_float_step<Out, Acc, K, V>(window, slots, prefix, phase,
+                                                           base == 0, step, scale, output, y0,
+                                                           row_elements, e0, true);
+                }
+            }
+            continue;
+        }
+        for (int base = 0; base < steps; base += K) {
+#pragma unroll
+            for (int phase = 0; phase < K; ++phase) {
+                const int step = base + phase;
+                if (step >= steps) break;
+                const int row = gpuconv_source_index(y0 - anchor_y + step, height, border);
+                const In* source = row >= 0 ? image + (long long)row * row_elements : nullptr;
+                Acc window[Raw::WINDOW];
+                if (fast && source != nullptr) {
+                    Raw raw;
+                    raw.load(source, e0);
+#pragma unroll
+                    for (int t = 0; t < Raw::WINDOW; ++t)
+                        window[t] = gpuconv_to_acc<Acc>(raw.element(t));
+                } else {
+                    gpuconv_float_window_fill<In, Acc, Raw::WINDOW>(source, e0 - Raw::LEFT, width,
+                                                                    border, border_value, window);
+                }
+                gpuconv_box_float_step<Out, Acc, K, V>(window, slots, prefix, phase, base == 0,
+                                                       step, scale, output, y0, row_elements,
+                                                       e0, full_store);
+            }
+        }
+    }
+}

@@ -829,6 +829,7 @@ WINDOW_CASES = [
         {3: "gpuconv_box_packed", 4: "gpuconv_separable"},
     ),
     ("box9x3", np.uint8, "gpuconv_box_packed", {3: "gpuconv_box_packed", 4: "gpuconv_separable"}),
+    ("small_blur", np.float32, "gpuconv_box_float", "gpuconv_separable"),  # float sums: direct
     # (gpuconv_box on uint8 where the column sums pass 16 bits: the packed box tests compare
     # the two kernels, and select it for a 258-row box; a 258-row case here cost 3 minutes)
     ("ones5", np.uint16, "gpuconv_box", "gpuconv_separable"),  # integer box: exact sums
@@ -1082,7 +1083,7 @@ def test_box_kernel_only_where_its_integer_sums_are_exact():
     _, wide = launch_for(image, np.ones((3, 11)) / 33, window=True)
     assert not wide.template.startswith("gpuconv_box")  # no compile-time width 11
     _, float_image = launch_for(image.astype(np.float32), np.ones((7, 7)) / 49, window=True)
-    assert float_image.template == "gpuconv_separable"  # float sums: no running sums
+    assert float_image.template == "gpuconv_box_float"  # float sums: no running sums
 
 
 @needs_emulator
@@ -1091,6 +1092,7 @@ def test_box_kernel_only_where_its_integer_sums_are_exact():
     [
         (np.uint8, "sharpen", True),
         (np.uint8, "small_blur", True),  # the box kernel
+        (np.float32, "small_blur", True),  # gpuconv_box_float: its slots in shared memory
         (np.float16, "sharpen", True),
         (np.float16, "small_blur", False),  # separable shared-memory kernel: per frame
         (np.float16, "random", False),
@@ -1138,3 +1140,79 @@ def test_cupy_launch_code_runs_stacks(dtype, kernel_name, one_launch, monkeypatc
         _cuda._device_limits.cache_clear()
         _cuda._device_weights.cache_clear()
         _cuda.clear_launch_cache()
+
+
+# --- gpuconv_box_float: float32 grey boxes, every sum direct --------------------------------
+
+
+@pytest.mark.parametrize(
+    "image, kernel, options, runs",
+    [
+        (np.zeros((16, 64), np.float32), "small_blur", {}, True),
+        (np.zeros((16, 64), np.float32), "large_blur", {}, True),
+        (np.zeros((16, 64), np.float32), np.full((9, 9), 0.5), {}, True),
+        (np.zeros((16, 64), np.float32), np.ones((5, 5)) / 25, {}, False),  # the window kernel
+        (np.zeros((16, 64), np.float32), np.ones((11, 11)) / 121, {}, False),  # no such size
+        (np.zeros((16, 64), np.float32), np.ones((7, 9)) / 63, {}, False),  # not square
+        (np.zeros((16, 64), np.float32), gpuconv.kernels.gaussian(7, 1.5), {}, False),
+        (np.zeros((16, 64), np.float32), "small_blur", dict(anchor=(1, 3)), False),
+        (np.zeros((16, 64), np.float32), "small_blur", dict(anchor=(3, 0)), True),
+        (np.zeros((16, 64), np.float32), "small_blur", dict(dtype=np.uint8), False),
+        (np.zeros((16, 64), np.float64), "small_blur", {}, False),
+        (np.zeros((16, 64), np.float16), "small_blur", {}, False),
+        (np.zeros((16, 64, 3), np.float32), "small_blur", {}, False),  # grey only
+        (np.zeros((3, 16, 64), np.float32), "small_blur", dict(axes=(1, 2)), True),  # a stack
+    ],
+)
+def test_float_box_kernel_runs_float32_grey_boxes_of_its_sizes(image, kernel, options, runs):
+    _, launch = launch_for(image, kernel, window=True, **options)
+    assert (launch.template == "gpuconv_box_float") == runs, launch.name_expression
+    if runs:
+        size = int(launch.name_expression.split(",")[3])
+        assert launch.shared_bytes == 128 * size * 4 * 4  # K x V float sums a thread
+        _, plan, _ = plan_for(image, kernel, **options)
+        before = _cuda_launch.plan_launch(plan, choose_strategy(plan), float_box=False)
+        assert before.template == "gpuconv_separable"
+
+
+@needs_emulator
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("size", _cuda_window.FLOAT_BOX_SIZES)
+def test_float_box_kernel_keeps_every_sum_direct(size, border, rng):
+    """gpuconv_box_float within the contract of the float64 reference, with strips inside
+    the image (the interior loop) and across its edges, several blocks of K rows a strip
+    and a grid that strides over strips (one row of blocks); aligned rows, odd widths and
+    images narrower than the kernel; every row anchor class. An inf or NaN stays where the
+    reference has it: no sum spreads it (running sums would, inf - inf = NaN), and a large
+    value leaves no rounding error in the sums after it."""
+    kernel = np.full((size, size), 1.0 / size**2)
+    small_grid = _cuda_launch.DeviceLimits(max_grid_y=1, max_grid_z=1)
+    for index, shape in enumerate(((300, 72), (97, 45), (40, 7), (1, 1))):
+        image = random_image(rng, shape, np.float32)
+        if shape[0] > 50:
+            image[shape[0] // 3, shape[1] // 2] = np.inf
+            image[shape[0] // 2, 3] = np.nan
+            image[2 * shape[0] // 3 :, :8] = 3e7  # large values, then small ones beside them
+        anchor = (size // 2, (index * 5) % size)
+        options = dict(border=border, value=-2.5, anchor=anchor)
+        actual, launch = emulated(image, kernel, limits=small_grid, window=True, **options)
+        assert launch.template == "gpuconv_box_float", launch.name_expression
+        expected = reference(image, kernel, **options)
+        finite = np.isfinite(expected)
+        np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+        np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected))
+        assert_contract_accuracy(np.where(finite, actual, 0), np.where(finite, expected, 0))
+        # beside the large values, the small sums are right to float32 rounding of their own
+        # magnitude, not of 3e7's (where a running sum would have kept its error)
+        small = finite & (np.abs(expected) < 10)
+        assert np.abs(actual[small] - expected[small]).max(initial=0) < 1e-5
+
+
+@needs_emulator
+def test_float_box_kernel_runs_a_stack_in_one_launch(rng):
+    stack = random_image(rng, (3, 90, 40), np.float32)
+    actual, launch = emulated(stack, "large_blur", window=True, axes=(1, 2), border="wrap")
+    assert launch.name_expression.endswith(", true>") and launch.grid[2] == 3
+    for frame in range(3):
+        expected = reference(stack[frame], "large_blur", border="wrap")
+        assert_contract_accuracy(actual[frame], expected)

@@ -183,6 +183,7 @@ def _window_channels(expression: str) -> int | None:
         "gpuconv_window_dp4a": 5,
         "gpuconv_box": 4,
         "gpuconv_box_packed": 4,
+        "gpuconv_box_float": 4,
     }.get(template)
     return position and int(values[position])
 
@@ -195,7 +196,7 @@ def _explicit_instantiations(expressions: list[str]) -> str:
         types = [t.strip() for t in arguments.rstrip(">").split(",")][:3]
         input_type, output_type, accumulator = types
         pointers = f"const {input_type}*, {output_type}*, const {accumulator}*, "
-        if template in ("gpuconv_window", "gpuconv_window_dp4a"):
+        if template in ("gpuconv_window", "gpuconv_window_dp4a", "gpuconv_box_float"):
             # height, width, anchor_y, border, value, rows, vector_ok
             parameters = pointers + "int, " * 4 + f"{accumulator}, int, int"
         elif template in ("gpuconv_box", "gpuconv_box_packed"):

@@ -40,7 +40,13 @@ PARAMETER_OFFSET = 0x210
 #: Stack pointer the model starts R1 at (local memory, only read back by LDL).
 _STACK_TOP = 0xFFFC0
 
-WINDOW_TEMPLATES = ("gpuconv_window", "gpuconv_window_dp4a", "gpuconv_box", "gpuconv_box_packed")
+WINDOW_TEMPLATES = (
+    "gpuconv_window",
+    "gpuconv_window_dp4a",
+    "gpuconv_box",
+    "gpuconv_box_packed",
+    "gpuconv_box_float",
+)
 TILED_TEMPLATES = ("gpuconv_direct", "gpuconv_separable")
 
 

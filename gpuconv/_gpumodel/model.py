@@ -39,6 +39,7 @@ class Case:
     window: bool = True  # False: the shared-memory kernels (plan_launch(window=False))
     dp4a: bool = True  # False: gpuconv_window where gpuconv_window_dp4a runs (as measured)
     packed_box: bool = True  # False: gpuconv_box where gpuconv_box_packed runs (as measured)
+    float_box: bool = True  # False: the separable kernels where gpuconv_box_float runs
 
     @property
     def name(self) -> str:
@@ -76,6 +77,7 @@ def plan_and_launch(case: Case, overrides: dict | None = None):
         window=case.window,
         dp4a=case.dp4a,
         packed_box=case.packed_box,
+        float_box=case.float_box,
     )
     overrides = dict(overrides or {})
     template = overrides.get("name_expression", launch.name_expression).split("<")[0]
@@ -275,8 +277,9 @@ def predict_lowrank(kernel, dtype: str = "float32", size: int = SIZE) -> dict | 
 #: Compile options that give the kernels as every GPU measurement so far ran them: the
 #: register-window kernels' interior loop (GPUCONV_WINDOW_INTERIOR) came after the last
 #: measurement (2026-11-26), so the model checks itself against the code without it.
-#: (gpuconv_window_dp4a and gpuconv_box_packed, later still, are left out by choosing the
-#: kernels they replaced: Case(dp4a=False, packed_box=False).)
+#: (gpuconv_window_dp4a, gpuconv_box_packed and gpuconv_box_float, later still, are left
+#: out by choosing the kernels they replaced: Case(dp4a=False, packed_box=False,
+#: float_box=False).)
 AS_MEASURED = ("-DGPUCONV_WINDOW_INTERIOR=0",)
 
 CALIBRATION = (
@@ -378,10 +381,18 @@ def against_measured(device: str = "H100") -> list[dict]:
     rows = []
     for entry in measured_kernel_times(device):
         for window, newest in ((True, True), (True, False), (False, True)):
-            # newest=False: gpuconv_window and gpuconv_box where gpuconv_window_dp4a and
-            # gpuconv_box_packed run now (measured before them)
+            # newest=False: gpuconv_window, gpuconv_box and the separable kernels where
+            # gpuconv_window_dp4a, gpuconv_box_packed and gpuconv_box_float run now
+            # (measured before them)
             case = Case(
-                entry["kernel"], entry["dtype"], entry["channels"], SIZE, window, newest, newest
+                entry["kernel"],
+                entry["dtype"],
+                entry["channels"],
+                SIZE,
+                window,
+                newest,
+                newest,
+                newest,
             )
             _, launch = plan_and_launch(case)
             if launch.name_expression != entry["path"]:

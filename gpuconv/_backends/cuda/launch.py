@@ -43,6 +43,7 @@ SOURCE_FILES = {
     "gpuconv_window_dp4a": "convolve_window.cu",
     "gpuconv_box": "convolve_window.cu",
     "gpuconv_box_packed": "convolve_window.cu",
+    "gpuconv_box_float": "convolve_window.cu",
 }
 
 # CUDA's limits on gridDim.y and gridDim.z; the kernels stride over what is left.
@@ -81,6 +82,7 @@ def plan_launch(
     window: bool = True,
     dp4a: bool = True,
     packed_box: bool = True,
+    float_box: bool = True,
 ) -> Launch:
     """Choose the kernel and compute its launch for ``plan`` run as ``strategy`` says.
 
@@ -88,7 +90,9 @@ def plan_launch(
     :mod:`gpuconv._backends.cuda.window` run what they can (small kernels with the
     default column anchor, 1, 3 or 4 channels; with ``dp4a``, the default, 3 x 3 uint8
     kernels whose taps fit a signed byte run ``gpuconv_window_dp4a``; with ``packed_box``,
-    the default, uint8 box kernels whose column sums fit 16 bits run ``gpuconv_box_packed``).
+    the default, uint8 box kernels whose column sums fit 16 bits run ``gpuconv_box_packed``;
+    with ``float_box``, the default, float32 grey boxes of 7, 9 and 21 run
+    ``gpuconv_box_float``).
     Otherwise the shared-memory kernels:
     the separable kernel runs rank-1 kernels, the direct kernel the rest; either
     falls back to the global-memory kernel when its tile and halo would not fit
@@ -123,7 +127,9 @@ def plan_launch(
             f"backend takes axes (plus the kernel) below {MAX_AXIS} pixels"
         )
     if window:
-        launch = window_launch(plan, strategy, limits, dp4a=dp4a, packed_box=packed_box)
+        launch = window_launch(
+            plan, strategy, limits, dp4a=dp4a, packed_box=packed_box, float_box=float_box
+        )
         if launch is not None:
             return launch
     accumulator = np.dtype(strategy.accumulator)

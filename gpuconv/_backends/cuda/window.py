@@ -59,6 +59,13 @@ PACKED_BOX_WIDTHS = (*BOX_WIDTHS, 21)
 #: gives gpuconv_window for these plans (the code every GPU measurement so far ran).
 DP4A_CHANNELS = (1, 3, 4)
 DP4A_ELEMENTS_PER_THREAD = 8
+#: Square box sizes of ``gpuconv_box_float`` (float32 grey images, float32 sums): direct
+#: sums shared along the row, a ring of K x V accumulators down the strip. Other float box
+#: sizes run the separable kernels (3 x 3 and 5 x 5 the separable window kernel).
+FLOAT_BOX_SIZES = (7, 9, 21)
+#: V of ``gpuconv_box_float``: one 16-byte load of float32 (its K x V suffix sums are in
+#: shared memory, so V does not cost registers there).
+FLOAT_BOX_ELEMENTS_PER_THREAD = 4
 #: Accumulator registers a thread may hold for its ring (KH x V), in 4-byte words: uint8
 #: 3 x 3 ran as fast with V = 8 as with 16, without the register pressure (H100).
 _RING_WORDS = 32
@@ -109,6 +116,11 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
             vector = DP4A_ELEMENTS_PER_THREAD
             expressions.append(f"gpuconv_window_dp4a<{types}, 3, 3, {channels}, {vector}, false>")
             expressions.append(stack_twin(expressions[-1]))
+    if _float_box_types(input_dtype, output_dtype, accumulator):
+        for size in FLOAT_BOX_SIZES:
+            vector = FLOAT_BOX_ELEMENTS_PER_THREAD
+            expressions.append(f"gpuconv_box_float<{types}, {size}, 1, {vector}>")
+            expressions.append(stack_twin(expressions[-1]))
     for channels in WINDOW_CHANNELS:
         separable_sizes = WINDOW_SEPARABLE_SIZES if channels in WINDOW_SEPARABLE_CHANNELS else ()
         direct_sizes = WINDOW_DIRECT_SIZES if channels == 1 else WINDOW_COLOUR_DIRECT_SIZES
@@ -147,6 +159,7 @@ _SINGLE_IMAGE_ARGUMENTS = {
     "gpuconv_window_dp4a": 8,
     "gpuconv_box": 6,
     "gpuconv_box_packed": 6,
+    "gpuconv_box_float": 6,
 }
 
 
@@ -198,6 +211,25 @@ def _uint8_to_uint8(input_dtype, output_dtype) -> bool:
     return np.dtype(input_dtype) == np.dtype(output_dtype) == np.dtype(np.uint8)
 
 
+def _float_box_types(input_dtype, output_dtype, accumulator) -> bool:
+    """The types of gpuconv_box_float: float32 pixels into float32, float32 sums."""
+    float32 = np.dtype(np.float32)
+    return np.dtype(input_dtype) == np.dtype(output_dtype) == np.dtype(accumulator) == float32
+
+
+def _float_box_fits(plan: ConvolutionPlan, accumulator: np.dtype) -> bool:
+    """Whether ``gpuconv_box_float`` runs ``plan``: a square box of a size it has, on a
+    float32 grey image into float32 with float32 sums."""
+    height, width = plan.kernel.shape
+    return bool(
+        _float_box_types(plan.input_dtype, plan.output_dtype, accumulator)
+        and plan.shape[2] == 1
+        and height == width
+        and width in FLOAT_BOX_SIZES
+        and _is_box(plan)
+    )
+
+
 def _dp4a_fits(plan: ConvolutionPlan, accumulator: np.dtype) -> bool:
     """Whether ``gpuconv_window_dp4a`` runs ``plan``: 3 x 3 uint8 into uint8 with int sums,
     every tap an integer in a signed byte, and a constant border value that is a pixel."""
@@ -240,10 +272,12 @@ def window_launch(
     *,
     dp4a: bool = True,
     packed_box: bool = True,
+    float_box: bool = True,
 ) -> Launch | None:
     """The window or box kernel's launch for ``plan``, or None where neither applies
     (``dp4a=False``: gpuconv_window where gpuconv_window_dp4a would run;
-    ``packed_box=False``: the kernel that ran before where gpuconv_box_packed would)."""
+    ``packed_box=False`` / ``float_box=False``: the kernel that ran before where
+    gpuconv_box_packed / gpuconv_box_float would)."""
     height, width, channels = plan.shape
     kernel_height, kernel_width = plan.kernel.shape
     accumulator = np.dtype(strategy.accumulator)
@@ -279,6 +313,11 @@ def window_launch(
     if box:
         template = "gpuconv_box_packed" if packed else "gpuconv_box"
         expression = f"{template}<{types}, {kernel_width}, {channels}, {vector}>"
+        weights = np.array([plan.kernel.flat[0]])
+    elif float_box and _float_box_fits(plan, accumulator):
+        template = "gpuconv_box_float"
+        vector = FLOAT_BOX_ELEMENTS_PER_THREAD
+        expression = f"{template}<{types}, {kernel_width}, 1, {vector}>"
         weights = np.array([plan.kernel.flat[0]])
     else:
         square = kernel_height == kernel_width
@@ -359,13 +398,19 @@ def window_launch(
             value,
             np.int32(rows),
         )
+    threads = WINDOW_BLOCK[0] * WINDOW_BLOCK[1]
     return Launch(
         template=template,
         name_expression=expression,
         source_file="convolve_window.cu",
         grid=grid,
         block=WINDOW_BLOCK,
-        shared_bytes=0,
+        # gpuconv_box_float keeps K x V suffix sums per thread in shared memory
+        shared_bytes=(
+            threads * kernel_width * vector * accumulator.itemsize
+            if template == "gpuconv_box_float"
+            else 0
+        ),
         weights=weights,
         scalars=scalars,
         vector_pitch_aligned=pitch_aligned,
