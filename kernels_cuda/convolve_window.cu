@@ -1,5 +1,5 @@
-// convolve_window.cu: small kernels and box kernels by a sliding register window, no
-// shared memory.
+// convolve_window.cu: small kernels and box kernels by a sliding register window (no
+// shared memory, but for the float box kernel's suffix sums).
 //
 // Kernels:
 //   gpuconv_window<In, Out, Acc, KH, KW, C, V, SEPARABLE[, STACK]>(image, output, weights,
@@ -28,6 +28,11 @@
 //     gpuconv_box's uint8-to-uint8 case (grey, and RGB, which gpuconv_box leaves to the
 //     shared-memory kernels; also 21 wide) whose column sums fit 16 bits: two column sums
 //     to a 32-bit word (see the comment above the kernel)
+//   gpuconv_box_float<In, Out, Acc, K, C, V[, STACK]>(gpuconv_window's arguments)
+//     a K x K kernel whose taps all equal weights[0] on a float32 grey image (K = 7, 9, 21
+//     in window.py): every sum direct, shared along the row, van Herk / Gil-Werman blocks
+//     down it; its K x V suffix sums a thread in dynamic shared memory (see the comment
+//     above the kernel)
 //
 // Each thread owns V consecutive elements of a row (pixels x channels, flattened) and walks
 // down `rows_per_strip` output rows. Every input row is read once per thread, as aligned
@@ -44,7 +49,8 @@
 // Launch (gpuconv/_backends/cuda/window.py, window_launch): block (32, 4); thread
 // (x, y) takes chunk blockIdx.x * 32 + x of every row and strip blockIdx.y * 4 + y, the
 // kernel striding over strips beyond the grid; with STACK = true, blockIdx.z is the frame of
-// an (N, H, W, C) stack (gridDim.z = N: one launch for the stack). No shared memory.
+// an (N, H, W, C) stack (gridDim.z = N: one launch for the stack). No shared memory but
+// gpuconv_box_float's (K x V x sizeof(Acc) bytes a thread, no barrier: each thread its own).
 // 64-bit row offsets.
 #include "gpuconv_common.cuh"
 
@@ -885,10 +891,15 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
 //   - along the row, a thread's V outputs share the K - V + 1 window elements that all of
 //     them cover, summed once (pairwise), and each adds its few others from partial sums
 //     shared with its neighbours: K + 3 V - 5 additions for V outputs, not V (K - 1);
-//   - down the strip, as gpuconv_window: each row's V sums are added into the ring of K x V
-//     accumulators of the output rows that row falls in, and the output row it completes
-//     is scaled and stored. No multiply per tap and no tap in a register.
-//   Launch as gpuconv_window (window.py, window_launch). C = 1 only.
+//   - down the strip, van Herk / Gil-Werman: the strip's input rows in blocks of K, each
+//     output the suffix sum of one block plus the prefix sum of the next (3 additions per
+//     output, see gpuconv_box_float_step), then scaled and stored. No multiply per tap and
+//     no tap in a register.
+//   PREDICTED (gpuconv/_gpumodel, H100, 8192 x 8192; not yet run on a GPU): 7 x 7 from 43 %
+//   to 99 % of copy (the shared-memory separable kernel: 4.81 warp instructions per pixel,
+//   this one 0.57), 21 x 21 from 25 % to 98 % (7.62 to 0.75); both DRAM-bound.
+//   Launch as gpuconv_window, with K x V x sizeof(Acc) bytes of dynamic shared memory per
+//   thread (window.py, window_launch). C = 1 only.
 
 // The sum of values[FIRST .. FIRST + COUNT), pairwise (FIRST, COUNT compile-time).
 template <int FIRST, int COUNT, typename Acc, int N>
@@ -1016,7 +1027,9 @@ __device__ __forceinline__ void gpuconv_float_window_fill(const In* __restrict__
 }
 
 // GPUCONV_BOX_FLOAT_MIN_BLOCKS (blocks of 128 threads per SM) sets the register cap, for
-// tuning sweeps; the default is chosen by the model (see FLOAT_BOX_SIZES in window.py).
+// tuning sweeps. The default, 4 (128 registers), binds none: K = 7 takes 72, 9 takes 79,
+// 21 takes 118 (sm_90); under 6 (80) the 21-wide one spilled. The model predicts both
+// DRAM-bound either way (PREDICTED, H100; not yet measured).
 #ifndef GPUCONV_BOX_FLOAT_MIN_BLOCKS
 #define GPUCONV_BOX_FLOAT_MIN_BLOCKS 4
 #endif
