@@ -35,9 +35,10 @@ MUTATION_ARGS ?=
 mutation: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/mutation.py $(MUTATION_ARGS)
 
-# Hand mutations of the two newest CUDA kernels (gpuconv_window_dp4a, gpuconv_box_packed),
-# run through the emulator (about 4 minutes; rewrites kernels_cuda/convolve_window.cu while
-# it runs, then restores it): results in benchmarks/results/mutation-cuda-dp4a-box.md.
+# Hand mutations of the three newest CUDA kernels (gpuconv_window_dp4a, gpuconv_box_packed,
+# gpuconv_box_float), run through the emulator (about 10 minutes; rewrites
+# kernels_cuda/convolve_window.cu while it runs, then restores it): results in
+# benchmarks/results/mutation-cuda-dp4a-box.md.
 cuda-mutation: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/cuda_kernel_mutations.py
 

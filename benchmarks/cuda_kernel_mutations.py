@@ -1,8 +1,8 @@
-"""Hand mutations of gpuconv_window_dp4a and gpuconv_box_packed (kernels_cuda/convolve_window.cu):
-each applied in place, the tests that cover the two kernels run through the CPU emulator, the
-file restored. Every mutation must make a test fail.
+"""Hand mutations of gpuconv_window_dp4a, gpuconv_box_packed and gpuconv_box_float
+(kernels_cuda/convolve_window.cu): each applied in place, the tests that cover the three
+kernels run through the CPU emulator, the file restored. Every mutation must make a test fail.
 
-    make cuda-mutation   # or .venv/bin/python benchmarks/cuda_kernel_mutations.py; 4 minutes
+    make cuda-mutation   # or .venv/bin/python benchmarks/cuda_kernel_mutations.py; 10 minutes
 
 Results: benchmarks/results/mutation-cuda-dp4a-box.md. Not part of `make test` (it rewrites
 a source file while it runs). Exits 1 if any mutation survives.
@@ -68,11 +68,37 @@ mutations = [
         "y0 + r - anchor_y + min(i, kernel_height - 1);",
         "y0 + r - anchor_y + min(i, kernel_height);",
     ),
+    (
+        "float box: suffix sums leave out the block's first row",
+        "for (int i = K - 2; i >= 0; --i) {",
+        "for (int i = K - 2; i >= 1; --i) {",
+    ),
+    (
+        "float box: prefix sum restarts every row",
+        "prefix[v] = phase == 0 ? across.v[v] : prefix[v] + across.v[v];",
+        "prefix[v] = across.v[v];",
+    ),
+    (
+        "float box: shared part of the row one element short",
+        "gpuconv_pairwise_sum<V - 1, K - V + 1>(window);",
+        "gpuconv_pairwise_sum<V - 1, K - V>(window);",
+    ),
+    (
+        "float box: right partial sums one element early",
+        "right[v] = v == 1 ? window[K] : right[v - 1] + window[K - 1 + v];",
+        "right[v] = v == 1 ? window[K] : right[v - 1] + window[K - 2 + v];",
+    ),
+    (
+        "float box fill: border rule one element off",
+        "gpuconv_source_index(first + t, width, border);",
+        "gpuconv_source_index(first + t + 1, width, border);",
+    ),
 ]
 tests = [
     "tests/test_cuda_backend.py",
     "-k",
-    "dp4a_kernel_is_exact or packed_box_kernel_is_exact or window_kernels_match",
+    "dp4a_kernel_is_exact or packed_box_kernel_is_exact or window_kernels_match"
+    " or float_box_kernel_keeps",
 ]
 results = []
 try:

@@ -59,9 +59,12 @@ PACKED_BOX_WIDTHS = (*BOX_WIDTHS, 21)
 #: gives gpuconv_window for these plans (the code every GPU measurement so far ran).
 DP4A_CHANNELS = (1, 3, 4)
 DP4A_ELEMENTS_PER_THREAD = 8
-#: Square box sizes of ``gpuconv_box_float`` (float32 grey images, float32 sums): direct
-#: sums shared along the row, a ring of K x V accumulators down the strip. Other float box
-#: sizes run the separable kernels (3 x 3 and 5 x 5 the separable window kernel).
+#: Square box sizes of ``gpuconv_box_float`` (float32 grey images, float32 sums): every sum
+#: direct, shared along the row, van Herk / Gil-Werman blocks down the strip. PREDICTED
+#: (H100 model, no GPU yet) at 8192 x 8192: 7 x 7 from 43 % to 99 % of copy, 21 x 21 from
+#: 25 % to 98 % (the shared-memory separable kernel before; ``float_box=False`` gives it).
+#: Other float box sizes run the separable kernels (3 x 3 and 5 x 5 the separable window
+#: kernel); each size here costs CI two NVRTC instantiations.
 FLOAT_BOX_SIZES = (7, 9, 21)
 #: V of ``gpuconv_box_float``: one 16-byte load of float32 (its K x V suffix sums are in
 #: shared memory, so V does not cost registers there).
