@@ -890,7 +890,7 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
 //   every sum here is direct, over exactly the window's taps, as the other float paths:
 //   - along the row, a thread's V outputs share the K - V + 1 window elements that all of
 //     them cover, summed once (pairwise), and each adds its few others from partial sums
-//     shared with its neighbours: K + 3 V - 5 additions for V outputs, not V (K - 1);
+//     shared with its neighbours: K + 3 V - 6 additions for V outputs, not V (K - 1);
 //   - down the strip, van Herk / Gil-Werman: the strip's input rows in blocks of K, each
 //     output the suffix sum of one block plus the prefix sum of the next (3 additions per
 //     output, see gpuconv_box_float_step), then scaled and stored. No multiply per tap and
