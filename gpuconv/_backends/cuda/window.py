@@ -3,15 +3,17 @@
 :func:`window_launch` returns the :class:`~gpuconv._backends.cuda.launch_base.Launch` of
 ``gpuconv_window`` (small kernels, direct or separable), ``gpuconv_window_dp4a`` (its
 3 x 3 uint8 case with taps that fit a signed byte: one dp4a per kernel row and pixel),
-``gpuconv_box`` (constant kernels on integer images, running sums) or ``gpuconv_box_packed``
-(its uint8 case with column sums below 2**16: two to a word; also RGB and 21 wide) when
-one of them can run the plan, else None (the shared-memory kernels then run it). Nothing
-here imports CuPy.
+``gpuconv_box`` (constant kernels on integer images, running sums), ``gpuconv_box_packed``
+(its uint8 case with column sums below 2**16: two to a word; also RGB and 21 wide) or
+``gpuconv_box_float`` (square float32 grey boxes of 7, 9 and 21: direct sums, van Herk /
+Gil-Werman blocks down the strip) when one of them can run the plan, else None (the
+shared-memory kernels then run it). Nothing here imports CuPy.
 
 The window kernels need: the default column anchor (``kw // 2``), 1, 3 or 4 channels,
 and a compile-time kernel size; each thread owns ``V`` consecutive row elements, where
 ``V * itemsize`` is one vector load (16 bytes) or less when the kernel is tall (the
-``KH x V`` accumulators live in registers).
+``KH x V`` accumulators live in registers; ``gpuconv_box_float`` keeps its ``K x V``
+suffix sums in shared memory, the only window launch with ``shared_bytes``).
 """
 
 from __future__ import annotations
