@@ -4,6 +4,7 @@
     python benchmarks/gpu_model.py --shared --json old.json # the shared-memory kernels
     python benchmarks/gpu_model.py --calibration            # predicted vs ncu instructions
     python benchmarks/gpu_model.py --measured               # predicted vs measured times, the fit
+    python benchmarks/gpu_model.py --edges                  # window kernels with their edge warps
     python benchmarks/gpu_model.py --markdown benchmarks/results/GPU-model.md
     python benchmarks/gpu_model.py --images float32:1,float16:1   # float16 halves the bytes
 
@@ -110,6 +111,29 @@ def dp4a_table(rows: list[dict], replaced: list[dict]) -> str:
                 f"{r['fraction_of_copy']:.0%} | {r['bound']} |"
             )
     return "\n".join(lines)
+
+
+def edges_table(rows: list[dict]) -> str:
+    """The window kernels' edge warps: the issue's count (the interior path) beside the
+    whole launch's, whose first and last column of blocks also run the border rule."""
+    lines = [
+        "| case | path | warp inst/px, interior | + edge warps | of copy, interior | "
+        "of copy, with edge warps |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | `{r['path']}` | {r['warp_instructions_per_pixel']:.3f} | "
+            f"{r['edge_instructions_per_pixel']:.3f} | {r['fraction_of_copy']:.0%} | "
+            f"{r['fraction_of_copy_with_edges']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def edge_rows(cases: list) -> list[dict]:
+    """:func:`model.predict` with the edge warps, for the cases a window kernel runs."""
+    rows = [model.predict(case, edges=True) for case in cases]
+    return [row for row in rows if "edge_instructions_per_pixel" in row]
 
 
 def calibration_table(rows: list[dict]) -> str:
@@ -223,6 +247,11 @@ def main(argv=None) -> int:
         help="dtype:channels pairs, comma-separated (default uint8:1,float32:1,uint8:3; "
         "float16 too)",
     )
+    parser.add_argument(
+        "--edges",
+        action="store_true",
+        help="the window kernels with their edge warps (the first and last column of blocks)",
+    )
     parser.add_argument("--markdown", help="write GPU-model.md (both families, calibration) here")
     args = parser.parse_args(argv)
 
@@ -243,7 +272,8 @@ def main(argv=None) -> int:
         ]
         calibrated = [model.calibrate(e) for e in model.calibration()["cases"]]
         measured = {device: model.against_measured(device) for device in ("H100", "H200")}
-        Path(args.markdown).write_text(markdown(today, shared, calibrated, measured, dp4a))
+        edges = edge_rows(today_cases)
+        Path(args.markdown).write_text(markdown(today, shared, calibrated, measured, dp4a, edges))
         print(f"wrote {args.markdown} in {time.perf_counter() - started:.0f} s")
         return 0
     if args.lowrank:
@@ -260,6 +290,10 @@ def main(argv=None) -> int:
     if args.calibration:
         print(calibration_table([model.calibrate(e) for e in model.calibration()["cases"]]))
         return 0
+    if args.edges:
+        print("PREDICTED (gpuconv._gpumodel, H100 SXM model; no GPU was used)")
+        print(edges_table(edge_rows(model.cases(True, args.size, args.images))))
+        return 0
     rows = [model.predict(c) for c in model.cases(not args.shared, args.size, args.images)]
     if args.json:
         Path(args.json).write_text(json.dumps({"cases": rows}, indent=1) + "\n")
@@ -275,6 +309,7 @@ def markdown(
     calibrated: list[dict],
     measured: dict[str, list],
     dp4a: list[tuple[dict, dict]],
+    edges: list[dict],
 ) -> str:
     constants = (
         f"DRAM {machine.DRAM_BYTES_PER_SECOND / 1e12:.1f} TB/s; issue {machine.SMS} SMs x "
@@ -290,6 +325,7 @@ def markdown(
         shared=table(shared),
         side_by_side=side_by_side(today, shared),
         dp4a=dp4a_table([new for new, _ in dp4a], [old for _, old in dp4a]),
+        edges=edges_table(edges),
         calibration=calibration_table(calibrated),
         measured_h100=measured_table(measured["H100"], "H100"),
         fit_h100=fit_summary(measured["H100"], "H100"),

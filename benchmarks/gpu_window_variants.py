@@ -27,6 +27,7 @@ CASES = [
     ("sharpen", "uint8", 3),
     ("sharpen", "float32", 1),
     ("large_blur", "float32", 1),  # gpuconv_box_float, then the window variants: none
+    ("large_blur", "uint8", 3),  # gpuconv_box_packed, column sums in shared memory
 ]
 # Two H200 sweeps (benchmarks/results/gpu-retune-h200-2026-11-26/call1, call2) set today's
 # launch bounds (convolve_window.cu): a cap pays only without spills; V = 4 (ring_words 16)
@@ -42,6 +43,9 @@ NEWEST_MIN_BLOCKS = {
     "gpuconv_box_packed": ("GPUCONV_BOX_PACKED_MIN_BLOCKS", [1, 6, 8, 10]),
     "gpuconv_box_float": ("GPUCONV_BOX_FLOAT_MIN_BLOCKS", [1, 4, 6]),
 }
+#: gpuconv_box_packed where its column sums are in shared memory (21 wide RGB: 6 blocks an
+#: SM by its 32 KiB; PREDICTED 65 % of copy at 6, 43 % uncapped; under 8 it spills).
+SHARED_COLUMNS_MIN_BLOCKS = ("GPUCONV_BOX_PACKED_SHARED_MIN_BLOCKS", [1, 4, 6])
 VARIANTS = {
     "interior": [0, 1],
     "group": [0, 1, 4],
@@ -137,6 +141,8 @@ def main(argv=None) -> int:
         newest = _cuda_window.window_launch(plan, strategy)
         if newest is not None and newest.template in NEWEST_MIN_BLOCKS:
             macro, caps = NEWEST_MIN_BLOCKS[newest.template]
+            if newest.template == "gpuconv_box_packed" and newest.shared_bytes:
+                macro, caps = SHARED_COLUMNS_MIN_BLOCKS
             for min_blocks in caps:
                 label = f"{newest.template} min_blocks={min_blocks}"
                 _measure(*context, newest, (f"-D{macro}={min_blocks}",), label)

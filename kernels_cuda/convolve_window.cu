@@ -1,5 +1,6 @@
 // convolve_window.cu: small kernels and box kernels by a sliding register window (no
-// shared memory, but for the float box kernel's suffix sums).
+// shared memory, but for the float box kernel's suffix sums and the column sums of the
+// packed box kernel's widest windows).
 //
 // Kernels:
 //   gpuconv_window<In, Out, Acc, KH, KW, C, V, SEPARABLE[, STACK]>(image, output, weights,
@@ -27,7 +28,8 @@
 //   gpuconv_box_packed<In, Out, Acc, KW, C, V[, STACK]>(gpuconv_box's arguments)
 //     gpuconv_box's uint8-to-uint8 case (grey, and RGB, which gpuconv_box leaves to the
 //     shared-memory kernels; also 21 wide) whose column sums fit 16 bits: two column sums
-//     to a 32-bit word (see the comment above the kernel)
+//     to a 32-bit word; windows wider than 16 words (21 wide RGB, V = 64) keep them in
+//     dynamic shared memory (see the comment above the kernel)
 //   gpuconv_box_float<In, Out, Acc, K, C, V[, STACK]>(gpuconv_window's arguments)
 //     a K x K kernel whose taps all equal weights[0] on a float32 grey image (K = 7, 9, 21
 //     in window.py): every sum direct, shared along the row, van Herk / Gil-Werman blocks
@@ -50,7 +52,8 @@
 // (x, y) takes chunk blockIdx.x * 32 + x of every row and strip blockIdx.y * 4 + y, the
 // kernel striding over strips beyond the grid; with STACK = true, blockIdx.z is the frame of
 // an (N, H, W, C) stack (gridDim.z = N: one launch for the stack). No shared memory but
-// gpuconv_box_float's (K x V x sizeof(Acc) bytes a thread, no barrier: each thread its own).
+// gpuconv_box_float's (K x V x sizeof(Acc) bytes a thread) and that of gpuconv_box_packed's
+// widest windows (two words per window word a thread); no barrier: each thread its own.
 // 64-bit row offsets.
 #include "gpuconv_common.cuh"
 
@@ -563,32 +566,47 @@ struct gpuconv_byte_window {
         for (int w = 0; w < OWN; ++w) words[HALO + w] = vector.v[w];
     }
 
-    // Element by element through the border rule (threads at the row's ends, rows not
-    // 16-byte aligned); `row` null for a constant-border row. A rolled loop that shifts each
-    // byte in from the top (no unrolled border arithmetic per element: few registers, as
-    // the fast path needs them, for the few threads that come here).
+    // Through the border rule (threads at the row's ends, rows not 16-byte aligned); `row`
+    // null for a constant-border row. A rolled loop over the words, each shifted in from
+    // the top: a word inside the row of a 16-byte aligned row (`aligned`) is read whole,
+    // the others element by element (no unrolled border arithmetic per element: few
+    // registers, as the fast path needs them). Element by element for the whole window,
+    // the warps that hold these threads added 24-132 % to the 8-bit window kernels'
+    // instructions at 8192 x 8192; word by word, 7-33 % (PREDICTED, H100 model, its edge
+    // warps: benchmarks/gpu_model.py --edges). The OFFSET bytes left of the window hold
+    // their elements too, unused.
     __device__ __forceinline__ void fill(const unsigned char* __restrict__ row, int e0,
-                                         int width, int border, int border_value) {
-#pragma unroll
-        for (int w = 0; w < WORDS; ++w) words[w] = 0;
+                                         int width, int border, int border_value,
+                                         bool aligned) {
+        const int row_elements = width * C;
 #pragma unroll 1
-        for (int t = WINDOW - 1; t >= -OFFSET; --t) {
-            unsigned value = t < 0 ? 0u : unsigned(border_value);
-            if (t >= 0 && row != nullptr) {
-                const int element = e0 - LEFT + t;
-                // floor division (element may be negative): which pixel, which channel
-                const int pixel = element >= 0 ? element / C : -((-element + C - 1) / C);
-                const int channel = element - pixel * C;
-                const int source = gpuconv_source_index(pixel, width, border);
-                if (source >= 0) {
-                    GPUCONV_CHECK_INDEX(row, source * C + channel);
-                    GPUCONV_TRACE_LOAD(row + source * C + channel);
-                    value = row[source * C + channel];
+        for (int w = WORDS - 1; w >= 0; --w) {
+            const int first = e0 - REACH + 4 * w;  // the word's first element
+            unsigned word = 0;
+            if (row != nullptr && aligned && first >= 0 && first + 4 <= row_elements) {
+                GPUCONV_CHECK_INDEX(row, first + 3);
+                GPUCONV_TRACE_LOAD(reinterpret_cast<const unsigned*>(row + first));
+                word = *reinterpret_cast<const unsigned*>(row + first);
+            } else {
+#pragma unroll 1
+                for (int b = 3; b >= 0; --b) {
+                    const int element = first + b;
+                    // floor division (element may be negative): which pixel, which channel
+                    const int pixel = element >= 0 ? element / C : -((-element + C - 1) / C);
+                    const int channel = element - pixel * C;
+                    const int source = gpuconv_source_index(pixel, width, border);
+                    unsigned value = unsigned(border_value);
+                    if (source >= 0 && row != nullptr) {
+                        GPUCONV_CHECK_INDEX(row, source * C + channel);
+                        GPUCONV_TRACE_LOAD(row + source * C + channel);
+                        value = row[source * C + channel];
+                    }
+                    word = word << 8 | (value & 0xffu);
                 }
             }
 #pragma unroll
-            for (int w = WORDS - 1; w > 0; --w) words[w] = words[w] << 8 | words[w - 1] >> 24;
-            words[0] = words[0] << 8 | (value & 0xffu);
+            for (int v = WORDS - 1; v > 0; --v) words[v] = words[v - 1];
+            words[0] = word;
         }
     }
 
@@ -755,7 +773,7 @@ gpuconv_window_dp4a(const In* __restrict__ image, Out* __restrict__ output,
                 if (fast && source != nullptr)
                     window.load(source, e0);
                 else
-                    window.fill(source, e0, width, border, border_value);
+                    window.fill(source, e0, width, border, border_value, vector_ok);
                 gpuconv_dp4a_step<Out, C, V>(window, taps, taps_high, ring, g, step, output, y0,
                                              row_elements, e0, full_store);
             }
@@ -776,6 +794,12 @@ gpuconv_window_dp4a(const In* __restrict__ image, Out* __restrict__ output,
 //   The store: the float product rounded by one cvt.rni (NaN to 0, half to even,
 //   saturating, as gpuconv_store) and four results clamped and packed by two cvt.pack.sat.
 //   The same results as gpuconv_box. Launch as gpuconv_box.
+//   Wide windows (the 21-wide box on RGB: 60 halo elements) take V = 64 elements a thread,
+//   so that the halo is less of the work (a 128-element window for 64 outputs), and keep
+//   their 64 column-sum words in dynamic shared memory (gpuconv_box_packed_shared_columns):
+//   in registers they spilled under every cap that fits 6 blocks an SM. PREDICTED (H100
+//   model, 8192 x 8192; not yet run on a GPU): 1.63 warp instructions per pixel, 65 % of
+//   copy, where the shared-memory separable kernel ran it at 23.6 and 6 % (measured 5 %).
 
 // The rounded level of one window sum before the clamp to [0, 255]: the store rule's
 // rounding of `sum * scale` (float sums: cvt.rni; int sums: the exact product).
@@ -784,16 +808,137 @@ __device__ __forceinline__ int gpuconv_box_level(int sum, float scale) {
 }
 __device__ __forceinline__ int gpuconv_box_level(int sum, int scale) { return sum * scale; }
 
+// Windows wider than this many words (the 21-wide box on RGB, V = 64: 32 words) keep
+// their column sums in dynamic shared memory, not registers (window.py: shared_bytes).
+#define GPUCONV_BOX_PACKED_REGISTER_WORDS 16
+
+// gpuconv_box_packed's column sums in shared memory: one output row's update of the
+// thread's PIECES x 8 column-sum words, slot k at slots[k x THREADS] (a warp's 32 slots
+// are consecutive words: no bank conflict). The window is read in pieces of 16 elements
+// (one vector load; the border rule element by element for a piece that crosses the row's
+// ends, or when `vector_ok` is 0), each piece's 8 words updated before the next is read:
+// 8 window registers, not 2 x 32. r = 0: the sums of the first kernel_height rows, half
+// the pieces at a time (their sums in registers); after it, the entering row added and the
+// leaving one subtracted in one pass (one load and one store of each slot). The choice
+// between loads and the border rule is made once per row on the fast path (per piece, it
+// cost a branch per piece and row).
+template <int C, int PIECES>
+__device__ __forceinline__ void gpuconv_box_packed_shared_columns(
+    unsigned* slots, const unsigned char* __restrict__ image, int r, int y0, int first_element,
+    int row_elements, int width, int height, int kernel_height, int anchor_y, int border,
+    int border_value, bool fast, int vector_ok) {
+    constexpr int THREADS = GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y;
+    constexpr int HALF = PIECES / 2;  // (a quarter at a time spilled under the 6-block cap)
+    static_assert(PIECES % 2 == 0, "gpuconv_box_packed_shared_columns: halves");
+    using Piece = gpuconv_byte_window<C, 16, 0>;  // 16 elements, no halo: 4 words
+    auto row_of = [&](int y) -> const unsigned char* {
+        const int row = gpuconv_source_index(y, height, border);
+        return row < 0 ? nullptr : image + (long long)row * row_elements;
+    };
+    auto read = [&](Piece& piece, const unsigned char* source, int p) {
+        const int start = first_element + 16 * p;
+        if (source != nullptr && vector_ok && start >= 0 && start + 16 <= row_elements)
+            piece.load(source, start);
+        else
+            piece.fill(source, start, width, border, border_value, vector_ok);
+    };
+    if (r == 0) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            unsigned sums[8 * HALF];
+#pragma unroll
+            for (int k = 0; k < 8 * HALF; ++k) sums[k] = 0;
+            for (int i = 0; i < kernel_height; ++i) {
+                const unsigned char* source = row_of(y0 - anchor_y + i);
+                const bool whole = fast && source != nullptr;
+#pragma unroll
+                for (int q = 0; q < HALF; ++q) {
+                    Piece piece;
+                    if (whole)
+                        piece.load(source, first_element + 16 * (half * HALF + q));
+                    else
+                        read(piece, source, half * HALF + q);
+#pragma unroll
+                    for (int w = 0; w < 4; ++w) {
+                        sums[8 * q + 2 * w] += __byte_perm(piece.words[w], 0u, 0x4140);
+                        sums[8 * q + 2 * w + 1] += __byte_perm(piece.words[w], 0u, 0x4342);
+                    }
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < 8 * HALF; ++k) {
+                GPUCONV_TRACE_STORE(slots + (8 * HALF * half + k) * THREADS);
+                slots[(8 * HALF * half + k) * THREADS] = sums[k];
+            }
+        }
+    } else {
+        const unsigned char* entering = row_of(y0 + r - anchor_y + kernel_height - 1);
+        const unsigned char* leaving = row_of(y0 + r - 1 - anchor_y);
+        auto update = [&](const Piece& in, const Piece& out, int p) {
+#pragma unroll
+            for (int w = 0; w < 4; ++w) {
+                // exact per 16-bit half: each half of the result lies in [0, 65535]
+                const int k = 8 * p + 2 * w;
+                GPUCONV_TRACE_LOAD(slots + k * THREADS);
+                GPUCONV_TRACE_LOAD(slots + (k + 1) * THREADS);
+                GPUCONV_TRACE_STORE(slots + k * THREADS);
+                GPUCONV_TRACE_STORE(slots + (k + 1) * THREADS);
+                slots[k * THREADS] += __byte_perm(in.words[w], 0u, 0x4140) -
+                                      __byte_perm(out.words[w], 0u, 0x4140);
+                slots[(k + 1) * THREADS] += __byte_perm(in.words[w], 0u, 0x4342) -
+                                            __byte_perm(out.words[w], 0u, 0x4342);
+            }
+        };
+        if (fast && entering != nullptr && leaving != nullptr) {
+#pragma unroll
+            for (int p = 0; p < PIECES; ++p) {
+                Piece in, out;
+                in.load(entering, first_element + 16 * p);
+                out.load(leaving, first_element + 16 * p);
+                update(in, out, p);
+            }
+        } else {
+#pragma unroll
+            for (int p = 0; p < PIECES; ++p) {
+                Piece in, out;
+                read(in, entering, p);
+                read(out, leaving, p);
+                update(in, out, p);
+            }
+        }
+    }
+    // A compiler barrier, as in gpuconv_box_float_step: the sums along the row read the
+    // slots back from shared memory, not from the registers they were stored from.
+    asm volatile("" ::: "memory");
+}
+
 // 8 blocks of 128 threads per SM (at most 64 registers): uncapped, the RGB instantiations
 // took 87-91 registers and the model predicted 44 % of copy for 7 x 7 RGB, capped 81 % (48-56
 // registers, no spill on sm_80 or sm_90); grey ones take 45-48 either way. PREDICTED (H100
 // model), not yet measured. GPUCONV_BOX_PACKED_MIN_BLOCKS overrides, for tuning sweeps.
+// Windows whose column sums are in shared memory (32 KiB a block for the 21-wide box on
+// RGB: 6 blocks an SM at most on sm_90, 4 on sm_80's 164 KiB): 6 blocks (80 registers, no
+// spill) on sm_90, where under 8 (64) the 21-wide RGB kernels spilled (39-61 spill
+// instructions), under 5 the int STACK one, and uncapped they took 112 registers (4
+// blocks); 4 on older GPUs (under 6, sm_80 spilled 48-64 bytes). PREDICTED (H100 model,
+// 8192 x 8192): 65 % of copy at 6, 43 % uncapped. GPUCONV_BOX_PACKED_SHARED_MIN_BLOCKS
+// overrides.
 #ifndef GPUCONV_BOX_PACKED_MIN_BLOCKS
 #define GPUCONV_BOX_PACKED_MIN_BLOCKS 8
 #endif
+#ifndef GPUCONV_BOX_PACKED_SHARED_MIN_BLOCKS
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define GPUCONV_BOX_PACKED_SHARED_MIN_BLOCKS 4
+#else
+#define GPUCONV_BOX_PACKED_SHARED_MIN_BLOCKS 6
+#endif
+#endif
 template <typename In, typename Out, typename Acc, int KW, int C, int V, bool STACK = false>
-__global__ void __launch_bounds__(GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y,
-                                  GPUCONV_BOX_PACKED_MIN_BLOCKS)
+__global__ void __launch_bounds__(
+    GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y,
+    gpuconv_byte_window<C, V, KW / 2>::WORDS > GPUCONV_BOX_PACKED_REGISTER_WORDS
+        ? GPUCONV_BOX_PACKED_SHARED_MIN_BLOCKS
+        : GPUCONV_BOX_PACKED_MIN_BLOCKS)
 gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                    const Acc* __restrict__ weights, int height, int width, int kernel_height,
                    int anchor_y, int border, int border_value, int rows_per_strip,
@@ -820,44 +965,69 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
     GPUCONV_TRACE_LOAD(weights);
     const Acc scale = weights[0];
 
+    // Wide windows: the column sums in shared memory (PAIRS words a thread), in pieces.
+    constexpr bool SHARED_COLUMNS = Window::WORDS > GPUCONV_BOX_PACKED_REGISTER_WORDS;
+    static_assert(!SHARED_COLUMNS || Window::WORDS % 4 == 0, "whole pieces of 16 elements");
+    unsigned* slots = nullptr;
+    if constexpr (SHARED_COLUMNS) {
+        GPUCONV_DYNAMIC_SHARED(unsigned, shared_slots);
+        slots = shared_slots + threadIdx.y * GPUCONV_WINDOW_BLOCK_X + threadIdx.x;
+    }
+
     const int strips = (height + rows_per_strip - 1) / rows_per_strip;
     for (int strip = blockIdx.y * GPUCONV_WINDOW_BLOCK_Y + threadIdx.y; strip < strips;
          strip += gridDim.y * GPUCONV_WINDOW_BLOCK_Y) {
         const int y0 = strip * rows_per_strip;
         const int rows = min(rows_per_strip, height - y0);
-        unsigned columns[PAIRS];  // two 16-bit column sums per word
+        unsigned columns[SHARED_COLUMNS ? 1 : PAIRS];  // two 16-bit column sums per word
 #pragma unroll
-        for (int k = 0; k < PAIRS; ++k) columns[k] = 0;
+        for (int k = 0; k < (SHARED_COLUMNS ? 0 : PAIRS); ++k) columns[k] = 0;
         for (int r = 0; r < rows; ++r) {
-            // The first output row's window: kernel_height whole rows; then one row down:
-            // the entering row added, the leaving one subtracted.
-            const int first = r == 0 ? 0 : kernel_height;
-            const int last = r == 0 ? kernel_height : kernel_height + 2;
-            for (int i = first; i < last; ++i) {
-                const bool leaving = i == kernel_height + 1;
-                const int y = leaving ? y0 + r - 1 - anchor_y : y0 + r - anchor_y + min(i, kernel_height - 1);
-                const int row = gpuconv_source_index(y, height, border);
-                const In* source = row < 0 ? nullptr : image + (long long)row * row_elements;
-                Window window;
-                if (fast && source != nullptr)
-                    window.load(source, e0);
-                else
-                    window.fill(source, e0, width, border, border_value);
+            if constexpr (SHARED_COLUMNS) {
+                gpuconv_box_packed_shared_columns<C, Window::WORDS / 4>(
+                    slots, image, r, y0, e0 - Window::REACH, row_elements, width, height,
+                    kernel_height, anchor_y, border, border_value, fast, vector_ok);
+            } else {
+                // The first output row's window: kernel_height whole rows; then one row down:
+                // the entering row added, the leaving one subtracted.
+                const int first = r == 0 ? 0 : kernel_height;
+                const int last = r == 0 ? kernel_height : kernel_height + 2;
+                for (int i = first; i < last; ++i) {
+                    const bool leaving = i == kernel_height + 1;
+                    const int y = leaving ? y0 + r - 1 - anchor_y
+                                          : y0 + r - anchor_y + min(i, kernel_height - 1);
+                    const int row = gpuconv_source_index(y, height, border);
+                    const In* source = row < 0 ? nullptr : image + (long long)row * row_elements;
+                    Window window;
+                    if (fast && source != nullptr)
+                        window.load(source, e0);
+                    else
+                        window.fill(source, e0, width, border, border_value, vector_ok);
 #pragma unroll
-                for (int w = 0; w < Window::WORDS; ++w) {
-                    const unsigned low = __byte_perm(window.words[w], 0u, 0x4140);
-                    const unsigned high = __byte_perm(window.words[w], 0u, 0x4342);
-                    columns[2 * w] = leaving ? columns[2 * w] - low : columns[2 * w] + low;
-                    columns[2 * w + 1] =
-                        leaving ? columns[2 * w + 1] - high : columns[2 * w + 1] + high;
+                    for (int w = 0; w < Window::WORDS; ++w) {
+                        const unsigned low = __byte_perm(window.words[w], 0u, 0x4140);
+                        const unsigned high = __byte_perm(window.words[w], 0u, 0x4342);
+                        columns[2 * w] = leaving ? columns[2 * w] - low : columns[2 * w] + low;
+                        columns[2 * w + 1] =
+                            leaving ? columns[2 * w + 1] - high : columns[2 * w + 1] + high;
+                    }
                 }
             }
             // Along the row: the first C sums whole, then each from the one C before it.
+            // Stored in pieces of 16 elements (one vector store), each as soon as it is
+            // summed: the 21-wide RGB kernel (V = 64) then keeps 4 packed words, not 16.
+            constexpr int PIECE = V < 16 ? V : 16;
+            const long long offset = (long long)(y0 + r) * row_elements + e0;
             int sums[V];
+            gpuconv_vector<unsigned, PIECE / 4> packed;
 #pragma unroll
             for (int v = 0; v < V; ++v) {
                 auto column = [&](int e) {
-                    return int((columns[(e + B) / 2] >> (16 * ((e + B) % 2))) & 0xffffu);
+                    constexpr int THREADS = GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y;
+                    const int k = (e + B) / 2;
+                    if constexpr (SHARED_COLUMNS) GPUCONV_TRACE_LOAD(slots + k * THREADS);
+                    const unsigned word = SHARED_COLUMNS ? slots[k * THREADS] : columns[k];
+                    return int((word >> (16 * ((e + B) % 2))) & 0xffffu);
                 };
                 if (v < C) {
                     int sum = 0;
@@ -867,15 +1037,17 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                 } else {
                     sums[v] = sums[v - C] + column(v + RADIUS * C) - column(v - (RADIUS + 1) * C);
                 }
+                if (v % 4 == 3)  // four results packed as soon as they are summed
+                    packed.v[v % PIECE / 4] = gpuconv_pack_u8(
+                        gpuconv_box_level(sums[v - 3], scale), gpuconv_box_level(sums[v - 2], scale),
+                        gpuconv_box_level(sums[v - 1], scale), gpuconv_box_level(sums[v], scale));
+                if (v % PIECE == PIECE - 1) {
+                    const int first = v + 1 - PIECE;  // the piece's first element, from e0
+                    const bool whole = PIECE == V ? full_store : vector_ok && e0 + v < row_elements;
+                    gpuconv_store_packed_row<Out, PIECE>(output, offset + first, row_elements,
+                                                         e0 + first, whole, packed);
+                }
             }
-            gpuconv_vector<unsigned, V / 4> packed;
-#pragma unroll
-            for (int w = 0; w < V / 4; ++w)
-                packed.v[w] = gpuconv_pack_u8(
-                    gpuconv_box_level(sums[4 * w], scale), gpuconv_box_level(sums[4 * w + 1], scale),
-                    gpuconv_box_level(sums[4 * w + 2], scale), gpuconv_box_level(sums[4 * w + 3], scale));
-            const long long offset = (long long)(y0 + r) * row_elements + e0;
-            gpuconv_store_packed_row<Out, V>(output, offset, row_elements, e0, full_store, packed);
         }
     }
 }

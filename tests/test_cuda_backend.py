@@ -970,7 +970,9 @@ def test_dp4a_kernel_is_exact_for_the_extreme_taps_every_border_and_anchor(borde
         (np.zeros((16, 64), np.uint8), np.ones((257, 9)) / 2313, {}, True),  # 257 x 255 < 2**16
         (np.zeros((16, 64), np.uint8), np.ones((258, 9)) / 2322, {}, False),  # 258 x 255: not
         (np.zeros((16, 64), np.uint8), "large_blur", {}, True),  # 21 wide
-        (np.zeros((16, 64, 3), np.uint8), "large_blur", {}, False),  # 21 wide RGB: no room
+        (np.zeros((16, 64, 3), np.uint8), "large_blur", {}, True),  # 21 wide RGB: V = 64
+        (np.zeros((16, 64, 3), np.uint8), np.ones((21, 21)), {}, True),  # int sums too
+        (np.zeros((16, 64, 4), np.uint8), "large_blur", {}, False),
         (np.zeros((16, 64), np.uint8), "small_blur", dict(border="constant", value=255.0), True),
         (np.zeros((16, 64), np.uint8), "small_blur", dict(border="constant", value=256.0), False),
         (np.zeros((16, 64), np.uint8), "small_blur", dict(dtype=np.float32), False),
@@ -980,10 +982,17 @@ def test_dp4a_kernel_is_exact_for_the_extreme_taps_every_border_and_anchor(borde
     ],
 )
 def test_packed_box_kernel_runs_uint8_boxes_whose_sums_fit_16_bits(image, kernel, options, packed):
-    _, launch = launch_for(image, kernel, window=True, **options)
+    plan, launch = launch_for(image, kernel, window=True, **options)
     assert (launch.template == "gpuconv_box_packed") == packed, launch.name_expression
     if not packed and launch.template.startswith("gpuconv_box"):
         assert launch.template == "gpuconv_box"
+    if packed:
+        # 16 elements a thread, column sums in registers; or, where they do not fit
+        # (21 wide RGB), 64 elements and their 128-byte window's sums in shared memory
+        vector = int(launch.name_expression.split(", ")[-1].rstrip(">"))
+        wide = plan.shape[2] == 3 and plan.kernel.shape[1] == 21
+        assert vector == (64 if wide else 16), launch.name_expression
+        assert launch.shared_bytes == (128 * 64 * 4 if wide else 0)
 
 
 @needs_emulator
@@ -991,7 +1000,8 @@ def test_packed_box_kernel_runs_uint8_boxes_whose_sums_fit_16_bits(image, kernel
 @pytest.mark.parametrize(
     "kernel_shape, channels",
     [((3, 3), 1), ((7, 7), 1), ((257, 3), 1), ((5, 21), 1), ((1, 5), 1)]
-    + [((3, 3), 3), ((7, 7), 3), ((257, 3), 3), ((1, 5), 3)],  # 21 wide: grey only
+    + [((3, 3), 3), ((7, 7), 3), ((257, 3), 3), ((1, 5), 3)]
+    + [((21, 21), 3), ((5, 21), 3)],  # 21 wide RGB: V = 64, column sums in shared memory
 )
 def test_packed_box_kernel_is_exact_at_the_16_bit_limit_every_border_and_anchor(
     kernel_shape, channels, border, rng
@@ -1024,6 +1034,46 @@ def test_packed_box_kernel_is_exact_at_the_16_bit_limit_every_border_and_anchor(
                 # pixels, which float32 products round one way and float64 sums the other)
                 expected = reference(image, kernel, **options)
                 assert_contract_accuracy(actual, expected, exact=scale == 1.0)
+
+
+@needs_emulator
+@pytest.mark.parametrize("border", BORDERS)
+def test_packed_box_kernel_with_column_sums_in_shared_memory_reads_every_piece(border, rng):
+    """The 21-wide box on RGB: gpuconv_box_packed with 64 elements a thread, the column sums
+    of its 128-element window in shared memory, read in pieces of 16. Rows of 80 and 112
+    pixels (aligned: the middle threads load every piece, the last thread's are partly
+    outside the row), 45 (not aligned: the border rule for every piece), 13 (one thread);
+    a grid of one block row, so that threads walk several strips, inside the image and
+    across its ends; kernel heights 1 to 257, every kind of row anchor; float and int
+    scales; a stack of frames in one launch."""
+    cases = (
+        ((110, 80), np.full((21, 21), 1 / 441), 10),
+        ((45, 112), np.full((5, 21), 1 / 105), 0),
+        ((30, 45), np.full((21, 21), 1 / 441), 20),
+        ((70, 112), np.ones((257, 21)), 100),  # int sums; columns of 257 x 255 = 65535
+        ((40, 112), np.ones((21, 21)), 7),  # int sums below 255 (an image of 0 and 1)
+        ((9, 13), np.full((1, 21), 1 / 21), 0),
+    )
+    for shape, kernel, anchor_y in cases:
+        image = random_image(rng, (*shape, 3), np.uint8)
+        image[: shape[0] // 2] = 255
+        if kernel.flat[0] == 1 and kernel.shape[0] == 21:
+            image = (rng.random((*shape, 3)) < 0.2).astype(np.uint8)
+        options = dict(border=border, value=255.0, anchor=(10, anchor_y))
+        _, plan, _ = plan_for(image, kernel, **options)
+        launch = _cuda_launch.plan_launch(plan, choose_strategy(plan), window=True)
+        grid = (launch.grid[0], 1, 1)
+        actual, launch = emulated(image, kernel, window=True, grid=grid, **options)
+        assert launch.name_expression.endswith(", 21, 3, 64>"), launch.name_expression
+        assert launch.shared_bytes == 128 * 64 * 4
+        expected = reference(image, kernel, **options)
+        assert_contract_accuracy(actual, expected, exact=kernel.flat[0] == 1)
+    stack = random_image(rng, (2, 40, 80, 3), np.uint8)
+    actual, launch = emulated(stack, "large_blur", window=True, axes=(1, 2), border=border)
+    assert launch.name_expression.endswith(", 21, 3, 64, true>") and launch.grid[2] == 2
+    for frame in range(2):
+        expected = reference(stack[frame], "large_blur", border=border)
+        assert_contract_accuracy(actual[frame], expected)
 
 
 def test_window_launch_arithmetic_covers_every_element_and_row():

@@ -105,6 +105,39 @@ BYTE_INSTRUCTIONS = """
 """
 
 
+SWITCH_INSTRUCTIONS = """
+        /*0000*/                   HFMA2.MMA R41, -RZ, RZ, 0, 1.370906829833984375e-06 ;
+        /*0010*/                   LDC R12, c[0x2][R2] ;
+        /*0020*/                   BRX R12 -0x30                      (*"BRANCH_TARGETS .L_x_1,.L_x_2"*);
+.L_x_1:
+        /*0030*/                   MOV R5, 0x1 ;
+        /*0040*/                   EXIT ;
+.L_x_2:
+        /*0050*/                   MOV R5, 0x2 ;
+        /*0060*/                   EXIT ;
+"""
+
+
+def test_a_switch_follows_its_jump_table_and_a_half_pair_constant_is_an_integer():
+    """What the border rule's switch compiles to, which the edge warps run: LDC from
+    constant bank 2 (the jump table, from the CUBIN) and BRX to a target per lane; and the
+    HFMA2.MMA idiom that puts a small integer (a loop count, 23) in a register, the first
+    immediate the high half."""
+    import struct
+
+    from gpuconv._gpumodel import sass, simt
+
+    program = sass.parse(SWITCH_INSTRUCTIONS)
+    indices = np.stack([np.arange(32), np.zeros(32, int), np.zeros(32, int)], axis=1)
+    table = struct.pack("<II", 0x30, 0x50)  # function-relative addresses of the two cases
+    warp = simt.Warp(program, bytes(0x400), indices, (0, 0, 0), np.ones(32, bool), None, table)
+    warp.registers[2] = 4 * (np.arange(32) % 2)  # even lanes case 0, odd lanes case 1
+    run = warp.run(0)
+    assert np.all(warp.registers[41] == 23)
+    assert np.array_equal(warp.registers[5], 1 + np.arange(32) % 2)
+    assert run.instructions == 3 + 2 + 2  # the two cases issued one after the other
+
+
 def test_the_byte_instructions_of_the_dp4a_kernel_compute_what_ptx_says():
     """dp4a (IDP.4A), cvt.pack.sat.u8.s32.b32 (I2IP), its fusion with cvt.rni.s32.f32
     (F2IP) and the uniform byte permute (UPRMT), the instructions of gpuconv_window_dp4a and
@@ -197,19 +230,25 @@ def test_instruction_counts_agree_with_the_h100_measurements():
 # Budgets of today's kernels at 8192 x 8192: warp instructions per pixel, global-load
 # sectors per request. (Each about 5% above what the model predicts now; the 8-bit 3x3
 # window kernels' were 0.86, 0.77 and 3.05 before their interior loop, then 0.70, 0.62 and
-# 2.19 until gpuconv_window_dp4a: 0.242 grey, 0.756 RGB.)
+# 2.19 until gpuconv_window_dp4a: 0.242 grey, 0.756 RGB. The 8-bit kernels' sectors per
+# request rose by 5-25 % when their border fill read the words inside the row whole: the
+# memory count samples border blocks too, whose one-byte loads, one sector each, were most
+# of their requests; the bytes are the same.)
 BUDGETS = {
     ("sharpen", "uint8", 1): (0.26, 7.2),
     ("sobel_x", "uint8", 1): (0.26, 7.2),
-    ("small_blur", "uint8", 1): (0.58, 10.3),  # gpuconv_box_packed (gpuconv_box: 1.128)
-    ("large_blur", "uint8", 1): (0.82, 12.2),  # gpuconv_box_packed (shared-memory: 7.87)
+    ("small_blur", "uint8", 1): (0.58, 13.4),  # gpuconv_box_packed (gpuconv_box: 1.128)
+    ("large_blur", "uint8", 1): (0.82, 14.2),  # gpuconv_box_packed (shared-memory: 7.87)
     ("sharpen", "float32", 1): (1.13, 14.4),
     ("sobel_x", "float32", 1): (1.04, 15.0),
     ("small_blur", "float32", 1): (0.60, 15.8),  # gpuconv_box_float (separable: 4.81)
     ("large_blur", "float32", 1): (0.79, 14.3),  # gpuconv_box_float (separable: 7.62)
-    ("small_blur", "uint8", 3): (2.02, 14.0),  # gpuconv_box_packed (shared-memory: 15.35)
-    ("sharpen", "uint8", 3): (0.80, 7.1),
-    ("sobel_x", "uint8", 3): (0.80, 7.1),  # the colour 3 x 3 dp4a kernel
+    ("small_blur", "uint8", 3): (2.02, 15.4),  # gpuconv_box_packed (shared-memory: 15.35)
+    # gpuconv_box_packed, V = 64, column sums in shared memory (shared-memory separable:
+    # 23.6; its lanes' 16-byte loads lie 64 bytes apart: half a sector each, L1 the rest)
+    ("large_blur", "uint8", 3): (1.77, 22.9),
+    ("sharpen", "uint8", 3): (0.80, 7.8),
+    ("sobel_x", "uint8", 3): (0.80, 7.8),  # the colour 3 x 3 dp4a kernel
 }
 
 
@@ -229,8 +268,30 @@ def test_todays_kernels_stay_within_their_budgets(kernel, dtype, channels):
     assert row["predicted_ms"] >= row["copy_ms"]
 
 
-# Issue 10's targets at 8192 x 8192 that the model predicts met (fraction of a copy of the
-# same bytes); the one it does not (the 21 x 21 box on uint8 RGB) is left out.
+@pytest.mark.slow
+@pytest.mark.skipif(_emulator.available() is not None, reason=str(_emulator.available()))
+@pytest.mark.parametrize(
+    "kernel, dtype, channels, most",
+    [("sharpen", "uint8", 1, 0.30), ("large_blur", "uint8", 3, 0.45)],
+)
+def test_edge_warps_add_a_bounded_share_of_the_8_bit_kernels_instructions(
+    kernel, dtype, channels, most
+):
+    """The first and last column of blocks run the border rule for the threads at the row's
+    ends, and their warps wait for them. Element by element over the whole window (before
+    2026-11-26 evening) they added 47 % (dp4a grey 3 x 3) and 86 % (21-wide RGB box) to the
+    launch's instructions; reading the words inside the row whole, 21 % and 33 %. (The runs
+    also follow switch jump tables: BRXU, BRX and constant bank 2.)"""
+    from gpuconv._gpumodel import model
+
+    row = model.predict(model.Case(kernel, dtype, channels), edges=True)
+    interior = row["warp_instructions_per_pixel"]
+    assert 0 < row["edge_instructions_per_pixel"] <= most * interior, row
+    assert row["fraction_of_copy_with_edges"] <= row["fraction_of_copy"]
+
+
+# Issue 10's targets at 8192 x 8192 (fraction of a copy of the same bytes), each predicted
+# met by the model.
 COPY_TARGETS = {
     ("small_blur", "uint8", 1): 0.70,
     ("large_blur", "uint8", 1): 0.60,
@@ -241,6 +302,7 @@ COPY_TARGETS = {
     ("laplacian", "float32", 1): 0.80,
     ("sharpen", "uint8", 3): 0.75,
     ("small_blur", "uint8", 3): 0.70,
+    ("large_blur", "uint8", 3): 0.60,
 }
 
 

@@ -60,6 +60,7 @@ class Compiled:
     program: sass.Program
     registers: int
     local_bytes: int
+    jump_tables: bytes = b""  # constant bank 2: the switch tables BRX follows
 
 
 @functools.lru_cache(maxsize=64)
@@ -76,6 +77,7 @@ def compiled(file_name: str, name_expression: str, options: tuple[str, ...] = ()
         program=sass.parse(sass.disassemble(binary)),
         registers=resources["registers"],
         local_bytes=resources["local_bytes"],
+        jump_tables=sass.constant_bank(binary, lowered[name_expression], 2),
     )
 
 
@@ -165,7 +167,13 @@ def _warp(kernel, launch, block_index, warp, store) -> simt.Warp:
     threads = np.arange(warp * simt.LANES, (warp + 1) * simt.LANES)
     indices = np.stack([threads % bx, threads // bx % by, threads // (bx * by)], axis=1)
     return simt.Warp(
-        kernel.program, constant_bank(launch), indices, block_index, threads < bx * by * bz, store
+        kernel.program,
+        constant_bank(launch),
+        indices,
+        block_index,
+        threads < bx * by * bz,
+        store,
+        kernel.jump_tables,
     )
 
 
@@ -240,3 +248,29 @@ def launch_instructions(
     else:
         raise ValueError(f"the model does not cover {launch.template}")
     return LaunchCount(float(total), height * width, representative, warps)
+
+
+def edge_instructions(
+    kernel: Compiled, launch: Launch, shape: tuple[int, int, int], input_dtype
+) -> float:
+    """Warp instructions a window launch issues beyond :func:`launch_instructions`' count,
+    which takes every column of blocks for the middle one: the first and the last column
+    hold the threads whose window crosses the row's ends (the border rule, element by
+    element), and the warp that holds such a thread runs its path too. Their strip warps
+    are run like the middle one's; the difference, times the strips, is returned."""
+    if launch.template not in WINDOW_TEMPLATES:
+        raise ValueError(f"edge warps are a window kernel's: not {launch.template}")
+    height = shape[0]
+    rows_per_strip = int(launch.scalars[-1])
+    column = launch.grid[0] // 2
+    middle_row = launch.grid[1] // 2
+    middle = run_warp(
+        kernel, launch, (column, middle_row, 0), 0, memory(launch, shape, input_dtype)
+    )
+    extra = 0.0
+    for edge in sorted({0, launch.grid[0] - 1} - {column}):
+        run = run_warp(kernel, launch, (edge, middle_row, 0), 0, memory(launch, shape, input_dtype))
+        extra += run.instructions - middle.instructions
+    strips = math.ceil(height / rows_per_strip)
+    strips_done = len(range(middle_row * launch.block[1], strips, launch.grid[1] * launch.block[1]))
+    return extra / strips_done * height / rows_per_strip

@@ -177,9 +177,12 @@ def count_memory(plan, launch: Launch) -> memory.MemoryCount:
     return _MEMORY[key]
 
 
-def predict(case: Case, options: tuple[str, ...] = ()) -> dict:
+def predict(case: Case, options: tuple[str, ...] = (), edges: bool = False) -> dict:
     """One row of ``gpu_model.py --json``: the issue's fields, then a few more. ``options``:
-    extra compile options (the code as it was measured: :data:`AS_MEASURED`)."""
+    extra compile options (the code as it was measured: :data:`AS_MEASURED`). ``edges``:
+    also the window kernels' edge warps (:func:`.instructions.edge_instructions`; the
+    issue's count is the interior path's): ``edge_instructions_per_pixel`` and
+    ``fraction_of_copy_with_edges``."""
     plan, launch = plan_and_launch(case)
     kernel, count = count_instructions(plan, launch, options)
     traffic = count_memory(plan, launch)
@@ -188,6 +191,22 @@ def predict(case: Case, options: tuple[str, ...] = ()) -> dict:
     resident = machine.resident_warps(occupancy, count.warps)
     seconds = machine.predicted_seconds(traffic.dram_bytes, count.warp_instructions, resident)
     copy = machine.copy_seconds(traffic.ideal_dram_bytes)
+    more = {}
+    if edges and launch.template in instructions.WINDOW_TEMPLATES:
+        key = ("edges", *_key(launch, tuple(options), plan.shape, plan.input_dtype))
+        if key not in _INSTRUCTIONS:
+            _INSTRUCTIONS[key] = instructions.edge_instructions(
+                kernel, launch, plan.shape, plan.input_dtype
+            )
+        extra = _INSTRUCTIONS[key]
+        with_edges = machine.predicted_seconds(
+            traffic.dram_bytes, count.warp_instructions + extra, resident
+        )
+        more = {
+            "edge_instructions_per_pixel": round(extra / count.pixels, 4),
+            "predicted_ms_with_edges": round(with_edges * 1e3, 4),
+            "fraction_of_copy_with_edges": round(copy / with_edges, 4),
+        }
     return {
         "name": case.name,
         "kernel": case.kernel,
@@ -216,6 +235,7 @@ def predict(case: Case, options: tuple[str, ...] = ()) -> dict:
         "occupancy": round(occupancy, 3),
         "grid": list(launch.grid),
         "block": list(launch.block),
+        **more,
     }
 
 

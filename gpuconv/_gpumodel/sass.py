@@ -81,6 +81,26 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     return dict(registers=registers, stack_bytes=stack, shared_bytes=shared, local_bytes=local)
 
 
+def constant_bank(cubin: bytes, function: str, bank: int) -> bytes:
+    """Constant bank ``bank`` of ``function`` as the CUBIN holds it (its ELF section
+    ``.nv.constant<bank>.<function>``; empty if there is none). Bank 2 holds the jump tables
+    of ``switch`` statements, which ``BRX`` follows."""
+    if cubin[:4] != b"\x7fELF" or cubin[4] != 2:
+        raise ValueError("not a 64-bit ELF CUBIN")
+    (section_table,) = struct.unpack_from("<Q", cubin, 0x28)
+    entry_size, count, names_index = struct.unpack_from("<HHH", cubin, 0x3A)
+    sections = [
+        struct.unpack_from("<IIQQQQ", cubin, section_table + i * entry_size) for i in range(count)
+    ]
+    names_offset = sections[names_index][4]
+    wanted = f".nv.constant{bank}.{function}".encode()
+    for name, _, _, _, offset, size in sections:
+        start = names_offset + name
+        if cubin[start : cubin.index(b"\0", start)] == wanted:
+            return bytes(cubin[offset : offset + size])
+    return b""
+
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -122,6 +142,7 @@ class Instruction:
 class Program:
     instructions: list[Instruction]
     labels: dict[str, int] = field(default_factory=dict)  # label or function name -> index
+    indices: dict[int, int] = field(default_factory=dict)  # address -> index (for BRX)
 
     def entry(self, name: str) -> int:
         if name not in self.labels:
@@ -294,4 +315,5 @@ def parse(text: str) -> Program:
         for operand in instruction.operands:
             if operand.kind == "l" and operand.text in labels:
                 instruction.target = labels[operand.text]
-    return Program(instructions, labels)
+    indices = {instruction.address: i for i, instruction in enumerate(instructions)}
+    return Program(instructions, labels, indices)

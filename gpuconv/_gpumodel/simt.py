@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .sass import Instruction, Operand, Program
+from .sass import _operand as sass_operand
 
 LANES = 32
 _MASK = np.int64(0xFFFFFFFF)
@@ -130,9 +131,11 @@ class Warp:
         block_index: tuple[int, int, int],
         live: np.ndarray,  # (32,) bool: lanes that are threads of the block
         memory: Memory | None = None,
+        jump_tables: bytes = b"",  # constant bank 2 (switch tables, read by LDC for BRX)
     ) -> None:
         self.program = program
         self.constants = np.frombuffer(constants.ljust(0x1000, b"\0"), dtype=np.uint8)
+        self.jump_tables = np.frombuffer(jump_tables.ljust(0x100, b"\0"), dtype=np.uint8)
         self.thread_indices = thread_indices
         self.block_index = block_index
         self.live = live.copy()
@@ -151,15 +154,17 @@ class Warp:
 
     # ------------------------------------------------------------------ operands
     def _constant(self, operand: Operand, width: int = 4) -> np.ndarray:
-        if operand.index != 0:
+        banks = {0: self.constants, 2: self.jump_tables}
+        if operand.index not in banks:
             raise Unsupported(f"constant bank {operand.index} ({operand.text})")
+        bank = banks[operand.index]
         offsets = np.full(LANES, operand.offset, dtype=np.int64)
         if operand.base is not None:
             offsets = offsets + self.read(operand.base)
         values = np.zeros(LANES, dtype=np.int64)
         for byte in range(width):
-            index = np.clip(offsets + byte, 0, len(self.constants) - 1)
-            values |= self.constants[index].astype(np.int64) << (8 * byte)
+            index = np.clip(offsets + byte, 0, len(bank) - 1)
+            values |= bank[index].astype(np.int64) << (8 * byte)
         return values
 
     def read(self, operand: Operand) -> np.ndarray:
@@ -285,7 +290,9 @@ class Warp:
             pcs[mask] = pc + 1
             if jump is not None:
                 kind, lanes = jump
-                if kind == "exit":
+                if isinstance(kind, np.ndarray):  # BRX: a target per lane
+                    pcs[lanes] = kind[lanes]
+                elif kind == "exit":
                     self.live &= ~lanes
                 else:
                     pcs[lanes] = kind
@@ -766,10 +773,31 @@ def _branch(warp: Warp, instruction: Instruction, active):
     return instruction.target, active
 
 
+def _indirect_branch(warp: Warp, instruction: Instruction, active):
+    """``BRX Ra imm`` (``BRXU URa imm``): to address Ra + imm from the next instruction (a
+    switch's jump table entry, read from constant bank 2, is the function-relative address
+    itself)."""
+    # nvdisasm prints the two without a comma ("BRX R14 -0x960"): one operand to split
+    register, offset = (sass_operand(part) for part in instruction.operands[0].text.split())
+    following = instruction.address + 16
+    addresses = (warp.integer(register) + warp.integer(offset) + following) & _MASK
+    targets = np.zeros(LANES, dtype=np.int64)
+    for lane in np.flatnonzero(active):
+        address = int(addresses[lane])
+        if address not in warp.program.indices:
+            raise Unsupported(f"BRX to {address:#x}, not an instruction: {instruction.text}")
+        targets[lane] = warp.program.indices[address]
+    return targets, active
+
+
 def _execute(warp: Warp, instruction: Instruction, active: np.ndarray):
     opcode = instruction.opcode
     if opcode == "BRA":
         return _branch(warp, instruction, active)
+    if opcode in ("BRX", "BRXU"):  # BRXU: the address in a uniform register
+        if not active.any():
+            return None
+        return _indirect_branch(warp, instruction, active)
     if opcode == "EXIT":
         return "exit", active
     # BREAK takes threads out of a convergence barrier's wait: with the lowest-PC rule
@@ -965,7 +993,9 @@ def _hfma2(warp, instruction, active):
     for operand in operands[3:5]:
         value = np.float32(_float32(np.array([operand.index]))[0]).astype(np.float16)
         halves.append(int(value.view(np.uint16)))
-    warp.write(operands[0], np.full(LANES, halves[0] | halves[1] << 16), active)
+    # the first immediate is the high half: "HFMA2.MMA R41, -RZ, RZ, 0, 1.37e-06" is the
+    # integer 23 (a loop count), the half 1.37e-06's bits 0x0017 in the low half
+    warp.write(operands[0], np.full(LANES, halves[1] | halves[0] << 16), active)
 
 
 _HANDLERS = {

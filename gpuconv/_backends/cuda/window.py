@@ -13,7 +13,8 @@ The window kernels need: the default column anchor (``kw // 2``), 1, 3 or 4 chan
 and a compile-time kernel size; each thread owns ``V`` consecutive row elements, where
 ``V * itemsize`` is one vector load (16 bytes) or less when the kernel is tall (the
 ``KH x V`` accumulators live in registers; ``gpuconv_box_float`` keeps its ``K x V``
-suffix sums in shared memory, the only window launch with ``shared_bytes``).
+suffix sums in shared memory, and ``gpuconv_box_packed`` the column sums of windows too
+wide for registers, with 64 elements a thread: the window launches with ``shared_bytes``).
 """
 
 from __future__ import annotations
@@ -50,10 +51,17 @@ BOX_CHANNELS = (1,)
 #: (gpuconv_box: 1.128 to 0.553 warp instructions per pixel), RGB from 10 % to 81 % (the
 #: shared-memory separable kernel before). ``packed_box=False`` gives the kernels before.
 PACKED_BOX_CHANNELS = (1, 3)
-#: Widths of gpuconv_box_packed: BOX_WIDTHS and 21 (large_blur; grey only, where its V = 16
-#: leaves room for the 20 halo columns), PREDICTED 6 % to 67 % of copy for uint8 (H100
-#: model, 8192 x 8192).
+#: Widths of gpuconv_box_packed: BOX_WIDTHS and 21 (large_blur), PREDICTED 6 % to 67 % of
+#: copy for uint8 grey (H100 model, 8192 x 8192).
 PACKED_BOX_WIDTHS = (*BOX_WIDTHS, 21)
+#: V of gpuconv_box_packed where a 16-element thread's window does not fit its registers
+#: (the 21-wide box on RGB: 60 halo elements): 64 elements, four 16-byte loads, so that the
+#: halo is less of the work; the column sums of its 128-byte window live in dynamic shared
+#: memory (32 KiB a block) and the window is read in pieces of 16 elements.
+PACKED_BOX_SHARED_ELEMENTS = 64
+#: Window words beyond which gpuconv_box_packed keeps its column sums in shared memory
+#: (``GPUCONV_BOX_PACKED_REGISTER_WORDS`` in ``kernels_cuda/convolve_window.cu``).
+_PACKED_BOX_REGISTER_WORDS = 16
 #: ``gpuconv_window_dp4a``: 3 x 3 uint8 to uint8 with int sums, taps in a signed byte, V = 8.
 #: PREDICTED (gpuconv/_gpumodel, no GPU yet) at 8192 x 8192 on an H100: grey sharpen from
 #: 0.663 to 0.242 warp instructions per pixel (53 % to 100 % of copy), RGB from 2.08 to 0.76
@@ -107,6 +115,26 @@ def box_elements_per_thread(input_dtype, kernel_width: int, channels: int) -> in
     return vector
 
 
+def packed_box_elements_per_thread(input_dtype, kernel_width: int, channels: int) -> int | None:
+    """V of gpuconv_box_packed: the box kernel's, or :data:`PACKED_BOX_SHARED_ELEMENTS` on
+    8-bit images where that leaves none (its column sums then in shared memory)."""
+    vector = box_elements_per_thread(input_dtype, kernel_width, channels)
+    if vector is None and np.dtype(input_dtype).itemsize == 1:
+        return PACKED_BOX_SHARED_ELEMENTS
+    return vector
+
+
+def packed_box_shared_bytes(kernel_width: int, channels: int, vector: int) -> int:
+    """Dynamic shared memory of a gpuconv_box_packed launch: its window's column sums (two
+    16-bit sums a word, two words per window word) for each of a block's threads where the
+    window is wider than :data:`_PACKED_BOX_REGISTER_WORDS` words, else none (registers)."""
+    halo_words = _ceil_div(kernel_width // 2 * channels, 4)  # each side
+    window_words = vector // 4 + 2 * halo_words
+    if window_words <= _PACKED_BOX_REGISTER_WORDS:
+        return 0
+    return WINDOW_BLOCK[0] * WINDOW_BLOCK[1] * 2 * window_words * 4
+
+
 def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]:
     """Every window and box instantiation :func:`window_launch` can request for these types:
     each for one image and, when the output dtype is the input's, for a whole stack
@@ -145,11 +173,14 @@ def window_name_expressions(input_dtype, output_dtype, accumulator) -> list[str]
             if _uint8_to_uint8(input_dtype, output_dtype) and channels in PACKED_BOX_CHANNELS:
                 templates.append("gpuconv_box_packed")
             for width in PACKED_BOX_WIDTHS if templates else ():
-                vector = box_elements_per_thread(input_dtype, width, channels)
-                if vector is None or vector % 4:
-                    continue
                 for template in templates:
-                    if width not in BOX_WIDTHS and template == "gpuconv_box":
+                    if template == "gpuconv_box_packed":
+                        vector = packed_box_elements_per_thread(input_dtype, width, channels)
+                    elif width in BOX_WIDTHS:
+                        vector = box_elements_per_thread(input_dtype, width, channels)
+                    else:
+                        continue
+                    if vector is None or vector % 4:
                         continue
                     expressions.append(f"{template}<{types}, {width}, {channels}, {vector}>")
                     if same_dtype:
@@ -257,7 +288,7 @@ def _packed_box_fits(plan: ConvolutionPlan, accumulator: np.dtype) -> bool:
     constant border value that is a pixel."""
     value = plan.border_value
     height, width = plan.kernel.shape
-    vector = box_elements_per_thread(plan.input_dtype, width, plan.shape[2])
+    vector = packed_box_elements_per_thread(plan.input_dtype, width, plan.shape[2])
     return bool(
         _uint8_to_uint8(plan.input_dtype, plan.output_dtype)
         and accumulator in (np.dtype(np.int32), np.dtype(np.float32))
@@ -313,7 +344,8 @@ def window_launch(
         and (accumulator.kind == "f" or accumulator == np.dtype(np.int32))
     )
     if box:
-        vector = box_elements_per_thread(plan.input_dtype, kernel_width, channels)
+        elements = packed_box_elements_per_thread if packed else box_elements_per_thread
+        vector = elements(plan.input_dtype, kernel_width, channels)
         box = vector is not None
     if box:
         template = "gpuconv_box_packed" if packed else "gpuconv_box"
@@ -410,10 +442,13 @@ def window_launch(
         source_file="convolve_window.cu",
         grid=grid,
         block=WINDOW_BLOCK,
-        # gpuconv_box_float keeps K x V suffix sums per thread in shared memory
+        # gpuconv_box_float keeps K x V suffix sums per thread in shared memory, and
+        # gpuconv_box_packed the column sums of its widest windows
         shared_bytes=(
             threads * kernel_width * vector * accumulator.itemsize
             if template == "gpuconv_box_float"
+            else packed_box_shared_bytes(kernel_width, channels, vector)
+            if template == "gpuconv_box_packed"
             else 0
         ),
         weights=weights,
