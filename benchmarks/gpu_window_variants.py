@@ -44,7 +44,7 @@ NEWEST_MIN_BLOCKS = {
     "gpuconv_box_float": ("GPUCONV_BOX_FLOAT_MIN_BLOCKS", [1, 4, 6]),
 }
 #: gpuconv_box_packed where its column sums are in shared memory (21 wide RGB: 6 blocks an
-#: SM by its 32 KiB; PREDICTED 65 % of copy at 6, 43 % uncapped; under 8 it spills).
+#: SM by its 32 KiB; PREDICTED 61 % of copy at 6, about 43 % uncapped; under 8 it spills).
 SHARED_COLUMNS_MIN_BLOCKS = ("GPUCONV_BOX_PACKED_SHARED_MIN_BLOCKS", [1, 4, 6])
 VARIANTS = {
     "interior": [0, 1],

@@ -529,6 +529,22 @@ gpuconv_box(const In* __restrict__ image, Out* __restrict__ output,
 //   grey pixels: 6 byte permutes and 24 dp4a, where gpuconv_window runs 72 IMAD and 10
 //   byte conversions. The sums are exact ints, as in gpuconv_window: the same results.
 
+// gpuconv_source_index for a pixel at most `width` beyond either end of the row (what a
+// window's halo reaches, but in images narrower than their kernel): the reflection, the
+// wrap or the clamp without gpuconv_source_index's modulo by a run-time period (about 20
+// instructions, most of a border element's cost); the modulo where it is farther.
+__device__ __forceinline__ int gpuconv_near_source_index(int p, int size, int border) {
+    if (p >= 0 && p < size) return p;
+    if (p < -size || p >= 2 * size || size == 1 || border == GPUCONV_BORDER_CONSTANT)
+        return gpuconv_source_index(p, size, border);
+    if (border == GPUCONV_BORDER_REPLICATE) return p < 0 ? 0 : size - 1;
+    if (border == GPUCONV_BORDER_WRAP) return p < 0 ? p + size : p - size;
+    if (border == GPUCONV_BORDER_REFLECT) return p < 0 ? -1 - p : 2 * size - 1 - p;
+    // REFLECT101, within one period of the row's ends (p in [-size, 2 size), size >= 2)
+    const int reflected = p < 0 ? -p : 2 * size - 2 - p;
+    return reflected >= 0 && reflected < size ? reflected : gpuconv_source_index(p, size, border);
+}
+
 // The window of one input row (elements e0 - LEFT .. e0 + V + LEFT - 1, LEFT = RADIUS x C)
 // as packed bytes: window element t is byte t + OFFSET of `words` (little-endian): the HALO
 // words left of the thread's V bytes, those V bytes, and the HALO words right of them (one
@@ -570,11 +586,11 @@ struct gpuconv_byte_window {
     // null for a constant-border row. A rolled loop over the words, each shifted in from
     // the top: a word inside the row of a 16-byte aligned row (`aligned`) is read whole,
     // the others element by element (no unrolled border arithmetic per element: few
-    // registers, as the fast path needs them). Element by element for the whole window,
-    // the warps that hold these threads added 24-132 % to the 8-bit window kernels'
-    // instructions at 8192 x 8192; word by word, 7-33 % (PREDICTED, H100 model, its edge
-    // warps: benchmarks/gpu_model.py --edges). The OFFSET bytes left of the window hold
-    // their elements too, unused.
+    // registers, as the fast path needs them), near the row's ends without the border
+    // rule's modulo. Element by element for the whole window, the warps that hold these
+    // threads added 26-150 % to the 8-bit window kernels' instructions at 8192 x 8192; so,
+    // 13-70 % (PREDICTED, H100 model, its edge warps: benchmarks/gpu_model.py --edges).
+    // The OFFSET bytes left of the window hold their elements too, unused.
     __device__ __forceinline__ void fill(const unsigned char* __restrict__ row, int e0,
                                          int width, int border, int border_value,
                                          bool aligned) {
@@ -594,7 +610,7 @@ struct gpuconv_byte_window {
                     // floor division (element may be negative): which pixel, which channel
                     const int pixel = element >= 0 ? element / C : -((-element + C - 1) / C);
                     const int channel = element - pixel * C;
-                    const int source = gpuconv_source_index(pixel, width, border);
+                    const int source = gpuconv_near_source_index(pixel, width, border);
                     unsigned value = unsigned(border_value);
                     if (source >= 0 && row != nullptr) {
                         GPUCONV_CHECK_INDEX(row, source * C + channel);
@@ -798,8 +814,10 @@ gpuconv_window_dp4a(const In* __restrict__ image, Out* __restrict__ output,
 //   so that the halo is less of the work (a 128-element window for 64 outputs), and keep
 //   their 64 column-sum words in dynamic shared memory (gpuconv_box_packed_shared_columns):
 //   in registers they spilled under every cap that fits 6 blocks an SM. PREDICTED (H100
-//   model, 8192 x 8192; not yet run on a GPU): 1.63 warp instructions per pixel, 65 % of
-//   copy, where the shared-memory separable kernel ran it at 23.6 and 6 % (measured 5 %).
+//   model, 8192 x 8192; not yet run on a GPU): 1.73 warp instructions per pixel, 61 % of
+//   copy, where the shared-memory separable kernel ran it at 23.6 and 6 % (measured 5 %);
+//   its edge warps (the threads at the row's ends, and the warps that wait for them) add
+//   90 % (benchmarks/gpu_model.py --edges): their pieces outside the row go byte by byte.
 
 // The rounded level of one window sum before the clamp to [0, 255]: the store rule's
 // rounding of `sum * scale` (float sums: cvt.rni; int sums: the exact product).
@@ -814,14 +832,16 @@ __device__ __forceinline__ int gpuconv_box_level(int sum, int scale) { return su
 
 // gpuconv_box_packed's column sums in shared memory: one output row's update of the
 // thread's PIECES x 8 column-sum words, slot k at slots[k x THREADS] (a warp's 32 slots
-// are consecutive words: no bank conflict). The window is read in pieces of 16 elements
-// (one vector load; the border rule element by element for a piece that crosses the row's
-// ends, or when `vector_ok` is 0), each piece's 8 words updated before the next is read:
-// 8 window registers, not 2 x 32. r = 0: the sums of the first kernel_height rows, half
-// the pieces at a time (their sums in registers); after it, the entering row added and the
-// leaving one subtracted in one pass (one load and one store of each slot). The choice
-// between loads and the border rule is made once per row on the fast path (per piece, it
-// cost a branch per piece and row).
+// are consecutive words: no bank conflict). The window is read in pieces of 16 elements,
+// each piece's 8 words updated before the next is read: 8 window registers, not 2 x 32.
+// r = 0: the sums of the first kernel_height rows; after it, the entering row added and the
+// leaving one subtracted in one pass (one load and one store of each slot).
+// Threads on the fast path (the window inside the row, rows 16-byte aligned) read every
+// piece by one vector load (a constant-border row: the value in every byte), their first
+// row's sums half the pieces at a time in registers. The others (the row's ends, rows not
+// aligned) take a rolled loop over the pieces, each through the border rule where it is
+// not inside the row, the slots indexed at run time: one copy of the border code, not one
+// per piece (24 copies spilled under the 6-block cap).
 template <int C, int PIECES>
 __device__ __forceinline__ void gpuconv_box_packed_shared_columns(
     unsigned* slots, const unsigned char* __restrict__ image, int r, int y0, int first_element,
@@ -831,18 +851,46 @@ __device__ __forceinline__ void gpuconv_box_packed_shared_columns(
     constexpr int HALF = PIECES / 2;  // (a quarter at a time spilled under the 6-block cap)
     static_assert(PIECES % 2 == 0, "gpuconv_box_packed_shared_columns: halves");
     using Piece = gpuconv_byte_window<C, 16, 0>;  // 16 elements, no halo: 4 words
+    const unsigned constant = (unsigned(border_value) & 0xffu) * 0x01010101u;
     auto row_of = [&](int y) -> const unsigned char* {
         const int row = gpuconv_source_index(y, height, border);
         return row < 0 ? nullptr : image + (long long)row * row_elements;
     };
+    // the fast path's piece: one vector load, or a constant-border row's value
+    auto load = [&](Piece& piece, const unsigned char* source, int p) {
+        if (source != nullptr) {
+            piece.load(source, first_element + 16 * p);
+        } else {
+#pragma unroll
+            for (int w = 0; w < 4; ++w) piece.words[w] = constant;
+        }
+    };
+    // the others' piece (a piece of an aligned row lies wholly inside it or wholly outside)
     auto read = [&](Piece& piece, const unsigned char* source, int p) {
         const int start = first_element + 16 * p;
         if (source != nullptr && vector_ok && start >= 0 && start + 16 <= row_elements)
             piece.load(source, start);
         else
-            piece.fill(source, start, width, border, border_value, vector_ok);
+            piece.fill(source, start, width, border, border_value, false);
     };
-    if (r == 0) {
+    auto add = [&](unsigned* slot, const Piece& in, const Piece& out) {
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+            // exact per 16-bit half: each half of the result lies in [0, 65535]
+            GPUCONV_TRACE_LOAD(slot + 2 * w * THREADS);
+            GPUCONV_TRACE_LOAD(slot + (2 * w + 1) * THREADS);
+            GPUCONV_TRACE_STORE(slot + 2 * w * THREADS);
+            GPUCONV_TRACE_STORE(slot + (2 * w + 1) * THREADS);
+            slot[2 * w * THREADS] += __byte_perm(in.words[w], 0u, 0x4140) -
+                                     __byte_perm(out.words[w], 0u, 0x4140);
+            slot[(2 * w + 1) * THREADS] += __byte_perm(in.words[w], 0u, 0x4342) -
+                                           __byte_perm(out.words[w], 0u, 0x4342);
+        }
+    };
+    Piece none;  // a row that adds nothing (the first row's sums)
+#pragma unroll
+    for (int w = 0; w < 4; ++w) none.words[w] = 0;
+    if (r == 0 && fast) {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             unsigned sums[8 * HALF];
@@ -850,14 +898,10 @@ __device__ __forceinline__ void gpuconv_box_packed_shared_columns(
             for (int k = 0; k < 8 * HALF; ++k) sums[k] = 0;
             for (int i = 0; i < kernel_height; ++i) {
                 const unsigned char* source = row_of(y0 - anchor_y + i);
-                const bool whole = fast && source != nullptr;
 #pragma unroll
                 for (int q = 0; q < HALF; ++q) {
                     Piece piece;
-                    if (whole)
-                        piece.load(source, first_element + 16 * (half * HALF + q));
-                    else
-                        read(piece, source, half * HALF + q);
+                    load(piece, source, half * HALF + q);
 #pragma unroll
                     for (int w = 0; w < 4; ++w) {
                         sums[8 * q + 2 * w] += __byte_perm(piece.words[w], 0u, 0x4140);
@@ -871,39 +915,39 @@ __device__ __forceinline__ void gpuconv_box_packed_shared_columns(
                 slots[(8 * HALF * half + k) * THREADS] = sums[k];
             }
         }
+    } else if (r == 0) {
+#pragma unroll 1
+        for (int k = 0; k < 8 * PIECES; ++k) {
+            GPUCONV_TRACE_STORE(slots + k * THREADS);
+            slots[k * THREADS] = 0;
+        }
+        for (int i = 0; i < kernel_height; ++i) {
+            const unsigned char* source = row_of(y0 - anchor_y + i);
+#pragma unroll 1
+            for (int p = 0; p < PIECES; ++p) {
+                Piece piece;
+                read(piece, source, p);
+                add(slots + 8 * p * THREADS, piece, none);
+            }
+        }
     } else {
         const unsigned char* entering = row_of(y0 + r - anchor_y + kernel_height - 1);
         const unsigned char* leaving = row_of(y0 + r - 1 - anchor_y);
-        auto update = [&](const Piece& in, const Piece& out, int p) {
-#pragma unroll
-            for (int w = 0; w < 4; ++w) {
-                // exact per 16-bit half: each half of the result lies in [0, 65535]
-                const int k = 8 * p + 2 * w;
-                GPUCONV_TRACE_LOAD(slots + k * THREADS);
-                GPUCONV_TRACE_LOAD(slots + (k + 1) * THREADS);
-                GPUCONV_TRACE_STORE(slots + k * THREADS);
-                GPUCONV_TRACE_STORE(slots + (k + 1) * THREADS);
-                slots[k * THREADS] += __byte_perm(in.words[w], 0u, 0x4140) -
-                                      __byte_perm(out.words[w], 0u, 0x4140);
-                slots[(k + 1) * THREADS] += __byte_perm(in.words[w], 0u, 0x4342) -
-                                            __byte_perm(out.words[w], 0u, 0x4342);
-            }
-        };
-        if (fast && entering != nullptr && leaving != nullptr) {
+        if (fast) {
 #pragma unroll
             for (int p = 0; p < PIECES; ++p) {
                 Piece in, out;
-                in.load(entering, first_element + 16 * p);
-                out.load(leaving, first_element + 16 * p);
-                update(in, out, p);
+                load(in, entering, p);
+                load(out, leaving, p);
+                add(slots + 8 * p * THREADS, in, out);
             }
         } else {
-#pragma unroll
+#pragma unroll 1
             for (int p = 0; p < PIECES; ++p) {
                 Piece in, out;
                 read(in, entering, p);
                 read(out, leaving, p);
-                update(in, out, p);
+                add(slots + 8 * p * THREADS, in, out);
             }
         }
     }
@@ -917,12 +961,12 @@ __device__ __forceinline__ void gpuconv_box_packed_shared_columns(
 // registers, no spill on sm_80 or sm_90); grey ones take 45-48 either way. PREDICTED (H100
 // model), not yet measured. GPUCONV_BOX_PACKED_MIN_BLOCKS overrides, for tuning sweeps.
 // Windows whose column sums are in shared memory (32 KiB a block for the 21-wide box on
-// RGB: 6 blocks an SM at most on sm_90, 4 on sm_80's 164 KiB): 6 blocks (80 registers, no
-// spill) on sm_90, where under 8 (64) the 21-wide RGB kernels spilled (39-61 spill
-// instructions), under 5 the int STACK one, and uncapped they took 112 registers (4
-// blocks); 4 on older GPUs (under 6, sm_80 spilled 48-64 bytes). PREDICTED (H100 model,
-// 8192 x 8192): 65 % of copy at 6, 43 % uncapped. GPUCONV_BOX_PACKED_SHARED_MIN_BLOCKS
-// overrides.
+// RGB: 6 blocks an SM at most on sm_90, 4 on sm_80's 164 KiB): on sm_90 6 blocks (80
+// registers, no spill; under 8, 64 registers, they spilled 39-61 instructions' worth), the
+// STACK twins 5 (under 6 their frame pointers spilled the strip loop's counters); 4 on
+// older GPUs (under 6, sm_80 spilled 48-64 bytes). PREDICTED (H100 model, 8192 x 8192):
+// 61 % of copy at 6, about 43 % uncapped (112 registers, 4 blocks). The two macros
+// override, for tuning sweeps.
 #ifndef GPUCONV_BOX_PACKED_MIN_BLOCKS
 #define GPUCONV_BOX_PACKED_MIN_BLOCKS 8
 #endif
@@ -933,11 +977,18 @@ __device__ __forceinline__ void gpuconv_box_packed_shared_columns(
 #define GPUCONV_BOX_PACKED_SHARED_MIN_BLOCKS 6
 #endif
 #endif
+#ifndef GPUCONV_BOX_PACKED_SHARED_STACK_MIN_BLOCKS
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define GPUCONV_BOX_PACKED_SHARED_STACK_MIN_BLOCKS 4
+#else
+#define GPUCONV_BOX_PACKED_SHARED_STACK_MIN_BLOCKS 5
+#endif
+#endif
 template <typename In, typename Out, typename Acc, int KW, int C, int V, bool STACK = false>
 __global__ void __launch_bounds__(
     GPUCONV_WINDOW_BLOCK_X * GPUCONV_WINDOW_BLOCK_Y,
     gpuconv_byte_window<C, V, KW / 2>::WORDS > GPUCONV_BOX_PACKED_REGISTER_WORDS
-        ? GPUCONV_BOX_PACKED_SHARED_MIN_BLOCKS
+        ? (STACK ? GPUCONV_BOX_PACKED_SHARED_STACK_MIN_BLOCKS : GPUCONV_BOX_PACKED_SHARED_MIN_BLOCKS)
         : GPUCONV_BOX_PACKED_MIN_BLOCKS)
 gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                    const Acc* __restrict__ weights, int height, int width, int kernel_height,

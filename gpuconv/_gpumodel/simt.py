@@ -770,6 +770,9 @@ def _next_register(operand: Operand, offset: int) -> Operand:
 def _branch(warp: Warp, instruction: Instruction, active):
     if instruction.target < 0:
         raise Unsupported(f"branch without a known target: {instruction.text}")
+    first = instruction.operands[0] if instruction.operands else None
+    if first is not None and first.kind == "p":  # "BRA P2, target": also only where P2
+        active = active & warp.predicate(first)
     return instruction.target, active
 
 
