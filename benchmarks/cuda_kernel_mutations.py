@@ -106,8 +106,8 @@ mutations = [
     ),
     (
         "packed box, shared column sums: first row's second half read as its first",
-        "piece.load(source, first_element + 16 * (half * HALF + q));",
-        "piece.load(source, first_element + 16 * q);",
+        "load(piece, source, half * HALF + q);",
+        "load(piece, source, q);",
     ),
     (
         "packed box, shared column sums: the piece left of the row loaded whole",
@@ -116,8 +116,13 @@ mutations = [
     ),
     (
         "packed box, shared column sums: entering row's pieces one piece late",
-        "in.load(entering, first_element + 16 * p);",
-        "in.load(entering, first_element + 16 * p + 16);",
+        "load(in, entering, p);",
+        "load(in, entering, p + 1);",
+    ),
+    (
+        "fill: reflect101 near the row's end one element off",
+        "const int reflected = p < 0 ? -p : 2 * size - 2 - p;",
+        "const int reflected = p < 0 ? -p : 2 * size - 1 - p;",
     ),
     (
         "packed box: a 16-element piece past the row's end stored whole",
