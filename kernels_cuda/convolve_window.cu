@@ -589,7 +589,8 @@ struct gpuconv_byte_window {
     // registers, as the fast path needs them), near the row's ends without the border
     // rule's modulo. Element by element for the whole window, the warps that hold these
     // threads added 26-150 % to the 8-bit window kernels' instructions at 8192 x 8192; so,
-    // 13-70 % (PREDICTED, H100 model, its edge warps: benchmarks/gpu_model.py --edges).
+    // 13-70 % (90 % for the 21-wide RGB box's pieces; PREDICTED, H100 model, its edge
+    // warps: benchmarks/gpu_model.py --edges).
     // The OFFSET bytes left of the window hold their elements too, unused.
     __device__ __forceinline__ void fill(const unsigned char* __restrict__ row, int e0,
                                          int width, int border, int border_value,
