@@ -251,26 +251,29 @@ def launch_instructions(
 
 
 def edge_instructions(
-    kernel: Compiled, launch: Launch, shape: tuple[int, int, int], input_dtype
+    kernel: Compiled,
+    launch: Launch,
+    shape: tuple[int, int, int],
+    input_dtype,
+    count: LaunchCount,
 ) -> float:
-    """Warp instructions a window launch issues beyond :func:`launch_instructions`' count,
-    which takes every column of blocks for the middle one: the first and the last column
-    hold the threads whose window crosses the row's ends (the border rule, element by
-    element), and the warp that holds such a thread runs its path too. Their strip warps
-    are run like the middle one's; the difference, times the strips, is returned."""
+    """Warp instructions a window launch issues beyond ``count`` (its
+    :func:`launch_instructions`), which takes every column of blocks for the middle one:
+    the first and the last column hold the threads whose window crosses the row's ends (the
+    border rule, element by element), and the warp that holds such a thread runs its path
+    too. Their strip warps are run like the middle one (whose count ``count`` holds); the
+    difference, times the strips, is returned."""
     if launch.template not in WINDOW_TEMPLATES:
         raise ValueError(f"edge warps are a window kernel's: not {launch.template}")
     height = shape[0]
     rows_per_strip = int(launch.scalars[-1])
     column = launch.grid[0] // 2
     middle_row = launch.grid[1] // 2
-    middle = run_warp(
-        kernel, launch, (column, middle_row, 0), 0, memory(launch, shape, input_dtype)
-    )
+    middle = count.representative["strip warp"]
     extra = 0.0
     for edge in sorted({0, launch.grid[0] - 1} - {column}):
         run = run_warp(kernel, launch, (edge, middle_row, 0), 0, memory(launch, shape, input_dtype))
-        extra += run.instructions - middle.instructions
+        extra += run.instructions - middle
     strips = math.ceil(height / rows_per_strip)
     strips_done = len(range(middle_row * launch.block[1], strips, launch.grid[1] * launch.block[1]))
     return extra / strips_done * height / rows_per_strip

@@ -196,7 +196,7 @@ def predict(case: Case, options: tuple[str, ...] = (), edges: bool = False) -> d
         key = ("edges", *_key(launch, tuple(options), plan.shape, plan.input_dtype))
         if key not in _INSTRUCTIONS:
             _INSTRUCTIONS[key] = instructions.edge_instructions(
-                kernel, launch, plan.shape, plan.input_dtype
+                kernel, launch, plan.shape, plan.input_dtype, count
             )
         extra = _INSTRUCTIONS[key]
         with_edges = machine.predicted_seconds(
