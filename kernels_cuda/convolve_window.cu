@@ -831,6 +831,100 @@ __device__ __forceinline__ int gpuconv_box_level(int sum, int scale) { return su
 // their column sums in dynamic shared memory, not registers (window.py: shared_bytes).
 #define GPUCONV_BOX_PACKED_REGISTER_WORDS 16
 
+// gpuconv_box_packed's threads at the row's ends (the edge lanes: e0 = 0, or e0 + V = the
+// row's elements), column sums in registers (V = 16): they read their windows by the
+// middle threads' loads, whose halo words outside the row are the neighbouring row's bytes
+// (inside the image, except left of its first row and right of its last: those two source
+// rows take the border rule), and after each row's update replace the column sums outside
+// the row. Under REFLECT101, REFLECT and REPLICATE each such column (all its rows mapped by
+// the same rule) is the column of the pixel inside the row that it repeats, which lies in
+// the thread's own window: one byte permute per two columns. Under CONSTANT it is
+// kernel_height x value. Through the border rule element by element, their warps added
+// 23-70 % to these kernels' instructions; now 0-3 % (PREDICTED, H100 model, 8192 x 8192,
+// benchmarks/gpu_model.py --edges).
+// WRAP, rows not 16-byte aligned and rows shorter than V + REACH take the border rule. In
+// an aligned row (its elements a multiple of 16) a thread's 16 elements end at the row's
+// end or 16 or more before it, at least REACH: there every thread whose window crosses the
+// row's ends is an edge lane.
+// The 21-wide box on RGB (column sums in shared memory, V = 64) takes the border rule:
+// every way of this tried there (its edge lanes' pieces outside the row as zeros and the
+// columns replaced, or read as the middle threads' are) cost the middle threads 1-4 % of
+// their instructions at its 80-register cap, more than its 61 % of copy can give.
+
+// 1: the edge lane at the row's start, 2: at its end, 0: any other thread. (Rows of at
+// least V + REACH elements, with 2 C <= V: the pixels repeated lie in the lane's window.)
+template <int C, int V, int REACH>
+__device__ __forceinline__ int gpuconv_box_packed_edge(int e0, int row_elements, int border,
+                                                       int vector_ok) {
+    if (2 * C > V || !vector_ok || border == GPUCONV_BORDER_WRAP || row_elements < V + REACH)
+        return 0;
+    return e0 == 0 ? 1 : e0 + V == row_elements ? 2 : 0;
+}
+
+// The element (from e0) whose column sum the column of element e repeats under the border
+// rule `mode` (REFLECT101, REFLECT or REPLICATE): e < 0 for the thread at the row's start
+// (`right` false), e >= V for the one at its end (the row ends at element V).
+template <int C, int V>
+__device__ __forceinline__ constexpr int gpuconv_mirror_element(int e, int mode, bool right) {
+    if (!right) {
+        const int pixel = -((-e + C - 1) / C);  // floor(e / C), e < 0
+        const int channel = e - pixel * C;
+        const int source = mode == GPUCONV_BORDER_REFLECT101 ? -pixel
+                           : mode == GPUCONV_BORDER_REFLECT  ? -1 - pixel
+                                                             : 0;
+        return source * C + channel;
+    }
+    const int beyond = (e - V) / C;  // pixels past the row's last one
+    const int channel = e - V - beyond * C;
+    const int back = mode == GPUCONV_BORDER_REFLECT101 ? 2 + beyond
+                     : mode == GPUCONV_BORDER_REFLECT  ? 1 + beyond
+                                                       : 1;
+    return V - back * C + channel;
+}
+
+// One edge lane's column-sum words outside the row (word k: the sums of elements 2k - B
+// and 2k - B + 1 from e0), those of the LEFT elements beyond the row's end that its outputs
+// read: each from the two words it repeats (one byte permute; the indices and selectors
+// compile-time constants once unrolled), or the constant border's kernel_height x value.
+template <int C, int V, int B, int LEFT, bool RIGHT, int PAIRS>
+__device__ __forceinline__ void gpuconv_box_packed_mirror_side(unsigned (&columns)[PAIRS],
+                                                               int border,
+                                                               unsigned constant_pair) {
+    constexpr int FIRST = RIGHT ? (V + B) / 2 : (B - LEFT) / 2;
+    constexpr int LAST = RIGHT ? (V + LEFT - 1 + B) / 2 : B / 2 - 1;
+    auto repeat = [&](const int mode) {
+#pragma unroll
+        for (int k = FIRST; k <= LAST; ++k) {
+            const int s0 = gpuconv_mirror_element<C, V>(2 * k - B, mode, RIGHT) + B;
+            const int s1 = gpuconv_mirror_element<C, V>(2 * k - B + 1, mode, RIGHT) + B;
+            columns[k] = __byte_perm(columns[s0 / 2], columns[s1 / 2],
+                                     (s0 % 2 ? 0x32 : 0x10) | (s1 % 2 ? 0x7600 : 0x5400));
+        }
+    };
+    if (border == GPUCONV_BORDER_REFLECT101) {
+        repeat(GPUCONV_BORDER_REFLECT101);
+    } else if (border == GPUCONV_BORDER_REFLECT) {
+        repeat(GPUCONV_BORDER_REFLECT);
+    } else if (border == GPUCONV_BORDER_REPLICATE) {
+        repeat(GPUCONV_BORDER_REPLICATE);
+    } else {  // CONSTANT
+#pragma unroll
+        for (int k = FIRST; k <= LAST; ++k) columns[k] = constant_pair;
+    }
+}
+
+// The edge lane at the row's start (`right` false) or at its end.
+template <int C, int V, int B, int LEFT, int PAIRS>
+__device__ __forceinline__ void gpuconv_box_packed_mirror(unsigned (&columns)[PAIRS], bool right,
+                                                          int border, int kernel_height,
+                                                          int border_value) {
+    const unsigned constant_pair = unsigned(kernel_height * (border_value & 0xff)) * 0x10001u;
+    if (right)
+        gpuconv_box_packed_mirror_side<C, V, B, LEFT, true>(columns, border, constant_pair);
+    else
+        gpuconv_box_packed_mirror_side<C, V, B, LEFT, false>(columns, border, constant_pair);
+}
+
 // gpuconv_box_packed's column sums in shared memory: one output row's update of the
 // thread's PIECES x 8 column-sum words, slot k at slots[k x THREADS] (a warp's 32 slots
 // are consecutive words: no bank conflict). The window is read in pieces of 16 elements,
@@ -1010,8 +1104,8 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
         image += (long long)blockIdx.z * height * row_elements;
         output += (long long)blockIdx.z * height * row_elements;
     }
-    const bool fast =
-        vector_ok && e0 - Window::REACH >= 0 && e0 + V + Window::REACH <= row_elements;
+    constexpr int REACH = Window::REACH;
+    const bool fast = vector_ok && e0 - REACH >= 0 && e0 + V + REACH <= row_elements;
     const bool full_store = vector_ok && e0 + V <= row_elements;
     GPUCONV_CHECK_INDEX(weights, 0);
     GPUCONV_TRACE_LOAD(weights);
@@ -1025,6 +1119,13 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
         GPUCONV_DYNAMIC_SHARED(unsigned, shared_slots);
         slots = shared_slots + threadIdx.y * GPUCONV_WINDOW_BLOCK_X + threadIdx.x;
     }
+    // Column sums in registers: the edge lanes read their windows as the middle threads
+    // do (gpuconv_box_packed_mirror), except from the two source rows where those loads
+    // would leave the image: the rows read directly are first_direct_row + [0, direct_rows).
+    const int edge = gpuconv_box_packed_edge<C, V, REACH>(e0, row_elements, border, vector_ok);
+    const int first_direct_row = edge == 1 ? 1 : 0;
+    const unsigned direct_rows =
+        fast || edge != 0 ? unsigned((edge == 2 ? height - 1 : height) - first_direct_row) : 0u;
 
     const int strips = (height + rows_per_strip - 1) / rows_per_strip;
     for (int strip = blockIdx.y * GPUCONV_WINDOW_BLOCK_Y + threadIdx.y; strip < strips;
@@ -1037,8 +1138,9 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
         for (int r = 0; r < rows; ++r) {
             if constexpr (SHARED_COLUMNS) {
                 gpuconv_box_packed_shared_columns<C, Window::WORDS / 4>(
-                    slots, image, r, y0, e0 - Window::REACH, row_elements, width, height,
+                    slots, image, r, y0, e0 - REACH, row_elements, width, height,
                     kernel_height, anchor_y, border, border_value, fast, vector_ok);
+
             } else {
                 // The first output row's window: kernel_height whole rows; then one row down:
                 // the entering row added, the leaving one subtracted.
@@ -1051,7 +1153,7 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                     const int row = gpuconv_source_index(y, height, border);
                     const In* source = row < 0 ? nullptr : image + (long long)row * row_elements;
                     Window window;
-                    if (fast && source != nullptr)
+                    if (unsigned(row - first_direct_row) < direct_rows)  // (not row -1)
                         window.load(source, e0);
                     else
                         window.fill(source, e0, width, border, border_value, vector_ok);
@@ -1064,6 +1166,9 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                             leaving ? columns[2 * w + 1] - high : columns[2 * w + 1] + high;
                     }
                 }
+                if (edge != 0)
+                    gpuconv_box_packed_mirror<C, V, B, Window::LEFT>(columns, edge == 2, border,
+                                                                     kernel_height, border_value);
             }
             // Along the row: the first C sums whole, then each from the one C before it.
             // Stored in pieces of 16 elements (one vector store), each as soon as it is

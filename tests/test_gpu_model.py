@@ -233,17 +233,19 @@ def test_instruction_counts_agree_with_the_h100_measurements():
 # 2.19 until gpuconv_window_dp4a: 0.242 grey, 0.756 RGB. The 8-bit kernels' sectors per
 # request rose by 5-25 % when their border fill read the words inside the row whole: the
 # memory count samples border blocks too, whose one-byte loads, one sector each, were most
-# of their requests; the bytes are the same.)
+# of their requests; the bytes are the same. The box kernels' rose again, to 16.5-16.8,
+# when their edge lanes came to load as the middle threads do: fewer requests, 1-1.4 %
+# fewer sectors.)
 BUDGETS = {
     ("sharpen", "uint8", 1): (0.26, 7.2),
     ("sobel_x", "uint8", 1): (0.26, 7.2),
-    ("small_blur", "uint8", 1): (0.58, 13.4),  # gpuconv_box_packed (gpuconv_box: 1.128)
-    ("large_blur", "uint8", 1): (0.82, 14.2),  # gpuconv_box_packed (shared-memory: 7.87)
+    ("small_blur", "uint8", 1): (0.58, 17.3),  # gpuconv_box_packed (gpuconv_box: 1.128)
+    ("large_blur", "uint8", 1): (0.82, 17.6),  # gpuconv_box_packed (shared-memory: 7.87)
     ("sharpen", "float32", 1): (1.13, 14.4),
     ("sobel_x", "float32", 1): (1.04, 15.0),
     ("small_blur", "float32", 1): (0.60, 15.8),  # gpuconv_box_float (separable: 4.81)
     ("large_blur", "float32", 1): (0.79, 14.3),  # gpuconv_box_float (separable: 7.62)
-    ("small_blur", "uint8", 3): (2.02, 15.4),  # gpuconv_box_packed (shared-memory: 15.35)
+    ("small_blur", "uint8", 3): (2.07, 17.6),  # gpuconv_box_packed (shared-memory: 15.35)
     # gpuconv_box_packed, V = 64, column sums in shared memory (shared-memory separable:
     # 23.6; its lanes' 16-byte loads lie 64 bytes apart: half a sector each, L1 the rest)
     ("large_blur", "uint8", 3): (1.77, 22.9),
@@ -274,7 +276,9 @@ def test_todays_kernels_stay_within_their_budgets(kernel, dtype, channels):
     "kernel, dtype, channels, most",
     [
         ("sharpen", "uint8", 1, 0.40),
-        ("large_blur", "uint8", 1, 0.80),
+        ("small_blur", "uint8", 1, 0.01),
+        ("large_blur", "uint8", 1, 0.01),
+        ("small_blur", "uint8", 3, 0.01),
         ("large_blur", "uint8", 3, 1.0),
     ],
 )
@@ -286,14 +290,20 @@ def test_edge_warps_add_a_bounded_share_of_the_8_bit_kernels_instructions(
     border rule's modulo (the code before 2026-11-26 evening), they added 49 % (dp4a grey
     3 x 3) and 150 % (21-wide grey box) to the launch's instructions; reading the words
     inside the row whole, with the reflection near the row's ends, 35 % and 70 % (the
-    21-wide RGB box, new then: 90 %). The runs also follow switch jump tables: BRXU, BRX
-    and constant bank 2."""
+    21-wide RGB box, new then: 90 %). Since the night of 2026-11-26 the box kernels with column sums in
+    registers read their edge lanes' windows as the middle threads' and replace the columns
+    outside the row (gpuconv_box_packed_mirror): 0.2-0.3 %, so that their whole launches
+    meet issue 10's targets too. The runs also follow switch jump tables: BRXU, BRX and
+    constant bank 2."""
     from gpuconv._gpumodel import model
 
     row = model.predict(model.Case(kernel, dtype, channels), edges=True)
     interior = row["warp_instructions_per_pixel"]
     assert 0 < row["edge_instructions_per_pixel"] <= most * interior, row
     assert row["fraction_of_copy_with_edges"] <= row["fraction_of_copy"]
+    target = COPY_TARGETS[(kernel, dtype, channels)]
+    if most < 0.1:  # the whole launch, edge warps included, at issue 10's share of a copy
+        assert row["fraction_of_copy_with_edges"] >= target, row
 
 
 # Issue 10's targets at 8192 x 8192 (fraction of a copy of the same bytes), each predicted
