@@ -1,9 +1,9 @@
-"""Hand mutations of gpuconv_window_dp4a, gpuconv_box_packed (its column sums in registers
-and in shared memory) and gpuconv_box_float (kernels_cuda/convolve_window.cu): each applied
-in place, the tests that cover the three kernels run through the CPU emulator, the file
-restored. Every mutation must make a test fail.
+"""Hand mutations of gpuconv_window_dp4a, gpuconv_box_packed (its column sums in registers,
+its edge lanes, and in shared memory) and gpuconv_box_float (kernels_cuda/convolve_window.cu):
+each applied in place, the tests that cover the three kernels run through the CPU emulator,
+the file restored. Every mutation must make a test fail.
 
-    make cuda-mutation   # or .venv/bin/python benchmarks/cuda_kernel_mutations.py; 10 minutes
+    make cuda-mutation   # or .venv/bin/python benchmarks/cuda_kernel_mutations.py; 20 minutes
 
 Results: benchmarks/results/mutation-cuda-dp4a-box.md. Not part of `make test` (it rewrites
 a source file while it runs). Exits 1 if any mutation survives.
@@ -128,6 +128,41 @@ mutations = [
         "packed box: a 16-element piece past the row's end stored whole",
         "const bool whole = PIECE == V ? full_store : vector_ok && e0 + v < row_elements;",
         "const bool whole = PIECE == V ? full_store : vector_ok && e0 + v < row_elements + 16;",
+    ),
+    (
+        "packed box edge lanes: reflect101 past the row's end one pixel too near",
+        "const int back = mode == GPUCONV_BORDER_REFLECT101 ? 2 + beyond",
+        "const int back = mode == GPUCONV_BORDER_REFLECT101 ? 1 + beyond",
+    ),
+    (
+        "packed box edge lanes: reflect before the row's start as reflect101",
+        ": mode == GPUCONV_BORDER_REFLECT  ? -1 - pixel",
+        ": mode == GPUCONV_BORDER_REFLECT  ? -pixel",
+    ),
+    (
+        "packed box edge lanes: the constant column one row short",
+        "unsigned(kernel_height * (border_value & 0xff))",
+        "unsigned((kernel_height - 1) * (border_value & 0xff))",
+    ),
+    (
+        "packed box edge lanes: a repeated pair's high column from the wrong half",
+        "(s0 % 2 ? 0x32 : 0x10) | (s1 % 2 ? 0x7600 : 0x5400)",
+        "(s0 % 2 ? 0x32 : 0x10) | (s1 % 2 ? 0x5400 : 0x7600)",
+    ),
+    (
+        "packed box edge lanes: the last column past the row's end left unreplaced",
+        "constexpr int LAST = RIGHT ? (V + LEFT - 1 + B) / 2 : B / 2 - 1;",
+        "constexpr int LAST = RIGHT ? (V + LEFT - 2 + B) / 2 : B / 2 - 1;",
+    ),
+    (
+        "packed box edge lanes: the start's lane loads left of the image's first row",
+        "const int first_direct_row = edge == 1 ? 1 : 0;",
+        "const int first_direct_row = 0;",
+    ),
+    (
+        "packed box edge lanes: the end's lane loads right of the image's last row",
+        "unsigned((edge == 2 ? height - 1 : height) - first_direct_row)",
+        "unsigned(height - first_direct_row)",
     ),
 ]
 tests = [

@@ -52,9 +52,15 @@ STACK_CASES = (
 STACK_SHAPE = (3, 37, 45)
 #: An RGB image whose rows are 16-byte aligned (288 elements: the 21-wide box's threads of
 #: 64 elements load whole pieces, the last one part outside the row), for the cases whose
-#: colour kernel uses shared memory; racecheck's quick run too.
+#: colour kernel uses shared memory; racecheck's quick run too. The 7-wide box's edge lanes
+#: read it as the middle threads do (their halo words outside the row from the rows beside
+#: it, except at the image's first and last row): memcheck's check of those loads in colour
+#: (grey: the (64, 128) image).
 COLOUR_SHAPE = (20, 96, 3)
-COLOUR_CASES = ("box 21, 16-bit column sums (RGB: in shared memory)",)
+COLOUR_CASES = (
+    "box 21, 16-bit column sums (RGB: in shared memory)",
+    "box 7, 16-bit sums",
+)
 
 
 def _stack_launch(dtype, kernel, border="wrap"):

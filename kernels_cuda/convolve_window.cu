@@ -590,7 +590,9 @@ struct gpuconv_byte_window {
     // rule's modulo. Element by element for the whole window, the warps that hold these
     // threads added 26-150 % to the 8-bit window kernels' instructions at 8192 x 8192; so,
     // 13-70 % (90 % for the 21-wide RGB box's pieces; PREDICTED, H100 model, its edge
-    // warps: benchmarks/gpu_model.py --edges).
+    // warps: benchmarks/gpu_model.py --edges). The box kernels with column sums in
+    // registers no longer come here at the row's ends of aligned rows
+    // (gpuconv_box_packed_mirror); the dp4a 3 x 3 kernels do (13-35 %).
     // The OFFSET bytes left of the window hold their elements too, unused.
     __device__ __forceinline__ void fill(const unsigned char* __restrict__ row, int e0,
                                          int width, int border, int border_value,
