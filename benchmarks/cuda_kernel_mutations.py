@@ -156,13 +156,13 @@ mutations = [
     ),
     (
         "packed box edge lanes: the start's lane loads left of the image's first row",
-        "const int first_direct_row = edge == 1 ? 1 : 0;",
-        "const int first_direct_row = 0;",
+        ": (left_lane && row >= 1) ||",
+        ": (left_lane && row >= 0) ||",
     ),
     (
         "packed box edge lanes: the end's lane loads right of the image's last row",
-        "unsigned((edge == 2 ? height - 1 : height) - first_direct_row)",
-        "unsigned(height - first_direct_row)",
+        "(right_lane && row >= 0 && row < height - 1))",
+        "(right_lane && row >= 0 && row < height))",
     ),
 ]
 tests = [

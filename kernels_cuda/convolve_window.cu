@@ -842,7 +842,7 @@ __device__ __forceinline__ int gpuconv_box_level(int sum, int scale) { return su
 // the same rule) is the column of the pixel inside the row that it repeats, which lies in
 // the thread's own window: one byte permute per two columns. Under CONSTANT it is
 // kernel_height x value. Through the border rule element by element, their warps added
-// 23-70 % to these kernels' instructions; now 0-3 % (PREDICTED, H100 model, 8192 x 8192,
+// 23-70 % to these kernels' instructions; now 0.3-1.1 % (PREDICTED, H100 model, 8192 x 8192,
 // benchmarks/gpu_model.py --edges).
 // WRAP, rows not 16-byte aligned and rows shorter than V + REACH take the border rule. In
 // an aligned row (its elements a multiple of 16) a thread's 16 elements end at the row's
@@ -1123,11 +1123,10 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
     }
     // Column sums in registers: the edge lanes read their windows as the middle threads
     // do (gpuconv_box_packed_mirror), except from the two source rows where those loads
-    // would leave the image: the rows read directly are first_direct_row + [0, direct_rows).
+    // would leave the image: left of row 0 (left_lane) and right of row height - 1. (Two
+    // flags: an int, or the rows as a range, cost the middle threads 1-5 registers.)
     const int edge = gpuconv_box_packed_edge<C, V, REACH>(e0, row_elements, border, vector_ok);
-    const int first_direct_row = edge == 1 ? 1 : 0;
-    const unsigned direct_rows =
-        fast || edge != 0 ? unsigned((edge == 2 ? height - 1 : height) - first_direct_row) : 0u;
+    const bool left_lane = edge == 1, right_lane = edge == 2;
 
     const int strips = (height + rows_per_strip - 1) / rows_per_strip;
     for (int strip = blockIdx.y * GPUCONV_WINDOW_BLOCK_Y + threadIdx.y; strip < strips;
@@ -1155,7 +1154,9 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                     const int row = gpuconv_source_index(y, height, border);
                     const In* source = row < 0 ? nullptr : image + (long long)row * row_elements;
                     Window window;
-                    if (unsigned(row - first_direct_row) < direct_rows)  // (not row -1)
+                    if (fast ? row >= 0  // (row -1: a constant-border row, no source)
+                             : (left_lane && row >= 1) ||
+                                   (right_lane && row >= 0 && row < height - 1))
                         window.load(source, e0);
                     else
                         window.fill(source, e0, width, border, border_value, vector_ok);
@@ -1168,8 +1169,8 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                             leaving ? columns[2 * w + 1] - high : columns[2 * w + 1] + high;
                     }
                 }
-                if (edge != 0)
-                    gpuconv_box_packed_mirror<C, V, B, Window::LEFT>(columns, edge == 2, border,
+                if (left_lane || right_lane)
+                    gpuconv_box_packed_mirror<C, V, B, Window::LEFT>(columns, right_lane, border,
                                                                      kernel_height, border_value);
             }
             // Along the row: the first C sums whole, then each from the one C before it.
