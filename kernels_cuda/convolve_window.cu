@@ -1141,7 +1141,6 @@ gpuconv_box_packed(const In* __restrict__ image, Out* __restrict__ output,
                 gpuconv_box_packed_shared_columns<C, Window::WORDS / 4>(
                     slots, image, r, y0, e0 - REACH, row_elements, width, height,
                     kernel_height, anchor_y, border, border_value, fast, vector_ok);
-
             } else {
                 // The first output row's window: kernel_height whole rows; then one row down:
                 // the entering row added, the leaving one subtracted.
