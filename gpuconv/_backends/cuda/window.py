@@ -51,8 +51,8 @@ BOX_CHANNELS = (1,)
 #: (gpuconv_box: 1.128 to 0.553 warp instructions per pixel), RGB from 10 % to 81 % (the
 #: shared-memory separable kernel before). ``packed_box=False`` gives the kernels before.
 PACKED_BOX_CHANNELS = (1, 3)
-#: Widths of gpuconv_box_packed: BOX_WIDTHS and 21 (large_blur), PREDICTED 6 % to 67 % of
-#: copy for uint8 grey (H100 model, 8192 x 8192).
+#: Widths of gpuconv_box_packed: BOX_WIDTHS and 21 (large_blur), PREDICTED 6 % to 66 % of
+#: copy for uint8 grey (H100 model, 8192 x 8192; 65 % with its edge warps).
 PACKED_BOX_WIDTHS = (*BOX_WIDTHS, 21)
 #: V of gpuconv_box_packed where a 16-element thread's window does not fit its registers
 #: (the 21-wide box on RGB: 60 halo elements): 64 elements, four 16-byte loads, so that the
@@ -225,8 +225,8 @@ def rows_per_strip(
     # A strip re-reads kh - 1 halo rows (the box kernel: kh rows to start its running sum,
     # so its strips are box_start x kh rows at least); strips of 8 rows measured slower
     # than 16 for 3 x 3 (H100). gpuconv_box_packed takes box_start = 1: for 21 x 21 at
-    # 8192 x 8192 uint8 the model predicts 67 % of copy with strips of 21 rows, against 50 %
-    # with 42 (too few threads to fill the SMs; PREDICTED, H100 model).
+    # 8192 x 8192 uint8 the model predicted 67 % of copy with strips of 21 rows, against 50 %
+    # with 42 (too few threads to fill the SMs; PREDICTED, H100 model, 2026-11-26).
     least = box_start * kernel_height if box else max(16, 4 * (kernel_height - 1))
     return int(max(least, min(rows, 256)))
 
