@@ -96,8 +96,18 @@ mutations = [
     ),
     (
         "float box fill: border rule one element off",
-        "gpuconv_source_index(first + t, width, border);",
-        "gpuconv_source_index(first + t + 1, width, border);",
+        "gpuconv_near_source_index(start + k, width, border);",
+        "gpuconv_near_source_index(start + k + 1, width, border);",
+    ),
+    (
+        "float box fill: a group inside the row read one element late",
+        "values[k] = gpuconv_to_acc<Acc>(row[start + k]);",
+        "values[k] = gpuconv_to_acc<Acc>(row[start + k + (k == 3)]);",
+    ),
+    (
+        "float box fill: groups shifted in by three, not four",
+        "for (int w = WINDOW - 1; w >= 4; --w) window[w] = window[w - 4];",
+        "for (int w = WINDOW - 1; w >= 4; --w) window[w] = window[w - 3];",
     ),
     (
         "packed box, shared column sums: leaving row's high pair taken from its low bytes",

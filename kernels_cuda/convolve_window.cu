@@ -1330,30 +1330,50 @@ __device__ __forceinline__ void gpuconv_box_float_step(const Acc (&window)[WINDO
     }
 }
 
-// The window of one grey row element by element through the border rule (threads at the
-// row's ends, rows that are not 16-byte aligned; `row` null for a constant-border row),
-// from element `first`: a rolled loop that shifts each value in from the top. Unrolled,
-// the positions of the K + V - 1 elements were kept in registers for the whole strip
-// (they do not change from row to row), which cost the fast path its registers.
+// The window of one grey row through the border rule (threads at the row's ends, rows that
+// are not 16-byte aligned; `row` null for a constant-border row), from element `first`: a
+// rolled loop that shifts four values at a time in from the top, each group inside the
+// row loaded directly, the others element by element, reflected near the row's ends
+// without the border rule's modulo. Unrolled, the positions of the K + V - 1 elements were
+// kept in registers for the whole strip (they do not change from row to row), which cost
+// the fast path its registers. One element at a time, through the modulo (the whole
+// window shifted by one each time), the warps holding these threads added 60 % to the
+// 21-wide box's instructions at 8192 x 8192; this way 30 % (PREDICTED, H100 model,
+// benchmarks/gpu_model.py --edges: of copy with them 78 % -> 96 %).
 template <typename In, typename Acc, int WINDOW>
 __device__ __forceinline__ void gpuconv_float_window_fill(const In* __restrict__ row, int first,
                                                           int width, int border,
                                                           Acc border_value,
                                                           Acc (&window)[WINDOW]) {
+    constexpr int GROUPS = (WINDOW + 3) / 4;  // the top group's extra elements fall off
 #pragma unroll 1
-    for (int t = WINDOW - 1; t >= 0; --t) {
-        Acc value = border_value;
-        if (row != nullptr) {
-            const int source = gpuconv_source_index(first + t, width, border);
-            if (source >= 0) {
-                GPUCONV_CHECK_INDEX(row, source);
-                GPUCONV_TRACE_LOAD(row + source);
-                value = gpuconv_to_acc<Acc>(row[source]);
+    for (int g = GROUPS - 1; g >= 0; --g) {
+        Acc values[4];
+        const int start = first + 4 * g;
+        if (row != nullptr && start >= 0 && start + 4 <= width) {  // inside the row
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                GPUCONV_CHECK_INDEX(row, start + k);
+                GPUCONV_TRACE_LOAD(row + start + k);
+                values[k] = gpuconv_to_acc<Acc>(row[start + k]);
+            }
+        } else {
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int source =
+                    row == nullptr ? -1 : gpuconv_near_source_index(start + k, width, border);
+                values[k] = border_value;
+                if (source >= 0) {
+                    GPUCONV_CHECK_INDEX(row, source);
+                    GPUCONV_TRACE_LOAD(row + source);
+                    values[k] = gpuconv_to_acc<Acc>(row[source]);
+                }
             }
         }
 #pragma unroll
-        for (int w = WINDOW - 1; w > 0; --w) window[w] = window[w - 1];
-        window[0] = value;
+        for (int w = WINDOW - 1; w >= 4; --w) window[w] = window[w - 4];
+#pragma unroll
+        for (int k = 0; k < 4 && k < WINDOW; ++k) window[k] = values[k];
     }
 }
 

@@ -280,9 +280,10 @@ def test_todays_kernels_stay_within_their_budgets(kernel, dtype, channels):
         ("large_blur", "uint8", 1, 0.02),
         ("small_blur", "uint8", 3, 0.02),
         ("large_blur", "uint8", 3, 1.0),
+        ("large_blur", "float32", 1, 0.40),
     ],
 )
-def test_edge_warps_add_a_bounded_share_of_the_8_bit_kernels_instructions(
+def test_edge_warps_add_a_bounded_share_of_the_window_kernels_instructions(
     kernel, dtype, channels, most
 ):
     """The first and last column of blocks run the border rule for the threads at the row's
@@ -293,17 +294,20 @@ def test_edge_warps_add_a_bounded_share_of_the_8_bit_kernels_instructions(
     21-wide RGB box, new then: 90 %). Since the night of 2026-11-26 the box kernels with column sums in
     registers read their edge lanes' windows as the middle threads' and replace the columns
     outside the row (gpuconv_box_packed_mirror): 0.3-1.1 %, so that their whole launches
-    meet issue 10's targets too. The runs also follow switch jump tables: BRXU, BRX and
-    constant bank 2."""
+    meet issue 10's targets too. The float32 box's fill, element by element through the
+    border rule with its modulo and a one-element shift of the whole window, added 60 % to
+    the 21-wide one; four elements at a time, those inside the row loaded directly, 30 %.
+    Every case but the 21-wide RGB box (32 % of copy) meets its target for the whole
+    launch. The runs also follow switch jump tables: BRXU, BRX and constant bank 2."""
     from gpuconv._gpumodel import model
 
     row = model.predict(model.Case(kernel, dtype, channels), edges=True)
     interior = row["warp_instructions_per_pixel"]
     assert 0 < row["edge_instructions_per_pixel"] <= most * interior, row
     assert row["fraction_of_copy_with_edges"] <= row["fraction_of_copy"]
-    target = COPY_TARGETS[(kernel, dtype, channels)]
-    if most < 0.1:  # the whole launch, edge warps included, at issue 10's share of a copy
-        assert row["fraction_of_copy_with_edges"] >= target, row
+    if (kernel, dtype, channels) != ("large_blur", "uint8", 3):
+        # the whole launch, edge warps included, at issue 10's share of a copy
+        assert row["fraction_of_copy_with_edges"] >= COPY_TARGETS[(kernel, dtype, channels)], row
 
 
 # Issue 10's targets at 8192 x 8192 (fraction of a copy of the same bytes), each predicted
