@@ -1378,7 +1378,7 @@ __device__ __forceinline__ void gpuconv_float_window_fill(const In* __restrict__
 }
 
 // GPUCONV_BOX_FLOAT_MIN_BLOCKS (blocks of 128 threads per SM) sets the register cap, for
-// tuning sweeps. The default, 4 (128 registers), binds none: K = 7 takes 72, 9 takes 79,
+// tuning sweeps. The default, 4 (128 registers), binds none: K = 7 takes 72, 9 takes 80,
 // 21 takes 110 (sm_90; 118 before its fill took four elements at a time); under 6 (80)
 // the 21-wide one spilled. The model predicts both DRAM-bound either way (PREDICTED, H100;
 // not yet measured).
