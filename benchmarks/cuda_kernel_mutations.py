@@ -140,14 +140,14 @@ mutations = [
         "const bool whole = PIECE == V ? full_store : vector_ok && e0 + v < row_elements + 16;",
     ),
     (
-        "packed box edge lanes: reflect101 past the row's end one pixel too near",
-        "const int back = mode == GPUCONV_BORDER_REFLECT101 ? 2 + beyond",
-        "const int back = mode == GPUCONV_BORDER_REFLECT101 ? 1 + beyond",
+        "packed box edge lanes: the row's end one pixel off",
+        "const int origin = right ? SPAN * C - V : 0;",
+        "const int origin = right ? SPAN * C - V + C : 0;",
     ),
     (
-        "packed box edge lanes: reflect before the row's start as reflect101",
-        ": mode == GPUCONV_BORDER_REFLECT  ? -1 - pixel",
-        ": mode == GPUCONV_BORDER_REFLECT  ? -pixel",
+        "packed box edge lanes: a pixel left of the row's start rounded toward zero",
+        "const int pixel = element >= 0 ? element / C : -((-element + C - 1) / C);  // floor",
+        "const int pixel = element / C;",
     ),
     (
         "packed box edge lanes: the constant column one row short",

@@ -865,23 +865,17 @@ __device__ __forceinline__ int gpuconv_box_packed_edge(int e0, int row_elements,
 
 // The element (from e0) whose column sum the column of element e repeats under the border
 // rule `mode` (REFLECT101, REFLECT or REPLICATE): e < 0 for the thread at the row's start
-// (`right` false), e >= V for the one at its end (the row ends at element V).
+// (`right` false), e >= V for the one at its end (the row ends at element V). The border
+// rule itself is gpuconv_near_source_index's, on a row of SPAN pixels laid so that the
+// thread's e0 is its element 0 or SPAN x C - V (a compile-time constant once unrolled).
 template <int C, int V>
-__device__ __forceinline__ constexpr int gpuconv_mirror_element(int e, int mode, bool right) {
-    if (!right) {
-        const int pixel = -((-e + C - 1) / C);  // floor(e / C), e < 0
-        const int channel = e - pixel * C;
-        const int source = mode == GPUCONV_BORDER_REFLECT101 ? -pixel
-                           : mode == GPUCONV_BORDER_REFLECT  ? -1 - pixel
-                                                             : 0;
-        return source * C + channel;
-    }
-    const int beyond = (e - V) / C;  // pixels past the row's last one
-    const int channel = e - V - beyond * C;
-    const int back = mode == GPUCONV_BORDER_REFLECT101 ? 2 + beyond
-                     : mode == GPUCONV_BORDER_REFLECT  ? 1 + beyond
-                                                       : 1;
-    return V - back * C + channel;
+__device__ __forceinline__ int gpuconv_mirror_element(int e, int mode, bool right) {
+    constexpr int SPAN = 1 << 12;  // pixels: farther than any window reaches
+    const int origin = right ? SPAN * C - V : 0;
+    const int element = origin + e;
+    const int pixel = element >= 0 ? element / C : -((-element + C - 1) / C);  // floor
+    const int channel = element - pixel * C;
+    return gpuconv_near_source_index(pixel, SPAN, mode) * C + channel - origin;
 }
 
 // One edge lane's column-sum words outside the row (word k: the sums of elements 2k - B
