@@ -291,8 +291,23 @@ class _PositionedFile(_RowIndexing):
             str(self.stored_dtype),
         )
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        rows = np.empty((stop - start, *self.shape[1:]), dtype=self.stored_dtype)
+    #: read() takes ``out=``, a buffer to read into (the band pipeline recycles its bands).
+    reads_into = True
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``[start, stop)`` in native byte order; read into ``out`` where given.
+
+        ``out`` must be C-contiguous, of the stored dtype and of the rows' shape. A fresh
+        16 MiB band costs 4096 page faults to fill; a recycled one costs none (the band
+        pipeline's reads took 12-19 ms into fresh memory against 3-4 ms into reused).
+        """
+        shape = (stop - start, *self.shape[1:])
+        if out is None:
+            rows = np.empty(shape, dtype=self.stored_dtype)
+        elif out.shape != shape or out.dtype != self.stored_dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous {self.stored_dtype} of shape {shape}")
+        else:
+            rows = out
         view = memoryview(rows.reshape(-1).view(np.uint8))
         position, done = self.offset + start * self.row_bytes, 0
         while done < len(view):  # pread may return fewer bytes than asked

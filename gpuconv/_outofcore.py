@@ -7,8 +7,9 @@ output path names: ``gpuconv apply`` is this function. Any format
 the result's dtype and channels. Only a band is in memory when both files
 are ``.npy``, ``.tif``/``.tiff`` or ``.zarr``: ``rows_per_chunk`` output rows
 plus the halo the kernels read (``kh - 1`` rows per kernel). The band
-defaults to about 16 MiB of input rows (of the widest type a band holds),
-and a run needs a few times that on top of the interpreter: up to three
+defaults to about 4 MiB of input rows (of the widest type a band holds; at
+least eight times the halo), and a run needs a few times that on top of the
+interpreter: up to three
 bands are in flight (band k+1 being read and band k-1 written while band
 k is filtered, :func:`overlapped`), each as read and as filtered, and
 the backend's temporaries. Measured on a 32768 x 32768 uint8 ``.npy``
@@ -66,9 +67,14 @@ OUT_OF_CORE_SUFFIXES = STREAMED_SUFFIXES
 
 # Default Dask chunk (gpuconv.read_dask): this many bytes of input rows.
 _BAND_INPUT_BYTES = 32 * 2**20
-# Default band of apply_file: this many bytes of input rows. Half the Dask chunk, as three
-# bands are in flight at once (read, filtered, written), against one or two without overlap.
-_STREAMED_BAND_BYTES = 16 * 2**20
+# Default band of apply_file: this many bytes of input rows (three bands are in flight at
+# once: read, filtered, written). 4 MiB bands stay in the caches between the stages: a
+# 16384 x 16384 uint8 sharpen, end to end, took 0.48-0.57 s with them against 0.63-0.86 s
+# with 16 MiB ones (2-core Xeon, 2026-11-27; 1-2 MiB were no faster).
+_STREAMED_BAND_BYTES = 4 * 2**20
+# ... but at least this many times the rows the kernels' halo adds to a band, so that a
+# tall kernel on a wide float image does not filter its halo rows again and again.
+_BAND_PER_HALO_ROW = 8
 
 
 def is_out_of_core_path(path) -> bool:
@@ -123,8 +129,9 @@ def apply_file(
     dtype : dtype, optional
         Output dtype of the last kernel; default: the image's.
     rows_per_chunk : int, optional
-        Output rows per band; default: about 16 MiB of input rows (the whole
-        image when either file is decoded or encoded whole).
+        Output rows per band; default: about 4 MiB of input rows, and at least
+        eight times the kernels' halo (the whole image when either file is
+        decoded or encoded whole).
     progress : bool, default True
         Show a tqdm progress bar (on stderr) when tqdm is installed.
     intermediate_dtype : dtype or None, default float64
@@ -218,7 +225,10 @@ def apply_file(
         if rows_per_chunk is None:
             widest = max([reader.dtype.itemsize, *pipeline.intermediate_itemsizes])
             row_bytes = widest * int(np.prod(reader.shape[1:]))
-            rows_per_chunk = height if whole else max(1, _STREAMED_BAND_BYTES // row_bytes)
+            streamed = max(
+                1, _STREAMED_BAND_BYTES // row_bytes, _BAND_PER_HALO_ROW * pipeline.halo_rows
+            )
+            rows_per_chunk = height if whole else streamed
         rows_per_chunk = int(min(rows_per_chunk, height))
         started = time.perf_counter()
         with open_writer(
@@ -333,6 +343,7 @@ class BandPipeline:
         #: Rows a band reads beyond its own: the sum of every kernel's halo.
         self.halo_rows = sum(plan.kernel_height - 1 for _, plan, _ in self.stages)
         self._output_buffers = None  # set by run() while it runs
+        self._input_buffers = None  # likewise
 
     def run(self, writer, rows_per_chunk: int, *, progress: bool, overlap: bool = True) -> int:
         """Compute every band and hand it to ``writer.write(start, rows)``; return the band count.
@@ -349,9 +360,21 @@ class BandPipeline:
 
         # A writer that is done with a band's rows when write() returns (a positioned
         # file, a Zarr store; not an encoder that keeps the whole image) gets them in
-        # recycled buffers: a fresh 16 MiB band costs 4096 page faults, and OpenCV
+        # recycled buffers: a fresh 16 MiB band cost 4096 page faults, and OpenCV
         # filtered a band into fresh memory in 12 ms against 7 ms into a reused one.
-        buffers = _BandBuffers() if getattr(writer, "done_with_rows", False) else None
+        buffers = _BandBuffers("written") if getattr(writer, "done_with_rows", False) else None
+        # The same for the bands read, from a reader that reads into a buffer it is given
+        # (a positioned file): 12-19 ms a 16 MiB band into fresh memory, 3-4 ms into reused.
+        # Not for a byte order to swap: the reader then returns a new array, not the buffer.
+        reads_into = getattr(self.reader, "reads_into", False)
+        native = reads_into and self.reader.stored_dtype == self.reader.dtype
+        inputs = _BandBuffers("read") if native else None
+
+        def compute(fetched):
+            rows = self.compute(fetched)
+            if inputs is not None and not np.may_share_memory(rows, fetched[1]):
+                inputs.give_back(fetched[1])
+            return rows
 
         def write(band, rows):
             writer.write(band[0], rows)
@@ -360,16 +383,16 @@ class BandPipeline:
             if bar is not None:
                 bar.update(band[1] - band[0])
 
-        self._output_buffers = buffers
+        self._output_buffers, self._input_buffers = buffers, inputs
         try:
             with calls_expected(len(bands) * len(self.stages)):  # one call per band and kernel
                 if overlap:
-                    overlapped(bands, lambda band: self.fetch(*band), self.compute, write)
+                    overlapped(bands, lambda band: self.fetch(*band), compute, write)
                 else:
                     for band in bands:
-                        write(band, self.compute(self.fetch(*band)))
+                        write(band, compute(self.fetch(*band)))
         finally:
-            self._output_buffers = None
+            self._output_buffers = self._input_buffers = None
             if bar is not None:
                 bar.close()
         return len(bands)
@@ -394,7 +417,13 @@ class BandPipeline:
                 self._source_rows(plan, run[0], run[-1] + 1)[0] for run in _runs(needed[stage])
             ]
             needed[stage - 1] = _sorted_unique(np.concatenate(sources))
-        pieces = [np.asarray(self.reader.read(run[0], run[-1] + 1)) for run in _runs(needed[0])]
+        runs, buffers = _runs(needed[0]), self._input_buffers
+        if buffers is not None and len(runs) == 1:  # inside run(): into a recycled buffer
+            start, stop = int(runs[0][0]), int(runs[0][-1]) + 1
+            shape = (stop - start, *self.reader.shape[1:])
+            out = buffers.take(shape, self.reader.stored_dtype)
+            return needed, self.reader.read(start, stop, out=out)
+        pieces = [np.asarray(self.reader.read(run[0], run[-1] + 1)) for run in runs]
         return needed, pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def compute(self, fetched: tuple[list, np.ndarray]) -> np.ndarray:
@@ -437,16 +466,19 @@ class BandPipeline:
 
 
 class _BandBuffers:
-    """Arrays for the last kernel's output bands, handed out again once written.
+    """Arrays for bands, handed out again once done with: the last kernel's output bands
+    (``role="written"``, given back once written) or the file's rows (``"read"``, given
+    back once filtered).
 
     :meth:`take` gives a C-contiguous array of the asked shape: the leading rows of a
     buffer given back (same row shape and dtype, at least as many rows), else a new one.
-    A band goes back only after the writer has written it, so a buffer is never
-    handed out while its rows are still in flight; at most as many exist as output bands
-    are held at once (two or three: one computed, one being written, one given back late).
+    A band goes back only once its stage is done with it, so a buffer is never
+    handed out while its rows are still in flight; at most as many exist as bands of
+    its role are held at once (two or three: one in use, one in flight, one given back late).
     """
 
-    def __init__(self):
+    def __init__(self, role: str = "written"):
+        self.role = role  # "written" (the last kernel's output) or "read" (the file's rows)
         self._free = collections.deque()  # append and pop are atomic: no lock needed
         self._owned: dict[int, np.ndarray] = {}
 

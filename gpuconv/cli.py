@@ -737,7 +737,7 @@ def build_parser(*, with_bench: bool = True) -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="output rows per band for .npy/.tif/.zarr (default: about 16 MiB of input rows; three bands are in flight)",
+        help="output rows per band for .npy/.tif/.zarr (default: about 4 MiB of input rows, at least 8 times the kernels' halo; three bands are in flight)",
     )
     apply.add_argument(
         "--axes",

@@ -254,9 +254,9 @@ def test_files_through_dask_band_by_band(suffix, tmp_path, monkeypatch, rng):
         reader = real_open_reader(path)
         real_read = reader.read
 
-        def read(start, stop):
+        def read(start, stop, **options):
             reads.append((start, stop))
-            return real_read(start, stop)
+            return real_read(start, stop, **options)
 
         reader.read = read
         return reader

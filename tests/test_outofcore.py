@@ -189,9 +189,9 @@ def test_apply_file_reads_the_file_band_by_band(tmp_path, monkeypatch, rng):
         reader = real_open_reader(path, **options)
         real_read = reader.read
 
-        def read(start, stop):
+        def read(start, stop, **options):
             recorded.append(stop - start)
-            return real_read(start, stop)
+            return real_read(start, stop, **options)
 
         reader.read = read
         return reader
@@ -421,13 +421,18 @@ def test_overlapped_streaming_equals_the_in_memory_chain(
 
 
 class _RecordingBuffers(_outofcore._BandBuffers):
-    """The pipeline's band buffers, recording every array handed out."""
+    """The pipeline's band buffers, each pool recording every array it hands out."""
 
-    handed_out: list = []
+    pools: dict = {}  # role ("written", "read") -> pool
+
+    def __init__(self, role):
+        super().__init__(role)
+        self.handed_out = []
+        type(self).pools[role] = self
 
     def take(self, shape, dtype):
         band = super().take(shape, dtype)
-        type(self).handed_out.append(band)
+        self.handed_out.append(band)
         return band
 
 
@@ -436,7 +441,7 @@ class _RecordingBuffers(_outofcore._BandBuffers):
 def test_bands_reuse_written_buffers_and_equal_the_in_memory_call(
     backend, border, tmp_path, rng, monkeypatch
 ):
-    monkeypatch.setattr(_RecordingBuffers, "handed_out", [])
+    monkeypatch.setattr(_RecordingBuffers, "pools", {})
     monkeypatch.setattr(_outofcore, "_BandBuffers", _RecordingBuffers)
     image = rng.integers(0, 256, (61, 23), dtype=np.uint8)
     source = _write(tmp_path / "in", image, "npy")
@@ -452,15 +457,62 @@ def test_bands_reuse_written_buffers_and_equal_the_in_memory_call(
     )
     options = dict(border=border, value=0.0, anchor=None, flip=False, backend="numpy")
     np.testing.assert_array_equal(_read(target), _in_memory_chain(image, ["sharpen"], **options))
-    bands = _RecordingBuffers.handed_out
-    assert len(bands) == stats["bands"] == 11
-    owners = {id(band.base) for band in bands}
-    assert len(owners) <= 3 < len(bands)  # reused: at most three bands are live at once
+    assert stats["bands"] == 11
+    # Two pools: the bands written, and the bands read from the .npy. With "wrap" the first
+    # and last bands read two runs of rows (their halo from the other end), concatenated
+    # into a new array: those two take no buffer.
+    pools = _RecordingBuffers.pools
+    bands_read = 9 if border == "wrap" else 11
+    for bands, expected in (
+        (pools["written"].handed_out, 11),
+        (pools["read"].handed_out, bands_read),
+    ):
+        assert len(bands) == expected
+        owners = {id(band.base) for band in bands}
+        assert len(owners) <= 3 < len(bands)  # reused: at most three bands are live at once
+
+
+def test_a_byte_order_to_swap_reads_into_new_arrays(tmp_path, rng, monkeypatch):
+    # A big-endian .npy is read and then swapped into a new array: a recycled buffer would
+    # never come back, so the bands read get no pool (the bands written still do).
+    monkeypatch.setattr(_RecordingBuffers, "pools", {})
+    monkeypatch.setattr(_outofcore, "_BandBuffers", _RecordingBuffers)
+    image = rng.integers(0, 65536, (40, 30), dtype=np.uint16)
+    source = tmp_path / "in.npy"
+    np.save(source, image.astype(">u2"))
+    target = tmp_path / "out.npy"
+    apply_file(source, target, ["sharpen"], rows_per_chunk=7, progress=False)
+    options = dict(border="reflect101", value=0.0, anchor=None, flip=False, backend="numpy")
+    np.testing.assert_array_equal(_read(target), _in_memory_chain(image, ["sharpen"], **options))
+    assert list(_RecordingBuffers.pools) == ["written"]
+    assert len(_RecordingBuffers.pools["written"].handed_out) == 6
+
+
+def test_a_positioned_file_reads_into_the_buffer_it_is_given(tmp_path, rng):
+    from gpuconv._image_files import open_reader
+
+    image = rng.integers(0, 256, (9, 5, 3), dtype=np.uint8)
+    np.save(tmp_path / "in.npy", image)
+    reader = open_reader(tmp_path / "in.npy")
+    try:
+        assert reader.reads_into
+        out = np.full((4, 5, 3), 7, np.uint8)
+        assert reader.read(2, 6, out=out) is out
+        np.testing.assert_array_equal(out, image[2:6])
+        for wrong in (np.empty((3, 5, 3), np.uint8), np.empty((4, 5, 3), np.uint16)):
+            with pytest.raises(ValueError, match="out must be"):
+                reader.read(2, 6, out=wrong)
+    finally:
+        reader.close()
 
 
 def test_an_encoder_that_keeps_its_rows_gets_new_arrays(tmp_path, rng, monkeypatch):
-    def refuse(*args):
-        raise AssertionError("a PNG writer keeps the rows: no buffer may be reused")
+    band_buffers = _outofcore._BandBuffers
+
+    def refuse(role):
+        # The .npy's bands read may be recycled; the bands written may not.
+        assert role != "written", "a PNG writer keeps the rows: no buffer may be reused"
+        return band_buffers(role)
 
     monkeypatch.setattr(_outofcore, "_BandBuffers", refuse)
     image = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
@@ -624,11 +676,11 @@ def test_a_reader_failure_mid_stream_raises_and_leaves_nothing(kind, tmp_path, m
         reader = real_open_reader(path, **options)
         real_read = reader.read
 
-        def read(start, stop):
+        def read(start, stop, **options):
             reads.append(threading.current_thread().name)
             if len(reads) == 4:
                 raise ImageFileError(f"{path}: cannot decode rows {start}-{stop} (injected)")
-            return real_read(start, stop)
+            return real_read(start, stop, **options)
 
         reader.read = read
         return reader
@@ -763,9 +815,9 @@ def test_overlap_false_reads_one_band_after_another_in_the_calling_thread(
         reader = real_open_reader(path, **options)
         real_read = reader.read
 
-        def read(start, stop):
+        def read(start, stop, **options):
             threads.append(threading.current_thread())
-            return real_read(start, stop)
+            return real_read(start, stop, **options)
 
         reader.read = read
         return reader
