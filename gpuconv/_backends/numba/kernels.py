@@ -1025,8 +1025,45 @@ def _shifted_rows(
             for i in range(2):
                 if not _row_is_finite(pixels, starts[i], row_length):
                     bad = 1
-        arguments = (pixels, base + offset, row_stride, row_index, y, end, channels)
+        # Rows [flat_start, flat_stop) of the run read three rows that follow one another
+        # in memory (the image's interior, its rows packed without gaps): their row loops
+        # are one loop over a flat stretch of elements, from the first row's first
+        # interior output to the last row's last. The outputs in between that are not
+        # interior (the last columns of a row and the first of the next) get sums of
+        # neighbouring pixels, all inside the image, which the edge loop below
+        # overwrites. Per row, a loop costs its set-up and its vector loop's remainder:
+        # 36 ns a row, a fifth of a 512 x 512 float32 call.
+        flat_start, flat_stop = end, end
+        if row_stride == row_length:
+            flat_start, flat_stop = _consecutive_rows(row_index, y, end)
         taps = (tap_rows, tap_columns, tap_weights, output, frame, first * channels, length)
+        arguments = (pixels, base + offset, row_stride, row_index, y, flat_start, channels)
+        bad |= _sum_rows(arguments, taps, tap_count, lowest, highest)
+        if flat_stop > flat_start:
+            flat_output = output.reshape((output.shape[0], 1, output.shape[1] * row_length))
+            flat_length = (flat_stop - 1 - flat_start) * row_length + length
+            flat_first = flat_start * row_length + first * channels
+            flat_taps = (
+                tap_rows,
+                tap_columns,
+                tap_weights,
+                flat_output,
+                frame,
+                flat_first,
+                flat_length,
+            )
+            # One "row" whose source rows are row_index[flat_start + 0, 1, 2].
+            flat_arguments = (
+                pixels,
+                base + offset,
+                row_stride,
+                row_index[flat_start:],
+                0,
+                1,
+                channels,
+            )
+            bad |= _sum_rows(flat_arguments, flat_taps, tap_count, lowest, highest)
+        arguments = (pixels, base + offset, row_stride, row_index, flat_stop, end, channels)
         bad |= _sum_rows(arguments, taps, tap_count, lowest, highest)
         for row in range(y, end):
             for i in range(3):
@@ -1046,6 +1083,25 @@ def _shifted_rows(
                     bad |= np.int32(not (value - value == 0))
         y = end
     return bad
+
+
+@_jit
+def _consecutive_rows(row_index, y, end):
+    """The longest ``[start, stop)`` within ``[y, end)`` (from its first such row) whose
+    output rows read source rows ``row_index[start] + 0, 1, ...`` in order (none where
+    fewer than two rows do: nothing to gain)."""
+    start = y
+    while start < end and not (
+        row_index[start + 1] == row_index[start] + 1
+        and row_index[start + 2] == row_index[start] + 2
+    ):
+        start += 1
+    stop = start
+    while stop < end and row_index[stop + 2] == row_index[start] + (stop - start) + 2:
+        stop += 1
+    if stop - start < 2:
+        return end, end
+    return start, stop
 
 
 # The row loops of shifted_rows_3x3: output rows [y, end), elements [start, start +
