@@ -238,7 +238,7 @@ def test_numba_num_threads_is_honoured():
 
 
 def test_results_do_not_depend_on_the_thread_count(rng):
-    image = rng.standard_normal((601, 403)).astype(np.float32)  # large enough for every thread
+    image = rng.standard_normal((901, 603)).astype(np.float32)  # large enough for every thread
     kernel = rng.standard_normal((6, 5))
     assert _numba.execution_for(_plan(image, kernel), workers=2).workers == 2
     default = gpuconv.convolve(image, kernel, backend="numba")

@@ -47,9 +47,12 @@ _INSTALL_HINT = "pip install 'gpuconv[numba]'"
 _LINES_BUDGET_BYTES = 1 << 20
 _MAX_BAND_HEIGHT = 64
 
-# Multiply-adds (about a millisecond on one core) below which one thread runs
-# the call: see workers_for.
-_SERIAL_WORK = 4 * 2**20
+# Multiply-adds (as workers_for counts them) below which one thread runs the call. A
+# 512 x 512 float32 7 x 7 box counts 6 M and takes 0.45 ms on one core (2-core Xeon,
+# 2026-11-27); run on two threads it was slower, in every one of six alternating runs
+# interleaved with cv2.filter2D, idle and beside a busy process: p90 against cv2 0.96-1.09
+# with two threads (the 4 M this was), 1.06-1.20 with one.
+_SERIAL_WORK = 8 * 2**20
 # float32 represents every integer of magnitude up to 2**24 exactly.
 _FLOAT32_EXACT_INTEGERS = 2.0**24
 # Integer sums below this stay exact in int16 lines and sums (the fused 3 x 3 paths).
@@ -415,8 +418,8 @@ def workers_for(plan: ConvolutionPlan, available: int) -> int:
     """Threads worth waking for ``plan``: one for small work, else all ``available``.
 
     Waking a second thread costs tens of microseconds, and measured about 5 ms
-    per call when interleaved with cv2 on 2 cores; work under about a
-    millisecond runs on the calling thread alone.
+    per call when interleaved with cv2 on 2 cores; work under about half a
+    millisecond on one core (:data:`_SERIAL_WORK`) runs on the calling thread alone.
     """
     height, width, channels = plan.shape
     taps = min(plan.kernel.size, plan.kernel_height + plan.kernel_width + 9)
