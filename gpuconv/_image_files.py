@@ -36,6 +36,8 @@ the formats that do when it does not.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import logging
 import os
 import sys
@@ -249,6 +251,11 @@ class _RowIndexing:
         return (type(self).__name__, id(self), self.shape, str(self.dtype))
 
 
+#: Bytes of a block for ``O_DIRECT``: positions, lengths and buffer addresses of direct
+#: writes are multiples of it (4096 covers disks of 512- and 4096-byte sectors).
+DIRECT_BLOCK = 4096
+
+
 class _PositionedFile(_RowIndexing):
     """Rows of a C-ordered array stored contiguously at ``offset`` in a file.
 
@@ -258,11 +265,24 @@ class _PositionedFile(_RowIndexing):
 
     in_memory = False
 
-    def __init__(self, path, shape, dtype, offset: int, mode: str, *, writeback: bool = True):
+    def __init__(
+        self,
+        path,
+        shape,
+        dtype,
+        offset: int,
+        mode: str,
+        *,
+        writeback: bool = True,
+        direct: bool = False,
+    ):
         self.path, self.mode = str(path), mode
         #: Start the disk write of each written band at once (for a durable output, whose
         #: commit waits for the disk anyway); see gpuconv._atomic.start_writeback.
         self.writeback = writeback
+        #: Write whole blocks with O_DIRECT (a durable output): see _write_direct.
+        self.direct = direct and hasattr(os, "O_DIRECT")
+        self.direct_descriptor = -1
         self.shape = tuple(int(n) for n in shape)
         self.stored_dtype = np.dtype(dtype)
         self.dtype = self.stored_dtype.newbyteorder("=")
@@ -275,10 +295,12 @@ class _PositionedFile(_RowIndexing):
         self.descriptor = os.open(self.path, os.O_RDONLY if self.mode == "r" else os.O_RDWR)
 
     def __getstate__(self) -> dict:
-        return {key: value for key, value in self.__dict__.items() if key != "descriptor"}
+        descriptors = ("descriptor", "direct_descriptor")
+        return {key: value for key, value in self.__dict__.items() if key not in descriptors}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.direct_descriptor = -1
         self._open()
 
     def __dask_tokenize__(self):
@@ -321,15 +343,59 @@ class _PositionedFile(_RowIndexing):
         data = np.ascontiguousarray(rows, dtype=self.stored_dtype)
         view = memoryview(data.reshape(-1).view(np.uint8))
         position, done = self.offset + start * self.row_bytes, 0
+        if self.direct and self._write_direct(data, view, position):
+            return
         while done < len(view):
             done += os.pwrite(self.descriptor, view[done:], position + done)
         if self.writeback:
             start_writeback(self.descriptor, position, len(view))
 
+    def _write_direct(self, data: np.ndarray, view: memoryview, position: int) -> bool:
+        """Write ``view`` at ``position`` with ``O_DIRECT``; False (nothing written) where
+        the position, the length or the buffer's address is not a whole number of
+        :data:`DIRECT_BLOCK` bytes, or the file system refuses ``O_DIRECT`` (then this
+        file never asks again).
+
+        Why: a durable output's pixels must reach the disk before the rename anyway.
+        Through the page cache the CPU copies them there and the kernel writes them back
+        (0.07-0.30 s of CPU for 256 MiB on 2 cores, taken from the filter running
+        beside); ``O_DIRECT`` hands the buffer to the disk as it is (10 ms of CPU). The
+        commit's ``fsync`` still runs: it makes the file's size and blocks durable and
+        flushes the disk's cache. The pages written are disjoint from any written through
+        the page cache (the header, an unaligned last band): only whole blocks go direct.
+        """
+        block = DIRECT_BLOCK
+        if position % block or len(view) % block or data.ctypes.data % block:
+            return False
+        if self.direct_descriptor < 0:
+            try:
+                self.direct_descriptor = os.open(self.path, os.O_WRONLY | os.O_DIRECT)
+            except OSError as error:
+                if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                self.direct = False  # tmpfs and some others: the page cache it is
+                return False
+        done = 0
+        while done < len(view):
+            if done % block:  # after a short write (rare): the rest through the page cache
+                done += os.pwrite(self.descriptor, view[done:], position + done)
+                continue
+            try:
+                done += os.pwrite(self.direct_descriptor, view[done:], position + done)
+            except OSError as error:
+                if error.errno != errno.EINVAL or done:
+                    raise
+                self.direct = False  # alignment this device does not take: never again
+                return False
+        return True
+
     def flush(self) -> None:
         os.fsync(self.descriptor)
 
     def close(self) -> None:
+        if getattr(self, "direct_descriptor", -1) >= 0:
+            os.close(self.direct_descriptor)
+            self.direct_descriptor = -1
         if getattr(self, "descriptor", -1) >= 0:  # also when os.open failed
             os.close(self.descriptor)
             self.descriptor = -1
@@ -863,7 +929,7 @@ class _Writer(_RowIndexing):
 class _PositionedWriter(_Writer):
     """``.npy`` and ``.tif``: a header, then the pixels with ``os.pwrite`` at their offsets."""
 
-    done_with_rows = True  # pwrite copies them into the page cache
+    done_with_rows = True  # pwrite copies them into the page cache, or (O_DIRECT) to the disk
 
     def __init__(
         self, path, shape, dtype, kind: str, *, sync_directory: bool = True, durable: bool = True
@@ -873,9 +939,10 @@ class _PositionedWriter(_Writer):
         try:
             header = _npy_header if kind == "npy" else _tiff_header
             offset = header(temporary, self.shape, self.dtype)
-            # Not durable: nothing waits for the disk, so no writeback is started.
+            # Not durable: nothing waits for the disk, so no writeback is started, and
+            # the pixels stay in the page cache (no O_DIRECT) for whoever reads them next.
             self.file = _PositionedFile(
-                temporary, self.shape, self.dtype, offset, "w", writeback=durable
+                temporary, self.shape, self.dtype, offset, "w", writeback=durable, direct=durable
             )
         except OSError as error:
             self.output.discard()
@@ -898,17 +965,34 @@ class _PositionedWriter(_Writer):
 
 
 def _npy_header(path: Path, shape, dtype: np.dtype) -> int:
+    """Write a ``.npy`` header for ``shape`` and ``dtype``; return the pixels' offset.
+
+    The header is padded with spaces (as NumPy pads it) to :data:`DIRECT_BLOCK` bytes, so
+    that the pixels start on a block and whole bands can be written with ``O_DIRECT``
+    (``np.load`` reads headers of up to 10000 bytes).
+    """
     header = {
         "descr": np.lib.format.dtype_to_descr(dtype),
         "fortran_order": False,
         "shape": tuple(shape),
     }
+    text = io.BytesIO()
+    np.lib.format.write_array_header_1_0(text, header)
+    text = text.getvalue()
+    padding = DIRECT_BLOCK - len(text)
     with open(path, "r+b") as file:
-        try:
-            np.lib.format.write_array_header_1_0(file, header)
-        except ValueError:  # a header over 64 KiB
-            file.seek(0)
-            np.lib.format.write_array_header_2_0(file, header)
+        if padding >= 0:
+            # magic (6 bytes), version (2), header length (2, little-endian), then the
+            # dictionary, spaces and a newline.
+            length = int.from_bytes(text[8:10], "little") + padding
+            file.write(text[:8] + length.to_bytes(2, "little") + text[10:-1])
+            file.write(b" " * padding + b"\n")
+        else:  # never for the dtypes gpuconv writes: NumPy's own padding
+            try:
+                np.lib.format.write_array_header_1_0(file, header)
+            except ValueError:  # a header over 64 KiB
+                file.seek(0)
+                np.lib.format.write_array_header_2_0(file, header)
         offset = file.tell()
         file.truncate(offset + int(np.prod(shape)) * dtype.itemsize)  # sparse until written
     return offset

@@ -52,6 +52,7 @@ import numpy as np
 from ._borders import source_indices
 from ._convolve import convolve
 from ._image_files import (
+    DIRECT_BLOCK,
     STREAMED_SUFFIXES,
     channels_of,
     check_image,
@@ -496,16 +497,26 @@ class _BandBuffers:
         )
         if not fits:
             if buffer is not None:
-                del self._owned[id(buffer)]  # dropped: another shape or type from now on
-            buffer = np.empty(shape, dtype)
-            self._owned[id(buffer)] = buffer
+                del self._owned[id(buffer.base)]  # dropped: another shape or type from now on
+            buffer = _aligned_empty(shape, dtype)
+            self._owned[id(buffer.base)] = buffer
         return buffer[: shape[0]]
 
     def give_back(self, rows: np.ndarray) -> None:
         """Return the buffer ``rows`` is a view of (nothing for an array not handed out)."""
-        owner = rows if rows.base is None else rows.base
-        if self._owned.get(id(owner)) is owner:
-            self._free.append(owner)
+        buffer = self._owned.get(id(rows.base))
+        if buffer is not None and buffer.base is rows.base:
+            self._free.append(buffer)
+
+
+def _aligned_empty(shape, dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` starting on a :data:`DIRECT_BLOCK` boundary (an ``O_DIRECT``
+    write takes only such buffers), a view of the bytes it owns: ``.base`` holds them."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    memory = np.empty(size + DIRECT_BLOCK, np.uint8)
+    skip = -memory.ctypes.data % DIRECT_BLOCK
+    return memory[skip : skip + size].view(dtype).reshape(shape)
 
 
 def overlapped(items, read, compute, write) -> None:

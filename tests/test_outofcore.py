@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpuconv
-from gpuconv import _outofcore
+from gpuconv import _image_files, _outofcore
 from gpuconv._outofcore import BandPipeline, apply_file, is_out_of_core_path
 
 BORDERS = ["reflect101", "reflect", "replicate", "constant", "wrap"]
@@ -830,3 +833,107 @@ def test_overlap_false_reads_one_band_after_another_in_the_calling_thread(
         np.testing.assert_array_equal(np.load(target), gpuconv.convolve(image, "sharpen"))
         in_caller = {thread is threading.main_thread() for thread in threads}
         assert in_caller == ({True} if not overlap else {False})
+
+
+# A durable .npy output: whole blocks of pixels go to the disk with O_DIRECT.
+
+
+def _o_direct_supported(directory) -> bool:
+    probe = directory / "o_direct_probe"
+    probe.write_bytes(b"")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_DIRECT))
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+    return True
+
+
+class _DirectWrites:
+    """Counts the positioned file's direct writes that were taken (True) and declined."""
+
+    def __init__(self, monkeypatch):
+        self.taken = self.declined = 0
+        real = _image_files._PositionedFile._write_direct
+
+        def counting(file, data, view, position):
+            taken = real(file, data, view, position)
+            if taken:
+                self.taken += 1
+            else:
+                self.declined += 1
+            return taken
+
+        monkeypatch.setattr(_image_files._PositionedFile, "_write_direct", counting)
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this system")
+def test_a_durable_npy_writes_whole_blocks_directly_and_equals_the_in_memory_call(
+    tmp_path, rng, monkeypatch
+):
+    if not _o_direct_supported(tmp_path):
+        pytest.skip(f"the file system of {tmp_path} refuses O_DIRECT (the fallback is tested)")
+    writes = _DirectWrites(monkeypatch)
+    image = rng.integers(0, 256, (41, 4096), dtype=np.uint8)  # a row is one block
+    source = _write(tmp_path / "in", image, "npy")
+    target = tmp_path / "out.npy"
+    stats = apply_file(source, target, ["sharpen"], rows_per_chunk=4, progress=False)
+    options = dict(border="reflect101", value=0.0, anchor=None, flip=False, backend="numpy")
+    np.testing.assert_array_equal(np.load(target), _in_memory_chain(image, ["sharpen"], **options))
+    assert (writes.taken, writes.declined) == (stats["bands"], 0) == (11, 0)
+    with open(target, "rb") as file:  # the pixels start on a block, after NumPy's header
+        np.lib.format.read_magic(file)
+        np.lib.format.read_array_header_1_0(file)
+        assert file.tell() == _image_files.DIRECT_BLOCK
+
+
+def test_unaligned_bands_and_a_non_durable_output_go_through_the_page_cache(
+    tmp_path, rng, monkeypatch
+):
+    writes = _DirectWrites(monkeypatch)
+    image = rng.integers(0, 256, (41, 1000), dtype=np.uint8)  # 4 rows: 4000 bytes, no block
+    source = _write(tmp_path / "in", image, "npy")
+    options = dict(border="reflect101", value=0.0, anchor=None, flip=False, backend="numpy")
+    expected = _in_memory_chain(image, ["sharpen"], **options)
+    apply_file(source, tmp_path / "a.npy", ["sharpen"], rows_per_chunk=4, progress=False)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), expected)
+    assert writes.taken == 0 and writes.declined == 11
+    aligned = rng.integers(0, 256, (41, 4096), dtype=np.uint8)
+    source = _write(tmp_path / "aligned", aligned, "npy")
+    apply_file(
+        source, tmp_path / "b.npy", ["sharpen"], rows_per_chunk=4, progress=False, durable=False
+    )
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "b.npy"), _in_memory_chain(aligned, ["sharpen"], **options)
+    )
+    assert writes.taken == 0 and writes.declined == 11  # not even asked: not durable
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this system")
+def test_a_file_system_that_refuses_o_direct_gets_the_page_cache(tmp_path, rng, monkeypatch):
+    real_open = os.open
+    refused = []
+
+    def refusing_open(path, flags, *args, **kwargs):
+        if flags & os.O_DIRECT:
+            refused.append(path)
+            raise OSError(errno.EINVAL, "Invalid argument", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(_image_files.os, "open", refusing_open)
+    image = rng.integers(0, 256, (41, 4096), dtype=np.uint8)
+    source = _write(tmp_path / "in", image, "npy")
+    target = tmp_path / "out.npy"
+    apply_file(source, target, ["sharpen"], rows_per_chunk=4, progress=False)
+    options = dict(border="reflect101", value=0.0, anchor=None, flip=False, backend="numpy")
+    np.testing.assert_array_equal(np.load(target), _in_memory_chain(image, ["sharpen"], **options))
+    assert len(refused) == 1  # asked once; every band after went through the page cache
+
+
+def test_aligned_band_buffers_start_on_a_block_and_are_given_back():
+    buffers = _outofcore._BandBuffers()
+    band = buffers.take((5, 7, 3), np.float32)
+    assert band.ctypes.data % _image_files.DIRECT_BLOCK == 0 and band.shape == (5, 7, 3)
+    buffers.give_back(band[2:])
+    assert np.shares_memory(buffers.take((5, 7, 3), np.float32), band)
