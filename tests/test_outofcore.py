@@ -937,3 +937,29 @@ def test_aligned_band_buffers_start_on_a_block_and_are_given_back():
     assert band.ctypes.data % _image_files.DIRECT_BLOCK == 0 and band.shape == (5, 7, 3)
     buffers.give_back(band[2:])
     assert np.shares_memory(buffers.take((5, 7, 3), np.float32), band)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "rows"),
+    [
+        ((1000, 10000), np.uint8, 256),  # 419 rows of 4 MiB, rounded down to whole blocks
+        ((1000, 4096), np.uint8, 1000),  # 1024 rows: the whole image
+        ((700, 10001), np.uint8, 419),  # a block needs 4096 rows: not worth it
+        ((600, 1000, 3), np.uint16, 512),  # 6000-byte rows: 699 rows, whole blocks every 512
+    ],
+)
+def test_default_bands_hold_whole_blocks_where_that_costs_at_most_half(
+    shape, dtype, rows, tmp_path, monkeypatch
+):
+    seen = []
+    real_run = BandPipeline.run
+
+    def recording_run(self, writer, rows_per_chunk, **options):
+        seen.append(rows_per_chunk)
+        return real_run(self, writer, rows_per_chunk, **options)
+
+    monkeypatch.setattr(BandPipeline, "run", recording_run)
+    source = tmp_path / "in.npy"
+    np.save(source, np.zeros(shape, dtype))
+    apply_file(source, tmp_path / "out.npy", ["identity"], progress=False)
+    assert seen == [rows]
