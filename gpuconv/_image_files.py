@@ -293,6 +293,16 @@ class _PositionedFile(_RowIndexing):
 
     def _open(self) -> None:
         self.descriptor = os.open(self.path, os.O_RDONLY if self.mode == "r" else os.O_RDWR)
+        if self.direct and self.mode != "r":
+            # Opened here, once, not at the first write: writers in several threads
+            # (gpuconv.write_dask) would race to open it.
+            try:
+                self.direct_descriptor = os.open(self.path, os.O_WRONLY | os.O_DIRECT)
+            except OSError as error:
+                if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    self.close()
+                    raise
+                self.direct = False  # tmpfs and some others: the page cache it is
 
     def __getstate__(self) -> dict:
         descriptors = ("descriptor", "direct_descriptor")
@@ -353,8 +363,8 @@ class _PositionedFile(_RowIndexing):
     def _write_direct(self, data: np.ndarray, view: memoryview, position: int) -> bool:
         """Write ``view`` at ``position`` with ``O_DIRECT``; False (nothing written) where
         the position, the length or the buffer's address is not a whole number of
-        :data:`DIRECT_BLOCK` bytes, or the file system refuses ``O_DIRECT`` (then this
-        file never asks again).
+        :data:`DIRECT_BLOCK` bytes, or the device refuses the write (then this file never
+        asks again; a file system that refuses ``O_DIRECT`` altogether is found at open).
 
         Why: a durable output's pixels must reach the disk before the rename anyway.
         Through the page cache the CPU copies them there and the kernel writes them back
@@ -367,14 +377,6 @@ class _PositionedFile(_RowIndexing):
         block = DIRECT_BLOCK
         if position % block or len(view) % block or data.ctypes.data % block:
             return False
-        if self.direct_descriptor < 0:
-            try:
-                self.direct_descriptor = os.open(self.path, os.O_WRONLY | os.O_DIRECT)
-            except OSError as error:
-                if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                self.direct = False  # tmpfs and some others: the page cache it is
-                return False
         done = 0
         while done < len(view):
             if done % block:  # after a short write (rare): the rest through the page cache
