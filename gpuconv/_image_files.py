@@ -323,8 +323,11 @@ class _PositionedFile(_RowIndexing):
             str(self.stored_dtype),
         )
 
-    #: read() takes ``out=``, a buffer to read into (the band pipeline recycles its bands).
-    reads_into = True
+    @property
+    def reads_into(self) -> bool:
+        """Whether :meth:`read` returns the ``out=`` buffer it is given (the band pipeline
+        recycles its bands): not for a byte order to swap, whose rows come back new."""
+        return self.stored_dtype == self.dtype
 
     def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` in native byte order; read into ``out`` where given.

@@ -225,15 +225,15 @@ def apply_file(
         height, width = reader.shape[:2]
         whole = getattr(reader, "in_memory", False) or not is_out_of_core_path(output_path)
         if rows_per_chunk is None:
+            row_items = int(np.prod(reader.shape[1:]))
             widest = max([reader.dtype.itemsize, *pipeline.intermediate_itemsizes])
-            row_bytes = widest * int(np.prod(reader.shape[1:]))
+            row_bytes = widest * row_items
             streamed = max(
                 1, _STREAMED_BAND_BYTES // row_bytes, _BAND_PER_HALO_ROW * pipeline.halo_rows
             )
             # Bands of whole blocks where that costs at most a halving (a durable .npy writes
             # them with O_DIRECT): a 10000-pixel uint8 row takes bands of 256 rows, not 419.
-            output_row_bytes = stored.itemsize * int(np.prod(reader.shape[1:]))
-            unit = DIRECT_BLOCK // math.gcd(output_row_bytes, DIRECT_BLOCK)
+            unit = DIRECT_BLOCK // math.gcd(stored.itemsize * row_items, DIRECT_BLOCK)
             if unit <= streamed:
                 streamed -= streamed % unit
             rows_per_chunk = height if whole else streamed
@@ -373,10 +373,7 @@ class BandPipeline:
         buffers = _BandBuffers("written") if getattr(writer, "done_with_rows", False) else None
         # The same for the bands read, from a reader that reads into a buffer it is given
         # (a positioned file): 12-19 ms a 16 MiB band into fresh memory, 3-4 ms into reused.
-        # Not for a byte order to swap: the reader then returns a new array, not the buffer.
-        reads_into = getattr(self.reader, "reads_into", False)
-        native = reads_into and self.reader.stored_dtype == self.reader.dtype
-        inputs = _BandBuffers("read") if native else None
+        inputs = _BandBuffers("read") if getattr(self.reader, "reads_into", False) else None
 
         def compute(fetched):
             rows = self.compute(fetched)
